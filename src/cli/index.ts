@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+/**
+ * The postgate command: serve, check, hash-password, schema. Owns the
+ * process: signals, exit codes (0 ok, 1 runtime failure, 2 invalid config).
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { z } from 'zod';
+import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
+import { configSchema } from '../config/schema.js';
+import { buildGateway } from '../gateway.js';
+import { hashPassword } from '../auth/password.js';
+import { GatewayError } from '../core/errors.js';
+
+const HELP = `postgate — SMTP-to-HTTP gateway
+
+Usage:
+  postgate serve [--config FILE] [--domain DOMAIN]... [--listen HOST:PORT] [--data DIR] [--http HOST:PORT|off]
+  postgate check --config FILE [--print]
+  postgate hash-password            (reads the password from standard input)
+  postgate schema                   (prints the JSON Schema of the configuration)
+
+With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,
+mail for localhost (and each --domain) stored under ./data.
+The config file may also be given as POSTGATE_CONFIG. Docs: docs/configuration.md
+`;
+
+function packageVersion(): string {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+  try {
+    return (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function printConfigError(err: ConfigError, file: string | undefined): void {
+  process.stderr.write(`postgate: ${file ?? 'configuration'} is invalid (${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}):\n`);
+  for (const p of err.problems) process.stderr.write(`  - ${p.path ? `${p.path}: ` : ''}${p.message}\n`);
+}
+
+async function readStdin(): Promise<string> {
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  for await (const line of rl) {
+    rl.close();
+    return line;
+  }
+  return '';
+}
+
+type Flags = { config?: string | undefined; domain?: string[] | undefined; listen?: string | undefined; data?: string | undefined; http?: string | undefined };
+
+function cliOverrides(flags: Flags) {
+  return (doc: Record<string, unknown>): Record<string, unknown> => {
+    const out = { ...doc };
+    const domains = flags.domain ?? [];
+    if (!flags.config) {
+      // The embedded default: everything for localhost and --domain goes to the local store.
+      out.routes = [
+        { name: 'local', recipients: ['*@localhost', ...domains.map((d) => `*@${d}`)], targets: [{ type: 'local' }] },
+      ];
+    } else if (domains.length) {
+      out.routes = [
+        ...((out.routes as unknown[] | undefined) ?? []),
+        { name: 'cli-domains', recipients: domains.map((d) => `*@${d}`), targets: [{ type: 'local' }] },
+      ];
+    }
+    if (flags.listen) out.smtp = { ...((out.smtp as object | undefined) ?? {}), listen: flags.listen };
+    if (flags.data) out.storage = { ...((out.storage as object | undefined) ?? {}), path: flags.data };
+    if (flags.http) out.http = flags.http === 'off' ? false : { listen: flags.http };
+    return out;
+  };
+}
+
+async function serve(flags: Flags): Promise<number> {
+  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const gateway = await buildGateway(cfg);
+  await gateway.start();
+  const a = gateway.addresses();
+  if (!flags.config) {
+    process.stderr.write(
+      `postgate: embedded default — SMTP on ${a.map((x) => `${x.host}:${x.port}`).join(', ')}, ` +
+        `mail for ${cfg.servedDomains.join(', ')} stored under ${cfg.storage.path}\n` +
+        `  try: swaks --server ${a[0]!.host}:${a[0]!.port} --to someone@localhost\n`,
+    );
+  }
+  let stopping = false;
+  return await new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        gateway.logger.warn({ signal: sig }, 'second signal, exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      gateway.logger.info({ signal: sig }, 'shutting down');
+      gateway.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          gateway.logger.error({ err: (err as Error).message }, 'error while stopping');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      domain: { type: 'string', multiple: true, short: 'd' },
+      listen: { type: 'string' },
+      data: { type: 'string' },
+      http: { type: 'string' },
+      print: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  if (values.version) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  const command = positionals[0] ?? (values.help ? 'help' : 'serve');
+  const flags: Flags = { ...values, config: values.config ?? process.env.POSTGATE_CONFIG };
+  switch (command) {
+    case 'help':
+      process.stdout.write(HELP);
+      return 0;
+    case 'serve':
+      return serve(flags);
+    case 'check': {
+      if (!flags.config) {
+        process.stderr.write('postgate check: --config FILE is required\n');
+        return 2;
+      }
+      const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+      process.stdout.write(
+        `${flags.config}: ok — ${cfg.resolvedListeners.length} listener(s), ${cfg.routes.length} route(s), domains: ${cfg.servedDomains.join(', ') || '(none)'}\n`,
+      );
+      if (values.print) process.stdout.write(`${JSON.stringify(redactConfig(cfg), null, 2)}\n`);
+      return 0;
+    }
+    case 'hash-password': {
+      const pw = await readStdin();
+      if (!pw) {
+        process.stderr.write('postgate hash-password: give the password on standard input\n');
+        return 2;
+      }
+      process.stdout.write(`${await hashPassword(pw)}\n`);
+      return 0;
+    }
+    case 'schema':
+      process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+      return 0;
+    default:
+      process.stderr.write(`postgate: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+export function configJsonSchema(): Record<string, unknown> {
+  return {
+    ...z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }),
+    $id: 'https://postgate.dev/schema/config.json',
+    title: 'postgate configuration',
+  };
+}
+
+const isMain = process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain || (process.argv[1] && path.basename(process.argv[1]) === 'postgate')) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+      if (code !== 0 || !['serve', undefined].includes(process.argv[2])) return;
+      // serve resolved: the gateway has stopped; nothing else should hold the loop.
+      setTimeout(() => process.exit(code), 100).unref();
+    },
+    (err: unknown) => {
+      if (err instanceof ConfigError) {
+        printConfigError(err, process.env.POSTGATE_CONFIG ?? argvConfig(process.argv.slice(2)));
+        process.exitCode = 2;
+      } else if (err instanceof GatewayError) {
+        process.stderr.write(`postgate: ${err.code}: ${err.message}\n`);
+        process.exitCode = 1;
+      } else {
+        process.stderr.write(`postgate: ${(err as Error)?.stack ?? String(err)}\n`);
+        process.exitCode = 1;
+      }
+    },
+  );
+}
+
+function argvConfig(args: string[]): string | undefined {
+  const i = args.findIndex((a) => a === '--config' || a === '-c');
+  return i >= 0 ? args[i + 1] : args.find((a) => a.startsWith('--config='))?.slice(9);
+}

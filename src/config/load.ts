@@ -1,0 +1,302 @@
+/**
+ * Loading the configuration: YAML file → `${ENV}` references → POSTGATE_*
+ * environment overrides → schema validation (every problem at once, with its
+ * path, renamed keys with a hint) → derived values → frozen.
+ *
+ * This is the only module that reads process.env (callers pass `env` in).
+ */
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { GatewayError } from '../core/errors.js';
+import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
+
+export interface ConfigProblem {
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends GatewayError {
+  readonly problems: ConfigProblem[];
+  constructor(code: 'PG_CONFIG_INVALID' | 'PG_CONFIG_READ', problems: ConfigProblem[], cause?: unknown) {
+    super({
+      code,
+      message: problems.map((p) => (p.path ? `${p.path}: ${p.message}` : p.message)).join('\n'),
+      transient: false,
+      cause,
+    });
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/**
+ * Keys people bring from other tools or older drafts, with what to write
+ * instead. Matched against the path with array indexes replaced by `[]`.
+ */
+export const RENAMED_KEYS: Record<string, string> = {
+  'smtp.port': 'use smtp.listen: "host:port"',
+  'smtp.host': 'use smtp.listen: "host:port"',
+  'smtp.address': 'use smtp.listen: "host:port"',
+  'smtp.size': 'use smtp.maxMessageSize',
+  'smtp.maxSize': 'use smtp.maxMessageSize',
+  'smtp.name': 'use smtp.hostname',
+  'smtp.tls': 'use the top-level tls: { certificates: [{ cert, key }] }',
+  'listeners[].port': 'use listen: "host:port"',
+  'listeners[].type': 'use role: mx | submission | smtps',
+  'listeners[].secure': 'use role: smtps',
+  'listeners[].proxy': 'use proxyProtocol: { trustedSources: [...] }',
+  'routes[].match': 'use recipients: [...]',
+  'routes[].to': 'use recipients: [...]',
+  'routes[].rcpt': 'use recipients: [...]',
+  'routes[].webhooks': 'use targets: [{ type: webhook, url }]',
+  'routes[].destinations': 'use targets: [...]',
+  'routes[].webhook': 'use targets: [{ type: webhook, url }]',
+  'routes[].targets[].endpoint': 'use url',
+  'routes[].targets[].signingSecret': 'use secret',
+  'routes[].targets[].secretKey': 'use secret',
+  'routes[].targets[].timeoutMs': 'use timeout (a number of ms or "25s")',
+  'tls.cert': 'use tls.certificates: [{ cert, key }]',
+  'tls.key': 'use tls.certificates: [{ cert, key }]',
+  'auth.allowInsecureAuth': 'use auth.allowInsecure',
+  'storage.dir': 'use storage.path',
+  'storage.directory': 'use storage.path',
+  'http.port': 'use http.listen: "host:port"',
+  'log': 'use logging: { level }',
+  'logLevel': 'use logging: { level }',
+  'webhooks': 'use routes: [{ recipients, targets }]',
+};
+
+function formatPath(p: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const seg of p) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out ? `.${String(seg)}` : String(seg);
+  }
+  return out;
+}
+
+function renamedHint(parent: ReadonlyArray<PropertyKey>, key: string): string | undefined {
+  const generic = [...parent.map((s) => (typeof s === 'number' ? '[]' : String(s))), key]
+    .join('.')
+    .replace(/\.\[\]/g, '[]');
+  return RENAMED_KEYS[generic] ?? RENAMED_KEYS[generic.replace(/^postmaster\.targets/, 'routes[].targets')];
+}
+
+/**
+ * Replaces `${NAME}` in every string with the environment variable's value
+ * (`$${` escapes a literal `${`). Unset variables are problems, reported with
+ * the others. Values are never echoed in messages (they may be secrets).
+ */
+export function resolveEnvRefs(value: unknown, env: Record<string, string | undefined>, problems: ConfigProblem[], at: PropertyKey[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => {
+      if (whole.startsWith('$$')) return whole.slice(1);
+      const v = env[name];
+      if (v === undefined) {
+        problems.push({ path: formatPath(at), message: `environment variable ${name} is not set (referenced as \${${name}})` });
+        return whole; // left as written, so validation does not add a second, confusing problem
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => resolveEnvRefs(v, env, problems, [...at, i]));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveEnvRefs(v, env, problems, [...at, k])]));
+  }
+  return value;
+}
+
+const ENV_PREFIX = 'POSTGATE_';
+
+/**
+ * `POSTGATE_SMTP__MAX_MESSAGE_SIZE=10MiB` sets smtp.maxMessageSize: `__`
+ * separates levels, single `_` separates words (camelCased). Values are read
+ * as YAML scalars, so `false`, `100` and `"x"` keep their types. Only object
+ * keys can be set this way, not array elements.
+ */
+export function applyEnvOverrides(doc: Record<string, unknown>, env: Record<string, string | undefined>): Record<string, unknown> {
+  const out = structuredClone(doc);
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined || name === 'POSTGATE_CONFIG') continue;
+    const keys = name
+      .slice(ENV_PREFIX.length)
+      .split('__')
+      .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
+    if (keys.some((k) => k === '')) continue;
+    let node: Record<string, unknown> = out;
+    for (const k of keys.slice(0, -1)) {
+      const next = node[k];
+      if (!next || typeof next !== 'object' || Array.isArray(next)) node[k] = {};
+      node = node[k] as Record<string, unknown>;
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(raw);
+    } catch {
+      parsed = raw;
+    }
+    node[keys[keys.length - 1]!] = parsed ?? raw;
+  }
+  return out;
+}
+
+export interface ResolvedListener {
+  name: string;
+  role: 'mx' | 'submission' | 'smtps';
+  host: string;
+  port: number;
+  auth: boolean;
+  proxyProtocol: { trustedSources: string[]; timeout: number } | undefined;
+}
+
+/** The validated config plus values derived once, so nothing downstream re-derives them. */
+export interface ResolvedConfig extends Config {
+  hostname: string;
+  resolvedListeners: ResolvedListener[];
+  /** Lower-case domains postgate accepts mail for (routes, domains, postmaster). */
+  servedDomains: string[];
+  postmasterTargets: TargetConfig[];
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+function withTargetIds(targets: TargetConfig[], storagePath: string): TargetConfig[] {
+  return targets.map((t) => {
+    if (t.type === 'webhook') return { ...t, id: t.id ?? `webhook:${t.url}` };
+    const p = path.resolve(t.path ?? storagePath);
+    return { ...t, path: p, id: t.id ?? `local:${p}` };
+  });
+}
+
+/**
+ * Validates a parsed document (after env refs and overrides) and derives the
+ * resolved config. Throws ConfigError with every problem at once.
+ */
+export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: string } = {}): ResolvedConfig {
+  const result = configSchema.safeParse(doc ?? {});
+  if (!result.success) {
+    const problems: ConfigProblem[] = [];
+    for (const issue of result.error.issues) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) {
+          const hint = renamedHint(issue.path, key);
+          problems.push({
+            path: formatPath([...issue.path, key]),
+            message: hint ? `unknown key (renamed: ${hint})` : 'unknown key',
+          });
+        }
+      } else {
+        problems.push({ path: formatPath(issue.path), message: issue.message });
+      }
+    }
+    throw new ConfigError('PG_CONFIG_INVALID', problems);
+  }
+  const cfg = result.data;
+  const cwd = opts.cwd ?? process.cwd();
+  const storagePath = path.resolve(cwd, cfg.storage.path);
+  const listeners: ResolvedListener[] = (cfg.listeners ?? [{ role: 'mx' as const, listen: cfg.smtp.listen }]).map((l, i) => {
+    const [host, port] = splitListen(l.listen);
+    const role = l.role ?? 'mx';
+    return {
+      name: l.name ?? (cfg.listeners ? `${role}-${i}` : 'mx'),
+      role,
+      host,
+      port,
+      auth: role === 'submission' ? true : (l.auth ?? role !== 'mx'),
+      proxyProtocol: 'proxyProtocol' in l ? l.proxyProtocol : undefined,
+    };
+  });
+  const domains = new Set<string>(cfg.domains);
+  for (const r of cfg.routes) for (const p of r.recipients) domains.add(p.slice(p.lastIndexOf('@') + 1).toLowerCase());
+  const resolved: ResolvedConfig = {
+    ...cfg,
+    storage: { path: storagePath },
+    routes: cfg.routes.map((r, i) => ({ ...r, name: r.name ?? `route-${i}`, targets: withTargetIds(r.targets, storagePath) })),
+    hostname: cfg.smtp.hostname ?? opts.hostname ?? os.hostname(),
+    resolvedListeners: listeners,
+    servedDomains: [...domains].sort(),
+    postmasterTargets: withTargetIds(cfg.postmaster.targets ?? [{ type: 'local', required: true }], storagePath),
+  };
+  return deepFreeze(resolved);
+}
+
+function splitListen(v: string): [string, number] {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v.trim());
+  // The schema has validated the form already.
+  const host = m?.[1] ?? m?.[2] ?? '';
+  return [host === '' ? '::' : host, Number(m?.[3] ?? 0)];
+}
+
+export interface LoadOptions {
+  /** Path of the YAML file; omitted → the embedded default (no file). */
+  file?: string | undefined;
+  /** Environment for `${NAME}` references and POSTGATE_* overrides. */
+  env?: Record<string, string | undefined>;
+  /** Applied after the file and the environment (command-line flags). */
+  overrides?: (doc: Record<string, unknown>) => Record<string, unknown>;
+  hostname?: string;
+  cwd?: string;
+}
+
+/** Reads, resolves and validates the configuration. Throws ConfigError. */
+export async function loadConfig(opts: LoadOptions = {}): Promise<ResolvedConfig> {
+  const env = opts.env ?? process.env;
+  let doc: Record<string, unknown> = {};
+  if (opts.file) {
+    let text: string;
+    try {
+      text = await readFile(opts.file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('PG_CONFIG_READ', [{ path: '', message: `cannot read ${opts.file}: ${(err as Error).message}` }], err);
+    }
+    try {
+      const parsed: unknown = parseYaml(text, { prettyErrors: true });
+      if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+        throw new ConfigError('PG_CONFIG_READ', [{ path: '', message: `${opts.file}: the top level must be a mapping` }]);
+      }
+      doc = (parsed as Record<string, unknown> | null) ?? {};
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      const msg = err instanceof YAMLParseError ? err.message : String(err);
+      throw new ConfigError('PG_CONFIG_READ', [{ path: '', message: `${opts.file}: invalid YAML: ${msg}` }], err);
+    }
+  }
+  const problems: ConfigProblem[] = [];
+  doc = resolveEnvRefs(doc, env, problems) as Record<string, unknown>;
+  doc = applyEnvOverrides(doc, env);
+  if (opts.overrides) doc = opts.overrides(doc);
+  try {
+    const cfg = validateConfig(doc, { ...(opts.hostname ? { hostname: opts.hostname } : {}), ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+    if (problems.length) throw new ConfigError('PG_CONFIG_INVALID', problems);
+    return cfg;
+  } catch (err) {
+    if (err instanceof ConfigError && problems.length && err.problems !== problems) {
+      throw new ConfigError('PG_CONFIG_INVALID', [...problems, ...err.problems]);
+    }
+    throw err;
+  }
+}
+
+/** Paths whose values are secrets: never logged, masked in `postgate check --print`. */
+export const SECRET_KEYS = ['secret', 'password', 'authorization', 'Authorization'];
+
+/** A copy of the config safe to print or log. */
+export function redactConfig(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactConfig);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.includes(k) && typeof v === 'string' ? '[redacted]' : redactConfig(v)]),
+    );
+  }
+  return value;
+}
+
+export type { Config, ConfigInput };

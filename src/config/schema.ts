@@ -1,0 +1,266 @@
+/**
+ * The one schema of postgate's configuration: it gives the TypeScript type,
+ * the defaults, the validation, and (through `z.toJSONSchema`) the JSON Schema
+ * published as schema/config.json for editor completion.
+ *
+ * Every object is strict, so a misspelt or renamed key is an error, never a
+ * silently ignored setting (see RENAMED_KEYS in load.ts for the hints).
+ */
+import { z } from 'zod';
+import { parseBytes, parseDuration, parseHostPort } from './units.js';
+import { validateRange } from '../net/cidr.js';
+import { isPasswordHash } from '../auth/password.js';
+
+const bytes = (description: string) =>
+  z
+    .union([z.number().int().nonnegative(), z.string()])
+    .describe(`${description} Bytes: a number or a string with a unit (B, KB, KiB, MB, MiB, GB, GiB).`)
+    .transform((v, ctx) => {
+      const n = parseBytes(v);
+      if (n === null) {
+        ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (e.g. 26214400 or "25MiB")` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const duration = (description: string) =>
+  z
+    .union([z.number().nonnegative(), z.string()])
+    .describe(`${description} Milliseconds as a number, or a string with a unit (ms, s, m, h, d).`)
+    .transform((v, ctx) => {
+      const n = parseDuration(v);
+      if (n === null) {
+        ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (e.g. 30000 or "30s")` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const listenAddress = z
+  .string()
+  .describe('host:port to listen on, e.g. "127.0.0.1:2525", "[::]:25", ":25" (all interfaces).')
+  .refine((v) => parseHostPort(v) !== null, { message: 'expected host:port, e.g. "127.0.0.1:2525" or "[::]:25"' });
+
+// RFC 1035 §2.3.1 preferred name syntax (lenient on label starts, as real mail is).
+const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+const domain = z
+  .string()
+  .refine((v) => DOMAIN_RE.test(v), { message: 'not a domain name' })
+  .transform((v) => v.toLowerCase());
+
+/**
+ * A recipient pattern: `user@domain` (exact), `*@domain` (any user of the
+ * domain), or a local part with `*` wildcards (`support+*@domain`). The domain
+ * part is always literal, so the served domains are known (never an open relay).
+ */
+const recipientPattern = z.string().refine(
+  (v) => {
+    const at = v.lastIndexOf('@');
+    return at > 0 && DOMAIN_RE.test(v.slice(at + 1)) && !/\s/.test(v);
+  },
+  { message: 'expected "user@domain", "*@domain" or a local part with * wildcards' },
+);
+
+const secretRef = z.string().min(1);
+
+const webhookTarget = z
+  .strictObject({
+    type: z.literal('webhook'),
+    id: z.string().min(1).optional().describe('Stable target id (part of the idempotent delivery id). Default: "webhook:<url>".'),
+    url: z
+      .string()
+      .url()
+      .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://' }),
+    secret: secretRef
+      .optional()
+      .describe('Standard Webhooks signing secret ("whsec_" + base64). Use "${ENV_NAME}" to keep it out of the file.'),
+    headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
+    timeout: duration('Time allowed for the receiver to answer.').default(25_000),
+    required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
+  })
+  .describe('POST the event as JSON with Standard Webhooks headers.');
+
+const localTarget = z
+  .strictObject({
+    type: z.literal('local'),
+    id: z.string().min(1).optional(),
+    path: z.string().min(1).optional().describe('Directory of the store. Default: storage.path.'),
+    required: z.boolean().default(true),
+  })
+  .describe('Write the raw .eml and the JSON event to a local directory, fsync\'d before the 250.');
+
+export const targetSchema = z.discriminatedUnion('type', [webhookTarget, localTarget]);
+
+const routeSchema = z.strictObject({
+  name: z.string().min(1).optional().describe('Name used in logs and metrics. Default: "route-<n>".'),
+  recipients: z.array(recipientPattern).min(1).describe('Recipient patterns this route accepts.'),
+  targets: z.array(targetSchema).min(1).describe('Where accepted messages go.'),
+});
+
+const proxyProtocolSchema = z.strictObject({
+  trustedSources: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        const problem = validateRange(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .min(1)
+    .describe('Load balancer addresses or CIDR ranges allowed to send PROXY headers; others are refused.'),
+  timeout: duration('Time allowed for the PROXY header to arrive.').default(5_000),
+});
+
+const listenerSchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  role: z
+    .enum(['mx', 'submission', 'smtps'])
+    .default('mx')
+    .describe('mx: inbound mail (port 25); submission: AUTH required before MAIL (587); smtps: implicit TLS (465, RFC 8314).'),
+  listen: listenAddress,
+  proxyProtocol: proxyProtocolSchema.optional().describe('Require a PROXY v1/v2 header (behind a load balancer).'),
+  auth: z.boolean().optional().describe('Offer AUTH on this listener. Default: true for submission and smtps, false for mx.'),
+});
+
+const certificateSchema = z.strictObject({
+  cert: z.string().min(1).describe('PEM certificate (chain) file.'),
+  key: z.string().min(1).describe('PEM private key file.'),
+  hostnames: z.array(domain).optional().describe('SNI names served with this certificate. Default: from the certificate.'),
+});
+
+const userSchema = z.strictObject({
+  username: z.string().min(1),
+  password: secretRef
+    .describe('scrypt hash from "postgate hash-password" (PHC format "$scrypt$..."), or "${ENV_NAME}" holding one.')
+    // Plain-text passwords in a config file end up in backups and tickets.
+    .refine((v) => isPasswordHash(v) || /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(v), {
+      message: 'expected a scrypt hash: run "postgate hash-password" and paste its output',
+    }),
+});
+
+export const configSchema = z
+  .strictObject({
+    smtp: z
+      .strictObject({
+        listen: listenAddress.default('127.0.0.1:2525').describe('Address of the default mx listener (used when "listeners" is absent).'),
+        hostname: z.string().min(1).optional().describe('Name in the greeting and Received headers. Default: the host name.'),
+        banner: z.string().optional(),
+        maxMessageSize: bytes('Largest message accepted (SIZE, RFC 1870).').default(25 * 1024 * 1024),
+        maxRecipients: z
+          .number()
+          .int()
+          .min(100, { message: 'RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients' })
+          .default(100),
+        maxClients: z.number().int().positive().default(1000).describe('Concurrent SMTP connections across all listeners.'),
+        socketTimeout: duration('Idle command timeout (RFC 5321 §4.5.3.2.7 suggests 5 minutes).').default(300_000),
+      })
+      .prefault({}),
+    listeners: z.array(listenerSchema).min(1).optional().describe('Several listeners with roles; default: one mx listener at smtp.listen.'),
+    tls: z
+      .strictObject({
+        certificates: z.array(certificateSchema).min(1),
+        minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+        watch: z.boolean().default(true).describe('Reload certificates when the files change.'),
+        watchInterval: duration('How often certificate files are checked for changes.').default(5_000),
+      })
+      .optional(),
+    auth: z
+      .strictObject({
+        users: z.array(userSchema).min(1),
+        allowInsecure: z.boolean().default(false).describe('Allow AUTH without TLS (testing only; RFC 4954 §4).'),
+      })
+      .optional(),
+    domains: z.array(domain).default([]).describe('Extra served domains (their unknown users get 550 5.1.1).'),
+    routes: z.array(routeSchema).default([]),
+    postmaster: z
+      .strictObject({
+        targets: z.array(targetSchema).min(1).optional().describe('Where postmaster@ mail goes. Default: the local store.'),
+      })
+      .prefault({}),
+    storage: z.strictObject({ path: z.string().min(1).default('./data') }).prefault({}),
+    delivery: z
+      .strictObject({
+        deadline: duration('Budget for all targets of one message before the reply becomes 451.').default(30_000),
+      })
+      .prefault({}),
+    http: z
+      .union([
+        z.literal(false),
+        z.strictObject({ listen: listenAddress.default('127.0.0.1:9025') }),
+      ])
+      .default({ listen: '127.0.0.1:9025' })
+      .describe('Operations endpoint (/healthz, /readyz, /metrics); false to disable.'),
+    logging: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        minFreeDisk: bytes('Below this much free disk under storage.path, MAIL gets 452 4.3.1.').default(100 * 1024 * 1024),
+        memoryBudget: bytes('In-flight message bytes above which MAIL gets 451 4.3.2 and new connections 421.').default(
+          256 * 1024 * 1024,
+        ),
+      })
+      .prefault({}),
+    shutdown: z
+      .strictObject({
+        grace: duration('How long in-flight transactions may finish after SIGTERM.').default(30_000),
+      })
+      .prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const listeners = cfg.listeners ?? [];
+    listeners.forEach((l, i) => {
+      if (l.role === 'smtps' && !cfg.tls) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'role'], message: 'role "smtps" needs tls.certificates' });
+      }
+      const wantsAuth = l.auth ?? l.role !== 'mx';
+      if (wantsAuth && !cfg.auth) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${l.role}" offers AUTH and needs auth.users` });
+      }
+      if (wantsAuth && l.role !== 'smtps' && !cfg.tls && !cfg.auth?.allowInsecure) {
+        // RFC 4954 §4: passwords only over TLS; without certificates AUTH could never be used.
+        ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${l.role}" offers AUTH, which needs tls.certificates (or auth.allowInsecure for testing)` });
+      }
+      if (l.role === 'submission' && l.auth === false) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'auth'], message: 'a submission listener always requires AUTH' });
+      }
+    });
+    const names = new Set<string>();
+    listeners.forEach((l, i) => {
+      const name = l.name ?? `${l.role}-${i}`;
+      if (names.has(name)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener name "${name}"` });
+      names.add(name);
+    });
+    const checkRequired = (targets: readonly { required: boolean }[] | undefined, at: (string | number)[]) => {
+      if (targets && !targets.some((t) => t.required)) {
+        ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target (the 250 waits for it)' });
+      }
+    };
+    cfg.routes.forEach((r, i) => checkRequired(r.targets, ['routes', i, 'targets']));
+    checkRequired(cfg.postmaster.targets, ['postmaster', 'targets']);
+    // A pattern listed by two routes would make the route of a recipient depend on order.
+    const seen = new Map<string, number>();
+    cfg.routes.forEach((r, i) =>
+      r.recipients.forEach((p, j) => {
+        const key = p.toLowerCase();
+        const prev = seen.get(key);
+        if (prev !== undefined && prev !== i) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'recipients', j], message: `"${p}" is already listed by routes[${prev}]` });
+        }
+        seen.set(key, i);
+      }),
+    );
+  });
+
+/** The configuration as written (input side of the schema). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The validated configuration with every default filled in. */
+export type Config = z.output<typeof configSchema>;
+export type TargetConfig = z.output<typeof targetSchema>;
+export type WebhookTargetConfig = Extract<TargetConfig, { type: 'webhook' }>;
+export type LocalTargetConfig = Extract<TargetConfig, { type: 'local' }>;
+export type ListenerConfig = z.output<typeof listenerSchema>;
+export type RouteConfig = z.output<typeof routeSchema>;

@@ -1,0 +1,86 @@
+/**
+ * Every failure postgate reports carries a stable `code` (match on it, never on
+ * the message), the SMTP reply it turns into, and whether it is transient.
+ *
+ * The temporary-vs-permanent split is decided at each failure site on purpose
+ * (like Haraka's DENY / DENYSOFT): a transient error becomes a 4xx and the
+ * sending MTA keeps the message and retries; a permanent one becomes a 5xx and
+ * the sender bounces it. When in doubt a site chooses transient: deferring mail
+ * costs minutes, bouncing it loses it (docs/errors.md).
+ *
+ * Leaf module: imports nothing from the rest of postgate.
+ */
+
+export interface SmtpReply {
+  /** Basic reply code, RFC 5321 §4.2 (e.g. 451). */
+  code: number;
+  /** Enhanced status code, RFC 3463 (e.g. "4.3.0"); its class matches `code`. */
+  enhanced: string;
+}
+
+export interface GatewayErrorOptions {
+  code: string;
+  message: string;
+  smtp?: SmtpReply | undefined;
+  transient?: boolean | undefined;
+  cause?: unknown;
+}
+
+export class GatewayError extends Error {
+  readonly code: string;
+  readonly smtp: SmtpReply | undefined;
+  readonly transient: boolean;
+
+  constructor(opts: GatewayErrorOptions) {
+    super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'GatewayError';
+    this.code = opts.code;
+    this.smtp = opts.smtp;
+    this.transient = opts.transient ?? (opts.smtp ? opts.smtp.code < 500 : true);
+  }
+
+  /**
+   * The reply line text for smtp-server: the enhanced code first, so the
+   * extension in src/smtp/ sends it instead of smtp-server's fixed table.
+   */
+  get replyText(): string {
+    return this.smtp ? `${this.smtp.enhanced} ${this.message}` : this.message;
+  }
+
+  /** The `responseCode` smtp-server reads from a callback error. */
+  get responseCode(): number | undefined {
+    return this.smtp?.code;
+  }
+}
+
+/** Every stable error code, with the documentation line `docs/errors.md` must carry. */
+export const ERROR_CODES = {
+  PG_CONFIG_INVALID: 'The configuration failed validation; every problem is listed with its path.',
+  PG_CONFIG_READ: 'The configuration file could not be read or is not valid YAML.',
+  PG_CONFIG_ENV_MISSING: 'A ${NAME} reference in the configuration names an unset environment variable.',
+  PG_SMTP_INTERNALS: 'The installed smtp-server lacks an internal that postgate extends; install a tested version.',
+  PG_RCPT_UNKNOWN_USER: 'RCPT TO names an unknown user in a served domain (550 5.1.1).',
+  PG_RCPT_RELAY_DENIED: 'RCPT TO names a domain postgate does not serve (550 5.7.1).',
+  PG_RCPT_OTHER_ROUTE: 'RCPT TO belongs to another route than the transaction\'s (452 4.5.3).',
+  PG_RCPT_TOO_MANY: 'Too many recipients in one transaction (452 4.5.3).',
+  PG_MESSAGE_TOO_BIG: 'The message exceeds the size limit (552 5.3.4).',
+  PG_AUTH_REQUIRED: 'The listener requires AUTH before MAIL (530 5.7.0).',
+  PG_AUTH_FAILED: 'AUTH credentials were wrong (535 5.7.8).',
+  PG_AUTH_NEEDS_TLS: 'AUTH was tried before TLS (538 5.7.11).',
+  PG_SHED_DISK: 'Free disk is under the configured floor; new transactions are deferred (452 4.3.1).',
+  PG_SHED_MEMORY: 'In-flight message memory is over budget; transactions are deferred (451 4.3.2 / 421).',
+  PG_SHUTTING_DOWN: 'The gateway is draining for shutdown (421 4.3.2).',
+  PG_PROXY_HEADER: 'A PROXY protocol header was missing, malformed or came from an untrusted source.',
+  PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
+  PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.3.0).',
+  PG_DELIVERY_REJECTED: 'A target refused the message permanently (550).',
+  PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
+  PG_INTERNAL: 'An unexpected internal error; the message is deferred, never accepted (451 4.3.0).',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Short constructor used at failure sites: `smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', '…')`. */
+export function smtpError(code: ErrorCode, reply: number, enhanced: string, message: string, cause?: unknown): GatewayError {
+  return new GatewayError({ code, message, smtp: { code: reply, enhanced }, transient: reply < 500, cause });
+}

@@ -1,0 +1,113 @@
+/**
+ * Fan-out of one accepted transaction to its route's targets under one
+ * deadline, and the outcome that becomes the SMTP reply (DESIGN §2):
+ * every required target acknowledged → 250; a permanent refusal → 5xx;
+ * anything else (failure, timeout, deadline) → 4xx, and the sender retries.
+ */
+import { GatewayError } from '../core/errors.js';
+import { deliveryId } from '../message/ids.js';
+import type { TargetConfig } from '../config/schema.js';
+import { LocalStoreTarget } from './local.js';
+import { WebhookTarget, type WebhookDeps } from './webhook.js';
+import type { DeliveryMessage, Target } from './types.js';
+
+export type { DeliveryMessage, Target } from './types.js';
+
+export function createTarget(cfg: TargetConfig, deps: WebhookDeps): Target {
+  switch (cfg.type) {
+    case 'webhook':
+      return new WebhookTarget(cfg, deps);
+    case 'local':
+      // ids and paths are resolved by the config loader
+      return new LocalStoreTarget(cfg.id!, cfg.path!, cfg.required);
+  }
+}
+
+/**
+ * Delivery ids that already succeeded, so a sender's retry after a lost 250
+ * (or after another target failed) does not deliver twice to the same target.
+ * In-process and bounded; receivers still deduplicate on webhook-id.
+ */
+export class SkipStore {
+  private readonly done = new Map<string, number>();
+  constructor(
+    private readonly max = 100_000,
+    private readonly ttlMs = 24 * 3600_000,
+  ) {}
+  has(id: string, now: number): boolean {
+    const t = this.done.get(id);
+    return t !== undefined && now - t < this.ttlMs;
+  }
+  add(id: string, now: number): void {
+    this.done.delete(id);
+    this.done.set(id, now);
+    if (this.done.size > this.max) this.done.delete(this.done.keys().next().value!);
+  }
+}
+
+export interface TargetOutcome {
+  targetId: string;
+  ok: boolean;
+  skipped: boolean;
+  ms: number;
+  error?: GatewayError;
+}
+
+export interface DeliveryOutcome {
+  ok: boolean;
+  /** Set when !ok: the error whose reply is sent. */
+  error?: GatewayError;
+  targets: TargetOutcome[];
+}
+
+function asGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError({
+    code: 'PG_INTERNAL',
+    message: 'internal error during delivery',
+    smtp: { code: 451, enhanced: '4.3.0' },
+    transient: true,
+    cause: err,
+  });
+}
+
+export async function deliverToTargets(
+  targets: readonly Target[],
+  msg: DeliveryMessage,
+  opts: { deadlineMs: number; skip: SkipStore; now: () => number; onTarget?: (t: Target, o: TargetOutcome) => void },
+): Promise<DeliveryOutcome> {
+  const signal = AbortSignal.timeout(opts.deadlineMs);
+  const results = await Promise.all(
+    targets.map(async (t): Promise<TargetOutcome> => {
+      const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
+      const started = performance.now();
+      if (opts.skip.has(id, opts.now())) return { targetId: t.id, ok: true, skipped: true, ms: 0 };
+      let outcome: TargetOutcome;
+      try {
+        await t.deliver(msg, id, signal);
+        opts.skip.add(id, opts.now());
+        outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started };
+      } catch (err) {
+        let error = asGatewayError(err);
+        if (signal.aborted && error.transient) {
+          // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
+          error = new GatewayError({
+            code: 'PG_DELIVERY_FAILED',
+            message: `delivery deadline of ${opts.deadlineMs} ms passed`,
+            smtp: { code: 451, enhanced: '4.4.7' },
+            transient: true,
+            cause: err,
+          });
+        }
+        outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, error };
+      }
+      opts.onTarget?.(t, outcome);
+      return outcome;
+    }),
+  );
+  const failed = results.filter((r, i) => !r.ok && targets[i]!.required);
+  if (failed.length === 0) return { ok: true, targets: results };
+  // A permanent refusal wins: retrying would be refused again.
+  const permanent = failed.find((r) => r.error && !r.error.transient);
+  return { ok: false, error: (permanent ?? failed[0]!).error!, targets: results };
+}

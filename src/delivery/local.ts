@@ -1,0 +1,76 @@
+/**
+ * The local store: each message as `<queueId>.eml` (the bytes delivered,
+ * trace headers included) and `<queueId>.json` (the event) under
+ * `<path>/<yyyy>/<mm>/<dd>/`. Both are written to a temporary name, fsync'd,
+ * renamed into place and the directory fsync'd, so after the 250 a crash or
+ * power loss cannot leave a missing or half-written file.
+ */
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { GatewayError } from '../core/errors.js';
+import type { DeliveryMessage, Target } from './types.js';
+
+async function writeDurably(file: string, data: Buffer): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  const fh = await open(tmp, 'w', 0o640);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export function storedPaths(root: string, queueId: string, receivedAt: Date): { dir: string; eml: string; json: string } {
+  const p = (n: number) => String(n).padStart(2, '0');
+  const dir = path.join(root, String(receivedAt.getUTCFullYear()), p(receivedAt.getUTCMonth() + 1), p(receivedAt.getUTCDate()));
+  return { dir, eml: path.join(dir, `${queueId}.eml`), json: path.join(dir, `${queueId}.json`) };
+}
+
+export class LocalStoreTarget implements Target {
+  readonly type = 'local';
+  private readonly made = new Set<string>();
+
+  constructor(
+    readonly id: string,
+    readonly root: string,
+    readonly required: boolean,
+  ) {}
+
+  async deliver(msg: DeliveryMessage): Promise<void> {
+    const { dir, eml, json } = storedPaths(this.root, msg.queueId, msg.receivedAt);
+    try {
+      if (!this.made.has(dir)) {
+        await mkdir(dir, { recursive: true, mode: 0o750 });
+        this.made.add(dir);
+      }
+      await writeDurably(eml, msg.message);
+      await writeDurably(json, msg.eventJson);
+      await syncDir(dir);
+    } catch (err) {
+      await rm(eml, { force: true }).catch(() => undefined);
+      this.made.delete(dir);
+      // Disk full, permissions, a vanished mount: all fixable by an operator,
+      // so the sender keeps the message and retries (451), never a bounce.
+      throw new GatewayError({
+        code: 'PG_STORE_WRITE',
+        message: `local store ${this.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        smtp: { code: 451, enhanced: '4.3.0' },
+        transient: true,
+        cause: err,
+      });
+    }
+  }
+
+  async close(): Promise<void> {}
+}

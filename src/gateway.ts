@@ -1,0 +1,249 @@
+/**
+ * buildGateway wires everything from a validated config and injected deps,
+ * and never listens; start() listens; stop() drains and closes. The CLI
+ * (src/cli) owns signals and the process.
+ */
+import { once } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import type net from 'node:net';
+import type http from 'node:http';
+import type { SMTPServer } from 'smtp-server';
+import type { ResolvedConfig } from './config/load.js';
+import { buildRoutingTable } from './routing/index.js';
+import { createTarget, SkipStore, type Target } from './delivery/index.js';
+import { createPoolCache } from './delivery/webhook.js';
+import { createLogger, type Logger } from './ops/logger.js';
+import { createMetrics, type Metrics } from './ops/metrics.js';
+import { createOpsServer } from './ops/http.js';
+import { DiskWatch, MemoryBudget } from './ops/shedding.js';
+import { installSmtpExtensions, internals } from './smtp/extensions.js';
+import { createSmtpServer } from './smtp/session.js';
+import { createListener } from './smtp/listener.js';
+import { CertificateStore } from './tls/certificates.js';
+import type { TargetConfig } from './config/schema.js';
+
+export interface GatewayDeps {
+  logger?: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+  /** Free-disk probe (tests inject a low value to exercise shedding). */
+  diskProbe?: (dir: string) => Promise<number>;
+}
+
+export interface BoundAddress {
+  name: string;
+  role: string;
+  host: string;
+  port: number;
+}
+
+export interface Gateway {
+  readonly config: ResolvedConfig;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  start(): Promise<void>;
+  /** Drain (new connections 421, in-flight transactions finish up to shutdown.grace), then close. */
+  stop(): Promise<void>;
+  /** Addresses actually bound (port 0 resolved), valid after start(). */
+  addresses(): BoundAddress[];
+  opsAddress(): { host: string; port: number } | null;
+  readiness(): { ready: boolean; reasons: string[] };
+  readonly draining: boolean;
+}
+
+export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
+  installSmtpExtensions();
+  const logger = deps.logger ?? createLogger(cfg.logging.level);
+  const metrics = deps.metrics ?? createMetrics();
+  const now = deps.now ?? Date.now;
+  const pools = createPoolCache();
+  const targetDeps = { pool: pools.pool, now };
+
+  // One Target instance per distinct target id, shared by routes.
+  const targets = new Map<string, Target>();
+  const materialize = (list: readonly TargetConfig[]) =>
+    list.map((t) => {
+      const id = t.id!;
+      let inst = targets.get(id);
+      if (!inst) {
+        inst = createTarget(t, targetDeps);
+        targets.set(id, inst);
+      }
+      return inst;
+    });
+  const routing = buildRoutingTable(
+    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: materialize(r.targets) })),
+    cfg.servedDomains,
+    materialize(cfg.postmasterTargets),
+  );
+
+  await mkdir(cfg.storage.path, { recursive: true });
+  const certs = cfg.tls
+    ? await CertificateStore.load({
+        certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+        minVersion: cfg.tls.minVersion,
+        watch: cfg.tls.watch,
+        watchIntervalMs: cfg.tls.watchInterval,
+        logger,
+      })
+    : null;
+
+  let draining = false;
+  let inflight = 0;
+  let idle: (() => void) | null = null;
+  const memory = new MemoryBudget(cfg.limits.memoryBudget);
+  const disk = new DiskWatch(cfg.storage.path, cfg.limits.minFreeDisk, now, 1000, deps.diskProbe);
+  const skip = new SkipStore();
+  let diskLow = false;
+
+  const sessionCtx = {
+    cfg,
+    logger,
+    metrics,
+    routing,
+    memory,
+    disk,
+    skip,
+    now,
+    isDraining: () => draining,
+    transactionStarted: () => {
+      inflight++;
+    },
+    transactionEnded: () => {
+      inflight--;
+      if (inflight === 0 && idle) idle();
+    },
+  };
+
+  const smtpServers: SMTPServer[] = [];
+  const netServers: { server: net.Server; name: string; role: string }[] = [];
+  for (const l of cfg.resolvedListeners) {
+    const smtp = createSmtpServer(l, sessionCtx, certs ? { sniCallback: certs.sniCallback } : null);
+    if (certs) internals(smtp).secureContext.set('*', certs.defaultContext);
+    smtpServers.push(smtp);
+    const server = createListener(l, smtp, {
+      logger,
+      metrics,
+      certs,
+      hostname: cfg.hostname,
+      isDraining: () => draining,
+      handshakeTimeoutMs: 30_000,
+    });
+    netServers.push({ server, name: l.name, role: l.role });
+  }
+  // A renewed certificate also becomes the default for STARTTLS without SNI.
+  certs?.on('reload', () => {
+    for (const smtp of smtpServers) internals(smtp).secureContext.set('*', certs.defaultContext);
+    logger.info({ hostnames: certs.hostnames() }, 'TLS certificates reloaded');
+  });
+
+  const readiness = () => {
+    const reasons: string[] = [];
+    if (draining) reasons.push('draining');
+    if (memory.exhausted) reasons.push('memory budget exhausted');
+    if (diskLow) reasons.push('free disk under the floor');
+    return { ready: reasons.length === 0, reasons };
+  };
+  // Readiness is read synchronously; refresh the disk state in the background.
+  const diskTimer = setInterval(() => {
+    disk.low().then(
+      (low) => (diskLow = low),
+      () => undefined,
+    );
+  }, 1000);
+  diskTimer.unref();
+  diskLow = await disk.low();
+
+  let ops: http.Server | null = null;
+  if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness });
+
+  const listenOne = async (server: net.Server | http.Server, hostPort: string) => {
+    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(hostPort)!;
+    const host = m[1] ?? m[2] ?? '';
+    server.listen({ host: host === '' ? '::' : host, port: Number(m[3]) });
+    await Promise.race([
+      once(server, 'listening'),
+      once(server, 'error').then(([err]) => {
+        throw err;
+      }),
+    ]);
+  };
+
+  let started = false;
+  const gw: Gateway = {
+    config: cfg,
+    logger,
+    metrics,
+    get draining() {
+      return draining;
+    },
+    readiness,
+    async start() {
+      if (started) return;
+      started = true;
+      for (const [i, l] of cfg.resolvedListeners.entries()) {
+        await listenOne(netServers[i]!.server, l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`);
+      }
+      if (ops && cfg.http !== false) await listenOne(ops, cfg.http.listen);
+      logger.info(
+        {
+          listeners: gw.addresses().map((a) => `${a.name}(${a.role})=${a.host}:${a.port}`),
+          ops: gw.opsAddress(),
+          domains: cfg.servedDomains,
+          storage: cfg.storage.path,
+        },
+        'postgate listening',
+      );
+    },
+    addresses() {
+      return netServers.map(({ server, name, role }) => {
+        const a = server.address() as net.AddressInfo;
+        return { name, role, host: a.address, port: a.port };
+      });
+    },
+    opsAddress() {
+      const a = ops?.address() as net.AddressInfo | null | undefined;
+      return a ? { host: a.address, port: a.port } : null;
+    },
+    async stop() {
+      if (draining) return;
+      draining = true;
+      logger.info({ inflight }, 'draining: new connections get 421, in-flight transactions may finish');
+      if (inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, cfg.shutdown.grace);
+          t.unref();
+          idle = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      }
+      // Idle sessions (and any transaction past the grace period, whose
+      // sender has no 250 and so still holds the message) get 421 and close.
+      for (const smtp of smtpServers) {
+        for (const conn of internals(smtp).connections) {
+          try {
+            conn.send(421, `4.3.2 ${cfg.hostname} Service shutting down, try again later`);
+          } catch {
+            conn.close();
+          }
+        }
+      }
+      await Promise.all(
+        netServers.map(({ server }) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))),
+      );
+      if (ops) {
+        const o = ops;
+        o.closeAllConnections?.();
+        await new Promise<void>((resolve) => (o.listening ? o.close(() => resolve()) : resolve()));
+      }
+      clearInterval(diskTimer);
+      certs?.close();
+      await Promise.all([...targets.values()].map((t) => t.close()));
+      await pools.close();
+      logger.info({ inflightLeft: inflight }, 'stopped');
+    },
+  };
+  return gw;
+}

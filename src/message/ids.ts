@@ -1,0 +1,41 @@
+/**
+ * Identifiers. Leaf module.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/**
+ * A queue id: 10 characters of millisecond time and 10 random ones in
+ * Crockford base32, so ids sort by arrival and are safe in file names,
+ * log lines and the 250 reply text.
+ */
+export function newQueueId(now = Date.now()): string {
+  let time = '';
+  let t = now;
+  for (let i = 0; i < 10; i++) {
+    time = CROCKFORD[t % 32]! + time;
+    t = Math.floor(t / 32);
+  }
+  const rnd = randomBytes(10);
+  let tail = '';
+  for (const b of rnd) tail += CROCKFORD[b % 32]!;
+  return time + tail;
+}
+
+/**
+ * The deterministic delivery id of DESIGN §2: equal across the sender's
+ * retries and across edge instances, never derived from Message-ID (which
+ * senders reuse and attackers choose).
+ */
+export function deliveryId(mailFrom: string, rcptTo: readonly string[], rawSha256: string, targetId: string): string {
+  const h = createHash('sha256');
+  h.update(mailFrom.toLowerCase());
+  h.update('\0');
+  h.update([...rcptTo].map((r) => r.toLowerCase()).sort().join('\n'));
+  h.update('\0');
+  h.update(rawSha256);
+  h.update('\0');
+  h.update(targetId);
+  return `msg_${h.digest('hex').slice(0, 32)}`;
+}

@@ -1,0 +1,50 @@
+/**
+ * Prometheus metrics (prom-client), in a registry of the gateway's own so
+ * several gateways in one process (tests) do not collide.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  connections: Counter<'listener'>;
+  activeConnections: Gauge<'listener'>;
+  transactions: Counter<'route' | 'result'>;
+  replies: Counter<'code'>;
+  deliveryDuration: Histogram<'target_type' | 'outcome'>;
+  inflightBytes: Gauge;
+  shed: Counter<'reason'>;
+  proxyRejected: Counter<'listener'>;
+}
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'postgate_' });
+  const registers = [registry];
+  return {
+    registry,
+    connections: new Counter({ name: 'postgate_smtp_connections_total', help: 'SMTP connections accepted', labelNames: ['listener'], registers }),
+    activeConnections: new Gauge({ name: 'postgate_smtp_connections_active', help: 'Open SMTP connections', labelNames: ['listener'], registers }),
+    transactions: new Counter({
+      name: 'postgate_smtp_transactions_total',
+      help: 'Transactions that reached the end of DATA, by route and result (accepted, deferred, rejected)',
+      labelNames: ['route', 'result'],
+      registers,
+    }),
+    replies: new Counter({ name: 'postgate_smtp_replies_total', help: 'SMTP replies sent, by basic code', labelNames: ['code'], registers }),
+    deliveryDuration: new Histogram({
+      name: 'postgate_delivery_duration_seconds',
+      help: 'Time for one target to acknowledge or fail',
+      labelNames: ['target_type', 'outcome'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    inflightBytes: new Gauge({ name: 'postgate_inflight_message_bytes', help: 'Bytes of messages being received or delivered', registers }),
+    shed: new Counter({ name: 'postgate_shed_total', help: 'Transactions or connections refused to protect the gateway', labelNames: ['reason'], registers }),
+    proxyRejected: new Counter({
+      name: 'postgate_proxy_rejected_total',
+      help: 'Connections closed for a missing, malformed or untrusted PROXY header',
+      labelNames: ['listener'],
+      registers,
+    }),
+  };
+}

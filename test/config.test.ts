@@ -1,0 +1,171 @@
+/**
+ * Configuration: the documented example verbatim, every error of a broken
+ * file at once with its path, renamed keys with hints, ${ENV} references,
+ * POSTGATE_* overrides, the published JSON Schema, and `postgate check`.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig, validateConfig } from '../src/config/load.js';
+import { configJsonSchema } from '../src/cli/index.js';
+import { projectRoot as root } from './helpers/fixtures.js';
+
+const projectRoot = root();
+
+const run = promisify(execFile);
+const CLI = path.join(projectRoot, 'dist/src/cli/index.js');
+
+async function tmpFile(name: string, text: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-cfg-'));
+  const file = path.join(dir, name);
+  await writeFile(file, text);
+  return file;
+}
+
+async function problemsOf(p: Promise<unknown>): Promise<string[]> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems.map((x) => `${x.path}: ${x.message}`);
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  test('the README example validates verbatim', async () => {
+    const cfg = await loadConfig({ file: path.join(projectRoot, 'examples/postgate.yml'), env: {} });
+    assert.equal(cfg.smtp.maxMessageSize, 26214400);
+    assert.equal(cfg.hostname, 'mx.example.test');
+    assert.deepEqual(cfg.resolvedListeners.map((l) => [l.role, l.host, l.port]), [['mx', '127.0.0.1', 2525]]);
+    assert.deepEqual(cfg.servedDomains, ['example.test', 'hooks.example.test']);
+    const target = cfg.routes[0]!.targets[0]!;
+    assert.equal(target.type, 'webhook');
+    assert.equal(target.id, 'webhook:http://127.0.0.1:9000/inbound');
+    // postmaster defaults to the local store
+    assert.equal(cfg.postmasterTargets[0]!.type, 'local');
+    assert.ok(Object.isFrozen(cfg) && Object.isFrozen(cfg.routes[0]));
+  });
+
+  test('every problem of a broken file is reported at once, with paths', async () => {
+    const file = await tmpFile(
+      'broken.yml',
+      [
+        'smtp:',
+        '  listen: nowhere',
+        '  maxMessageSize: lots',
+        '  maxRecipients: 10',
+        '  port: 25',
+        'routes:',
+        '  - recipients: ["not-an-address"]',
+        '    targets:',
+        '      - type: webhook',
+        '        url: ftp://example.test/x',
+        '      - type: carrier-pigeon',
+        'listeners:',
+        '  - role: submission',
+        '    listen: 127.0.0.1:587',
+        'logging: { level: loud }',
+      ].join('\n'),
+    );
+    const problems = await problemsOf(loadConfig({ file, env: {} }));
+    const want = [
+      /^smtp\.listen: expected host:port/,
+      /^smtp\.maxMessageSize: not a size/,
+      /^smtp\.maxRecipients: RFC 5321/,
+      /^smtp\.port: unknown key \(renamed: use smtp\.listen/,
+      /^routes\[0\]\.recipients\[0\]: expected "user@domain"/,
+      /^routes\[0\]\.targets\[0\]\.url: webhook url must be http/,
+      /^routes\[0\]\.targets\[1\]\.type: /,
+      /^logging\.level: /,
+    ];
+    for (const re of want) assert.ok(problems.some((p) => re.test(p)), `missing ${re} in:\n${problems.join('\n')}`);
+  });
+
+  test('cross-field checks: smtps without TLS, AUTH without users, routes without a required target', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          listeners: [{ role: 'smtps', listen: '127.0.0.1:465' }, { role: 'submission', listen: '127.0.0.1:587' }],
+          routes: [{ recipients: ['a@x.test'], targets: [{ type: 'local', required: false }] }],
+        }),
+      ),
+    );
+    assert.ok(problems.some((p) => p.startsWith('listeners[0].role: role "smtps" needs tls')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('listeners[1]: role "submission" offers AUTH and needs auth.users')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('routes[0].targets: needs at least one required target')), problems.join('\n'));
+  });
+
+  test('renamed keys get a hint', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() => validateConfig({ routes: [{ match: ['a@x.test'], webhooks: [], recipients: ['a@x.test'], targets: [{ type: 'webhook', endpoint: 'x', url: 'http://h/' }] }] })),
+    );
+    assert.ok(problems.includes('routes[0].match: unknown key (renamed: use recipients: [...])'), problems.join('\n'));
+    assert.ok(problems.includes('routes[0].webhooks: unknown key (renamed: use targets: [{ type: webhook, url }])'), problems.join('\n'));
+    assert.ok(problems.includes('routes[0].targets[0].endpoint: unknown key (renamed: use url)'), problems.join('\n'));
+  });
+
+  test('${ENV} references resolve; a missing one is a problem that does not echo values', async () => {
+    const file = await tmpFile(
+      'env.yml',
+      'routes:\n  - recipients: ["a@x.test"]\n    targets:\n      - type: webhook\n        url: http://127.0.0.1:1/\n        secret: ${HOOK_SECRET}\n        headers: { x-literal: "$${NOT_A_REF}" }\n',
+    );
+    const cfg = await loadConfig({ file, env: { HOOK_SECRET: 'whsec_c2VjcmV0' } });
+    const t = cfg.routes[0]!.targets[0]!;
+    assert.equal(t.type === 'webhook' && t.secret, 'whsec_c2VjcmV0');
+    assert.equal(t.type === 'webhook' && t.headers['x-literal'], '${NOT_A_REF}');
+    const problems = await problemsOf(loadConfig({ file, env: {} }));
+    assert.deepEqual(problems, ['routes[0].targets[0].secret: environment variable HOOK_SECRET is not set (referenced as ${HOOK_SECRET})']);
+  });
+
+  test('POSTGATE_* environment overrides', async () => {
+    const cfg = await loadConfig({
+      env: { POSTGATE_SMTP__LISTEN: '0.0.0.0:25', POSTGATE_SMTP__MAX_MESSAGE_SIZE: '10MiB', POSTGATE_HTTP: 'false', POSTGATE_LOGGING__LEVEL: 'warn' },
+    });
+    assert.equal(cfg.smtp.listen, '0.0.0.0:25');
+    assert.equal(cfg.smtp.maxMessageSize, 10 * 1024 * 1024);
+    assert.equal(cfg.http, false);
+    assert.equal(cfg.logging.level, 'warn');
+    const problems = await problemsOf(loadConfig({ env: { POSTGATE_SMTP__MAX_RECIPIENTS: '5' } }));
+    assert.equal(problems.length, 1);
+    assert.match(problems[0]!, /^smtp\.maxRecipients: /);
+  });
+
+  test('schema/config.json is the schema generated from the source', async () => {
+    const committed = JSON.parse(await readFile(path.join(projectRoot, 'schema/config.json'), 'utf8'));
+    assert.deepEqual(committed, JSON.parse(JSON.stringify(configJsonSchema())), 'run: node dist/src/cli/index.js schema > schema/config.json');
+    assert.ok(committed.properties.routes && committed.properties.smtp.properties.maxMessageSize);
+  });
+
+  test('postgate check: exit 0 for the example, exit 2 with every problem for a broken file', async () => {
+    const ok = await run(process.execPath, [CLI, 'check', '--config', path.join(projectRoot, 'examples/postgate.yml')]);
+    assert.match(ok.stdout, /ok — 1 listener\(s\), 1 route\(s\), domains: example\.test, hooks\.example\.test/);
+    const bad = await tmpFile('bad.yml', 'smtp:\n  listen: x\n  size: 5\nroutes: 7\n');
+    const err = await run(process.execPath, [CLI, 'check', '--config', bad]).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(err.code, 2);
+    assert.match(err.stderr, /is invalid \(3 problems\)/);
+    assert.match(err.stderr, /smtp\.listen: /);
+    assert.match(err.stderr, /smtp\.size: unknown key \(renamed: use smtp\.maxMessageSize\)/);
+    assert.match(err.stderr, /routes: /);
+    const yamlErr = await tmpFile('syntax.yml', 'smtp: [unclosed\n');
+    const e2 = await run(process.execPath, [CLI, 'check', '--config', yamlErr]).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(e2.code, 2);
+    assert.match(e2.stderr, /invalid YAML/);
+  });
+
+  test('check --print redacts secrets', async () => {
+    const out = await run(process.execPath, [CLI, 'check', '--print', '--config', path.join(projectRoot, 'examples/postgate.yml')]);
+    assert.ok(!out.stdout.includes('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'));
+    assert.match(out.stdout, /"secret": "\[redacted\]"/);
+  });
+});

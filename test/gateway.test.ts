@@ -1,0 +1,153 @@
+/**
+ * The hand-off path over real sockets: RCPT decisions, the local store
+ * (fsync'd files), the webhook target with Standard Webhooks signatures, and
+ * the reply contract (250 with a queue id only after the target acknowledged;
+ * 451 4.3.0 otherwise).
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { once } from 'node:events';
+import { createHmac } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { startGateway, listFiles, type TestGateway } from './helpers/gateway.js';
+
+const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+
+interface Received {
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+async function receiver(status: () => number) {
+  const got: Received[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      got.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      res.writeHead(status()).end();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  return { server, got, url: `http://127.0.0.1:${port}/inbound` };
+}
+
+describe('gateway hand-off', () => {
+  let tg: TestGateway;
+  let hook: Awaited<ReturnType<typeof receiver>>;
+  let status = 204;
+
+  before(async () => {
+    hook = await receiver(() => status);
+    tg = await startGateway({
+      routes: [
+        { name: 'hooks', recipients: ['ok@example.test', '*@hooks.example.test'], targets: [{ type: 'webhook', url: hook.url, secret: SECRET, timeout: '5s' }] },
+        { name: 'archive', recipients: ['*@archive.example.test'], targets: [{ type: 'local' }] },
+      ],
+    });
+  });
+  after(async () => {
+    await tg.close();
+    hook.server.close();
+  });
+
+  test('RCPT: unknown user 550 5.1.1, other domain 550 5.7.1, postmaster accepted', async () => {
+    const c = await RawSmtp.connect(tg.port);
+    assert.equal((await c.read()).code, 220);
+    assert.equal((await c.cmd('EHLO client.example')).code, 250);
+    assert.equal((await c.cmd('MAIL FROM:<a@example.org>')).code, 250);
+    const unknown = await c.cmd('RCPT TO:<nobody@example.test>');
+    assert.equal(unknown.code, 550);
+    assert.match(unknown.text, /^5\.1\.1 /);
+    const relay = await c.cmd('RCPT TO:<victim@elsewhere.example>');
+    assert.equal(relay.code, 550);
+    assert.match(relay.text, /^5\.7\.1 .*[Rr]elay/);
+    const pm = await c.cmd('RCPT TO:<PostMaster@hooks.example.test>');
+    assert.equal(pm.code, 250);
+    // postmaster goes to its own route, so a hooks recipient is another route
+    const other = await c.cmd('RCPT TO:<ok@example.test>');
+    assert.equal(other.code, 452);
+    assert.match(other.text, /^4\.5\.3 /);
+    c.close();
+  });
+
+  test('webhook: signed event, 250 with the queue id only after 2xx', async () => {
+    status = 204;
+    const before = hook.got.length;
+    const c = await RawSmtp.connect(tg.port);
+    await c.read();
+    await c.cmd('EHLO client.example');
+    const { rcpt, data } = await sendMail(c, 'sender@example.org', ['ok@example.test', 'x@hooks.example.test'], simpleMessage('signed'));
+    assert.deepEqual(rcpt.map((r) => r.code), [250, 250]);
+    assert.equal(data?.code, 250);
+    const queueId = /queued as ([0-9A-Z]{20})/.exec(data!.text)?.[1];
+    assert.ok(queueId, data!.text);
+    assert.equal(hook.got.length, before + 1);
+    const req = hook.got.at(-1)!;
+    const id = req.headers['webhook-id'] as string;
+    const ts = req.headers['webhook-timestamp'] as string;
+    const key = Buffer.from(SECRET.slice(6), 'base64');
+    const expected = `v1,${createHmac('sha256', key).update(`${id}.${ts}.${req.body}`).digest('base64')}`;
+    assert.equal(req.headers['webhook-signature'], expected);
+    assert.ok(Math.abs(Number(ts) - Date.now() / 1000) < 60);
+    const event = JSON.parse(req.body);
+    assert.equal(event.type, 'email.received');
+    assert.equal(event.data.id, queueId);
+    assert.equal(event.data.envelope.queueId, queueId);
+    assert.equal(event.data.envelope.mailFrom, 'sender@example.org');
+    assert.deepEqual(event.data.envelope.rcptTo.map((r: { address: string }) => r.address), ['ok@example.test', 'x@hooks.example.test']);
+    assert.equal(event.data.subject, 'signed');
+    assert.equal(event.data.headers[0].name, 'Return-Path');
+    assert.equal(event.data.headers[1].name, 'Received');
+    assert.match(event.data.headers[1].value, new RegExp(`id ${queueId}`));
+    assert.match(event.data.raw.sha256, /^[0-9a-f]{64}$/);
+    // the queue id is in the logs, the secret is not
+    assert.ok(tg.logs.some((l) => l.txn === queueId && l.msg === 'accepted'));
+    assert.ok(!tg.logText().includes(SECRET.slice(6)));
+    c.close();
+  });
+
+  test('webhook failure: 451 4.3.0 and nothing is acknowledged', async () => {
+    status = 500;
+    const c = await RawSmtp.connect(tg.port);
+    await c.read();
+    await c.cmd('EHLO client.example');
+    const body = simpleMessage('fails');
+    const { data } = await sendMail(c, 'sender@example.org', ['ok@example.test'], body);
+    assert.equal(data?.code, 451);
+    assert.match(data!.text, /^4\.3\.0 /);
+    assert.ok(!tg.logs.some((l) => l.msg === 'accepted' && String(l.txn) === /id (\S+)/.exec(data!.text)?.[1]));
+    // The sender retries the same message once the receiver recovers: same
+    // webhook-id (deterministic delivery id), so the receiver can deduplicate.
+    const firstId = hook.got.at(-1)!.headers['webhook-id'];
+    status = 200;
+    const again = await sendMail(c, 'sender@example.org', ['ok@example.test'], body);
+    assert.equal(again.data?.code, 250);
+    assert.equal(hook.got.at(-1)!.headers['webhook-id'], firstId);
+    assert.match(String(firstId), /^msg_[0-9a-f]{32}$/);
+    c.close();
+  });
+
+  test('local store: .eml with trace headers and the JSON event, named by queue id', async () => {
+    const c = await RawSmtp.connect(tg.port);
+    await c.read();
+    await c.cmd('EHLO client.example');
+    const { data } = await sendMail(c, 'sender@example.org', ['box@archive.example.test'], simpleMessage('archived'));
+    assert.equal(data?.code, 250);
+    const queueId = /queued as (\S+)/.exec(data!.text)![1]!;
+    const files = (await listFiles(tg.dataDir)).filter((f) => f.includes(queueId));
+    assert.equal(files.length, 2, files.join(','));
+    const eml = await readFile(path.join(tg.dataDir, files.find((f) => f.endsWith('.eml'))!), 'utf8');
+    assert.match(eml, /^Return-Path: <sender@example\.org>\r\nReceived: from client\.example \(\[127\.0\.0\.1\]\)\r\n\tby mx\.test\.local \(postgate\) with ESMTP\r\n/);
+    assert.match(eml, /Subject: archived\r\n/);
+    const event = JSON.parse(await readFile(path.join(tg.dataDir, files.find((f) => f.endsWith('.json'))!), 'utf8'));
+    assert.equal(event.data.id, queueId);
+    assert.equal(event.data.envelope.rcptTo[0].address, 'box@archive.example.test');
+    c.close();
+  });
+});
