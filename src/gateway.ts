@@ -16,7 +16,7 @@ import { createLogger, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
-import { installSmtpExtensions, internals } from './smtp/extensions.js';
+import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './smtp/extensions.js';
 import { createSmtpServer } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
@@ -96,7 +96,55 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const skip = new SkipStore();
   let diskLow = false;
 
+  const passCache = new PassCache(cfg.smtp.earlyTalker.passTtl, now);
+  const policy: SmtpPolicy = {
+    earlyTalker: {
+      mode: cfg.smtp.earlyTalker.mode,
+      delayMs: cfg.smtp.earlyTalker.delay,
+      passed: (a) => passCache.passed(a),
+      pass: (a) => passCache.pass(a),
+    },
+    dsn: false,
+    etrn: false,
+    onEarlyTalker: (client) => {
+      metrics.shed.inc({ reason: 'early_talker' });
+      logger.warn({ client, code: 'PG_EARLY_TALKER' }, 'client talked before the greeting, refused with 554');
+    },
+  };
+
+  // Connections across all listeners, and per client address (after PROXY).
+  const perIp = new Map<string, number>();
+  let activeConnections = 0;
+  let busy = false;
+  const setBusy = () => {
+    // RFC 5321 §4.5.3.2 timeouts are what a server should allow; under load
+    // (80% of maxClients) idle sessions are cut sooner to make room.
+    const nowBusy = activeConnections > cfg.smtp.maxClients * 0.8;
+    if (nowBusy === busy) return;
+    busy = nowBusy;
+    for (const smtp of smtpServers) internals(smtp).options.socketTimeout = busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout;
+    logger.info({ activeConnections, socketTimeout: busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout }, busy ? 'busy: idle timeout lowered' : 'load normal: idle timeout restored');
+  };
+  const admission = {
+    admit(address: string): string | null {
+      if (activeConnections >= cfg.smtp.maxClients) return `421 4.3.2 ${cfg.hostname} Too many connected clients, try again later`;
+      if ((perIp.get(address) ?? 0) >= cfg.smtp.maxConnectionsPerIp) return `421 4.7.0 ${cfg.hostname} Too many connections from your address`;
+      activeConnections++;
+      perIp.set(address, (perIp.get(address) ?? 0) + 1);
+      setBusy();
+      return null;
+    },
+    release(address: string): void {
+      activeConnections--;
+      const n = (perIp.get(address) ?? 1) - 1;
+      if (n <= 0) perIp.delete(address);
+      else perIp.set(address, n);
+      setBusy();
+    },
+  };
+
   const sessionCtx = {
+    policy,
     cfg,
     logger,
     metrics,
@@ -128,6 +176,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       hostname: cfg.hostname,
       isDraining: () => draining,
       handshakeTimeoutMs: 30_000,
+      admission,
     });
     netServers.push({ server, name: l.name, role: l.role });
   }

@@ -153,7 +153,23 @@ export const configSchema = z
           .min(100, { message: 'RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients' })
           .default(100),
         maxClients: z.number().int().positive().default(1000).describe('Concurrent SMTP connections across all listeners.'),
-        socketTimeout: duration('Idle command timeout (RFC 5321 §4.5.3.2.7 suggests 5 minutes).').default(300_000),
+        socketTimeout: duration('Idle timeout for commands and data blocks (RFC 5321 §4.5.3.2: 5 minutes).').default(300_000),
+        busySocketTimeout: duration('Idle timeout while more than 80% of maxClients are connected.').default(30_000),
+        maxConnectionsPerIp: z.number().int().positive().default(20).describe('Concurrent connections from one client address (after PROXY).'),
+        maxCommandLength: z.number().int().min(512).default(2048).describe('Longest command line (RFC 5321 §4.5.3.1.4: at least 512).'),
+        maxReceivedHeaders: z.number().int().positive().default(50).describe('More Received headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3).'),
+        bareLineEndings: z
+          .enum(['accept', 'reject'])
+          .default('accept')
+          .describe('A bare CR or LF in DATA: accept (kept as received) or reject (554 5.6.0). Only <CRLF>.<CRLF> ends DATA either way.'),
+        earlyTalker: z
+          .strictObject({
+            mode: z.enum(['off', 'pause', 'multiline']).default('multiline'),
+            delay: duration('How long a new client must wait before talking.').default(300),
+            passTtl: duration('How long a client that waited is exempt from the pause.').default(3_600_000),
+          })
+          .prefault({})
+          .describe('Pre-greeting test: clients that talk before the greeting get 554.'),
       })
       .prefault({}),
     listeners: z.array(listenerSchema).min(1).optional().describe('Several listeners with roles; default: one mx listener at smtp.listen.'),

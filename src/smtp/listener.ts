@@ -25,6 +25,8 @@ export interface ListenerContext {
   hostname: string;
   isDraining(): boolean;
   handshakeTimeoutMs: number;
+  /** Connection limits (all listeners, per client address): a reply line to refuse with, or null. */
+  admission: { admit(address: string): string | null; release(address: string): void };
 }
 
 export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: ListenerContext): net.Server {
@@ -33,8 +35,19 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
   const srv = internals(smtp);
 
   const handOver = (socket: net.Socket, remoteAddress: string | undefined, remotePort: number | undefined) => {
+    const client = remoteAddress ?? socket.remoteAddress ?? '';
+    const refusal = ctx.admission.admit(client);
+    if (refusal) {
+      ctx.metrics.shed.inc({ reason: 'connections' });
+      log.warn({ client, code: 'PG_TOO_MANY_CONNECTIONS' }, 'connection limit reached, refused');
+      socket.end(`${refusal}\r\n`);
+      return;
+    }
     ctx.metrics.activeConnections.inc({ listener: l.name });
-    socket.once('close', () => ctx.metrics.activeConnections.dec({ listener: l.name }));
+    socket.once('close', () => {
+      ctx.metrics.activeConnections.dec({ listener: l.name });
+      ctx.admission.release(client);
+    });
     srv.connect(socket, {
       ...(remoteAddress ? { remoteAddress } : {}),
       ...(remotePort !== undefined ? { remotePort } : {}),

@@ -12,14 +12,17 @@ import { routeRecipient, type RoutingTable, type Route } from '../routing/index.
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
+import { parseHeaderBlock } from '../message/headers.js';
 import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
-import { internals, REPLY_HOOK } from './extensions.js';
+import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
 
 export interface SessionContext {
+  /** Early-talker pass cache etc., shared by the listeners of a gateway. */
+  policy: SmtpPolicy;
   cfg: ResolvedConfig;
   logger: Logger;
   metrics: Metrics;
@@ -88,6 +91,7 @@ export function createSmtpServer(
     disableReverseLookup: true,
     maxClients: cfg.smtp.maxClients,
     socketTimeout: cfg.smtp.socketTimeout,
+    maxCommandLength: cfg.smtp.maxCommandLength,
     closeTimeout: Math.max(1000, cfg.shutdown.grace),
     logger: false,
     ...(tls?.sniCallback ? { SNICallback: tls.sniCallback } : {}),
@@ -196,7 +200,11 @@ export function createSmtpServer(
       const chunks: Buffer[] = [];
       let size = 0;
       let held = 0;
-      let outcome: 'ok' | 'too-big' | 'memory' = 'ok';
+      let outcome: 'ok' | 'too-big' | 'memory' | 'bare-eol' = 'ok';
+      // RFC 5321 §2.3.8: lines end in CRLF. In "reject" mode a bare CR or LF
+      // fails the message (BINARYMIME bodies are exempt: they are binary).
+      const checkEol = cfg.smtp.bareLineEndings === 'reject' && session.envelope.bodyType !== 'binarymime';
+      let prevByte = -1;
       const release = () => {
         ctx.memory.release(held);
         metrics.inflightBytes.set(ctx.memory.inUse);
@@ -238,6 +246,10 @@ export function createSmtpServer(
         }
         held += chunk.length;
         metrics.inflightBytes.set(ctx.memory.inUse);
+        if (checkEol) {
+          if (hasBareLineEnding(chunk, prevByte)) outcome = 'bare-eol';
+          prevByte = chunk[chunk.length - 1] ?? prevByte;
+        }
         hash.update(chunk);
         chunks.push(chunk);
       });
@@ -249,7 +261,16 @@ export function createSmtpServer(
         if (outcome === 'memory') {
           return finish(smtpError('PG_SHED_MEMORY', 451, '4.3.2', 'Too busy, try again later'));
         }
-        deliverMessage(Buffer.concat(chunks, size), hash.digest('hex')).then(
+        if (outcome === 'bare-eol') {
+          return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 §2.3.8)'));
+        }
+        const received = Buffer.concat(chunks, size);
+        const hops = countReceived(received);
+        if (hops > cfg.smtp.maxReceivedHeaders) {
+          // RFC 5321 §6.3: a message with too many trace headers is looping.
+          return finish(smtpError('PG_MAIL_LOOP', 554, '5.4.6', `Too many Received headers (${hops}): mail loop detected`));
+        }
+        deliverMessage(received, hash.digest('hex')).then(
           (text) => finish(null, text),
           (err: unknown) => finish(asInternal(err)),
         );
@@ -333,10 +354,30 @@ export function createSmtpServer(
     },
   };
   const server = new SMTPServer(options);
-  internals(server)[REPLY_HOOK] = (code) => metrics.replies.inc({ code: String(code) });
+  internals(server)[REPLY_HOOK] = (code: number) => metrics.replies.inc({ code: String(code) });
+  internals(server)[POLICY] = ctx.policy;
   // smtp-server reports socket errors here; they are per-connection and never fatal.
   server.on('error', (err: Error) => logger.debug({ listener: listener.name, err: err.message }, 'smtp connection error'));
   return server;
+}
+
+/** A CR not followed by LF, or an LF not preceded by CR; `prev` is the byte before the chunk. */
+export function hasBareLineEnding(chunk: Buffer, prev: number): boolean {
+  for (let i = chunk.indexOf(0x0a); i !== -1; i = chunk.indexOf(0x0a, i + 1)) {
+    const before = i === 0 ? prev : chunk[i - 1];
+    if (before !== 0x0d) return true;
+  }
+  for (let i = chunk.indexOf(0x0d); i !== -1; i = chunk.indexOf(0x0d, i + 1)) {
+    // a CR at the very end may be followed by LF in the next chunk
+    if (i + 1 < chunk.length && chunk[i + 1] !== 0x0a) return true;
+  }
+  if (prev === 0x0d && chunk.length && chunk[0] !== 0x0a) return true;
+  return false;
+}
+
+/** Received header fields in the header block (cheap scan, no full parse). */
+export function countReceived(message: Buffer): number {
+  return parseHeaderBlock(message).filter((f) => f.name.toLowerCase() === 'received').length;
 }
 
 function asInternal(err: unknown): GatewayError {

@@ -34,7 +34,8 @@ export async function startGateway(doc: Record<string, unknown>, deps: Omit<Gate
   });
   const cfg = validateConfig(
     {
-      smtp: { listen: '127.0.0.1:0', hostname: 'mx.test.local', ...((doc.smtp as object | undefined) ?? {}) },
+      // The early-talker pause is off unless a test turns it on: it would only slow other tests.
+      smtp: { listen: '127.0.0.1:0', hostname: 'mx.test.local', earlyTalker: { mode: 'off' }, ...((doc.smtp as object | undefined) ?? {}) },
       http: { listen: '127.0.0.1:0' },
       storage: { path: dataDir },
       logging: { level: 'debug' },
