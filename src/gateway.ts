@@ -21,6 +21,7 @@ import { createSmtpServer } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { TargetConfig } from './config/schema.js';
+import { GatewayError } from './core/errors.js';
 
 export interface GatewayDeps {
   logger?: Logger;
@@ -122,7 +123,12 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     const nowBusy = activeConnections > cfg.smtp.maxClients * 0.8;
     if (nowBusy === busy) return;
     busy = nowBusy;
-    for (const smtp of smtpServers) internals(smtp).options.socketTimeout = busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout;
+    for (const smtp of smtpServers) {
+      const srv = internals(smtp);
+      srv.options.socketTimeout = busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout;
+      // Open sessions too: their idle timers were armed with the old value.
+      for (const conn of srv.connections) conn._armTimeout();
+    }
     logger.info({ activeConnections, socketTimeout: busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout }, busy ? 'busy: idle timeout lowered' : 'load normal: idle timeout restored');
   };
   const admission = {
@@ -143,7 +149,15 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     },
   };
 
+  const closers = new Map<string, () => void>();
   const sessionCtx = {
+    sessionClosed: (id: string) => {
+      const fn = closers.get(id);
+      if (fn) {
+        closers.delete(id);
+        fn();
+      }
+    },
     policy,
     cfg,
     logger,
@@ -177,13 +191,13 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       isDraining: () => draining,
       handshakeTimeoutMs: 30_000,
       admission,
+      onSessionClose: (id, fn) => closers.set(id, fn),
     });
     netServers.push({ server, name: l.name, role: l.role });
   }
   // A renewed certificate also becomes the default for STARTTLS without SNI.
   certs?.on('reload', () => {
     for (const smtp of smtpServers) internals(smtp).secureContext.set('*', certs.defaultContext);
-    logger.info({ hostnames: certs.hostnames() }, 'TLS certificates reloaded');
   });
 
   const readiness = () => {
@@ -213,7 +227,13 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     await Promise.race([
       once(server, 'listening'),
       once(server, 'error').then(([err]) => {
-        throw err;
+        const e = err as NodeJS.ErrnoException;
+        throw new GatewayError({
+          code: 'PG_LISTEN',
+          message: `cannot listen on ${hostPort}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : e.message}`,
+          transient: false,
+          cause: err,
+        });
       }),
     ]);
   };

@@ -45,7 +45,7 @@ describe('configuration', () => {
     assert.deepEqual(cfg.servedDomains, ['example.test', 'hooks.example.test']);
     const target = cfg.routes[0]!.targets[0]!;
     assert.equal(target.type, 'webhook');
-    assert.equal(target.id, 'webhook:http://127.0.0.1:9000/inbound');
+    assert.match(String(target.id), /^webhook:http:\/\/127\.0\.0\.1:9000\/inbound#[0-9a-f]{12}$/);
     // postmaster defaults to the local store
     assert.equal(cfg.postmasterTargets[0]!.type, 'local');
     assert.ok(Object.isFrozen(cfg) && Object.isFrozen(cfg.routes[0]));
@@ -167,5 +167,68 @@ describe('configuration', () => {
     const out = await run(process.execPath, [CLI, 'check', '--print', '--config', path.join(projectRoot, 'examples/postgate.yml')]);
     assert.ok(!out.stdout.includes('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'));
     assert.match(out.stdout, /"secret": "\[redacted\]"/);
+  });
+
+  test('target ids and --print never show URL credentials or query tokens', async () => {
+    const cfg = validateConfig({
+      routes: [{ recipients: ['a@x.test'], targets: [{ type: 'webhook', url: 'https://user:hunter2@hooks.example/in?token=s3cr3t' }] }],
+    });
+    const id = String(cfg.routes[0]!.targets[0]!.id);
+    assert.ok(!id.includes('hunter2') && !id.includes('s3cr3t'), id);
+    const other = validateConfig({ routes: [{ recipients: ['a@x.test'], targets: [{ type: 'webhook', url: 'https://user:hunter2@hooks.example/in?token=other' }] }] });
+    assert.notEqual(String(other.routes[0]!.targets[0]!.id), id, 'ids stay unique per URL');
+    const file = await tmpFile('cred.yml', 'routes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "https://user:hunter2@hooks.example/in" }]\n');
+    const out = await run(process.execPath, [CLI, 'check', '--print', '--config', file]);
+    assert.ok(!out.stdout.includes('hunter2'));
+    assert.match(out.stdout, /user:\[redacted\]@hooks\.example/);
+  });
+
+  test('a value that is one ${VAR} takes its type; unrelated POSTGATE_* variables are not overrides', async () => {
+    const file = await tmpFile('typed.yml', 'smtp:\n  maxClients: ${MAX}\nhttp: ${OPS}\nroutes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "http://h/", secret: "${POSTGATE_WEBHOOK_SECRET}" }]\n');
+    const cfg = await loadConfig({ file, env: { MAX: '42', OPS: 'false', POSTGATE_WEBHOOK_SECRET: 'whsec_eA' } });
+    assert.equal(cfg.smtp.maxClients, 42);
+    assert.equal(cfg.http, false);
+    const t = cfg.routes[0]!.targets[0]!;
+    assert.equal(t.type === 'webhook' && t.secret, 'whsec_eA');
+  });
+
+  test('an unset ${VAR} in a url is reported once, not also as a bad url', async () => {
+    const file = await tmpFile('unset.yml', 'routes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "${HOOK_URL}" }]\n');
+    const problems = await problemsOf(loadConfig({ file, env: {} }));
+    assert.deepEqual(problems, ['routes[0].targets[0].url: environment variable HOOK_URL is not set (referenced as ${HOOK_URL})']);
+  });
+
+  test('zero where zero breaks the gateway is refused', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          delivery: { deadline: 0 },
+          limits: { memoryBudget: 0 },
+          listeners: [{ listen: '127.0.0.1:25', proxyProtocol: { trustedSources: ['10.0.0.0/8'], timeout: 0 } }],
+        }),
+      ),
+    );
+    for (const p of ['delivery.deadline', 'limits.memoryBudget', 'listeners[0].proxyProtocol.timeout']) {
+      assert.ok(problems.some((x) => x.startsWith(`${p}: must be at least`)), `${p} in ${problems.join('\n')}`);
+    }
+  });
+
+  test('postgate check opens the certificate files', async () => {
+    const file = await tmpFile('tls.yml', 'tls:\n  certificates: [{ cert: /nonexistent/cert.pem, key: /nonexistent/key.pem }]\n');
+    const err = await run(process.execPath, [CLI, 'check', '--config', file]).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(err.code, 2);
+    assert.match(err.stderr, /PG_TLS_CERT: .*\/nonexistent\/cert\.pem/);
+  });
+
+  test('unknown command-line options exit 2 with the usage', async () => {
+    const err = await run(process.execPath, [CLI, 'serve', '--bogus']).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(err.code, 2);
+    assert.match(err.stderr, /Unknown option '--bogus'[\s\S]*Usage:/);
   });
 });

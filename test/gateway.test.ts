@@ -102,6 +102,13 @@ describe('gateway hand-off', () => {
     assert.equal(event.data.envelope.mailFrom, 'sender@example.org');
     assert.deepEqual(event.data.envelope.rcptTo.map((r: { address: string }) => r.address), ['ok@example.test', 'x@hooks.example.test']);
     assert.equal(event.data.subject, 'signed');
+    // the full message model (postgate.email.v1): parsed body and addresses
+    assert.equal(event.data.schema, 'postgate.email.v1');
+    assert.equal(event.data.text, 'Hello there.\n');
+    assert.equal(event.data.from[0].address, 'sender@example.org');
+    assert.equal(event.data.from[0].name, 'Sender');
+    assert.equal(event.data.date, '2026-11-23T10:00:00.000Z');
+    assert.deepEqual(event.data.parseErrors, []);
     assert.equal(event.data.headers[0].name, 'Return-Path');
     assert.equal(event.data.headers[1].name, 'Received');
     assert.match(event.data.headers[1].value, new RegExp(`id ${queueId}`));

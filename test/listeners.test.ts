@@ -121,12 +121,14 @@ describe('listener roles, TLS and AUTH', () => {
     await assert.rejects(transport('nope').sendMail({ from: 'alice@example.test', to: 'carol@example.test', subject: 'x', text: 'x' }), (err: { responseCode?: number }) => err.responseCode === 535);
   });
 
-  test('smtps: implicit TLS from the first byte, no STARTTLS offered, AUTH works', async () => {
+  test('smtps: implicit TLS from the first byte, no STARTTLS offered, AUTH required and works', async () => {
     const c = await RawSmtp.connect(tg.ports[2]!, '127.0.0.1', { tls: { servername: 'mx.example.test' } });
     const greet = await c.read();
     assert.equal(greet.code, 220);
     const ehlo = await c.cmd('EHLO laptop');
     assert.ok(!ehlo.lines.some((l) => /STARTTLS/.test(l)));
+    const anon = await c.cmd('MAIL FROM:<anon@example.test>');
+    assert.equal(anon.code, 530, 'smtps is for submission: AUTH before MAIL');
     assert.equal((await c.cmd(`AUTH PLAIN ${Buffer.from('\0alice\0correct horse').toString('base64')}`)).code, 235);
     c.close();
     const info = await nodemailer
@@ -247,14 +249,17 @@ describe('PROXY v2 in front of implicit TLS', () => {
         return m[0];
       };
       assert.match(await next(/220 [^\r\n]*\r\n/), /^220 /);
-      secure.write('EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n');
+      // smtps is submission with implicit TLS (RFC 8314): AUTH first
+      secure.write(`EHLO x\r\nAUTH PLAIN ${Buffer.from('\0u\0pw').toString('base64')}\r\n`);
+      await next(/235 [^\r\n]*\r\n/);
+      secure.write('MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n');
       await next(/354 [^\r\n]*\r\n/);
       secure.write(`${simpleMessage('lb-tls')}.\r\n`);
       const reply = await next(/250 2\.0\.0 Ok: queued as (\S+)\r\n/);
       const id = /queued as (\S+)/.exec(reply)![1];
       const ev = (await storedEvents(tg.dataDir)).find((e) => e.data.envelope.queueId === id)!;
       assert.equal(ev.data.envelope.clientAddress, '198.51.100.9');
-      assert.equal(ev.data.envelope.transport, 'ESMTPS');
+      assert.equal(ev.data.envelope.transport, 'ESMTPSA');
       secure.destroy();
     } finally {
       await tg.close();

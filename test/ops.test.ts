@@ -173,3 +173,65 @@ describe('load shedding', () => {
     }
   });
 });
+
+describe('connection limits and load-dependent timeouts', () => {
+  test('maxClients across listeners: the next connection gets 421 4.3.2', async () => {
+    const tg = await startGateway({
+      smtp: { maxClients: 2 },
+      listeners: [
+        { name: 'a', listen: '127.0.0.1:0' },
+        { name: 'b', listen: '127.0.0.1:0' },
+      ],
+    });
+    try {
+      const c1 = await RawSmtp.connect(tg.ports[0]!);
+      assert.equal((await c1.read()).code, 220);
+      const c2 = await RawSmtp.connect(tg.ports[1]!);
+      assert.equal((await c2.read()).code, 220);
+      const c3 = await RawSmtp.connect(tg.ports[1]!);
+      const r = await c3.read();
+      assert.equal(r.code, 421);
+      assert.match(r.text, /^4\.3\.2 /);
+      await c3.waitClosed();
+      c1.close();
+      await c1.waitClosed();
+      // a slot is free again once a connection closed
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const c4 = await RawSmtp.connect(tg.ports[0]!);
+        const g = await c4.read();
+        c4.close();
+        if (g.code === 220) break;
+        assert.ok(Date.now() < deadline, 'slot never freed');
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      c2.close();
+    } finally {
+      await tg.close();
+    }
+  });
+
+  test('over 80% of maxClients the idle timeout drops to busySocketTimeout, and comes back', async () => {
+    const tg = await startGateway({ smtp: { maxClients: 5, socketTimeout: '60s', busySocketTimeout: '300ms' } });
+    try {
+      const conns: RawSmtp[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await RawSmtp.connect(tg.port);
+        assert.equal((await c.read()).code, 220);
+        conns.push(c);
+      }
+      const started = Date.now();
+      const r = await conns[4]!.read(5000);
+      assert.equal(r.code, 421, 'idle session cut under load');
+      assert.ok(Date.now() - started < 3000);
+      for (const c of conns) c.close();
+      const deadline = Date.now() + 5000;
+      while (!tg.logs.some((l) => l.msg === 'load normal: idle timeout restored')) {
+        assert.ok(Date.now() < deadline);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    } finally {
+      await tg.close();
+    }
+  });
+});

@@ -13,6 +13,7 @@ import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
 import { buildGateway } from '../gateway.js';
 import { hashPassword } from '../auth/password.js';
+import { CertificateStore } from '../tls/certificates.js';
 import { GatewayError } from '../core/errors.js';
 
 const HELP = `postgate — SMTP-to-HTTP gateway
@@ -109,8 +110,12 @@ async function serve(flags: Flags): Promise<number> {
   });
 }
 
+let configFile: string | undefined;
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  let parsed;
+  try {
+    parsed = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -123,13 +128,19 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
-  });
+    });
+  } catch (err) {
+    process.stderr.write(`postgate: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   if (values.version) {
     process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
   const command = positionals[0] ?? (values.help ? 'help' : 'serve');
-  const flags: Flags = { ...values, config: values.config ?? process.env.POSTGATE_CONFIG };
+  const flags: Flags = { ...values, config: values.config ?? (process.env.POSTGATE_CONFIG || undefined) };
+  configFile = flags.config;
   switch (command) {
     case 'help':
       process.stdout.write(HELP);
@@ -142,6 +153,15 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+      // Certificates are files the schema cannot see into: open them now, not at 3 a.m.
+      if (cfg.tls) {
+        const store = await CertificateStore.load({
+          certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+          minVersion: cfg.tls.minVersion,
+          watch: false,
+        });
+        store.close();
+      }
       process.stdout.write(
         `${flags.config}: ok — ${cfg.resolvedListeners.length} listener(s), ${cfg.routes.length} route(s), domains: ${cfg.servedDomains.join(', ') || '(none)'}\n`,
       );
@@ -185,20 +205,16 @@ if (isMain || (process.argv[1] && path.basename(process.argv[1]) === 'postgate')
     },
     (err: unknown) => {
       if (err instanceof ConfigError) {
-        printConfigError(err, process.env.POSTGATE_CONFIG ?? argvConfig(process.argv.slice(2)));
+        printConfigError(err, configFile);
         process.exitCode = 2;
       } else if (err instanceof GatewayError) {
         process.stderr.write(`postgate: ${err.code}: ${err.message}\n`);
-        process.exitCode = 1;
+        // A certificate that cannot be loaded is a configuration problem too.
+        process.exitCode = err.code === 'PG_TLS_CERT' && process.argv[2] === 'check' ? 2 : 1;
       } else {
         process.stderr.write(`postgate: ${(err as Error)?.stack ?? String(err)}\n`);
         process.exitCode = 1;
       }
     },
   );
-}
-
-function argvConfig(args: string[]): string | undefined {
-  const i = args.findIndex((a) => a === '--config' || a === '-c');
-  return i >= 0 ? args[i + 1] : args.find((a) => a.startsWith('--config='))?.slice(9);
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { GatewayError } from '../core/errors.js';
 import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
+import { defaultWebhookId } from '../message/ids.js';
 
 export interface ConfigProblem {
   path: string;
@@ -91,6 +92,19 @@ function renamedHint(parent: ReadonlyArray<PropertyKey>, key: string): string | 
  */
 export function resolveEnvRefs(value: unknown, env: Record<string, string | undefined>, problems: ConfigProblem[], at: PropertyKey[] = []): unknown {
   if (typeof value === 'string') {
+    // A value that is exactly one reference takes the variable's YAML type, so
+    // `maxClients: ${MAX_CLIENTS}` can be a number and `http: ${OPS}` false.
+    const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value);
+    if (whole && env[whole[1]!] !== undefined) {
+      const raw = env[whole[1]!]!;
+      try {
+        const typed: unknown = parseYaml(raw);
+        if (typeof typed === 'number' || typeof typed === 'boolean') return typed;
+      } catch {
+        // not a scalar YAML value: use the text
+      }
+      return raw;
+    }
     return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => {
       if (whole.startsWith('$$')) return whole.slice(1);
       const v = env[name];
@@ -118,6 +132,7 @@ const ENV_PREFIX = 'POSTGATE_';
  */
 export function applyEnvOverrides(doc: Record<string, unknown>, env: Record<string, string | undefined>): Record<string, unknown> {
   const out = structuredClone(doc);
+  const sections = new Set(Object.keys(configSchema.shape));
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || raw === undefined || name === 'POSTGATE_CONFIG') continue;
     const keys = name
@@ -125,6 +140,9 @@ export function applyEnvOverrides(doc: Record<string, unknown>, env: Record<stri
       .split('__')
       .map((part) => part.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
     if (keys.some((k) => k === '')) continue;
+    // Only variables that name a configuration section are overrides; others
+    // (POSTGATE_WEBHOOK_SECRET for a ${...} reference, say) are left alone.
+    if (!sections.has(keys[0]!)) continue;
     let node: Record<string, unknown> = out;
     for (const k of keys.slice(0, -1)) {
       const next = node[k];
@@ -170,7 +188,7 @@ function deepFreeze<T>(o: T): T {
 
 function withTargetIds(targets: TargetConfig[], storagePath: string): TargetConfig[] {
   return targets.map((t) => {
-    if (t.type === 'webhook') return { ...t, id: t.id ?? `webhook:${t.url}` };
+    if (t.type === 'webhook') return { ...t, id: t.id ?? defaultWebhookId(t.url) };
     const p = path.resolve(t.path ?? storagePath);
     return { ...t, path: p, id: t.id ?? `local:${p}` };
   });
@@ -279,7 +297,10 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<ResolvedConfig
     return cfg;
   } catch (err) {
     if (err instanceof ConfigError && problems.length && err.problems !== problems) {
-      throw new ConfigError('PG_CONFIG_INVALID', [...problems, ...err.problems]);
+      // A value left as "${NAME}" because NAME is unset fails its own check
+      // too; the unset variable is the one problem worth reporting there.
+      const unset = new Set(problems.map((p) => p.path));
+      throw new ConfigError('PG_CONFIG_INVALID', [...problems, ...err.problems.filter((p) => !unset.has(p.path))]);
     }
     throw err;
   }
@@ -295,6 +316,10 @@ export function redactConfig(value: unknown): unknown {
     return Object.fromEntries(
       Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.includes(k) && typeof v === 'string' ? '[redacted]' : redactConfig(v)]),
     );
+  }
+  // Credentials inside URLs (https://user:pass@host/) are secrets too.
+  if (typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\/[^/@\s]*:[^/@\s]*@/i.test(value)) {
+    return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/:@\s]*):[^/@\s]*@/i, '$1:[redacted]@');
   }
   return value;
 }

@@ -11,7 +11,7 @@ import { parseBytes, parseDuration, parseHostPort } from './units.js';
 import { validateRange } from '../net/cidr.js';
 import { isPasswordHash } from '../auth/password.js';
 
-const bytes = (description: string) =>
+const bytes = (description: string, min = 0) =>
   z
     .union([z.number().int().nonnegative(), z.string()])
     .describe(`${description} Bytes: a number or a string with a unit (B, KB, KiB, MB, MiB, GB, GiB).`)
@@ -21,10 +21,14 @@ const bytes = (description: string) =>
         ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (e.g. 26214400 or "25MiB")` });
         return z.NEVER;
       }
+      if (n < min) {
+        ctx.addIssue({ code: 'custom', message: `must be at least ${min} bytes` });
+        return z.NEVER;
+      }
       return n;
     });
 
-const duration = (description: string) =>
+const duration = (description: string, min = 1) =>
   z
     .union([z.number().nonnegative(), z.string()])
     .describe(`${description} Milliseconds as a number, or a string with a unit (ms, s, m, h, d).`)
@@ -32,6 +36,10 @@ const duration = (description: string) =>
       const n = parseDuration(v);
       if (n === null) {
         ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(v)} (e.g. 30000 or "30s")` });
+        return z.NEVER;
+      }
+      if (n < min) {
+        ctx.addIssue({ code: 'custom', message: `must be at least ${min} ms` });
         return z.NEVER;
       }
       return n;
@@ -126,7 +134,15 @@ const listenerSchema = z.strictObject({
 const certificateSchema = z.strictObject({
   cert: z.string().min(1).describe('PEM certificate (chain) file.'),
   key: z.string().min(1).describe('PEM private key file.'),
-  hostnames: z.array(domain).optional().describe('SNI names served with this certificate. Default: from the certificate.'),
+  hostnames: z
+    .array(
+      z
+        .string()
+        .refine((v) => DOMAIN_RE.test(v.replace(/^\*\./, '')), { message: 'not a host name (a leading "*." wildcard is allowed)' })
+        .transform((v) => v.toLowerCase()),
+    )
+    .optional()
+    .describe('SNI names served with this certificate ("*.example.test" allowed). Default: from the certificate.'),
 });
 
 const userSchema = z.strictObject({
@@ -146,7 +162,7 @@ export const configSchema = z
         listen: listenAddress.default('127.0.0.1:2525').describe('Address of the default mx listener (used when "listeners" is absent).'),
         hostname: z.string().min(1).optional().describe('Name in the greeting and Received headers. Default: the host name.'),
         banner: z.string().optional(),
-        maxMessageSize: bytes('Largest message accepted (SIZE, RFC 1870).').default(25 * 1024 * 1024),
+        maxMessageSize: bytes('Largest message accepted (SIZE, RFC 1870).', 1024).default(25 * 1024 * 1024),
         maxRecipients: z
           .number()
           .int()
@@ -165,7 +181,7 @@ export const configSchema = z
         earlyTalker: z
           .strictObject({
             mode: z.enum(['off', 'pause', 'multiline']).default('multiline'),
-            delay: duration('How long a new client must wait before talking.').default(300),
+            delay: duration('How long a new client must wait before talking.', 0).default(300),
             passTtl: duration('How long a client that waited is exempt from the pause.').default(3_600_000),
           })
           .prefault({})
@@ -178,7 +194,7 @@ export const configSchema = z
         certificates: z.array(certificateSchema).min(1),
         minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
         watch: z.boolean().default(true).describe('Reload certificates when the files change.'),
-        watchInterval: duration('How often certificate files are checked for changes.').default(5_000),
+        watchInterval: duration('How often certificate files are checked for changes.', 10).default(5_000),
       })
       .optional(),
     auth: z
@@ -215,14 +231,14 @@ export const configSchema = z
     limits: z
       .strictObject({
         minFreeDisk: bytes('Below this much free disk under storage.path, MAIL gets 452 4.3.1.').default(100 * 1024 * 1024),
-        memoryBudget: bytes('In-flight message bytes above which MAIL gets 451 4.3.2 and new connections 421.').default(
+        memoryBudget: bytes('In-flight message bytes above which MAIL gets 451 4.3.2 and new connections 421.', 64 * 1024).default(
           256 * 1024 * 1024,
         ),
       })
       .prefault({}),
     shutdown: z
       .strictObject({
-        grace: duration('How long in-flight transactions may finish after SIGTERM.').default(30_000),
+        grace: duration('How long in-flight transactions may finish after SIGTERM.', 0).default(30_000),
       })
       .prefault({}),
   })

@@ -20,7 +20,10 @@ export interface SmtpReply {
 
 export interface GatewayErrorOptions {
   code: string;
+  /** For logs and operators: may name URLs, paths, statuses. */
   message: string;
+  /** For the SMTP reply, seen by the sending MTA and its user: no internal details. Default: message. */
+  publicMessage?: string | undefined;
   smtp?: SmtpReply | undefined;
   transient?: boolean | undefined;
   cause?: unknown;
@@ -30,10 +33,12 @@ export class GatewayError extends Error {
   readonly code: string;
   readonly smtp: SmtpReply | undefined;
   readonly transient: boolean;
+  readonly publicMessage: string;
 
   constructor(opts: GatewayErrorOptions) {
     super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'GatewayError';
+    this.publicMessage = opts.publicMessage ?? opts.message;
     this.code = opts.code;
     this.smtp = opts.smtp;
     this.transient = opts.transient ?? (opts.smtp ? opts.smtp.code < 500 : true);
@@ -44,7 +49,7 @@ export class GatewayError extends Error {
    * extension in src/smtp/ sends it instead of smtp-server's fixed table.
    */
   get replyText(): string {
-    return this.smtp ? `${this.smtp.enhanced} ${this.message}` : this.message;
+    return this.smtp ? `${this.smtp.enhanced} ${this.publicMessage}` : this.publicMessage;
   }
 
   /** The `responseCode` smtp-server reads from a callback error. */
@@ -57,8 +62,8 @@ export class GatewayError extends Error {
 export const ERROR_CODES = {
   PG_CONFIG_INVALID: 'The configuration failed validation; every problem is listed with its path.',
   PG_CONFIG_READ: 'The configuration file could not be read or is not valid YAML.',
-  PG_CONFIG_ENV_MISSING: 'A ${NAME} reference in the configuration names an unset environment variable.',
   PG_SMTP_INTERNALS: 'The installed smtp-server lacks an internal that postgate extends; install a tested version.',
+  PG_RCPT_SYNTAX: 'RCPT TO is not a routable address (553 5.1.3).',
   PG_RCPT_UNKNOWN_USER: 'RCPT TO names an unknown user in a served domain (550 5.1.1).',
   PG_RCPT_RELAY_DENIED: 'RCPT TO names a domain postgate does not serve (550 5.7.1).',
   PG_RCPT_OTHER_ROUTE: 'RCPT TO belongs to another route than the transaction\'s (452 4.5.3).',
@@ -68,17 +73,16 @@ export const ERROR_CODES = {
   PG_MAIL_LOOP: 'More Received headers than smtp.maxReceivedHeaders: a mail loop (554 5.4.6).',
   PG_EARLY_TALKER: 'The client talked before the greeting (554 5.7.1).',
   PG_TOO_MANY_CONNECTIONS: 'Too many connections in all, or from one address (421).',
-  PG_AUTH_REQUIRED: 'The listener requires AUTH before MAIL (530 5.7.0).',
   PG_AUTH_FAILED: 'AUTH credentials were wrong (535 5.7.8).',
-  PG_AUTH_NEEDS_TLS: 'AUTH was tried before TLS (538 5.7.11).',
   PG_SHED_DISK: 'Free disk is under the configured floor; new transactions are deferred (452 4.3.1).',
   PG_SHED_MEMORY: 'In-flight message memory is over budget; transactions are deferred (451 4.3.2 / 421).',
   PG_SHUTTING_DOWN: 'The gateway is draining for shutdown (421 4.3.2).',
   PG_PROXY_HEADER: 'A PROXY protocol header was missing, malformed or came from an untrusted source.',
   PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
   PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.3.0).',
-  PG_DELIVERY_REJECTED: 'A target refused the message permanently (550).',
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
+  PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
+  PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',
   PG_INTERNAL: 'An unexpected internal error; the message is deferred, never accepted (451 4.3.0).',
 } as const;
 

@@ -77,14 +77,22 @@ export async function deliverToTargets(
   opts: { deadlineMs: number; skip: SkipStore; now: () => number; onTarget?: (t: Target, o: TargetOutcome) => void },
 ): Promise<DeliveryOutcome> {
   const signal = AbortSignal.timeout(opts.deadlineMs);
-  const results = await Promise.all(
-    targets.map(async (t): Promise<TargetOutcome> => {
-      const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
-      const started = performance.now();
-      if (opts.skip.has(id, opts.now())) return { targetId: t.id, ok: true, skipped: true, ms: 0 };
-      let outcome: TargetOutcome;
+  // Some targets cannot be interrupted (an fsync); the deadline still decides the reply.
+  const expired = new Promise<never>((_, reject) => {
+    const fail = () => reject(signal.reason instanceof Error ? signal.reason : new Error('deadline'));
+    if (signal.aborted) fail();
+    else signal.addEventListener('abort', fail, { once: true });
+  });
+  expired.catch(() => undefined);
+  const runOne = async (t: Target): Promise<TargetOutcome> => {
+    const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
+    const started = performance.now();
+    let outcome: TargetOutcome;
+    if (opts.skip.has(id, opts.now())) {
+      outcome = { targetId: t.id, ok: true, skipped: true, ms: 0 };
+    } else {
       try {
-        await t.deliver(msg, id, signal);
+        await Promise.race([t.deliver(msg, id, signal), expired]);
         opts.skip.add(id, opts.now());
         outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started };
       } catch (err) {
@@ -93,7 +101,8 @@ export async function deliverToTargets(
           // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
           error = new GatewayError({
             code: 'PG_DELIVERY_FAILED',
-            message: `delivery deadline of ${opts.deadlineMs} ms passed`,
+            message: `delivery deadline of ${opts.deadlineMs} ms passed (${error.message})`,
+            publicMessage: 'Delivery time expired, try again later',
             smtp: { code: 451, enhanced: '4.4.7' },
             transient: true,
             cause: err,
@@ -101,11 +110,16 @@ export async function deliverToTargets(
         }
         outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, error };
       }
-      opts.onTarget?.(t, outcome);
-      return outcome;
-    }),
-  );
-  const failed = results.filter((r, i) => !r.ok && targets[i]!.required);
+    }
+    opts.onTarget?.(t, outcome);
+    return outcome;
+  };
+  // Optional targets never hold the reply (DESIGN §2): they run on, bounded by
+  // the same deadline, and report through onTarget.
+  for (const t of targets) if (!t.required) void runOne(t);
+  const required = targets.filter((t) => t.required);
+  const results = await Promise.all(required.map(runOne));
+  const failed = results.filter((r) => !r.ok);
   if (failed.length === 0) return { ok: true, targets: results };
   // A permanent refusal wins: retrying would be refused again.
   const permanent = failed.find((r) => r.error && !r.error.transient);

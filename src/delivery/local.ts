@@ -10,8 +10,12 @@ import path from 'node:path';
 import { GatewayError } from '../core/errors.js';
 import type { DeliveryMessage, Target } from './types.js';
 
+function tmpName(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+}
+
 async function writeDurably(file: string, data: Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  const tmp = tmpName(file);
   const fh = await open(tmp, 'w', 0o640);
   try {
     await fh.writeFile(data);
@@ -51,20 +55,30 @@ export class LocalStoreTarget implements Target {
     const { dir, eml, json } = storedPaths(this.root, msg.queueId, msg.receivedAt);
     try {
       if (!this.made.has(dir)) {
-        await mkdir(dir, { recursive: true, mode: 0o750 });
+        const first = await mkdir(dir, { recursive: true, mode: 0o750 });
+        // A new directory is durable only once its parent's entry is: fsync
+        // every parent from the first one created up to the store root.
+        if (first) {
+          for (let d = path.dirname(dir); d.length >= path.dirname(first).length; d = path.dirname(d)) {
+            await syncDir(d);
+            if (d === path.dirname(d)) break;
+          }
+        }
         this.made.add(dir);
       }
       await writeDurably(eml, msg.message);
       await writeDurably(json, msg.eventJson);
       await syncDir(dir);
     } catch (err) {
-      await rm(eml, { force: true }).catch(() => undefined);
+      // Leave nothing half-done behind: the sender retries the whole message.
+      for (const f of [eml, json, tmpName(eml), tmpName(json)]) await rm(f, { force: true }).catch(() => undefined);
       this.made.delete(dir);
       // Disk full, permissions, a vanished mount: all fixable by an operator,
       // so the sender keeps the message and retries (451), never a bounce.
       throw new GatewayError({
         code: 'PG_STORE_WRITE',
         message: `local store ${this.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        publicMessage: 'Temporary local error, try again later',
         smtp: { code: 451, enhanced: '4.3.0' },
         transient: true,
         cause: err,

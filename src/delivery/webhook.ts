@@ -8,6 +8,7 @@ import { Pool, errors as undiciErrors } from 'undici';
 import { GatewayError } from '../core/errors.js';
 import { secretKey, signPayload } from './signing.js';
 import type { DeliveryMessage, Target } from './types.js';
+import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
 
 export interface WebhookDeps {
@@ -35,8 +36,17 @@ export function createPoolCache(): { pool(origin: string): Pool; close(): Promis
 }
 
 function deferred(message: string, cause?: unknown): GatewayError {
-  return new GatewayError({ code: 'PG_DELIVERY_FAILED', message, smtp: { code: 451, enhanced: '4.3.0' }, transient: true, cause });
+  return new GatewayError({
+    code: 'PG_DELIVERY_FAILED',
+    message,
+    // The sender sees no URL or status of ours, only that it should retry.
+    publicMessage: 'Temporary delivery failure, try again later',
+    smtp: { code: 451, enhanced: '4.3.0' },
+    transient: true,
+    cause,
+  });
 }
+
 
 export class WebhookTarget implements Target {
   readonly type = 'webhook';
@@ -49,7 +59,7 @@ export class WebhookTarget implements Target {
     private readonly cfg: WebhookTargetConfig,
     private readonly deps: WebhookDeps,
   ) {
-    this.id = cfg.id ?? `webhook:${cfg.url}`;
+    this.id = cfg.id ?? defaultWebhookId(cfg.url);
     this.required = cfg.required;
     this.url = new URL(cfg.url);
     this.key = cfg.secret ? secretKey(cfg.secret) : undefined;
@@ -89,9 +99,9 @@ export class WebhookTarget implements Target {
           : (err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError'
             ? 'timeout'
             : (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      throw deferred(`webhook ${this.url.origin}: ${why}`, err);
+      throw deferred(`webhook ${this.url.origin}${this.url.pathname}: ${why}`, err);
     }
-    if (statusCode < 200 || statusCode > 299) throw deferred(`webhook ${this.url.origin} answered ${statusCode}`);
+    if (statusCode < 200 || statusCode > 299) throw deferred(`webhook ${this.url.origin}${this.url.pathname} answered ${statusCode}`);
   }
 
   async close(): Promise<void> {}

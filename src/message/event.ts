@@ -1,55 +1,15 @@
 /**
  * The event a target receives (DESIGN §4): `{type, timestamp, data}` with
- * `data` an InboundEmail of schema postgate.email.v1.
- *
- * This builds the envelope, ordered headers, the few header fields the edge
- * can read without a MIME parser, and the raw digest. The full MIME model
- * (bodies, attachments, decoded addresses, auth verdicts) is added by the
- * message parser; fields it has not filled are absent, never invented.
+ * `data` an InboundEmail of schema postgate.email.v1 (src/message/schema.ts is
+ * the one source of its types and JSON Schema). This joins the SMTP envelope
+ * with the parsed message.
  */
-import { parseHeaderBlock, headerValue, type HeaderField } from './headers.js';
-import type { Transport } from './trace.js';
+import { parseMessage, type ParseLimits } from './parse.js';
+import { buildEmailEvent, buildInboundEmail, type EmailEvent, type Envelope } from './schema.js';
 
-export const EMAIL_SCHEMA = 'postgate.email.v1';
+export type { EmailEvent, Envelope, InboundEmail } from './schema.js';
 
-export interface EnvelopeRecipient {
-  address: string;
-  notify?: string[];
-  orcpt?: string;
-}
-
-export interface Envelope {
-  mailFrom: string;
-  rcptTo: EnvelopeRecipient[];
-  helo: string;
-  clientAddress: string;
-  clientHostname?: string;
-  tls: { protocol: string; cipher: string } | null;
-  authUser: string | null;
-  transport: Transport;
-  queueId: string;
-  listener: string;
-}
-
-export interface InboundEmail {
-  schema: typeof EMAIL_SCHEMA;
-  id: string;
-  receivedAt: string;
-  envelope: Envelope;
-  headers: HeaderField[];
-  messageId: string | null;
-  subject: string | null;
-  date: string | null;
-  raw: { size: number; sha256: string; url?: string };
-}
-
-export interface EmailEvent {
-  type: 'email.received';
-  timestamp: string;
-  data: InboundEmail;
-}
-
-export function buildEvent(opts: {
+export async function buildEvent(opts: {
   queueId: string;
   receivedAt: Date;
   envelope: Envelope;
@@ -58,24 +18,17 @@ export function buildEvent(opts: {
   /** SHA-256 (hex) of the bytes as received. */
   rawSha256: string;
   rawSize: number;
-}): EmailEvent {
-  const headers = parseHeaderBlock(opts.message);
-  const dateHeader = headerValue(headers, 'date');
-  const parsedDate = dateHeader ? new Date(dateHeader) : null;
-  return {
-    type: 'email.received',
-    timestamp: opts.receivedAt.toISOString(),
-    data: {
-      schema: EMAIL_SCHEMA,
-      id: opts.queueId,
-      receivedAt: opts.receivedAt.toISOString(),
-      envelope: opts.envelope,
-      headers,
-      messageId: headerValue(headers, 'message-id'),
-      subject: headerValue(headers, 'subject'),
-      // An invalid Date: is reported as null, never replaced by "now".
-      date: parsedDate && !Number.isNaN(parsedDate.getTime()) ? parsedDate.toISOString() : null,
-      raw: { size: opts.rawSize, sha256: opts.rawSha256 },
-    },
-  };
+  limits?: Partial<ParseLimits>;
+}): Promise<EmailEvent> {
+  // Hostile or broken MIME yields parseErrors, never a rejection; a rejection
+  // here is an internal fault and the caller defers the message (451).
+  const content = await parseMessage(opts.message, opts.limits ? { limits: opts.limits } : {});
+  const data = buildInboundEmail({
+    id: opts.queueId,
+    receivedAt: opts.receivedAt,
+    envelope: opts.envelope,
+    raw: { size: opts.rawSize, sha256: opts.rawSha256 },
+    content,
+  });
+  return buildEmailEvent(data, opts.receivedAt);
 }

@@ -39,3 +39,13 @@ export function deliveryId(mailFrom: string, rcptTo: readonly string[], rawSha25
   h.update(targetId);
   return `msg_${h.digest('hex').slice(0, 32)}`;
 }
+
+/**
+ * The default id of a webhook target. It takes part in every delivery id, so
+ * it must be stable and unique per URL, and it is logged, so it must not carry
+ * credentials or query tokens: origin and path, plus a digest of the full URL.
+ */
+export function defaultWebhookId(url: string): string {
+  const u = new URL(url);
+  return `webhook:${u.origin}${u.pathname}#${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
+}

@@ -92,6 +92,9 @@ export function splitAddress(address: string): { local: string; domain: string }
 }
 
 export function routeRecipient<T extends RoutableTarget>(table: RoutingTable<T>, address: string): RcptDecision<T> {
+  // RFC 5321 §4.1.1.3: "postmaster" may be used without a domain, and §4.5.1
+  // requires accepting it.
+  if (address.toLowerCase() === 'postmaster') return { kind: 'accept', route: table.postmaster };
   const parts = splitAddress(address);
   if (!parts) return { kind: 'invalid' };
   const { local, domain } = parts;

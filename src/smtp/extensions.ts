@@ -19,6 +19,7 @@
  * - SMTPConnection#_parser (an SMTPStream) and SMTPStream.prototype
  *   ._feedDataStream / _write / _dataMode: BDAT adds a byte-counted data mode
  *   beside the dot-terminated one (RFC 3030).
+ * - SMTPConnection#_armTimeout: re-armed on open sessions when the idle timeout changes under load.
  * - SMTPConnection#_parseAddressCommand, #session, #_resetSession,
  *   #_transactionCounter, #_dataStream, #_server, #close: transaction state.
  * - SMTPServer#connect(socket, opts), #secureContext (Map, '*' = default
@@ -134,7 +135,7 @@ interface Conn {
 export function assertSmtpServerInternals(): void {
   const missing: string[] = [];
   const conn = SMTPConnection?.prototype as unknown as Record<string, unknown> | undefined;
-  for (const m of ['send', 'init', 'connectionReady', '_setListeners', '_parseAddressCommand', '_resetSession', '_isSupported', 'close', '_getEnhancedStatusCode']) {
+  for (const m of ['send', 'init', 'connectionReady', '_setListeners', '_parseAddressCommand', '_resetSession', '_isSupported', 'close', '_getEnhancedStatusCode', '_armTimeout']) {
     if (typeof conn?.[m] !== 'function') missing.push(`SMTPConnection.prototype.${m}`);
   }
   for (const h of ['EHLO', 'HELO', 'MAIL', 'RCPT', 'DATA', 'RSET', 'HELP', 'VRFY', 'STARTTLS', 'NOOP', 'QUIT']) {
@@ -235,8 +236,8 @@ function patchInit(proto: Conn): void {
 // Commands
 
 const HELP_TEXT: Record<string, string> = {
-  HELO: 'HELO <domain> - identify yourself (RFC 5321 §4.1.1.1)',
-  EHLO: 'EHLO <domain> - identify yourself and list extensions (RFC 5321 §4.1.1.1)',
+  HELO: 'HELO <domain> - identify yourself (RFC 5321 section 4.1.1.1)',
+  EHLO: 'EHLO <domain> - identify yourself and list extensions (RFC 5321 section 4.1.1.1)',
   MAIL: 'MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME|BINARYMIME] [SMTPUTF8] - start a transaction',
   RCPT: 'RCPT TO:<address> - add a recipient',
   DATA: 'DATA - send the message, end with <CRLF>.<CRLF>',
@@ -276,7 +277,10 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     const send = this.send;
     this.send = function (code, data, context) {
       if (code === 250 && Array.isArray(data)) {
-        data = [...data, 'CHUNKING', 'BINARYMIME'];
+        // RFC 4954 §4 / DESIGN §3: AUTH is offered only over TLS (unless
+        // explicitly allowed), so no client is invited to send a password in clear.
+        const clearAuth = !this.secure && !this._server.options.allowInsecureAuth;
+        data = [...data.filter((l) => !(clearAuth && /^AUTH\b/.test(l))), 'CHUNKING', 'BINARYMIME'];
         if (policy?.etrn) data.push('ETRN');
       }
       return send.call(this, code, data, context);
@@ -608,8 +612,8 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
 
 export interface SmtpServerInternals {
   secureContext: Map<string, unknown>;
-  connections: Set<{ send(code: number, text: string): void; close(): void; session: unknown }>;
-  connect(socket: import('node:net').Socket, opts: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): void;
+  connections: Set<{ send(code: number, text: string): void; close(): void; session: unknown; _armTimeout(): void }>;
+  connect(socket: import('node:net').Socket, opts: { id?: string; remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): void;
   options: Record<string, unknown>;
   [REPLY_HOOK]?: ReplyHook;
   [POLICY]?: SmtpPolicy;

@@ -7,6 +7,7 @@
  * - run the implicit TLS handshake of an smtps listener (RFC 8314 §3.3).
  * Then the socket is handed to smtp-server with the real client address.
  */
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { SMTPServer } from 'smtp-server';
@@ -27,6 +28,11 @@ export interface ListenerContext {
   handshakeTimeoutMs: number;
   /** Connection limits (all listeners, per client address): a reply line to refuse with, or null. */
   admission: { admit(address: string): string | null; release(address: string): void };
+  /**
+   * Runs `fn` once when the SMTP session `sessionId` closes. The raw socket's
+   * 'close' cannot be used: smtp-server's STARTTLS strips its listeners.
+   */
+  onSessionClose(sessionId: string, fn: () => void): void;
 }
 
 export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: ListenerContext): net.Server {
@@ -44,11 +50,13 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
       return;
     }
     ctx.metrics.activeConnections.inc({ listener: l.name });
-    socket.once('close', () => {
+    const id = randomBytes(8).toString('hex');
+    ctx.onSessionClose(id, () => {
       ctx.metrics.activeConnections.dec({ listener: l.name });
       ctx.admission.release(client);
     });
     srv.connect(socket, {
+      id,
       ...(remoteAddress ? { remoteAddress } : {}),
       ...(remotePort !== undefined ? { remotePort } : {}),
     });

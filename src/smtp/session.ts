@@ -35,6 +35,8 @@ export interface SessionContext {
   /** Called around each DATA phase, so shutdown can wait for in-flight transactions. */
   transactionStarted(): void;
   transactionEnded(): void;
+  /** The SMTP session closed (releases its connection slot). */
+  sessionClosed(sessionId: string): void;
 }
 
 interface Txn {
@@ -82,7 +84,8 @@ export function createSmtpServer(
     ...(cfg.smtp.banner ? { banner: cfg.smtp.banner } : {}),
     size: cfg.smtp.maxMessageSize,
     secure: listener.role === 'smtps',
-    authOptional: listener.role !== 'submission',
+    // RFC 8314 §3.3 / RFC 6409: submission ports (587, and 465 with implicit TLS) take mail from authenticated users only.
+    authOptional: !(listener.auth && listener.role !== 'mx'),
     authMethods: ['PLAIN', 'LOGIN'],
     allowInsecureAuth: cfg.auth?.allowInsecure ?? false,
     disabledCommands: disabled,
@@ -162,15 +165,19 @@ export function createSmtpServer(
     onRcptTo(address: SMTPServerAddress, session, cb) {
       const txn = txns.get(session.envelope);
       if (!txn) return cb(replyError(smtpError('PG_INTERNAL', 451, '4.3.0', 'Transaction state lost, try again')));
+      const refuseRcpt = (err: GatewayError) => {
+        txn.log.info({ rcpt: address.address, code: err.code, reply: err.smtp?.code }, 'recipient refused');
+        cb(replyError(err));
+      };
       const decision = routeRecipient(ctx.routing, address.address);
       switch (decision.kind) {
         case 'invalid':
-          return cb(replyError(smtpError('PG_RCPT_UNKNOWN_USER', 553, '5.1.3', `<${address.address}>: Bad recipient address syntax`)));
+          return refuseRcpt(smtpError('PG_RCPT_SYNTAX', 553, '5.1.3', `<${address.address}>: Bad recipient address syntax`));
         case 'relay-denied':
           // Never an open relay: only served domains are accepted.
-          return cb(replyError(smtpError('PG_RCPT_RELAY_DENIED', 550, '5.7.1', `<${address.address}>: Relay access denied`)));
+          return refuseRcpt(smtpError('PG_RCPT_RELAY_DENIED', 550, '5.7.1', `<${address.address}>: Relay access denied`));
         case 'unknown-user':
-          return cb(replyError(smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`)));
+          return refuseRcpt(smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`));
         case 'accept':
           break;
       }
@@ -178,10 +185,10 @@ export function createSmtpServer(
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.
       if (txn.route && txn.route !== decision.route) {
-        return cb(replyError(smtpError('PG_RCPT_OTHER_ROUTE', 452, '4.5.3', `<${address.address}>: Too many recipients (other route), send it in a new transaction`)));
+        return refuseRcpt(smtpError('PG_RCPT_OTHER_ROUTE', 452, '4.5.3', `<${address.address}>: Too many recipients (other route), send it in a new transaction`));
       }
       if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
-        return cb(replyError(smtpError('PG_RCPT_TOO_MANY', 452, '4.5.3', 'Too many recipients')));
+        return refuseRcpt(smtpError('PG_RCPT_TOO_MANY', 452, '4.5.3', 'Too many recipients'));
       }
       txn.route = decision.route;
       cb();
@@ -211,17 +218,17 @@ export function createSmtpServer(
         held = 0;
       };
       let finished = false;
-      const finish = (err: GatewayError | null, text?: string) => {
+      const finish = (err: GatewayError | null, text?: string, outcomeLabel?: 'aborted') => {
         if (finished) return;
         finished = true;
         release();
         ctx.transactionEnded();
-        const result = err ? (err.transient ? 'deferred' : 'rejected') : 'accepted';
+        const result = outcomeLabel ?? (err ? (err.transient ? 'deferred' : 'rejected') : 'accepted');
         metrics.transactions.inc({ route: route.name, result });
         if (err) {
           s.rejected++;
           s.lastError = err.replyText;
-          txn.log.warn({ code: err.code, reply: err.smtp?.code, err: err.message, route: route.name }, 'transaction not accepted');
+          txn.log[outcomeLabel ? 'info' : 'warn']({ code: err.code, reply: err.smtp?.code, err: err.message, route: route.name }, outcomeLabel ? 'transaction aborted by the client' : 'transaction not accepted');
           cb(replyError(err));
         } else {
           s.accepted++;
@@ -253,7 +260,13 @@ export function createSmtpServer(
         hash.update(chunk);
         chunks.push(chunk);
       });
-      stream.once('error', (err: Error) => finish(asInternal(err)));
+      stream.once('error', (err: Error & { code?: string }) => {
+        if (err.code === 'ECONNECTION' || err.code === 'EABORTED') {
+          // The client left or reset: there is nobody to reply to and nothing was accepted.
+          return finish(new GatewayError({ code: 'PG_TRANSACTION_ABORTED', message: err.message, transient: true, smtp: { code: 451, enhanced: '4.3.0' } }), undefined, 'aborted');
+        }
+        finish(asInternal(err));
+      });
       stream.once('end', () => {
         if (outcome === 'too-big' || stream.sizeExceeded) {
           return finish(smtpError('PG_MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${cfg.smtp.maxMessageSize} bytes`));
@@ -262,7 +275,7 @@ export function createSmtpServer(
           return finish(smtpError('PG_SHED_MEMORY', 451, '4.3.2', 'Too busy, try again later'));
         }
         if (outcome === 'bare-eol') {
-          return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 §2.3.8)'));
+          return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 section 2.3.8)'));
         }
         const received = Buffer.concat(chunks, size);
         const hops = countReceived(received);
@@ -309,7 +322,7 @@ export function createSmtpServer(
           queueId: txn.queueId,
           listener: listener.name,
         };
-        const event = buildEvent({ queueId: txn.queueId, receivedAt, envelope, message, rawSha256, rawSize: received.length });
+        const event = await buildEvent({ queueId: txn.queueId, receivedAt, envelope, message, rawSha256, rawSize: received.length });
         const eventJson = Buffer.from(JSON.stringify(event));
         const result = await deliverToTargets(
           route.targets,
@@ -319,7 +332,7 @@ export function createSmtpServer(
             skip: ctx.skip,
             now: ctx.now,
             onTarget: (t, o) => {
-              metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.ok ? 'ok' : 'failed' }, o.ms / 1000);
+              metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
               txn.log.info(
                 { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), ...(o.error ? { code: o.error.code, err: o.error.message } : {}) },
                 'delivery',
@@ -334,6 +347,7 @@ export function createSmtpServer(
     },
 
     onClose(session) {
+      ctx.sessionClosed(session.id);
       const s = sessionLogs.get(session);
       if (!s) return;
       // One summary line per session (Haraka-style), never bodies or secrets.
