@@ -9,7 +9,7 @@ import type net from 'node:net';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
-import { buildRoutingTable } from './routing/index.js';
+import { buildRoutingTable, routeRecipient } from './routing/index.js';
 import { createTarget, SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
@@ -107,6 +107,17 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     },
     dsn: false,
     etrn: false,
+    vrfy:
+      cfg.smtp.vrfy === 'routes'
+        ? (address) => {
+            // RFC 5321 §3.5.3: 250 names a deliverable mailbox; 550 says there is none.
+            const d = routeRecipient(routing, address);
+            if (d.kind === 'accept') return [250, `2.1.5 <${address}>`];
+            if (d.kind === 'unknown-user') return [550, `5.1.1 <${address}>: User unknown`];
+            if (d.kind === 'relay-denied') return [550, `5.7.1 <${address}>: Not a domain served here`];
+            return [553, `5.1.3 <${address}>: Bad address syntax`];
+          }
+        : null,
     onEarlyTalker: (client) => {
       metrics.shed.inc({ reason: 'early_talker' });
       logger.warn({ client, code: 'PG_EARLY_TALKER' }, 'client talked before the greeting, refused with 554');

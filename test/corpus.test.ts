@@ -303,11 +303,8 @@ const CASES: Case[] = [
     fixture: 'charset-windows-1252.eml',
     title: 'encoded words',
     errors: [],
-    todo:
-      'address.ts decodes encoded words with a one-shot (non-streaming) TextDecoder.decode(); on Node 20 that takes a ' +
-      'Latin-1 fast path for windows-1252, so 0x80–0x9F come out as C1 controls (U+0093 instead of “). Bodies are right ' +
-      'because they are decoded with { stream: true }, which does not take that path.',
     check(p) {
+      // the same 0x80–0x9F bytes in Q and B encoded words (a one-shot TextDecoder on Node 20 gets these wrong)
       assert.equal(p.subject, '“Smart quotes” – and €uro signs…');
       addresses(p.from, [m('Renée O’Brien', 'renee@example.test')], 'from');
     },
@@ -578,10 +575,6 @@ const CASES: Case[] = [
     fixture: 'bounce-dsn.eml',
     title: 'delivery-status part',
     errors: [],
-    todo:
-      'parse.ts collects message/delivery-status as body text (MimeGuard.bodyStarts), so the DSN fields are appended to ' +
-      '`text` and the part is missing from `attachments`; schema.ts defines text as the text/plain parts and attachments ' +
-      'as every non-body part, and RFC 6522 §3 / RFC 3464 §2 make it a separate machine-readable part.',
     check(p) {
       // RFC 6522: part 2 is the machine-readable report, part 3 the returned message
       attachments(p.attachments, [
@@ -637,16 +630,15 @@ const CASES: Case[] = [
   },
   {
     fixture: 'address-odd.eml',
-    title: 'a comment is not a display name',
+    title: 'legacy addr (Full Name)',
     errors: [],
-    todo:
-      'address.ts takes the comment of a bare `addr (Name)` as the display name (legacy convention, also followed by ' +
-      'mailparser and postal-mime), giving "Replies Desk" / "Jane Roe"; schema.ts documents Address.name as ' +
-      '"quotes and comments removed; \"\" when none was given" and RFC 5322 §3.2.2 gives comments no meaning. ' +
-      'One of the two must change.',
     check(p) {
-      addresses(p.replyTo, [m('', 'replies@example.test')], 'replyTo');
-      assert.equal(mbox(p.to, 1).name, '');
+      // RFC 5322 §3.2.2 gives comments no meaning, but for a bare addr-spec the comment is taken as the
+      // display name, a legacy convention (mailparser and postal-mime do the same); schema: Address.name
+      addresses(p.replyTo, [m('Replies Desk', 'replies@example.test', { original: 'replies@example.test (Replies Desk)' })], 'replyTo');
+      checkMailbox(mbox(p.to, 1), m('Jane Roe', 'jane@example.test', { original: 'jane@example.test (Jane Roe)' }), 'to[1]');
+      // comments beside an angle-addr are not a name (RFC 5322 appendix A.5): "Pete", not "A nice ) chap"
+      assert.equal(mbox(p.cc, 0).name, 'Pete');
     },
   },
   {
@@ -1174,14 +1166,12 @@ const KNOWN_DISAGREEMENTS: Record<string, string> = {
     'equivalent: A-label and U-label name the same domain (RFC 5890 §2.3.2.1); ours normalises to the A-label form (RFC 5891 §5) as schema.ts specifies and keeps the U-label in unicodeDomain; postal-mime keeps the U-labels as written.',
   'address-smtputf8.eml to':
     'equivalent: A-label vs U-label domains (RFC 5890 §2.3.2.1); ours gives the A-label as documented, postal-mime the U-labels as written.',
-  'bounce-dsn.eml text':
-    'postal-mime: the message/delivery-status part (RFC 3464 §2, RFC 6522 §3) is machine-readable, not text/plain; parse.ts appends it to text (bug, todo in "bounce-dsn.eml (delivery-status part)").',
-  'bounce-dsn.eml attachments':
-    'postal-mime: the message/delivery-status part is a non-body part (RFC 6522 §3); parse.ts drops it from attachments (same bug).',
   'boundary-missing-parameter.eml text':
     'ours: RFC 2046 §5.1.1 makes boundary mandatory and RFC 2045 §5.2 recommends treating an invalid Content-Type as text/plain, so the body is kept as text (with malformed_mime); postal-mime drops the whole body.',
+  'charset-windows-1252.eml subject':
+    'ours: the Q encoded word (RFC 2047 §4.2) carries windows-1252 0x93 0x94 0x96 0x80 0x85, which are “ ” – € … (WHATWG Encoding Standard index-windows-1252); postal-mime decodes encoded words with a one-shot TextDecoder.decode(), which on Node 20 takes a Latin-1 fast path for windows-1252 (nodejs/node#56542) and yields the C1 controls U+0093 U+0094 U+0096 U+0080 U+0085.',
   'charset-windows-1252.eml text':
-    'ours: windows-1252 0x80–0x9F are “ ” – … € (WHATWG Encoding Standard index); postal-mime decodes with a non-streaming TextDecoder, which on Node 20 treats windows-1252 as Latin-1 and yields C1 controls.',
+    'ours: windows-1252 0x80–0x9F are “ ” – … € (WHATWG Encoding Standard index); postal-mime decodes the body with the same one-shot TextDecoder, which on Node 20 treats windows-1252 as Latin-1 (nodejs/node#56542) and yields C1 controls.',
   'reply-outlook.eml text':
     'ours: 0x92 in windows-1252 is ’; postal-mime yields U+0092 (the Node 20 TextDecoder windows-1252 bug, as above).',
   'empty-body.eml text':

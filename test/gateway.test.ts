@@ -158,3 +158,34 @@ describe('gateway hand-off', () => {
     c.close();
   });
 });
+
+describe('VRFY against the routes (smtp.vrfy: routes)', () => {
+  test('250 for a routable address, 550 5.1.1 unknown user, 550 5.7.1 other domain; 252 by default', async () => {
+    const tg = await startGateway({ smtp: { vrfy: 'routes' }, routes: [{ recipients: ['ok@example.test'], targets: [{ type: 'local' }] }] });
+    const plain = await startGateway({ routes: [{ recipients: ['ok@example.test'], targets: [{ type: 'local' }] }] });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO v.example');
+      const ok = await c.cmd('VRFY <ok@example.test>');
+      assert.equal(ok.code, 250);
+      assert.match(ok.text, /^2\.1\.5 <ok@example\.test>/);
+      const unknown = await c.cmd('VRFY nobody@example.test');
+      assert.equal(unknown.code, 550);
+      assert.match(unknown.text, /^5\.1\.1 /);
+      const other = await c.cmd('VRFY someone@elsewhere.example');
+      assert.equal(other.code, 550);
+      assert.match(other.text, /^5\.7\.1 /);
+      c.close();
+      const d = await RawSmtp.connect(plain.port);
+      await d.read();
+      await d.cmd('EHLO v.example');
+      const hidden = await d.cmd('VRFY ok@example.test');
+      assert.equal(hidden.code, 252, 'no address harvesting by default');
+      d.close();
+    } finally {
+      await tg.close();
+      await plain.close();
+    }
+  });
+});

@@ -174,6 +174,10 @@ export const configSchema = z
         maxConnectionsPerIp: z.number().int().positive().default(20).describe('Concurrent connections from one client address (after PROXY).'),
         maxCommandLength: z.number().int().min(512).default(2048).describe('Longest command line (RFC 5321 §4.5.3.1.4: at least 512).'),
         maxReceivedHeaders: z.number().int().positive().default(50).describe('More Received headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3).'),
+        vrfy: z
+          .enum(['never', 'routes'])
+          .default('never')
+          .describe('VRFY: never disclose (252, RFC 5321 §7.3), or answer from the routes (250 / 550 5.1.1 / 550 5.7.1).'),
         bareLineEndings: z
           .enum(['accept', 'reject'])
           .default('accept')

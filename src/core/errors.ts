@@ -92,3 +92,20 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export function smtpError(code: ErrorCode, reply: number, enhanced: string, message: string, cause?: unknown): GatewayError {
   return new GatewayError({ code, message, smtp: { code: reply, enhanced }, transient: reply < 500, cause });
 }
+
+/**
+ * Any failure that is not already a GatewayError is an internal fault: the
+ * message is deferred (451 4.3.0), never accepted, and the reply says nothing
+ * of the cause, which is kept for the log.
+ */
+export function toGatewayError(err: unknown, context = 'internal error'): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError({
+    code: 'PG_INTERNAL',
+    message: `${context}: ${err instanceof Error ? err.message : String(err)}`,
+    publicMessage: 'Internal error, try again later',
+    smtp: { code: 451, enhanced: '4.3.0' },
+    transient: true,
+    cause: err,
+  });
+}

@@ -4,7 +4,7 @@
  * every required target acknowledged → 250; a permanent refusal → 5xx;
  * anything else (failure, timeout, deadline) → 4xx, and the sender retries.
  */
-import { GatewayError } from '../core/errors.js';
+import { GatewayError, toGatewayError } from '../core/errors.js';
 import { deliveryId } from '../message/ids.js';
 import type { TargetConfig } from '../config/schema.js';
 import { LocalStoreTarget } from './local.js';
@@ -60,16 +60,6 @@ export interface DeliveryOutcome {
   targets: TargetOutcome[];
 }
 
-function asGatewayError(err: unknown): GatewayError {
-  if (err instanceof GatewayError) return err;
-  return new GatewayError({
-    code: 'PG_INTERNAL',
-    message: 'internal error during delivery',
-    smtp: { code: 451, enhanced: '4.3.0' },
-    transient: true,
-    cause: err,
-  });
-}
 
 export async function deliverToTargets(
   targets: readonly Target[],
@@ -96,7 +86,7 @@ export async function deliverToTargets(
         opts.skip.add(id, opts.now());
         outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started };
       } catch (err) {
-        let error = asGatewayError(err);
+        let error = toGatewayError(err, `target ${t.id}`);
         if (signal.aborted && error.transient) {
           // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
           error = new GatewayError({

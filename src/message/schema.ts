@@ -28,7 +28,7 @@ export const addressSchema = z
     name: z
       .string()
       .describe(
-        'Display name: RFC 2047 encoded words decoded, quotes and quoted-pairs removed; for the legacy `addr (Full Name)` form, the text of the comment; "" when none was given.',
+        'Display name: RFC 2047 encoded words decoded, quotes and quoted-pairs removed. For the legacy `addr (Full Name)` form (a bare address without `<>`) the comment is taken as the name, a legacy convention (as mailparser and postal-mime do); other comments are dropped. "" when none was given.',
       ),
     address: z
       .string()

@@ -65,6 +65,11 @@ export interface SmtpPolicy {
   /** ETRN (RFC 1985) is advertised only in queued mode. */
   etrn: boolean;
   onEarlyTalker(remoteAddress: string): void;
+  /**
+   * VRFY against the routes (smtp.vrfy "routes"): the reply for an address,
+   * or null to answer 252 without disclosing anything (the default).
+   */
+  vrfy: ((address: string) => [number, string]) | null;
 }
 
 // ---------------------------------------------------------------------------
@@ -381,7 +386,10 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
 
   // RFC 5321 §3.5.3 / §7.3: no address harvesting; 252 says "send it and see".
   proto.handler_VRFY = function (this: Conn, command, cb) {
-    if (!argWord(command)) this.send(501, '5.5.4 Syntax: VRFY <address>');
+    const arg = argWord(command);
+    const vrfy = this._server[POLICY]?.vrfy;
+    if (!arg) this.send(501, '5.5.4 Syntax: VRFY <address>');
+    else if (vrfy) this.send(...vrfy(arg.replace(/^<(.*)>$/, '$1').slice(0, 512)));
     else this.send(252, '2.5.2 Cannot VRFY user, but will accept message and attempt delivery');
     cb();
   };

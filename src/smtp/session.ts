@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
-import { GatewayError, smtpError } from '../core/errors.js';
+import { GatewayError, smtpError, toGatewayError } from '../core/errors.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
 import { routeRecipient, type RoutingTable, type Route } from '../routing/index.js';
 import { newQueueId } from '../message/ids.js';
@@ -158,7 +158,7 @@ export function createSmtpServer(
           void address;
           cb();
         },
-        (err: unknown) => cb(replyError(asInternal(err))),
+        (err: unknown) => cb(replyError(toGatewayError(err, 'transaction'))),
       );
     },
 
@@ -265,7 +265,7 @@ export function createSmtpServer(
           // The client left or reset: there is nobody to reply to and nothing was accepted.
           return finish(new GatewayError({ code: 'PG_TRANSACTION_ABORTED', message: err.message, transient: true, smtp: { code: 451, enhanced: '4.3.0' } }), undefined, 'aborted');
         }
-        finish(asInternal(err));
+        finish(toGatewayError(err, 'transaction'));
       });
       stream.once('end', () => {
         if (outcome === 'too-big' || stream.sizeExceeded) {
@@ -285,7 +285,7 @@ export function createSmtpServer(
         }
         deliverMessage(received, hash.digest('hex')).then(
           (text) => finish(null, text),
-          (err: unknown) => finish(asInternal(err)),
+          (err: unknown) => finish(toGatewayError(err, 'transaction')),
         );
       });
 
@@ -394,16 +394,6 @@ export function countReceived(message: Buffer): number {
   return parseHeaderBlock(message).filter((f) => f.name.toLowerCase() === 'received').length;
 }
 
-function asInternal(err: unknown): GatewayError {
-  if (err instanceof GatewayError) return err;
-  return new GatewayError({
-    code: 'PG_INTERNAL',
-    message: 'Internal error, try again later',
-    smtp: { code: 451, enhanced: '4.3.0' },
-    transient: true,
-    cause: err,
-  });
-}
 
 // A valid hash of a random password, checked when the username is unknown.
 const DUMMY_HASH = '$scrypt$ln=15,r=8,p=3$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
