@@ -10,7 +10,7 @@ import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
 import { buildRoutingTable, routeRecipient } from './routing/index.js';
-import { createTarget, SkipStore, type Target } from './delivery/index.js';
+import { CircuitBreakers, createTarget, SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -95,6 +95,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const memory = new MemoryBudget(cfg.limits.memoryBudget);
   const disk = new DiskWatch(cfg.storage.path, cfg.limits.minFreeDisk, now, 1000, deps.diskProbe);
   const skip = new SkipStore();
+  const breakers = new CircuitBreakers(cfg.delivery.breaker.failures, cfg.delivery.breaker.cooldown, now);
   let diskLow = false;
 
   const passCache = new PassCache(cfg.smtp.earlyTalker.passTtl, now);
@@ -177,6 +178,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     memory,
     disk,
     skip,
+    breakers,
     now,
     isDraining: () => draining,
     transactionStarted: () => {

@@ -189,3 +189,41 @@ describe('VRFY against the routes (smtp.vrfy: routes)', () => {
     }
   });
 });
+
+describe('destination known down (circuit breaker)', () => {
+  test('after repeated failures RCPT gets 451 4.4.1 at once; after the cooldown mail flows again', async () => {
+    let status = 503;
+    const hook = await receiver(() => status);
+    const tg = await startGateway({
+      delivery: { breaker: { failures: 2, cooldown: '400ms' } },
+      routes: [{ recipients: ['*@down.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO b.example');
+      for (let i = 0; i < 2; i++) {
+        const { data } = await sendMail(c, 'a@b.example', ['x@down.test'], simpleMessage(`fail ${i}`));
+        assert.equal(data?.code, 451);
+        assert.match(data!.text, /^4\.3\.0 /);
+      }
+      const posts = hook.got.length;
+      assert.equal((await c.cmd('MAIL FROM:<a@b.example>')).code, 250);
+      const down = await c.cmd('RCPT TO:<x@down.test>');
+      assert.equal(down.code, 451);
+      assert.match(down.text, /^4\.4\.1 /);
+      assert.equal(hook.got.length, posts, 'no body was taken for a known-down target');
+      await c.cmd('RSET');
+      status = 204;
+      await new Promise((r) => setTimeout(r, 450));
+      const { rcpt, data } = await sendMail(c, 'a@b.example', ['x@down.test'], simpleMessage('recovered'));
+      assert.equal(rcpt[0]!.code, 250);
+      assert.equal(data?.code, 250);
+      assert.ok(tg.logs.some((l) => l.msg === 'target marked down'));
+      c.close();
+    } finally {
+      await tg.close();
+      hook.server.close();
+    }
+  });
+});

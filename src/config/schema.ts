@@ -218,6 +218,13 @@ export const configSchema = z
     delivery: z
       .strictObject({
         deadline: duration('Budget for all targets of one message before the reply becomes 451.').default(30_000),
+        breaker: z
+          .strictObject({
+            failures: z.number().int().positive().default(5).describe('Consecutive transient failures that mark a target down.'),
+            cooldown: duration('How long a target stays down before traffic is tried again.').default(30_000),
+          })
+          .prefault({})
+          .describe('While a required target is down, RCPT gets 451 4.4.1 at once.'),
       })
       .prefault({}),
     http: z

@@ -80,6 +80,7 @@ export const ERROR_CODES = {
   PG_PROXY_HEADER: 'A PROXY protocol header was missing, malformed or came from an untrusted source.',
   PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
   PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.3.0).',
+  PG_TARGET_DOWN: 'A required target of the route failed repeatedly and is marked down; RCPT gets 451 4.4.1 until its cooldown ends.',
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
   PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
   PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',

@@ -45,6 +45,43 @@ export class SkipStore {
   }
 }
 
+/**
+ * Per-target health (DESIGN §3 RCPT row): after `failures` consecutive
+ * transient failures a target is "known down" for `cooldownMs`; meanwhile RCPT
+ * for a route that needs it answers 451 4.4.1 at once, instead of every sender
+ * sending the whole message and waiting for the deadline. After the cooldown
+ * traffic flows again (half-open): one more failure reopens it, a success
+ * closes it.
+ */
+export class CircuitBreakers {
+  private readonly state = new Map<string, { failures: number; openUntil: number }>();
+  constructor(
+    private readonly failures: number,
+    private readonly cooldownMs: number,
+    private readonly now: () => number,
+  ) {}
+  isDown(targetId: string): boolean {
+    const s = this.state.get(targetId);
+    return s !== undefined && s.openUntil > this.now();
+  }
+  /** Returns true when this outcome opened the breaker. */
+  record(targetId: string, ok: boolean, transient: boolean): boolean {
+    if (ok || !transient) {
+      // A permanent refusal is an answer from a working receiver.
+      this.state.delete(targetId);
+      return false;
+    }
+    const s = this.state.get(targetId) ?? { failures: 0, openUntil: 0 };
+    s.failures++;
+    this.state.set(targetId, s);
+    if (s.failures >= this.failures && s.openUntil <= this.now()) {
+      s.openUntil = this.now() + this.cooldownMs;
+      return true;
+    }
+    return false;
+  }
+}
+
 export interface TargetOutcome {
   targetId: string;
   ok: boolean;

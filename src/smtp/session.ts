@@ -13,7 +13,7 @@ import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
 import { parseHeaderBlock } from '../message/headers.js';
-import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
+import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -30,6 +30,7 @@ export interface SessionContext {
   memory: MemoryBudget;
   disk: DiskWatch;
   skip: SkipStore;
+  breakers: CircuitBreakers;
   now(): number;
   isDraining(): boolean;
   /** Called around each DATA phase, so shutdown can wait for in-flight transactions. */
@@ -138,7 +139,7 @@ export function createSmtpServer(
       );
     },
 
-    onMailFrom(address: SMTPServerAddress, session, cb) {
+    onMailFrom(_address: SMTPServerAddress, session, cb) {
       const s = sessionLog(session);
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
       if (ctx.memory.exhausted) {
@@ -155,7 +156,6 @@ export function createSmtpServer(
           }
           const queueId = newQueueId(ctx.now());
           txns.set(session.envelope, { queueId, route: null, log: s.log.child({ txn: queueId }) });
-          void address;
           cb();
         },
         (err: unknown) => cb(replyError(toGatewayError(err, 'transaction'))),
@@ -189,6 +189,10 @@ export function createSmtpServer(
       }
       if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
         return refuseRcpt(smtpError('PG_RCPT_TOO_MANY', 452, '4.5.3', 'Too many recipients'));
+      }
+      if (!txn.route && decision.route.targets.some((t) => t.required && ctx.breakers.isDown(t.id))) {
+        // RFC 3463 4.4.1: no answer from host; the sender retries later.
+        return refuseRcpt(smtpError('PG_TARGET_DOWN', 451, '4.4.1', `<${address.address}>: Destination temporarily unavailable, try again later`));
       }
       txn.route = decision.route;
       cb();
@@ -332,6 +336,9 @@ export function createSmtpServer(
             skip: ctx.skip,
             now: ctx.now,
             onTarget: (t, o) => {
+              if (!o.skipped && ctx.breakers.record(t.id, o.ok, o.error?.transient ?? true)) {
+                txn.log.warn({ target: t.id, cooldownMs: cfg.delivery.breaker.cooldown, code: 'PG_TARGET_DOWN' }, 'target marked down');
+              }
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
               txn.log.info(
                 { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), ...(o.error ? { code: o.error.code, err: o.error.message } : {}) },
