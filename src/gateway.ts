@@ -3,7 +3,6 @@
  * and never listens; start() listens; stop() drains and closes. The CLI
  * (src/cli) owns signals and the process.
  */
-import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type net from 'node:net';
 import type http from 'node:http';
@@ -236,19 +235,26 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const listenOne = async (server: net.Server | http.Server, hostPort: string) => {
     const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(hostPort)!;
     const host = m[1] ?? m[2] ?? '';
-    server.listen({ host: host === '' ? '::' : host, port: Number(m[3]) });
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]) => {
-        const e = err as NodeJS.ErrnoException;
-        throw new GatewayError({
-          code: 'PG_LISTEN',
-          message: `cannot listen on ${hostPort}: ${e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : e.message}`,
-          transient: false,
-          cause: err,
-        });
-      }),
-    ]);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        server.off('listening', onListening);
+        reject(
+          new GatewayError({
+            code: 'PG_LISTEN',
+            message: `cannot listen on ${hostPort}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : err.message}`,
+            transient: false,
+            cause: err,
+          }),
+        );
+      };
+      const onListening = () => {
+        server.off('error', onError);
+        resolve();
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen({ host: host === '' ? '::' : host, port: Number(m[3]) });
+    });
   };
 
   let started = false;

@@ -184,9 +184,10 @@ describe('configuration', () => {
   });
 
   test('a value that is one ${VAR} takes its type; unrelated POSTGATE_* variables are not overrides', async () => {
-    const file = await tmpFile('typed.yml', 'smtp:\n  maxClients: ${MAX}\nhttp: ${OPS}\nroutes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "http://h/", secret: "${POSTGATE_WEBHOOK_SECRET}" }]\n');
-    const cfg = await loadConfig({ file, env: { MAX: '42', OPS: 'false', POSTGATE_WEBHOOK_SECRET: 'whsec_eA' } });
+    const file = await tmpFile('typed.yml', 'smtp:\n  maxClients: ${MAX}\n  hostname: ${HOST}\nhttp: ${OPS}\nroutes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "http://h/", secret: "${POSTGATE_WEBHOOK_SECRET}" }]\n');
+    const cfg = await loadConfig({ file, env: { MAX: '42', HOST: '007', OPS: 'false', POSTGATE_WEBHOOK_SECRET: 'whsec_eA' } });
     assert.equal(cfg.smtp.maxClients, 42);
+    assert.equal(cfg.hostname, '007', 'text options keep numeric-looking text');
     assert.equal(cfg.http, false);
     const t = cfg.routes[0]!.targets[0]!;
     assert.equal(t.type === 'webhook' && t.secret, 'whsec_eA');

@@ -90,20 +90,21 @@ function renamedHint(parent: ReadonlyArray<PropertyKey>, key: string): string | 
  * (`$${` escapes a literal `${`). Unset variables are problems, reported with
  * the others. Values are never echoed in messages (they may be secrets).
  */
-export function resolveEnvRefs(value: unknown, env: Record<string, string | undefined>, problems: ConfigProblem[], at: PropertyKey[] = []): unknown {
+export function resolveEnvRefs(
+  value: unknown,
+  env: Record<string, string | undefined>,
+  problems: ConfigProblem[],
+  at: PropertyKey[] = [],
+  wholeRefs?: PropertyKey[][],
+): unknown {
   if (typeof value === 'string') {
-    // A value that is exactly one reference takes the variable's YAML type, so
-    // `maxClients: ${MAX_CLIENTS}` can be a number and `http: ${OPS}` false.
+    // A value that is exactly one reference is remembered: if the schema
+    // wants a number or boolean there, loadConfig retries with the typed value
+    // (so `maxClients: ${MAX}` works while `hostname: ${H}` with H=007 stays text).
     const whole = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value);
     if (whole && env[whole[1]!] !== undefined) {
-      const raw = env[whole[1]!]!;
-      try {
-        const typed: unknown = parseYaml(raw);
-        if (typeof typed === 'number' || typeof typed === 'boolean') return typed;
-      } catch {
-        // not a scalar YAML value: use the text
-      }
-      return raw;
+      wholeRefs?.push(at);
+      return env[whole[1]!]!;
     }
     return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (whole, name: string) => {
       if (whole.startsWith('$$')) return whole.slice(1);
@@ -115,9 +116,9 @@ export function resolveEnvRefs(value: unknown, env: Record<string, string | unde
       return v;
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => resolveEnvRefs(v, env, problems, [...at, i]));
+  if (Array.isArray(value)) return value.map((v, i) => resolveEnvRefs(v, env, problems, [...at, i], wholeRefs));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveEnvRefs(v, env, problems, [...at, k])]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveEnvRefs(v, env, problems, [...at, k], wholeRefs)]));
   }
   return value;
 }
@@ -158,6 +159,30 @@ export function applyEnvOverrides(doc: Record<string, unknown>, env: Record<stri
     node[keys[keys.length - 1]!] = parsed ?? raw;
   }
   return out;
+}
+
+function withTypedRefs(doc: Record<string, unknown>, refs: PropertyKey[][], failed: ConfigProblem[]): Record<string, unknown> | null {
+  const failedPaths = new Set(failed.filter((p) => /expected (number|boolean)|Invalid input/.test(p.message)).map((p) => p.path));
+  const out = structuredClone(doc);
+  let changed = false;
+  for (const at of refs) {
+    if (!failedPaths.has(formatPath(at))) continue;
+    let node: unknown = out;
+    for (const k of at.slice(0, -1)) node = (node as Record<PropertyKey, unknown>)[k as string];
+    const last = at[at.length - 1] as string;
+    const raw = (node as Record<string, unknown>)[last];
+    let typed: unknown;
+    try {
+      typed = parseYaml(String(raw));
+    } catch {
+      continue;
+    }
+    if (typeof typed === 'number' || typeof typed === 'boolean') {
+      (node as Record<string, unknown>)[last] = typed;
+      changed = true;
+    }
+  }
+  return changed ? out : null;
 }
 
 export interface ResolvedListener {
@@ -288,11 +313,21 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<ResolvedConfig
     }
   }
   const problems: ConfigProblem[] = [];
-  doc = resolveEnvRefs(doc, env, problems) as Record<string, unknown>;
+  const wholeRefs: PropertyKey[][] = [];
+  doc = resolveEnvRefs(doc, env, problems, [], wholeRefs) as Record<string, unknown>;
   doc = applyEnvOverrides(doc, env);
   if (opts.overrides) doc = opts.overrides(doc);
+  const vopts = { ...(opts.hostname ? { hostname: opts.hostname } : {}), ...(opts.cwd ? { cwd: opts.cwd } : {}) };
   try {
-    const cfg = validateConfig(doc, { ...(opts.hostname ? { hostname: opts.hostname } : {}), ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+    let cfg: ResolvedConfig;
+    try {
+      cfg = validateConfig(doc, vopts);
+    } catch (err) {
+      // Retry with typed values where a whole ${VAR} failed as text.
+      const typed = err instanceof ConfigError && wholeRefs.length ? withTypedRefs(doc, wholeRefs, err.problems) : null;
+      if (!typed) throw err;
+      cfg = validateConfig(typed, vopts);
+    }
     if (problems.length) throw new ConfigError('PG_CONFIG_INVALID', problems);
     return cfg;
   } catch (err) {

@@ -199,9 +199,9 @@ export const inboundEmailSchema = z
     attachments: z.array(attachmentSchema).describe('Every non-body part (attachments and inline resources), in message order.'),
     raw: z
       .object({
-        size: z.number().int().nonnegative().describe('Size of the message in bytes, as stored (with trace headers).'),
+        size: z.number().int().nonnegative().describe('Size in bytes of the message as received (before trace headers): the bytes `sha256` covers.'),
         sha256: z.string().regex(/^[0-9a-f]{64}$/).describe('SHA-256 of the message as received (before trace headers), lower-case hex.'),
-        url: z.string().optional().describe('Where the raw message (RFC 5322 .eml) was stored, when a blob store is configured.'),
+        url: z.string().optional().describe('Where the raw message (RFC 5322 .eml) was stored (claim check); absent until a blob store holds it.'),
         expiresAt: isoDateTime().optional().describe('When `url` stops working (ISO-8601 UTC).'),
       })
       .describe('The message as a whole.'),

@@ -367,12 +367,15 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
   proto.handler_HELP = function (this: Conn, command, cb) {
     const supported = Object.keys(HELP_TEXT).filter((v) => {
       if (v === 'ETRN') return this._server[POLICY]?.etrn ?? false;
-      if (v === 'AUTH' || v === 'STARTTLS') return this._isSupported(v) && !(v === 'STARTTLS' && this.secure);
+      if (v === 'STARTTLS') return this._isSupported(v) && !this.secure;
+      // Same rule as EHLO: AUTH only where it can be used (TLS, or explicitly allowed).
+      if (v === 'AUTH') return this._isSupported(v) && (this.secure || Boolean(this._server.options.allowInsecureAuth));
       return true;
     });
     const topic = argWord(command).toUpperCase();
     if (topic) {
-      const text = supported.includes(topic) ? HELP_TEXT[topic] : undefined;
+      let text = supported.includes(topic) ? HELP_TEXT[topic] : undefined;
+      if (topic === 'VRFY' && this._server[POLICY]?.vrfy) text = 'VRFY <address> - 250 if mail for the address is accepted here, 550 if not';
       if (!text) {
         this.send(504, `5.5.1 HELP topic ${topic.slice(0, 32)} unknown`);
         return cb();
@@ -464,7 +467,8 @@ function abortBdat(conn: Conn): void {
 function failBdat(conn: Conn, t: BdatTransaction): void {
   t.failed = true;
   if (t.stream && !t.stream.destroyed) {
-    t.stream.destroy(Object.assign(new Error('BDAT transaction failed'), { code: 'EABORTED' }));
+    // Only the size limit fails a BDAT transaction (552 already sent).
+    t.stream.destroy(Object.assign(new Error('BDAT chunks exceed the message size limit'), { code: 'ETOOBIG' }));
   }
   t.stream = null;
   conn._dataStream = false;

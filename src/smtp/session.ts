@@ -265,6 +265,10 @@ export function createSmtpServer(
         chunks.push(chunk);
       });
       stream.once('error', (err: Error & { code?: string }) => {
+        if (err.code === 'ETOOBIG') {
+          // BDAT over the limit: the client already has its 552 (RFC 3030 §4.2).
+          return finish(smtpError('PG_MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${cfg.smtp.maxMessageSize} bytes`));
+        }
         if (err.code === 'ECONNECTION' || err.code === 'EABORTED') {
           // The client left or reset: there is nobody to reply to and nothing was accepted.
           return finish(new GatewayError({ code: 'PG_TRANSACTION_ABORTED', message: err.message, transient: true, smtp: { code: 451, enhanced: '4.3.0' } }), undefined, 'aborted');
