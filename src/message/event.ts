@@ -1,28 +1,28 @@
 /**
  * The event a target receives (DESIGN §4): `{type, timestamp, data}` with
  * `data` an InboundEmail of schema postgate.email.v1 (src/message/schema.ts is
- * the one source of its types and JSON Schema). This joins the SMTP envelope
- * with the parsed message.
+ * the one source of its types and JSON Schema). This joins the SMTP envelope,
+ * the trace headers postgate added, and the parsed message.
  */
-import { parseMessage, type ParseLimits } from './parse.js';
-import { buildEmailEvent, buildInboundEmail, type EmailEvent, type Envelope } from './schema.js';
+import { parseHeaderBlock } from './headers.js';
+import { buildEmailEvent, buildInboundEmail, type EmailEvent, type Envelope, type ParsedContent } from './schema.js';
 
 export type { EmailEvent, Envelope, InboundEmail } from './schema.js';
 
-export async function buildEvent(opts: {
+export function buildEvent(opts: {
   queueId: string;
   receivedAt: Date;
   envelope: Envelope;
-  /** The message as stored and delivered (with trace headers). */
-  message: Buffer;
-  /** SHA-256 (hex) of the bytes as received. */
+  /** The trace header block postgate prepended (Return-Path, Received). */
+  trace: string;
+  /** The parsed message as received (without the trace headers). */
+  content: ParsedContent;
+  /** SHA-256 (hex) and size of the bytes as received. */
   rawSha256: string;
   rawSize: number;
-  limits?: Partial<ParseLimits>;
-}): Promise<EmailEvent> {
-  // Hostile or broken MIME yields parseErrors, never a rejection; a rejection
-  // here is an internal fault and the caller defers the message (451).
-  const content = await parseMessage(opts.message, opts.limits ? { limits: opts.limits } : {});
+}): EmailEvent {
+  // `headers` lists the message as stored and delivered: our trace headers first.
+  const content = { ...opts.content, headers: [...parseHeaderBlock(Buffer.from(`${opts.trace}\r\n`, 'latin1')), ...opts.content.headers] };
   const data = buildInboundEmail({
     id: opts.queueId,
     receivedAt: opts.receivedAt,

@@ -4,7 +4,7 @@
  * (bounded read, trace headers, delivery, the reply of DESIGN §2).
  */
 import { createHash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
 import { GatewayError, smtpError, toGatewayError } from '../core/errors.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
@@ -12,6 +12,8 @@ import { routeRecipient, type RoutingTable, type Route } from '../routing/index.
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
+import { parseMessage } from '../message/parse.js';
+import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
 import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
@@ -216,6 +218,13 @@ export function createSmtpServer(
       // fails the message (BINARYMIME bodies are exempt: they are binary).
       const checkEol = cfg.smtp.bareLineEndings === 'reject' && session.envelope.bodyType !== 'binarymime';
       let prevByte = -1;
+      // The MIME parse runs while the message arrives (same Buffers, no copy),
+      // so the reply after the last byte waits only for the rest of the parse.
+      const parseInput = new PassThrough();
+      const parsing: Promise<ParsedContent | Error> = parseMessage(parseInput).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+      const stopParsing = () => {
+        if (!parseInput.destroyed) parseInput.destroy(Object.assign(new Error('transaction ended before the message was complete'), { code: 'EABORTED' }));
+      };
       const release = () => {
         ctx.memory.release(held);
         metrics.inflightBytes.set(ctx.memory.inUse);
@@ -225,6 +234,7 @@ export function createSmtpServer(
       const finish = (err: GatewayError | null, text?: string, outcomeLabel?: 'aborted') => {
         if (finished) return;
         finished = true;
+        stopParsing();
         release();
         ctx.transactionEnded();
         const result = outcomeLabel ?? (err ? (err.transient ? 'deferred' : 'rejected') : 'accepted');
@@ -245,6 +255,7 @@ export function createSmtpServer(
         if (size > cfg.smtp.maxMessageSize) {
           outcome = 'too-big';
           chunks.length = 0;
+          stopParsing();
           release();
           return;
         }
@@ -252,6 +263,7 @@ export function createSmtpServer(
           outcome = 'memory';
           metrics.shed.inc({ reason: 'memory' });
           chunks.length = 0;
+          stopParsing();
           release();
           return;
         }
@@ -263,6 +275,7 @@ export function createSmtpServer(
         }
         hash.update(chunk);
         chunks.push(chunk);
+        parseInput.write(chunk);
       });
       stream.once('error', (err: Error & { code?: string }) => {
         if (err.code === 'ETOOBIG') {
@@ -285,6 +298,7 @@ export function createSmtpServer(
         if (outcome === 'bare-eol') {
           return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 section 2.3.8)'));
         }
+        parseInput.end();
         const received = Buffer.concat(chunks, size);
         const hops = countReceived(received);
         if (hops > cfg.smtp.maxReceivedHeaders) {
@@ -330,7 +344,11 @@ export function createSmtpServer(
           queueId: txn.queueId,
           listener: listener.name,
         };
-        const event = await buildEvent({ queueId: txn.queueId, receivedAt, envelope, message, rawSha256, rawSize: received.length });
+        const content = await parsing;
+        // Hostile or broken MIME yields parseErrors, never a rejection: a
+        // rejection is an internal fault, and the message is deferred (451).
+        if (content instanceof Error) throw content;
+        const event = buildEvent({ queueId: txn.queueId, receivedAt, envelope, trace, content, rawSha256, rawSize: received.length });
         const eventJson = Buffer.from(JSON.stringify(event));
         const result = await deliverToTargets(
           route.targets,
