@@ -5,6 +5,9 @@
  */
 import { mkdir } from 'node:fs/promises';
 import type net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { LocalBlobStore } from './blob/local.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
@@ -16,7 +19,7 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
 import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './smtp/extensions.js';
-import { createSmtpServer } from './smtp/session.js';
+import { createSmtpServer, type SessionContext } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { TargetConfig } from './config/schema.js';
@@ -161,7 +164,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   };
 
   const closers = new Map<string, () => void>();
-  const sessionCtx = {
+  const sessionCtx: SessionContext = {
+    blobs: null,
     sessionClosed: (id: string) => {
       const fn = closers.get(id);
       if (fn) {
@@ -230,7 +234,25 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   diskLow = await disk.low();
 
   let ops: http.Server | null = null;
-  if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness });
+  // Claim check needs somewhere to serve links from: the HTTP endpoint.
+  const blobs =
+    cfg.http !== false
+      ? new LocalBlobStore({
+          dir: path.join(cfg.storage.path, 'blobs'),
+          publicUrl: () => {
+            if (cfg.blobs.publicUrl) return cfg.blobs.publicUrl.replace(/\/$/, '');
+            const a = ops?.address() as net.AddressInfo | null | undefined;
+            if (!a) return 'http://127.0.0.1';
+            const host = a.address === '::' || a.address === '0.0.0.0' ? cfg.hostname : a.address.includes(':') ? `[${a.address}]` : a.address;
+            return `http://${host}:${a.port}`;
+          },
+          signingKey: cfg.blobs.signingKey ? Buffer.from(cfg.blobs.signingKey, 'utf8') : randomBytes(32),
+          ttlMs: cfg.blobs.ttl,
+          now,
+        })
+      : null;
+  sessionCtx.blobs = blobs;
+  if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs ?? undefined);
 
   const listenOne = async (server: net.Server | http.Server, hostPort: string) => {
     const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(hostPort)!;

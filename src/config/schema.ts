@@ -234,6 +234,23 @@ export const configSchema = z
       ])
       .default({ listen: '127.0.0.1:9025' })
       .describe('Operations endpoint (/healthz, /readyz, /metrics); false to disable.'),
+    blobs: z
+      .strictObject({
+        inlineLimit: bytes('Attachments up to this size travel inside the event (base64); larger ones are stored and linked (claim check).').default(
+          256 * 1024,
+        ),
+        ttl: duration('How long a blob link stays valid (its expiresAt).').default(7 * 86_400_000),
+        signingKey: secretRef
+          .optional()
+          .describe('HMAC key for blob links; use "${ENV_NAME}". Default: random per start (links die with a restart).'),
+        publicUrl: z
+          .string()
+          .url()
+          .optional()
+          .describe('Base URL receivers use to fetch blobs (the HTTP endpoint behind your proxy). Default: the http.listen address.'),
+      })
+      .prefault({})
+      .describe('Claim check: large attachments are stored under storage.path/blobs and served by the HTTP endpoint through signed, expiring links.'),
     logging: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -10,7 +10,11 @@ export interface OpsState {
   readiness(): { ready: boolean; reasons: string[] };
 }
 
-export function createOpsServer(registry: Registry, state: OpsState): http.Server {
+export function createOpsServer(
+  registry: Registry,
+  state: OpsState,
+  blobs?: { handle(req: http.IncomingMessage, res: http.ServerResponse): boolean },
+): http.Server {
   return http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {
@@ -18,6 +22,7 @@ export function createOpsServer(registry: Registry, state: OpsState): http.Serve
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
+    if (blobs?.handle(req, res)) return;
     if (url === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n');
     if (url === '/readyz') {
       const r = state.readiness();

@@ -12,7 +12,7 @@ import { routeRecipient, type RoutingTable, type Route } from '../routing/index.
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
-import { parseMessage } from '../message/parse.js';
+import { parseMessage, type BlobSink } from '../message/parse.js';
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
 import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
@@ -23,6 +23,8 @@ import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
 
 export interface SessionContext {
+  /** Claim-check store for large attachments (null: everything inline). */
+  blobs: BlobSink | null;
   /** Early-talker pass cache etc., shared by the listeners of a gateway. */
   policy: SmtpPolicy;
   cfg: ResolvedConfig;
@@ -221,7 +223,8 @@ export function createSmtpServer(
       // The MIME parse runs while the message arrives (same Buffers, no copy),
       // so the reply after the last byte waits only for the rest of the parse.
       const parseInput = new PassThrough();
-      const parsing: Promise<ParsedContent | Error> = parseMessage(parseInput).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+      const parseOpts = ctx.blobs ? { blobSink: ctx.blobs, limits: { inlineLimit: cfg.blobs.inlineLimit } } : { limits: { inlineLimit: Number.MAX_SAFE_INTEGER } };
+      const parsing: Promise<ParsedContent | Error> = parseMessage(parseInput, parseOpts).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
       const stopParsing = () => {
         if (!parseInput.destroyed) parseInput.destroy(Object.assign(new Error('transaction ended before the message was complete'), { code: 'EABORTED' }));
       };

@@ -1,0 +1,130 @@
+/**
+ * The local blob store for claim checks (DESIGN §4): content too large to
+ * carry inside the event (big attachments, the raw message) is written under
+ * `<storage.path>/blobs/` and the event carries a signed, expiring URL served
+ * by postgate's own HTTP endpoint instead.
+ *
+ * URL: `<publicUrl>/blobs/<id>?exp=<unix seconds>&sig=<base64url HMAC-SHA256(key, "<id>.<exp>")>`.
+ * The id is random (nothing guessable), the signature binds id and expiry,
+ * and `expiresAt` in the event is exactly `exp`: a URL never outlives what it says.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
+import type http from 'node:http';
+import type { BlobSink } from '../message/parse.js';
+
+export interface LocalBlobStoreOptions {
+  dir: string;
+  /** Base URL clients use to reach the HTTP endpoint, e.g. "http://127.0.0.1:9025". */
+  publicUrl: () => string;
+  signingKey: Buffer;
+  ttlMs: number;
+  now: () => number;
+}
+
+const ID_RE = /^[0-9a-f]{32}$/;
+
+export class LocalBlobStore implements BlobSink {
+  constructor(private readonly opts: LocalBlobStoreOptions) {}
+
+  private sign(id: string, exp: number): string {
+    return createHmac('sha256', this.opts.signingKey).update(`${id}.${exp}`).digest('base64url');
+  }
+
+  /** A signed URL for a stored blob. */
+  urlFor(id: string): { url: string; expiresAt: string } {
+    const exp = Math.floor((this.opts.now() + this.opts.ttlMs) / 1000);
+    return {
+      url: `${this.opts.publicUrl()}/blobs/${id}?exp=${exp}&sig=${this.sign(id, exp)}`,
+      expiresAt: new Date(exp * 1000).toISOString(),
+    };
+  }
+
+  /** Streams content to disk (fsync'd, renamed into place) and returns its signed URL. */
+  async put(
+    _kind: 'attachment' | 'text' | 'html' | 'raw',
+    meta: { filename: string | null; contentType: string },
+    content: Readable,
+  ): Promise<{ url: string; expiresAt: string; sha256: string; size: number }> {
+    await mkdir(this.opts.dir, { recursive: true, mode: 0o750 });
+    const id = randomBytes(16).toString('hex');
+    const file = path.join(this.opts.dir, id);
+    const tmp = `${file}.tmp`;
+    const hash = createHash('sha256');
+    let size = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(content, tap, createWriteStream(tmp, { mode: 0o640 }));
+      const fh = await open(tmp, 'r+');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await writeFile(`${file}.meta`, JSON.stringify({ contentType: meta.contentType, filename: meta.filename }));
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      await rm(`${file}.meta`, { force: true });
+      throw err;
+    }
+    return { ...this.urlFor(id), sha256: hash.digest('hex'), size };
+  }
+
+  /**
+   * Serves GET /blobs/<id>?exp&sig. 403 for a bad or tampered signature, 410
+   * once expired, 404 for an unknown id. Returns false when the path is not ours.
+   */
+  handle(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const m = /^\/blobs\/([^/]+)$/.exec(url.pathname);
+    if (!m) return false;
+    const id = m[1]!;
+    const exp = Number(url.searchParams.get('exp'));
+    const sig = Buffer.from(url.searchParams.get('sig') ?? '', 'base64url');
+    const deny = (status: number, text: string) => {
+      res.writeHead(status, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end(`${text}\n`);
+    };
+    if (!ID_RE.test(id) || !Number.isSafeInteger(exp)) {
+      deny(403, 'invalid link');
+      return true;
+    }
+    const want = Buffer.from(this.sign(id, exp), 'base64url');
+    if (sig.length !== want.length || !timingSafeEqual(sig, want)) {
+      deny(403, 'invalid signature');
+      return true;
+    }
+    if (exp * 1000 < this.opts.now()) {
+      deny(410, 'link expired');
+      return true;
+    }
+    const file = path.join(this.opts.dir, id);
+    Promise.all([stat(file), readFile(`${file}.meta`, 'utf8').then((t) => JSON.parse(t) as { contentType?: string })]).then(
+      ([st, meta]) => {
+        res.writeHead(200, {
+          'content-type': meta.contentType ?? 'application/octet-stream',
+          'content-length': st.size,
+          'cache-control': 'private, no-store',
+          'x-content-type-options': 'nosniff',
+          // never rendered inline by a browser on our origin
+          'content-disposition': 'attachment',
+        });
+        if (req.method === 'HEAD') return res.end();
+        createReadStream(file).on('error', () => res.destroy()).pipe(res);
+      },
+      () => deny(404, 'not found'),
+    );
+    return true;
+  }
+}
