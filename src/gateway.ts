@@ -29,6 +29,8 @@ export interface GatewayDeps {
   logger?: Logger;
   metrics?: Metrics;
   now?: () => number;
+  /** DNS resolver for sender authentication (tests serve fixture records). */
+  dnsResolver?: (name: string, rrtype: string) => Promise<unknown>;
   /** Free-disk probe (tests inject a low value to exercise shedding). */
   diskProbe?: (dir: string) => Promise<number>;
 }
@@ -166,6 +168,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const closers = new Map<string, () => void>();
   const sessionCtx: SessionContext = {
     blobs: null,
+    dnsResolver: deps.dnsResolver,
     sessionClosed: (id: string) => {
       const fn = closers.get(id);
       if (fn) {

@@ -227,3 +227,44 @@ describe('destination known down (circuit breaker)', () => {
     }
   });
 });
+
+describe('sender authentication in the pipeline (mailAuth.enabled)', () => {
+  test('SPF/DMARC verdicts in the event, our Authentication-Results added, a forged one claiming our id removed', async () => {
+    const zone: Record<string, Record<string, unknown>> = {
+      'sender.test': { TXT: [['v=spf1 ip4:127.0.0.1 -all']] },
+      '_dmarc.sender.test': { TXT: [['v=DMARC1; p=reject']] },
+    };
+    const dnsResolver = async (name: string, rrtype: string) => {
+      const rr = zone[name.toLowerCase()]?.[rrtype];
+      if (!rr) throw Object.assign(new Error(`query ${name} ENOTFOUND`), { code: 'ENOTFOUND' });
+      return rr;
+    };
+    const tg = await startGateway({ mailAuth: { enabled: true }, routes: [{ recipients: ['*@example.test'], targets: [{ type: 'local' }] }] }, { dnsResolver });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO mail.sender.test');
+      const forged = 'Authentication-Results: MX.TEST.LOCAL; spf=pass smtp.mailfrom=ceo@sender.test; dmarc=pass\r\nAuthentication-Results: other.example; spf=fail\r\n';
+      const { data } = await sendMail(c, 'news@sender.test', ['x@example.test'], `${forged}From: <news@sender.test>\r\nSubject: auth\r\n\r\nbody\r\n`);
+      assert.equal(data?.code, 250);
+      c.close();
+      const queueId = /queued as (\S+)/.exec(data!.text)![1]!;
+      const files = (await listFiles(tg.dataDir)).filter((f) => f.includes(queueId));
+      const event = JSON.parse(await readFile(path.join(tg.dataDir, files.find((f) => f.endsWith('.json'))!), 'utf8'));
+      assert.equal(event.data.auth.spf.mailFrom.result, 'pass');
+      assert.equal(event.data.auth.dmarc.result, 'pass');
+      assert.deepEqual(event.data.auth.dkim, []);
+      const ar = (event.data.headers as Array<{ name: string; value: string }>).filter((h) => h.name === 'Authentication-Results');
+      assert.equal(ar.length, 2, JSON.stringify(ar));
+      assert.match(ar[0]!.value, /^mx\.test\.local;.*spf=pass/);
+      assert.match(ar[1]!.value, /^other\.example; spf=fail/, 'other ids are kept');
+      const eml = await readFile(path.join(tg.dataDir, files.find((f) => f.endsWith('.eml'))!), 'utf8');
+      assert.ok(!eml.includes('MX.TEST.LOCAL; spf=pass smtp.mailfrom=ceo@sender.test'), 'the forged header is gone from the stored message');
+      assert.match(eml, /Authentication-Results: mx\.test\.local;/);
+      // the dedupe hash still covers the bytes as received
+      assert.match(event.data.raw.sha256, /^[0-9a-f]{64}$/);
+    } finally {
+      await tg.close();
+    }
+  });
+});

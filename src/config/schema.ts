@@ -234,6 +234,14 @@ export const configSchema = z
       ])
       .default({ listen: '127.0.0.1:9025' })
       .describe('Operations endpoint (/healthz, /readyz, /metrics); false to disable.'),
+    mailAuth: z
+      .strictObject({
+        enabled: z.boolean().default(false).describe('Verify SPF, DKIM, DMARC and ARC of every accepted message (DNS lookups).'),
+        authservId: z.string().min(1).optional().describe('authserv-id of the Authentication-Results header (RFC 8601). Default: smtp.hostname.'),
+        timeout: duration('Budget for all DNS lookups of one message; past it the verdicts are temperror.').default(10_000),
+      })
+      .prefault({})
+      .describe('Sender authentication verdicts in the event (`auth`) and an Authentication-Results header.'),
     blobs: z
       .strictObject({
         inlineLimit: bytes('Attachments up to this size travel inside the event (base64); larger ones are stored and linked (claim check).').default(

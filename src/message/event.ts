@@ -6,6 +6,7 @@
  */
 import { parseHeaderBlock } from './headers.js';
 import { buildEmailEvent, buildInboundEmail, type EmailEvent, type Envelope, type ParsedContent } from './schema.js';
+import type { AuthResults } from './mailauth.js';
 
 export type { EmailEvent, Envelope, InboundEmail } from './schema.js';
 
@@ -20,15 +21,23 @@ export function buildEvent(opts: {
   /** SHA-256 (hex) and size of the bytes as received. */
   rawSha256: string;
   rawSize: number;
+  auth?: AuthResults | null;
+  /** Incoming Authentication-Results claiming this authserv-id are dropped (RFC 8601 §5). */
+  authservId?: string;
 }): EmailEvent {
   // `headers` lists the message as stored and delivered: our trace headers first.
-  const content = { ...opts.content, headers: [...parseHeaderBlock(Buffer.from(`${opts.trace}\r\n`, 'latin1')), ...opts.content.headers] };
+  const own = opts.authservId?.toLowerCase();
+  const received = own
+    ? opts.content.headers.filter((h) => !(h.name.toLowerCase() === 'authentication-results' && h.value.split(';')[0]!.trim().toLowerCase() === own))
+    : opts.content.headers;
+  const content = { ...opts.content, headers: [...parseHeaderBlock(Buffer.from(`${opts.trace}\r\n`, 'latin1')), ...received] };
   const data = buildInboundEmail({
     id: opts.queueId,
     receivedAt: opts.receivedAt,
     envelope: opts.envelope,
     raw: { size: opts.rawSize, sha256: opts.rawSha256 },
     content,
+    auth: opts.auth ?? null,
   });
   return buildEmailEvent(data, opts.receivedAt);
 }

@@ -14,6 +14,7 @@
  * Leaf module apart from zod and the Transport type of trace.ts.
  */
 import { z } from 'zod';
+import { authResultsSchema, type AuthResults } from './mailauth.js';
 import type { Transport } from './trace.js';
 
 export const EMAIL_SCHEMA_ID = 'postgate.email.v1';
@@ -205,9 +206,9 @@ export const inboundEmailSchema = z
         expiresAt: isoDateTime().optional().describe('When `url` stops working (ISO-8601 UTC).'),
       })
       .describe('The message as a whole.'),
-    auth: z
-      .null()
-      .describe('Reserved for SPF / DKIM / DMARC / ARC verdicts. Always null in this version; a later v1 revision may put an object here, so accept both.'),
+    auth: authResultsSchema
+      .nullable()
+      .describe('SPF (MAIL FROM and HELO), DKIM per signature, DMARC and ARC verdicts (RFC 7208, 6376, 7489, 8617), with the Authentication-Results value postgate added (RFC 8601); null unless `mailAuth.enabled` is set.'),
     spam: z.null().describe('Reserved for a spam verdict. Always null in this version; a later v1 revision may put an object here, so accept both.'),
     parseErrors: z.array(parseErrorSchema).describe('Problems met while parsing; [] for a clean message. The message was delivered anyway.'),
   })
@@ -276,6 +277,7 @@ export function buildInboundEmail(opts: {
   envelope: Envelope;
   raw: InboundEmail['raw'];
   content: ParsedContent;
+  auth?: AuthResults | null;
 }): InboundEmail {
   const c = opts.content;
   return {
@@ -300,7 +302,7 @@ export function buildInboundEmail(opts: {
     strippedText: c.strippedText,
     attachments: c.attachments,
     raw: opts.raw,
-    auth: null,
+    auth: opts.auth ?? null,
     spam: null,
     parseErrors: c.parseErrors,
   };

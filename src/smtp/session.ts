@@ -13,6 +13,7 @@ import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
+import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
 import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
@@ -23,6 +24,8 @@ import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
 
 export interface SessionContext {
+  /** DNS resolver for sender authentication (tests inject fixture records). */
+  dnsResolver?: ((name: string, rrtype: string) => Promise<unknown>) | undefined;
   /** Claim-check store for large attachments (null: everything inline). */
   blobs: BlobSink | null;
   /** Early-talker pass cache etc., shared by the listeners of a gateway. */
@@ -70,6 +73,7 @@ export function createSmtpServer(
   const tlsProtocols = new WeakMap<object, string>();
   const users = new Map((cfg.auth?.users ?? []).map((u) => [u.username, u.password]));
   const timingHash = users.values().next().value ?? DUMMY_HASH;
+  const authservId = cfg.mailAuth.authservId ?? cfg.hostname;
 
   const disabled = ['WIZ', 'SHELL', 'KILL'];
   if (!tls || listener.role === 'smtps') disabled.push('STARTTLS');
@@ -335,7 +339,22 @@ export function createSmtpServer(
           queueId: txn.queueId,
           date: receivedAt,
         });
-        const message = Buffer.concat([Buffer.from(trace, 'latin1'), received]);
+        // Sender authentication (off unless configured): verify the bytes as
+        // received, then drop forged Authentication-Results claiming our
+        // authserv-id (RFC 8601 §5) and add ours above the trace headers.
+        let auth: AuthResults | null = null;
+        let body = received;
+        let authHeader = '';
+        if (cfg.mailAuth.enabled) {
+          auth = await verifyMessage(received, { clientAddress: session.remoteAddress, helo: session.hostNameAppearsAs || '', mailFrom }, {
+            authservId,
+            timeoutMs: cfg.mailAuth.timeout,
+            ...(ctx.dnsResolver ? { resolver: ctx.dnsResolver } : {}),
+          });
+          body = stripOwnAuthResults(received, authservId).message;
+          authHeader = formatAuthResultsHeader(auth.authenticationResults);
+        }
+        const message = Buffer.concat([Buffer.from(trace, 'latin1'), Buffer.from(authHeader, 'latin1'), body]);
         const envelope: Envelope = {
           mailFrom,
           rcptTo: env.rcptTo.map((r) => ({ address: r.address })),
@@ -351,7 +370,17 @@ export function createSmtpServer(
         // Hostile or broken MIME yields parseErrors, never a rejection: a
         // rejection is an internal fault, and the message is deferred (451).
         if (content instanceof Error) throw content;
-        const event = buildEvent({ queueId: txn.queueId, receivedAt, envelope, trace, content, rawSha256, rawSize: received.length });
+        const event = buildEvent({
+          queueId: txn.queueId,
+          receivedAt,
+          envelope,
+          trace: trace + authHeader,
+          content,
+          rawSha256,
+          rawSize: received.length,
+          auth,
+          ...(cfg.mailAuth.enabled ? { authservId } : {}),
+        });
         const eventJson = Buffer.from(JSON.stringify(event));
         const result = await deliverToTargets(
           route.targets,
