@@ -90,6 +90,8 @@ describe('configuration', () => {
     const problems = await problemsOf(
       Promise.resolve().then(() =>
         validateConfig({
+          // a field error too: cross-field checks still run, one round reports all
+          smtp: { maxRecipients: 5 },
           listeners: [{ role: 'smtps', listen: '127.0.0.1:465' }, { role: 'submission', listen: '127.0.0.1:587' }],
           routes: [{ recipients: ['a@x.test'], targets: [{ type: 'local', required: false }] }],
         }),
@@ -98,6 +100,7 @@ describe('configuration', () => {
     assert.ok(problems.some((p) => p.startsWith('listeners[0].role: role "smtps" needs tls')), problems.join('\n'));
     assert.ok(problems.some((p) => p.startsWith('listeners[1]: role "submission" offers AUTH and needs auth.users')), problems.join('\n'));
     assert.ok(problems.some((p) => p.startsWith('routes[0].targets: needs at least one required target')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('smtp.maxRecipients: ')), problems.join('\n'));
   });
 
   test('renamed keys get a hint', async () => {

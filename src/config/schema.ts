@@ -278,50 +278,64 @@ export const configSchema = z
       })
       .prefault({}),
   })
-  .superRefine((cfg, ctx) => {
-    const listeners = cfg.listeners ?? [];
-    listeners.forEach((l, i) => {
-      if (l.role === 'smtps' && !cfg.tls) {
-        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'role'], message: 'role "smtps" needs tls.certificates' });
-      }
-      const wantsAuth = l.auth ?? l.role !== 'mx';
-      if (wantsAuth && !cfg.auth) {
-        ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${l.role}" offers AUTH and needs auth.users` });
-      }
-      if (wantsAuth && l.role !== 'smtps' && !cfg.tls && !cfg.auth?.allowInsecure) {
-        // RFC 4954 §4: passwords only over TLS; without certificates AUTH could never be used.
-        ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${l.role}" offers AUTH, which needs tls.certificates (or auth.allowInsecure for testing)` });
-      }
-      if (l.role === 'submission' && l.auth === false) {
-        ctx.addIssue({ code: 'custom', path: ['listeners', i, 'auth'], message: 'a submission listener always requires AUTH' });
-      }
-    });
-    const names = new Set<string>();
-    listeners.forEach((l, i) => {
-      const name = l.name ?? `${l.role}-${i}`;
-      if (names.has(name)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener name "${name}"` });
-      names.add(name);
-    });
-    const checkRequired = (targets: readonly { required: boolean }[] | undefined, at: (string | number)[]) => {
-      if (targets && !targets.some((t) => t.required)) {
-        ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target (the 250 waits for it)' });
-      }
-    };
-    cfg.routes.forEach((r, i) => checkRequired(r.targets, ['routes', i, 'targets']));
-    checkRequired(cfg.postmaster.targets, ['postmaster', 'targets']);
-    // A pattern listed by two routes would make the route of a recipient depend on order.
-    const seen = new Map<string, number>();
-    cfg.routes.forEach((r, i) =>
-      r.recipients.forEach((p, j) => {
-        const key = p.toLowerCase();
-        const prev = seen.get(key);
-        if (prev !== undefined && prev !== i) {
-          ctx.addIssue({ code: 'custom', path: ['routes', i, 'recipients', j], message: `"${p}" is already listed by routes[${prev}]` });
+  .superRefine(
+    (cfg, ctx) => {
+      // Runs even when fields failed (see `when` below), so every problem of a
+      // file is reported in one round: read the value defensively, it may be
+      // partly invalid input.
+      const arr = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]) : []);
+      const obj = (v: unknown): Record<string, unknown> => (v && typeof v === 'object' ? (v as Record<string, unknown>) : {});
+      const listeners = arr<Record<string, unknown>>(cfg.listeners).map(obj);
+      const auth = cfg.auth ? obj(cfg.auth) : undefined;
+      listeners.forEach((l, i) => {
+        const role = typeof l.role === 'string' ? l.role : 'mx';
+        if (role === 'smtps' && !cfg.tls) {
+          ctx.addIssue({ code: 'custom', path: ['listeners', i, 'role'], message: 'role "smtps" needs tls.certificates' });
         }
-        seen.set(key, i);
-      }),
-    );
-  });
+        const wantsAuth = typeof l.auth === 'boolean' ? l.auth : role !== 'mx';
+        if (wantsAuth && !auth) {
+          ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${role}" offers AUTH and needs auth.users` });
+        }
+        if (wantsAuth && role !== 'smtps' && !cfg.tls && auth?.allowInsecure !== true) {
+          // RFC 4954 §4: passwords only over TLS; without certificates AUTH could never be used.
+          ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${role}" offers AUTH, which needs tls.certificates (or auth.allowInsecure for testing)` });
+        }
+        if (role === 'submission' && l.auth === false) {
+          ctx.addIssue({ code: 'custom', path: ['listeners', i, 'auth'], message: 'a submission listener always requires AUTH' });
+        }
+      });
+      const names = new Set<string>();
+      listeners.forEach((l, i) => {
+        const name = typeof l.name === 'string' ? l.name : `${String(l.role ?? 'mx')}-${i}`;
+        if (names.has(name)) ctx.addIssue({ code: 'custom', path: ['listeners', i, 'name'], message: `duplicate listener name "${name}"` });
+        names.add(name);
+      });
+      const checkRequired = (targets: unknown, at: (string | number)[]) => {
+        const list = arr<unknown>(targets).map(obj);
+        // an explicit `required: false` on every target (the default is true)
+        if (list.length && list.every((t) => t.required === false)) {
+          ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target (the 250 waits for it)' });
+        }
+      };
+      const routes = arr<unknown>(cfg.routes).map(obj);
+      routes.forEach((r, i) => checkRequired(r.targets, ['routes', i, 'targets']));
+      checkRequired(obj(cfg.postmaster).targets, ['postmaster', 'targets']);
+      // A pattern listed by two routes would make the route of a recipient depend on order.
+      const seen = new Map<string, number>();
+      routes.forEach((r, i) =>
+        arr<unknown>(r.recipients).forEach((p, j) => {
+          if (typeof p !== 'string') return;
+          const key = p.toLowerCase();
+          const prev = seen.get(key);
+          if (prev !== undefined && prev !== i) {
+            ctx.addIssue({ code: 'custom', path: ['routes', i, 'recipients', j], message: `"${p}" is already listed by routes[${prev}]` });
+          }
+          seen.set(key, i);
+        }),
+      );
+    },
+    { when: () => true },
+  );
 
 /** The configuration as written (input side of the schema). */
 export type ConfigInput = z.input<typeof configSchema>;
