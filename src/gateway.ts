@@ -23,6 +23,7 @@ import { createSmtpServer, type SessionContext } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { TargetConfig } from './config/schema.js';
+import { parseHostPort, type HostPort } from './config/units.js';
 import { GatewayError } from './core/errors.js';
 
 export interface GatewayDeps {
@@ -257,9 +258,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   sessionCtx.blobs = blobs;
   if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs ?? undefined);
 
-  const listenOne = async (server: net.Server | http.Server, hostPort: string) => {
-    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(hostPort)!;
-    const host = m[1] ?? m[2] ?? '';
+  const listenOne = async (server: net.Server | http.Server, { host, port }: HostPort) => {
+    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
@@ -278,7 +278,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen({ host: host === '' ? '::' : host, port: Number(m[3]) });
+      server.listen({ host, port });
     });
   };
 
@@ -295,9 +295,10 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       if (started) return;
       started = true;
       for (const [i, l] of cfg.resolvedListeners.entries()) {
-        await listenOne(netServers[i]!.server, l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`);
+        await listenOne(netServers[i]!.server, l);
       }
-      if (ops && cfg.http !== false) await listenOne(ops, cfg.http.listen);
+      // validated by the schema
+      if (ops && cfg.http !== false) await listenOne(ops, parseHostPort(cfg.http.listen)!);
       logger.info(
         {
           listeners: gw.addresses().map((a) => `${a.name}(${a.role})=${a.host}:${a.port}`),

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { GatewayError } from '../core/errors.js';
+import { parseHostPort } from './units.js';
 import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
 import { defaultWebhookId } from '../message/ids.js';
 
@@ -246,7 +247,8 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
   const cwd = opts.cwd ?? process.cwd();
   const storagePath = path.resolve(cwd, cfg.storage.path);
   const listeners: ResolvedListener[] = (cfg.listeners ?? [{ role: 'mx' as const, listen: cfg.smtp.listen }]).map((l, i) => {
-    const [host, port] = splitListen(l.listen);
+    // The schema has validated the form already.
+    const { host, port } = parseHostPort(l.listen)!;
     const role = l.role ?? 'mx';
     return {
       name: l.name ?? (cfg.listeners ? `${role}-${i}` : 'mx'),
@@ -269,13 +271,6 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
     postmasterTargets: withTargetIds(cfg.postmaster.targets ?? [{ type: 'local', required: true }], storagePath),
   };
   return deepFreeze(resolved);
-}
-
-function splitListen(v: string): [string, number] {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v.trim());
-  // The schema has validated the form already.
-  const host = m?.[1] ?? m?.[2] ?? '';
-  return [host === '' ? '::' : host, Number(m?.[3] ?? 0)];
 }
 
 export interface LoadOptions {
