@@ -19,7 +19,7 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
 import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './smtp/extensions.js';
-import { createSmtpServer, type SessionContext } from './smtp/session.js';
+import { createSmtpServer, recipientRefusal, type SessionContext } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { TargetConfig } from './config/schema.js';
@@ -116,12 +116,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     vrfy:
       cfg.smtp.vrfy === 'routes'
         ? (address) => {
-            // RFC 5321 §3.5.3: 250 names a deliverable mailbox; 550 says there is none.
+            // RFC 5321 §3.5.3: 250 names a deliverable mailbox; otherwise RCPT's own refusal.
             const d = routeRecipient(routing, address);
             if (d.kind === 'accept') return [250, `2.1.5 <${address}>`];
-            if (d.kind === 'unknown-user') return [550, `5.1.1 <${address}>: User unknown`];
-            if (d.kind === 'relay-denied') return [550, `5.7.1 <${address}>: Not a domain served here`];
-            return [553, `5.1.3 <${address}>: Bad address syntax`];
+            const refusal = recipientRefusal(d, address);
+            return [refusal.smtp!.code, refusal.replyText];
           }
         : null,
     onEarlyTalker: (client) => {

@@ -8,7 +8,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
 import { GatewayError, smtpError, toGatewayError } from '../core/errors.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
-import { routeRecipient, type RoutingTable, type Route } from '../routing/index.js';
+import { routeRecipient, type RcptDecision, type RoutingTable, type Route } from '../routing/index.js';
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
@@ -178,17 +178,7 @@ export function createSmtpServer(
         cb(replyError(err));
       };
       const decision = routeRecipient(ctx.routing, address.address);
-      switch (decision.kind) {
-        case 'invalid':
-          return refuseRcpt(smtpError('PG_RCPT_SYNTAX', 553, '5.1.3', `<${address.address}>: Bad recipient address syntax`));
-        case 'relay-denied':
-          // Never an open relay: only served domains are accepted.
-          return refuseRcpt(smtpError('PG_RCPT_RELAY_DENIED', 550, '5.7.1', `<${address.address}>: Relay access denied`));
-        case 'unknown-user':
-          return refuseRcpt(smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`));
-        case 'accept':
-          break;
-      }
+      if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision, address.address));
       // RFC 5321 §4.5.3.1.10 / DESIGN §2: one reply after DATA covers every
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.
@@ -434,6 +424,21 @@ export function createSmtpServer(
   // smtp-server reports socket errors here; they are per-connection and never fatal.
   server.on('error', (err: Error) => logger.debug({ listener: listener.name, err: err.message }, 'smtp connection error'));
   return server;
+}
+
+/**
+ * The reply for a recipient no route accepts, shared by RCPT and VRFY:
+ * never an open relay (550 5.7.1), unknown users 550 5.1.1 (RFC 5321 §3.5.3).
+ */
+export function recipientRefusal(decision: Exclude<RcptDecision<Target>, { kind: 'accept' }>, address: string): GatewayError {
+  switch (decision.kind) {
+    case 'invalid':
+      return smtpError('PG_RCPT_SYNTAX', 553, '5.1.3', `<${address}>: Bad recipient address syntax`);
+    case 'relay-denied':
+      return smtpError('PG_RCPT_RELAY_DENIED', 550, '5.7.1', `<${address}>: Relay access denied`);
+    case 'unknown-user':
+      return smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', `<${address}>: Recipient address rejected: User unknown`);
+  }
 }
 
 /** A CR not followed by LF, or an LF not preceded by CR; `prev` is the byte before the chunk. */
