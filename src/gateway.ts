@@ -12,7 +12,7 @@ import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
 import { buildRoutingTable, routeRecipient } from './routing/index.js';
-import { CircuitBreakers, createTarget, SkipStore, type Target } from './delivery/index.js';
+import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -99,7 +99,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   let idle: (() => void) | null = null;
   const memory = new MemoryBudget(cfg.limits.memoryBudget);
   const disk = new DiskWatch(cfg.storage.path, cfg.limits.minFreeDisk, now, 1000, deps.diskProbe);
-  const skip = new SkipStore();
+  const skip = new MemorySkipStore(now);
   const breakers = new CircuitBreakers(cfg.delivery.breaker.failures, cfg.delivery.breaker.cooldown, now);
   let diskLow = false;
 
@@ -355,6 +355,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       certs?.close();
       await Promise.all([...targets.values()].map((t) => t.close()));
       await pools.close();
+      await skip.close();
       logger.info({ inflightLeft: inflight }, 'stopped');
     },
   };

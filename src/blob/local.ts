@@ -15,7 +15,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
 import type http from 'node:http';
-import type { BlobSink } from '../message/parse.js';
+import type { BlobKind, BlobSink } from '../message/parse.js';
 
 export interface LocalBlobStoreOptions {
   dir: string;
@@ -46,7 +46,7 @@ export class LocalBlobStore implements BlobSink {
 
   /** Streams content to disk (fsync'd, renamed into place) and returns its signed URL. */
   async put(
-    _kind: 'attachment' | 'text' | 'html' | 'raw',
+    _kind: BlobKind,
     meta: { filename: string | null; contentType: string },
     content: Readable,
   ): Promise<{ url: string; expiresAt: string; sha256: string; size: number }> {

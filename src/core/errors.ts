@@ -26,6 +26,8 @@ export interface GatewayErrorOptions {
   publicMessage?: string | undefined;
   smtp?: SmtpReply | undefined;
   transient?: boolean | undefined;
+  /** A receiver asked for this pause before the next attempt (HTTP Retry-After). */
+  retryAfterMs?: number | undefined;
   cause?: unknown;
 }
 
@@ -34,6 +36,7 @@ export class GatewayError extends Error {
   readonly smtp: SmtpReply | undefined;
   readonly transient: boolean;
   readonly publicMessage: string;
+  readonly retryAfterMs: number | undefined;
 
   constructor(opts: GatewayErrorOptions) {
     super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -42,6 +45,7 @@ export class GatewayError extends Error {
     this.code = opts.code;
     this.smtp = opts.smtp;
     this.transient = opts.transient ?? (opts.smtp ? opts.smtp.code < 500 : true);
+    this.retryAfterMs = opts.retryAfterMs;
   }
 
   /**
@@ -81,6 +85,8 @@ export const ERROR_CODES = {
   PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
   PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.3.0).',
   PG_TARGET_DOWN: 'A required target of the route failed repeatedly and is marked down; RCPT gets 451 4.4.1 until its cooldown ends.',
+  PG_TARGET_REJECTED: 'A target refused the message on purpose (a JSON reject, or a status listed in permanentOn): 5xx with its reason.',
+  PG_EVENT_TOO_LARGE: 'The event is larger than a target accepts and could not be sent as a claim-check pointer (552 5.3.4).',
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
   PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
   PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',

@@ -10,8 +10,10 @@ import type { TargetConfig } from '../config/schema.js';
 import { LocalStoreTarget } from './local.js';
 import { WebhookTarget, type WebhookDeps } from './webhook.js';
 import type { DeliveryMessage, Target } from './types.js';
+import type { SkipStore } from './skip-store.js';
 
-export type { DeliveryMessage, Target } from './types.js';
+export type { DeliveryMessage, Target, ClaimCheck } from './types.js';
+export { MemorySkipStore, type SkipStore } from './skip-store.js';
 
 export function createTarget(cfg: TargetConfig, deps: WebhookDeps): Target {
   switch (cfg.type) {
@@ -20,28 +22,6 @@ export function createTarget(cfg: TargetConfig, deps: WebhookDeps): Target {
     case 'local':
       // ids and paths are resolved by the config loader
       return new LocalStoreTarget(cfg.id!, cfg.path!, cfg.required);
-  }
-}
-
-/**
- * Delivery ids that already succeeded, so a sender's retry after a lost 250
- * (or after another target failed) does not deliver twice to the same target.
- * In-process and bounded; receivers still deduplicate on webhook-id.
- */
-export class SkipStore {
-  private readonly done = new Map<string, number>();
-  constructor(
-    private readonly max = 100_000,
-    private readonly ttlMs = 24 * 3600_000,
-  ) {}
-  has(id: string, now: number): boolean {
-    const t = this.done.get(id);
-    return t !== undefined && now - t < this.ttlMs;
-  }
-  add(id: string, now: number): void {
-    this.done.delete(id);
-    this.done.set(id, now);
-    if (this.done.size > this.max) this.done.delete(this.done.keys().next().value!);
   }
 }
 
@@ -98,10 +78,25 @@ export interface DeliveryOutcome {
 }
 
 
+/**
+ * One target's share of a transaction. Usually every target gets the same
+ * message; a route whose target URLs use recipient captures gives each
+ * resolved target only its own recipients (and so its own delivery id).
+ */
+export interface Delivery {
+  target: Target;
+  msg: DeliveryMessage;
+}
+
 export async function deliverToTargets(
-  targets: readonly Target[],
-  msg: DeliveryMessage,
-  opts: { deadlineMs: number; skip: SkipStore; now: () => number; onTarget?: (t: Target, o: TargetOutcome) => void },
+  deliveries: readonly Delivery[],
+  opts: {
+    deadlineMs: number;
+    skip: SkipStore;
+    now: () => number;
+    onTarget?: (t: Target, o: TargetOutcome) => void;
+    onSkipStoreError?: (err: unknown) => void;
+  },
 ): Promise<DeliveryOutcome> {
   const signal = AbortSignal.timeout(opts.deadlineMs);
   // Some targets cannot be interrupted (an fsync); the deadline still decides the reply.
@@ -111,16 +106,17 @@ export async function deliverToTargets(
     else signal.addEventListener('abort', fail, { once: true });
   });
   expired.catch(() => undefined);
-  const runOne = async (t: Target): Promise<TargetOutcome> => {
+  const runOne = async ({ target: t, msg }: Delivery): Promise<TargetOutcome> => {
     const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
     const started = performance.now();
     let outcome: TargetOutcome;
-    if (opts.skip.has(id, opts.now())) {
+    // A failed lookup delivers again (a duplicate), never skips (a loss).
+    if (await opts.skip.has(id).catch(() => false)) {
       outcome = { targetId: t.id, ok: true, skipped: true, ms: 0 };
     } else {
       try {
         await Promise.race([t.deliver(msg, id, signal), expired]);
-        opts.skip.add(id, opts.now());
+        await opts.skip.add(id).catch((err: unknown) => opts.onSkipStoreError?.(err));
         outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started };
       } catch (err) {
         let error = toGatewayError(err, `target ${t.id}`);
@@ -143,8 +139,8 @@ export async function deliverToTargets(
   };
   // Optional targets never hold the reply (DESIGN §2): they run on, bounded by
   // the same deadline, and report through onTarget.
-  for (const t of targets) if (!t.required) void runOne(t);
-  const required = targets.filter((t) => t.required);
+  for (const d of deliveries) if (!d.target.required) void runOne(d);
+  const required = deliveries.filter((d) => d.target.required);
   const results = await Promise.all(required.map(runOne));
   const failed = results.filter((r) => !r.ok);
   if (failed.length === 0) return { ok: true, targets: results };

@@ -17,6 +17,22 @@ export interface DeliveryMessage {
   event: EmailEvent;
   /** The event serialized once, shared by every target. */
   eventJson: Buffer;
+  /**
+   * Stores the event JSON in the blob store (once per message, however many
+   * targets ask) and returns a link to it, for targets that cannot take the
+   * whole event (HTTP 413, a Lambda payload limit). Rejects with a GatewayError
+   * when no blob store is configured.
+   */
+  claimCheck(): Promise<ClaimCheck>;
+}
+
+/** A stored copy of the event, fetched by the receiver (claim check). */
+export interface ClaimCheck {
+  url: string;
+  /** ISO-8601; the link stops working then. */
+  expiresAt: string;
+  size: number;
+  sha256: string;
 }
 
 export interface Target {

@@ -66,11 +66,14 @@ export const DEFAULT_PARSE_LIMITS: Readonly<ParseLimits> = Object.freeze({
  */
 export interface BlobSink {
   put(
-    kind: 'attachment' | 'text' | 'html',
+    kind: BlobKind,
     meta: { filename: string | null; contentType: string },
     content: Readable,
-  ): Promise<{ url: string; expiresAt: string }>;
+  ): Promise<{ url: string; expiresAt: string; size?: number; sha256?: string }>;
 }
+
+/** What a blob holds: a part of the message, the raw message, or a whole event (claim check). */
+export type BlobKind = 'attachment' | 'text' | 'html' | 'raw' | 'event';
 
 export interface ParseOptions {
   limits?: Partial<ParseLimits>;

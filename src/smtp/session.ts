@@ -16,6 +16,7 @@ import { parseMessage, type BlobSink } from '../message/parse.js';
 import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
+import { claimCheckOnce } from '../delivery/claim-check.js';
 import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
@@ -372,13 +373,14 @@ export function createSmtpServer(
           ...(cfg.mailAuth.enabled ? { authservId } : {}),
         });
         const eventJson = Buffer.from(JSON.stringify(event));
+        const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
         const result = await deliverToTargets(
-          route.targets,
-          { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson },
+          route.targets.map((target) => ({ target, msg })),
           {
             deadlineMs: cfg.delivery.deadline,
             skip: ctx.skip,
             now: ctx.now,
+            onSkipStoreError: (err) => txn.log.warn({ err: (err as Error).message }, 'skip-store write failed (a sender retry may deliver again)'),
             onTarget: (t, o) => {
               if (!o.skipped && ctx.breakers.record(t.id, o.ok, o.error?.transient ?? true)) {
                 txn.log.warn({ target: t.id, cooldownMs: cfg.delivery.breaker.cooldown, code: 'PG_TARGET_DOWN' }, 'target marked down');
