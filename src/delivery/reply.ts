@@ -1,0 +1,87 @@
+/**
+ * A receiver's structured answer (webhook JSON body, Lambda return value):
+ *
+ *   {"action":"reject","code":550,"enhanced":"5.7.1","message":"No such list"}
+ *   {"action":"tempfail","code":451,"enhanced":"4.2.1","message":"Mailbox busy"}
+ *
+ * becomes the SMTP reply after DATA (docs/delivery.md). The receiver's values
+ * are untrusted input that ends up on the wire to the sending MTA, so they are
+ * clamped: the basic code to the codes RFC 5321 §4.3.2 allows after DATA, the
+ * enhanced code to the same class (RFC 3463 §2: "the class sub-code ... must
+ * match" the basic code), the text to one printable ASCII line.
+ */
+import { GatewayError } from '../core/errors.js';
+
+/** RFC 5321 §4.3.2, DATA: the 5yz replies a receiver may choose (554 is the generic one). */
+const PERMANENT_CODES = new Set([550, 551, 552, 553, 554]);
+/** 4yz after DATA; 421 is not offered: it would close the session. */
+const TRANSIENT_CODES = new Set([450, 451, 452]);
+const ENHANCED_RE = /^[245]\.(\d{1,3})\.(\d{1,3})$/;
+const MAX_TEXT = 200;
+
+/** One line of printable US-ASCII (RFC 5321 §4.2: reply text is textstring), at most 200 characters. */
+export function sanitizeReplyText(text: unknown, fallback: string): string {
+  if (typeof text !== 'string') return fallback;
+  const clean = text
+    .replace(/[\r\n\t]+/g, ' ')
+    .replace(/[^\x20-\x7e]/g, '')
+    .replace(/ {2,}/g, ' ')
+    .trim();
+  if (!clean) return fallback;
+  return clean.length > MAX_TEXT ? `${clean.slice(0, MAX_TEXT - 3)}...` : clean;
+}
+
+function enhancedFor(cls: 4 | 5, value: unknown, fallback: string): string {
+  if (typeof value !== 'string') return fallback;
+  const m = ENHANCED_RE.exec(value.trim());
+  // The receiver's subject and detail are kept; the class follows the reply.
+  return m ? `${cls}.${m[1]}.${m[2]}` : fallback;
+}
+
+export type ReceiverAction = { action: 'accept' } | { action: 'refuse'; error: GatewayError } | { action: 'none' };
+
+/**
+ * Reads a receiver's JSON answer. `none` when the body is not a structured
+ * answer (the HTTP status then decides); `accept` only for an explicit
+ * `{"action":"accept"}`.
+ */
+export function interpretReceiverAnswer(body: unknown, targetId: string): ReceiverAction {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return { action: 'none' };
+  const b = body as Record<string, unknown>;
+  switch (b.action) {
+    case 'accept':
+      return { action: 'accept' };
+    case 'reject': {
+      const code = typeof b.code === 'number' && PERMANENT_CODES.has(b.code) ? b.code : 550;
+      const enhanced = enhancedFor(5, b.enhanced, '5.7.1');
+      const text = sanitizeReplyText(b.message, 'Message rejected by the recipient');
+      return {
+        action: 'refuse',
+        error: new GatewayError({
+          code: 'PG_TARGET_REJECTED',
+          message: `target ${targetId} rejected the message: ${code} ${enhanced} ${text}`,
+          publicMessage: text,
+          smtp: { code, enhanced },
+          transient: false,
+        }),
+      };
+    }
+    case 'tempfail': {
+      const code = typeof b.code === 'number' && TRANSIENT_CODES.has(b.code) ? b.code : 451;
+      const enhanced = enhancedFor(4, b.enhanced, '4.3.0');
+      const text = sanitizeReplyText(b.message, 'Temporary failure at the recipient, try again later');
+      return {
+        action: 'refuse',
+        error: new GatewayError({
+          code: 'PG_DELIVERY_FAILED',
+          message: `target ${targetId} asked to defer the message: ${code} ${enhanced} ${text}`,
+          publicMessage: text,
+          smtp: { code, enhanced },
+          transient: true,
+        }),
+      };
+    }
+    default:
+      return { action: 'none' };
+  }
+}
