@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The postgate command: serve, check, hash-password, schema. Owns the
+ * The postgate command: serve, check, hash-password, webhook-keys, schema. Owns the
  * process: signals, exit codes (0 ok, 1 runtime failure, 2 invalid config).
  */
 import { readFileSync } from 'node:fs';
@@ -13,6 +13,8 @@ import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
 import { buildGateway } from '../gateway.js';
 import { hashPassword } from '../auth/password.js';
+import { parseSigningKey, publicKeyText } from '../delivery/signing.js';
+import { randomBytes } from 'node:crypto';
 import { CertificateStore } from '../tls/certificates.js';
 import { GatewayError } from '../core/errors.js';
 
@@ -23,6 +25,7 @@ Usage:
   postgate check --config FILE [--print]
   postgate hash-password            (reads the password from standard input)
   postgate schema                   (prints the JSON Schema of the configuration)
+  postgate webhook-keys             (prints a new ed25519 key pair for v1a webhook signatures)
 
 With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,
 mail for localhost (and each --domain) stored under ./data.
@@ -175,6 +178,15 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       process.stdout.write(`${await hashPassword(pw)}\n`);
+      return 0;
+    }
+    case 'webhook-keys': {
+      // Standard Webhooks v1a: the gateway signs with whsk_ (the 32-byte
+      // seed), receivers verify with whpk_ (the 32-byte public key).
+      const seed = randomBytes(32);
+      const key = parseSigningKey(`whsk_${seed.toString('base64')}`);
+      if (typeof key === 'string') throw new Error(key);
+      process.stdout.write(`signingKey: whsk_${seed.toString('base64')}\npublicKey:  ${publicKeyText(key)}\n`);
       return 0;
     }
     case 'schema':

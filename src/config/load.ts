@@ -337,14 +337,14 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<ResolvedConfig
 }
 
 /** Paths whose values are secrets: never logged, masked in `postgate check --print`. */
-export const SECRET_KEYS = ['secret', 'password', 'authorization', 'Authorization'];
+export const SECRET_KEYS = ['secret', 'signingKey', 'password', 'authorization', 'Authorization'];
 
 /** A copy of the config safe to print or log. */
 export function redactConfig(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redactConfig);
   if (value && typeof value === 'object') {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.includes(k) && typeof v === 'string' ? '[redacted]' : redactConfig(v)]),
+      Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.includes(k) && (typeof v === 'string' || Array.isArray(v)) ? '[redacted]' : redactConfig(v)]),
     );
   }
   // Credentials inside URLs (https://user:pass@host/) are secrets too.

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { parseBytes, parseDuration, parseHostPort } from './units.js';
 import { validateRange } from '../net/cidr.js';
 import { isPasswordHash } from '../auth/password.js';
+import { parseSigningKey } from '../delivery/signing.js';
 
 const bytes = (description: string, min = 0) =>
   z
@@ -73,6 +74,8 @@ const recipientPattern = z.string().refine(
 
 const secretRef = z.string().min(1);
 
+const oneOrMany = (item: z.ZodType<string>) => z.union([item, z.array(item).min(1)]);
+
 const webhookTarget = z
   .strictObject({
     type: z.literal('webhook'),
@@ -80,12 +83,40 @@ const webhookTarget = z
     url: z
       .string()
       .url()
-      .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://' }),
-    secret: secretRef
+      .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://' })
+      .describe('Where the event is POSTed. Credentials in the URL (https://user:pass@host/) are sent as HTTP basic auth.'),
+    secret: oneOrMany(secretRef)
       .optional()
-      .describe('Standard Webhooks signing secret ("whsec_" + base64). Use "${ENV_NAME}" to keep it out of the file.'),
+      .describe(
+        'Standard Webhooks v1 signing secret ("whsec_" + base64), or a list of them during a rotation (each signs). Use "${ENV_NAME}" to keep it out of the file.',
+      ),
+    signingKey: oneOrMany(
+      secretRef.superRefine((v, ctx) => {
+        if (/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(v)) return;
+        const key = parseSigningKey(v);
+        if (typeof key === 'string') ctx.addIssue({ code: 'custom', message: key });
+      }),
+    )
+      .optional()
+      .describe('Standard Webhooks v1a ed25519 private key ("whsk_" + base64, from "postgate webhook-keys"), or a list during a rotation.'),
     headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
-    timeout: duration('Time allowed for the receiver to answer.').default(25_000),
+    timeout: duration('Time allowed for one attempt (connect, answer and body).').default(25_000),
+    concurrency: z.number().int().positive().default(64).describe('Requests in flight to this target at once; more wait (within the delivery deadline).'),
+    maxEventSize: bytes('Events larger than this are sent as a claim-check pointer without trying the full event first. Default: no limit (a 413 answer still triggers the pointer).').optional(),
+    permanentOn: z
+      .array(z.number().int().min(300).max(599))
+      .default([])
+      .describe('HTTP statuses that bounce the message (550 5.7.1) instead of deferring it; e.g. [422]. Default: none (only a JSON "reject" bounces).'),
+    tls: z
+      .strictObject({
+        ca: z.string().min(1).optional().describe('PEM file of the CA(s) that sign the receiver\'s certificate (a private CA).'),
+        cert: z.string().min(1).optional().describe('PEM client certificate file for mutual TLS.'),
+        key: z.string().min(1).optional().describe('PEM private key file of the client certificate.'),
+        servername: z.string().min(1).optional().describe('TLS server name (SNI and certificate check) when it differs from the URL host.'),
+      })
+      .refine((t) => !t.cert === !t.key, { message: 'tls.cert and tls.key go together' })
+      .optional()
+      .describe('TLS settings for https URLs: a private CA and/or a client certificate (mTLS).'),
     required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
   })
   .describe('POST the event as JSON with Standard Webhooks headers.');
@@ -218,6 +249,13 @@ export const configSchema = z
     delivery: z
       .strictObject({
         deadline: duration('Budget for all targets of one message before the reply becomes 451.').default(30_000),
+        retry: z
+          .strictObject({
+            initialDelay: duration('Pause before the second attempt; it doubles per attempt, with full jitter.').default(250),
+            maxDelay: duration('Longest pause between attempts.').default(5_000),
+          })
+          .prefault({})
+          .describe('Retries of transient failures inside the deadline (connection errors, timeouts, 408/425/429/5xx).'),
         breaker: z
           .strictObject({
             failures: z.number().int().positive().default(5).describe('Consecutive transient failures that mark a target down.'),

@@ -28,6 +28,12 @@ export interface GatewayErrorOptions {
   transient?: boolean | undefined;
   /** A receiver asked for this pause before the next attempt (HTTP Retry-After). */
   retryAfterMs?: number | undefined;
+  /**
+   * Whether another attempt within the delivery deadline may succeed. Default:
+   * `transient`. False for transient failures that seconds will not fix (a
+   * misconfigured URL, a receiver that asked to defer): the sender's queue retries.
+   */
+  retryable?: boolean | undefined;
   cause?: unknown;
 }
 
@@ -37,6 +43,7 @@ export class GatewayError extends Error {
   readonly transient: boolean;
   readonly publicMessage: string;
   readonly retryAfterMs: number | undefined;
+  readonly retryable: boolean;
 
   constructor(opts: GatewayErrorOptions) {
     super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -46,6 +53,7 @@ export class GatewayError extends Error {
     this.smtp = opts.smtp;
     this.transient = opts.transient ?? (opts.smtp ? opts.smtp.code < 500 : true);
     this.retryAfterMs = opts.retryAfterMs;
+    this.retryable = this.transient && (opts.retryable ?? true);
   }
 
   /**
@@ -83,10 +91,11 @@ export const ERROR_CODES = {
   PG_SHUTTING_DOWN: 'The gateway is draining for shutdown (421 4.3.2).',
   PG_PROXY_HEADER: 'A PROXY protocol header was missing, malformed or came from an untrusted source.',
   PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
-  PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.3.0).',
+  PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.x.x).',
   PG_TARGET_DOWN: 'A required target of the route failed repeatedly and is marked down; RCPT gets 451 4.4.1 until its cooldown ends.',
   PG_TARGET_REJECTED: 'A target refused the message on purpose (a JSON reject, or a status listed in permanentOn): 5xx with its reason.',
   PG_EVENT_TOO_LARGE: 'The event is larger than a target accepts and could not be sent as a claim-check pointer (552 5.3.4).',
+  PG_TARGET_DISABLED: 'A webhook answered 410 Gone: the target is disabled until restart and its routes defer mail (451).',
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
   PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
   PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',

@@ -4,6 +4,7 @@
  * every required target acknowledged → 250; a permanent refusal → 5xx;
  * anything else (failure, timeout, deadline) → 4xx, and the sender retries.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayError, toGatewayError } from '../core/errors.js';
 import { deliveryId } from '../message/ids.js';
 import type { TargetConfig } from '../config/schema.js';
@@ -44,8 +45,23 @@ export class CircuitBreakers {
     const s = this.state.get(targetId);
     return s !== undefined && s.openUntil > this.now();
   }
+  /**
+   * Down until restart: a webhook answered 410 Gone, which Standard Webhooks
+   * defines as "stop sending". Mail for its routes is deferred (RCPT 451
+   * 4.4.1), never bounced, while an operator decides.
+   */
+  disable(targetId: string): void {
+    this.state.set(targetId, { failures: Number.POSITIVE_INFINITY, openUntil: Number.POSITIVE_INFINITY });
+  }
+
+  isDisabled(targetId: string): boolean {
+    return this.state.get(targetId)?.openUntil === Number.POSITIVE_INFINITY;
+  }
+
   /** Returns true when this outcome opened the breaker. */
   record(targetId: string, ok: boolean, transient: boolean): boolean {
+    const s0 = this.state.get(targetId);
+    if (s0 && s0.openUntil === Number.POSITIVE_INFINITY) return false;
     if (ok || !transient) {
       // A permanent refusal is an answer from a working receiver.
       this.state.delete(targetId);
@@ -67,6 +83,8 @@ export interface TargetOutcome {
   ok: boolean;
   skipped: boolean;
   ms: number;
+  /** Attempts made (0 when skipped). */
+  attempts: number;
   error?: GatewayError;
 }
 
@@ -77,6 +95,31 @@ export interface DeliveryOutcome {
   targets: TargetOutcome[];
 }
 
+
+export interface RetryPolicy {
+  initialDelayMs: number;
+  maxDelayMs: number;
+  /** [0, 1); injectable so tests can pin the jitter. */
+  random?: () => number;
+}
+
+const DEFAULT_RETRY: RetryPolicy = { initialDelayMs: 250, maxDelayMs: 5_000 };
+/** An attempt with less time than this left is not worth starting. */
+const MIN_ATTEMPT_MS = 100;
+
+/**
+ * The pause before the next attempt, or null to give up now: exponential
+ * backoff with full jitter (a thundering herd of retries against a receiver
+ * that just came back is spread out), never shorter than the receiver's
+ * Retry-After, and only when the attempt after it still fits the deadline;
+ * a Retry-After beyond the deadline defers at once (the sender's queue waits).
+ */
+export function retryPause(attempt: number, error: GatewayError, leftMs: number, opts: { retry?: RetryPolicy | undefined }): number | null {
+  const p = opts.retry ?? DEFAULT_RETRY;
+  const ceiling = Math.min(p.maxDelayMs, p.initialDelayMs * 2 ** (attempt - 1));
+  const pause = Math.max((p.random ?? Math.random)() * ceiling, error.retryAfterMs ?? 0);
+  return pause + MIN_ATTEMPT_MS <= leftMs ? Math.round(pause) : null;
+}
 
 /**
  * One target's share of a transaction. Usually every target gets the same
@@ -96,9 +139,12 @@ export async function deliverToTargets(
     now: () => number;
     onTarget?: (t: Target, o: TargetOutcome) => void;
     onSkipStoreError?: (err: unknown) => void;
+    onRetry?: (t: Target, r: { attempt: number; pauseMs: number; error: GatewayError }) => void;
+    retry?: RetryPolicy;
   },
 ): Promise<DeliveryOutcome> {
   const signal = AbortSignal.timeout(opts.deadlineMs);
+  const deadlineAt = performance.now() + opts.deadlineMs;
   // Some targets cannot be interrupted (an fsync); the deadline still decides the reply.
   const expired = new Promise<never>((_, reject) => {
     const fail = () => reject(signal.reason instanceof Error ? signal.reason : new Error('deadline'));
@@ -112,26 +158,41 @@ export async function deliverToTargets(
     let outcome: TargetOutcome;
     // A failed lookup delivers again (a duplicate), never skips (a loss).
     if (await opts.skip.has(id).catch(() => false)) {
-      outcome = { targetId: t.id, ok: true, skipped: true, ms: 0 };
+      outcome = { targetId: t.id, ok: true, skipped: true, ms: 0, attempts: 0 };
     } else {
-      try {
-        await Promise.race([t.deliver(msg, id, signal), expired]);
-        await opts.skip.add(id).catch((err: unknown) => opts.onSkipStoreError?.(err));
-        outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started };
-      } catch (err) {
-        let error = toGatewayError(err, `target ${t.id}`);
-        if (signal.aborted && error.transient) {
-          // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
-          error = new GatewayError({
-            code: 'PG_DELIVERY_FAILED',
-            message: `delivery deadline of ${opts.deadlineMs} ms passed (${error.message})`,
-            publicMessage: 'Delivery time expired, try again later',
-            smtp: { code: 451, enhanced: '4.4.7' },
-            transient: true,
-            cause: err,
-          });
+      let attempts = 0;
+      for (;;) {
+        attempts++;
+        try {
+          await Promise.race([t.deliver(msg, id, signal), expired]);
+          await opts.skip.add(id).catch((err: unknown) => opts.onSkipStoreError?.(err));
+          outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started, attempts };
+          break;
+        } catch (err) {
+          let error = toGatewayError(err, `target ${t.id}`);
+          if (signal.aborted && error.transient) {
+            // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
+            error = new GatewayError({
+              code: 'PG_DELIVERY_FAILED',
+              message: `delivery deadline of ${opts.deadlineMs} ms passed after ${attempts} attempt(s) (${error.message})`,
+              publicMessage: 'Delivery time expired, try again later',
+              smtp: { code: 451, enhanced: '4.4.7' },
+              transient: true,
+              cause: err,
+            });
+          }
+          const pause = error.retryable && !signal.aborted ? retryPause(attempts, error, deadlineAt - performance.now(), opts) : null;
+          if (pause === null) {
+            outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, attempts, error };
+            break;
+          }
+          opts.onRetry?.(t, { attempt: attempts, pauseMs: pause, error });
+          try {
+            await sleep(pause, undefined, { signal });
+          } catch {
+            // the deadline passed while waiting: the next attempt reports it
+          }
         }
-        outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, error };
       }
     }
     opts.onTarget?.(t, outcome);

@@ -78,6 +78,8 @@ export function interpretReceiverAnswer(body: unknown, targetId: string): Receiv
           publicMessage: text,
           smtp: { code, enhanced },
           transient: true,
+          // The receiver asked to be left alone: the sender's queue retries later.
+          retryable: false,
         }),
       };
     }

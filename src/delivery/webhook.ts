@@ -1,30 +1,47 @@
 /**
  * The webhook target: POST the event as JSON with Standard Webhooks headers,
  * signed at send time, over an undici Pool per origin (keep-alive; POST is
- * never pipelined). 2xx is an acknowledgement; anything else, a timeout or a
- * connection error defers the message (451 4.3.0) so the sender retries.
+ * never pipelined). The receiver's answer becomes the SMTP reply through one
+ * table, `webhookOutcome` (documented row by row in docs/delivery.md).
  */
+import { readFileSync } from 'node:fs';
 import { Pool, errors as undiciErrors } from 'undici';
 import { GatewayError } from '../core/errors.js';
-import { secretKey, signPayload } from './signing.js';
+import { parseSigningKey, secretKey, signatureHeader } from './signing.js';
+import { interpretReceiverAnswer, sanitizeReplyText } from './reply.js';
+import { pointerEvent } from './claim-check.js';
 import type { DeliveryMessage, Target } from './types.js';
 import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
+import type { KeyObject } from 'node:crypto';
+
+/** TLS settings of a pool: a private CA and/or a client certificate (mTLS). */
+export interface PoolTls {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  servername?: string;
+}
 
 export interface WebhookDeps {
-  /** The pool for an origin; shared by the targets of one gateway. */
-  pool(origin: string): Pool;
+  /** The pool for an origin (and TLS identity); shared by the targets of one gateway. */
+  pool(origin: string, tls?: PoolTls, tlsKey?: string): Pool;
   now(): number;
 }
 
-export function createPoolCache(): { pool(origin: string): Pool; close(): Promise<void> } {
+export function createPoolCache(): { pool(origin: string, tls?: PoolTls, tlsKey?: string): Pool; close(): Promise<void> } {
   const pools = new Map<string, Pool>();
   return {
-    pool(origin) {
-      let p = pools.get(origin);
+    pool(origin, tls, tlsKey = '') {
+      const key = `${origin} ${tlsKey}`;
+      let p = pools.get(key);
       if (!p) {
-        p = new Pool(origin, { connections: 64, connectTimeout: 10_000, keepAliveTimeout: 30_000 });
-        pools.set(origin, p);
+        p = new Pool(origin, {
+          connections: 64,
+          keepAliveTimeout: 30_000,
+          connect: { timeout: 10_000, ...(tls ?? {}) },
+        });
+        pools.set(key, p);
       }
       return p;
     },
@@ -35,25 +52,139 @@ export function createPoolCache(): { pool(origin: string): Pool; close(): Promis
   };
 }
 
-function deferred(message: string, cause?: unknown): GatewayError {
+const DEFER_TEXT = 'Temporary delivery failure, try again later';
+
+function deferred(enhanced: string, message: string, extra: { retryable?: boolean; retryAfterMs?: number; cause?: unknown } = {}): GatewayError {
   return new GatewayError({
     code: 'PG_DELIVERY_FAILED',
     message,
     // The sender sees no URL or status of ours, only that it should retry.
-    publicMessage: 'Temporary delivery failure, try again later',
-    smtp: { code: 451, enhanced: '4.3.0' },
+    publicMessage: DEFER_TEXT,
+    smtp: { code: 451, enhanced },
     transient: true,
-    cause,
+    ...extra,
   });
 }
 
+/**
+ * RFC 9110 §10.2.3 Retry-After: delay-seconds or an HTTP-date. Returns
+ * milliseconds from `now`, or undefined when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (!v) return undefined;
+  if (/^\s*\d+\s*$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** What a receiver's HTTP answer means (docs/delivery.md, "Outcome table"). */
+export type WebhookOutcome =
+  | { kind: 'accepted' }
+  | { kind: 'failed'; error: GatewayError }
+  /** 413: send a claim-check pointer instead (once). */
+  | { kind: 'too-large' }
+  /** 410 Gone: the Standard Webhooks signal to stop sending; disable the target. */
+  | { kind: 'gone'; error: GatewayError };
+
+export function webhookOutcome(
+  status: number,
+  body: unknown,
+  opts: { where: string; permanentOn: readonly number[]; retryAfterMs?: number | undefined; targetId: string },
+): WebhookOutcome {
+  // A structured answer wins over the status: it is the receiver speaking on purpose.
+  const answer = interpretReceiverAnswer(body, opts.targetId);
+  if (answer.action === 'refuse') return { kind: 'failed', error: answer.error };
+  if (status >= 200 && status <= 299) return { kind: 'accepted' };
+  const what = `${opts.where} answered ${status}`;
+  if (opts.permanentOn.includes(status)) {
+    const text =
+      body && typeof body === 'object' && 'message' in body
+        ? sanitizeReplyText((body as { message: unknown }).message, 'Message rejected by the recipient')
+        : 'Message rejected by the recipient';
+    return {
+      kind: 'failed',
+      error: new GatewayError({
+        code: 'PG_TARGET_REJECTED',
+        message: `${what}, listed in permanentOn`,
+        publicMessage: text,
+        smtp: { code: 550, enhanced: '5.7.1' },
+        transient: false,
+      }),
+    };
+  }
+  if (status === 413) return { kind: 'too-large' };
+  if (status === 410) {
+    return { kind: 'gone', error: new GatewayError({ code: 'PG_TARGET_DISABLED', message: `${what} (Gone): target disabled`, publicMessage: DEFER_TEXT, smtp: { code: 451, enhanced: '4.3.5' }, transient: true, retryable: false }) };
+  }
+  const retryAfter = opts.retryAfterMs !== undefined ? { retryAfterMs: opts.retryAfterMs } : {};
+  // RFC 3463: X.4.5 mail system congestion; X.4.1 no answer from host; X.4.0 other network status.
+  if (status === 429 || status === 503 || status === 425) return { kind: 'failed', error: deferred('4.4.5', what, retryAfter) };
+  if (status === 408 || status === 504) return { kind: 'failed', error: deferred('4.4.1', what, retryAfter) };
+  if (status >= 500) return { kind: 'failed', error: deferred('4.4.0', what, retryAfter) };
+  // 3xx (never followed: a webhook that moved is a configuration to fix) and
+  // every other 4xx (401, 403, 404, 422 ...): X.3.5 "system incorrectly
+  // configured". Deferred, never bounced, and not retried within the deadline.
+  return { kind: 'failed', error: deferred('4.3.5', `${what}${status < 400 ? ' (redirects are not followed)' : ''}`, { retryable: false }) };
+}
+
+/** Maps a transport failure to its reply: X.4.1 no answer, X.4.2 bad connection (RFC 3463 §3.5). */
+function transportError(where: string, err: unknown, timedOut: boolean): GatewayError {
+  const code = (err as { code?: string }).code;
+  if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return deferred('4.4.1', `${where}: no answer within the target's timeout`, { cause: err });
+  }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
+    return deferred('4.4.1', `${where}: cannot connect (${code})`, { cause: err });
+  }
+  const why = code ?? (err instanceof undiciErrors.UndiciError ? err.name : (err as Error).message);
+  return deferred('4.4.2', `${where}: connection failed (${why})`, { cause: err });
+}
+
+/** A counting semaphore whose waiters give up when the delivery is aborted. */
+class Slots {
+  private used = 0;
+  private readonly waiters: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+  async take(signal: AbortSignal): Promise<void> {
+    if (this.used < this.max) {
+      this.used++;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const grant = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(grant);
+        if (i !== -1) this.waiters.splice(i, 1);
+        reject(signal.reason);
+      };
+      this.waiters.push(grant);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.used--;
+  }
+}
+
+const BODY_LIMIT = 64 * 1024;
 
 export class WebhookTarget implements Target {
   readonly type = 'webhook';
   readonly id: string;
   readonly required: boolean;
   private readonly url: URL;
-  private readonly key: Buffer | undefined;
+  private readonly where: string;
+  private readonly keys: { hmac: Buffer[]; ed25519: KeyObject[] };
+  private readonly tls: PoolTls | undefined;
+  private readonly tlsKey: string;
+  private readonly slots: Slots;
+  private disabledBy: GatewayError | null = null;
 
   constructor(
     private readonly cfg: WebhookTargetConfig,
@@ -62,10 +193,68 @@ export class WebhookTarget implements Target {
     this.id = cfg.id ?? defaultWebhookId(cfg.url);
     this.required = cfg.required;
     this.url = new URL(cfg.url);
-    this.key = cfg.secret ? secretKey(cfg.secret) : undefined;
+    this.where = `webhook ${this.url.origin}${this.url.pathname}`;
+    const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+    this.keys = {
+      hmac: list(cfg.secret).map(secretKey),
+      ed25519: list(cfg.signingKey).map((k) => {
+        const key = parseSigningKey(k);
+        // validated at config load; a string here is a programming error
+        if (typeof key === 'string') throw new Error(key);
+        return key;
+      }),
+    };
+    if (cfg.tls) {
+      const read = (f: string | undefined) => (f ? readFileSync(f) : undefined);
+      this.tls = Object.fromEntries(
+        Object.entries({ ca: read(cfg.tls.ca), cert: read(cfg.tls.cert), key: read(cfg.tls.key), servername: cfg.tls.servername }).filter(([, v]) => v !== undefined),
+      ) as PoolTls;
+      this.tlsKey = JSON.stringify([cfg.tls.ca, cfg.tls.cert, cfg.tls.key, cfg.tls.servername]);
+    } else {
+      this.tls = undefined;
+      this.tlsKey = '';
+    }
+    this.slots = new Slots(cfg.concurrency);
+  }
+
+  get disabled(): boolean {
+    return this.disabledBy !== null;
   }
 
   async deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
+    if (this.disabledBy) throw this.disabledBy;
+    await this.slots.take(signal);
+    try {
+      const direct = this.cfg.maxEventSize === undefined || msg.eventJson.length <= this.cfg.maxEventSize;
+      const first = direct ? await this.post(msg.eventJson, deliveryId, signal) : ({ kind: 'too-large' } as const);
+      let outcome: WebhookOutcome = first;
+      if (outcome.kind === 'too-large') {
+        // 413 (or over maxEventSize): retry once with a claim-check pointer.
+        const link = await msg.claimCheck();
+        outcome = await this.post(Buffer.from(JSON.stringify(pointerEvent(msg.event, link))), deliveryId, signal);
+        if (outcome.kind === 'too-large') {
+          throw new GatewayError({
+            code: 'PG_EVENT_TOO_LARGE',
+            message: `${this.where} answered 413 to the event (${msg.eventJson.length} bytes) and to its claim-check pointer`,
+            publicMessage: 'Message too large for its destination',
+            smtp: { code: 552, enhanced: '5.3.4' },
+            transient: false,
+          });
+        }
+      }
+      if (outcome.kind === 'gone') {
+        this.disabledBy = outcome.error;
+        throw outcome.error;
+      }
+      if (outcome.kind === 'failed') throw outcome.error;
+    } finally {
+      this.slots.release();
+    }
+  }
+
+  private async post(body: Buffer, deliveryId: string, signal: AbortSignal): Promise<WebhookOutcome> {
+    // Signed at send time: a retry gets a fresh timestamp, so receivers can
+    // keep a tight replay window, and the same webhook-id for deduplication.
     const timestamp = Math.floor(this.deps.now() / 1000);
     const headers: Record<string, string> = {
       ...this.cfg.headers,
@@ -74,35 +263,60 @@ export class WebhookTarget implements Target {
       'webhook-id': deliveryId,
       'webhook-timestamp': String(timestamp),
     };
-    if (this.key) headers['webhook-signature'] = signPayload(this.key, deliveryId, timestamp, msg.eventJson);
+    const signature = signatureHeader(this.keys, deliveryId, timestamp, body);
+    if (signature) headers['webhook-signature'] = signature;
     if (this.url.username) {
       headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`;
     }
-    let statusCode: number;
+    const attemptTimeout = AbortSignal.timeout(this.cfg.timeout);
+    let status: number;
+    let answer: unknown;
+    let retryAfterMs: number | undefined;
     try {
-      const res = await this.deps.pool(this.url.origin).request({
+      const res = await this.deps.pool(this.url.origin, this.tls, this.tlsKey).request({
         method: 'POST',
         path: `${this.url.pathname}${this.url.search}`,
         headers,
-        body: msg.eventJson,
-        signal: AbortSignal.any([signal, AbortSignal.timeout(this.cfg.timeout)]),
+        body,
+        signal: AbortSignal.any([signal, attemptTimeout]),
         headersTimeout: this.cfg.timeout,
         bodyTimeout: this.cfg.timeout,
       });
-      statusCode = res.statusCode;
-      // Always consume the body so the connection goes back to the pool.
-      await res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      status = res.statusCode;
+      retryAfterMs = parseRetryAfter(res.headers['retry-after'], this.deps.now());
+      const type = String(res.headers['content-type'] ?? '');
+      if (/\bjson\b/i.test(type)) {
+        const text = await readLimited(res.body, BODY_LIMIT);
+        try {
+          answer = text === null ? undefined : JSON.parse(text);
+        } catch {
+          answer = undefined;
+        }
+      } else {
+        // Always consume the body so the connection goes back to the pool.
+        await res.body.dump({ limit: BODY_LIMIT }).catch(() => undefined);
+      }
     } catch (err) {
-      const why =
-        err instanceof undiciErrors.UndiciError
-          ? (err as { code?: string }).code ?? err.name
-          : (err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError'
-            ? 'timeout'
-            : (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      throw deferred(`webhook ${this.url.origin}${this.url.pathname}: ${why}`, err);
+      if (signal.aborted) throw err;
+      throw transportError(this.where, err, attemptTimeout.aborted);
     }
-    if (statusCode < 200 || statusCode > 299) throw deferred(`webhook ${this.url.origin}${this.url.pathname} answered ${statusCode}`);
+    return webhookOutcome(status, answer, { where: this.where, permanentOn: this.cfg.permanentOn, retryAfterMs, targetId: this.id });
   }
 
   async close(): Promise<void> {}
+}
+
+/** The body as text, or null when longer than `limit` (then discarded). */
+async function readLimited(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number): Promise<string | null> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) {
+      body.destroy();
+      return null;
+    }
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts).toString('utf8');
 }

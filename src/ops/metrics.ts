@@ -14,6 +14,7 @@ export interface Metrics {
   inflightBytes: Gauge;
   shed: Counter<'reason'>;
   proxyRejected: Counter<'listener'>;
+  targetsDisabled: Gauge;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -44,6 +45,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: 'postgate_proxy_rejected_total',
       help: 'Connections closed for a missing, malformed or untrusted PROXY header',
       labelNames: ['listener'],
+      registers,
+    }),
+    targetsDisabled: new Gauge({
+      name: 'postgate_targets_disabled',
+      help: 'Targets disabled until restart because their receiver answered 410 Gone (alert on > 0)',
       registers,
     }),
   };

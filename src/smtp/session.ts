@@ -381,13 +381,22 @@ export function createSmtpServer(
             skip: ctx.skip,
             now: ctx.now,
             onSkipStoreError: (err) => txn.log.warn({ err: (err as Error).message }, 'skip-store write failed (a sender retry may deliver again)'),
+            retry: { initialDelayMs: cfg.delivery.retry.initialDelay, maxDelayMs: cfg.delivery.retry.maxDelay },
+            onRetry: (t, r) =>
+              txn.log.info({ target: t.id, attempt: r.attempt, pauseMs: r.pauseMs, code: r.error.code, err: r.error.message }, 'delivery attempt failed, retrying'),
             onTarget: (t, o) => {
+              if (o.error?.code === 'PG_TARGET_DISABLED' && !ctx.breakers.isDisabled(t.id)) {
+                ctx.breakers.disable(t.id);
+                metrics.targetsDisabled.inc();
+                // An alert, not a routine failure: nothing reaches this target until restart.
+                txn.log.error({ target: t.id, code: 'PG_TARGET_DISABLED', err: o.error.message }, 'target disabled: the receiver answered 410 Gone');
+              }
               if (!o.skipped && ctx.breakers.record(t.id, o.ok, o.error?.transient ?? true)) {
                 txn.log.warn({ target: t.id, cooldownMs: cfg.delivery.breaker.cooldown, code: 'PG_TARGET_DOWN' }, 'target marked down');
               }
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
               txn.log.info(
-                { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), ...(o.error ? { code: o.error.code, err: o.error.message } : {}) },
+                { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), attempts: o.attempts, ...(o.error ? { code: o.error.code, err: o.error.message } : {}) },
                 'delivery',
               );
             },
