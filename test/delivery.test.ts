@@ -534,3 +534,39 @@ describe('outcome functions (table-driven)', () => {
     assert.equal(interpretReceiverAnswer([1, 2], 't').action, 'none');
   });
 });
+
+describe('partial success and the sender\'s retry (in-process skip-store)', () => {
+  test('two required targets, one fails: the retry of the same message calls only the failed one, with the same webhook-id', async () => {
+    let bFails = true;
+    const a = await startReceiver(() => ({ status: 204 }));
+    const b = await startReceiver(() => (bFails ? { status: 404 } : { status: 204 }));
+    const tg = await startGateway({
+      delivery: FAST,
+      routes: [{ recipients: ['*@two.test'], targets: [{ type: 'webhook', id: 'a', url: a.url }, { type: 'webhook', id: 'b', url: b.url }] }],
+    });
+    try {
+      const body = simpleMessage('partial');
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const first = await sendMail(c, 's@example.org', ['x@two.test', 'y@two.test'], body);
+      assertReply(first.data, 451, '4.3.5');
+      assert.equal(a.got.length, 1);
+      assert.equal(b.got.length, 1);
+      bFails = false;
+      // the sender retries the same message (same envelope and bytes)
+      const second = await sendMail(c, 's@example.org', ['y@two.test', 'x@two.test'], body);
+      assertReply(second.data, 250, '2.0.0');
+      assert.equal(a.got.length, 1, 'the target that had the message was skipped');
+      assert.equal(b.got.length, 2);
+      assert.equal(b.got[1]!.headers['webhook-id'], b.got[0]!.headers['webhook-id']);
+      assert.notEqual(a.got[0]!.headers['webhook-id'], b.got[0]!.headers['webhook-id'], 'the target id is part of the delivery id');
+      assert.ok(tg.logs.some((l) => l.msg === 'delivery' && l.target === 'a' && l.skipped === true));
+      c.close();
+    } finally {
+      await tg.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
