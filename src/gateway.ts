@@ -12,6 +12,12 @@ import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
 import { buildRoutingTable, routeRecipient } from './routing/index.js';
+import { LocalSpool } from './queue/spool.js';
+import { QueueWorker } from './queue/worker.js';
+import type { Queue } from './queue/dispatch.js';
+import { etrnReply } from './queue/etrn.js';
+import { createAddressMatcher } from './net/cidr.js';
+import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
@@ -112,7 +118,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       pass: (a) => passCache.pass(a),
     },
     dsn: false,
-    etrn: false,
+    etrn: null,
     vrfy:
       cfg.smtp.vrfy === 'routes'
         ? (address) => {
@@ -185,6 +191,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     disk,
     skip,
     breakers,
+    queue: null,
+    routeModes: new Map(cfg.routes.map((r) => [r.name!, r.mode])),
     now,
     isDraining: () => draining,
     transactionStarted: () => {
@@ -224,6 +232,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     if (draining) reasons.push('draining');
     if (memory.exhausted) reasons.push('memory budget exhausted');
     if (diskLow) reasons.push('free disk under the floor');
+    if (queue && queue.worker.pending() >= queue.maxItems) reasons.push('spool full');
     return { ready: reasons.length === 0, reasons };
   };
   // Readiness is read synchronously; refresh the disk state in the background.
@@ -255,6 +264,36 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         })
       : null;
   sessionCtx.blobs = blobs;
+
+  // Queued routes: the spool is recovered (half-written items dropped, whole
+  // ones scheduled) before any listener accepts mail.
+  let queue: Queue | null = null;
+  if (cfg.routes.some((r) => r.mode !== 'sync')) {
+    const spool = new LocalSpool(cfg.queue.path!);
+    const worker = new QueueWorker({
+      spool,
+      target: (id) => targets.get(id),
+      skip,
+      blobs,
+      now,
+      logger: logger.child({ component: 'queue' }),
+      deadlineMs: cfg.delivery.deadline,
+      policy: {
+        initialDelayMs: cfg.queue.retry.initialDelay,
+        maxDelayMs: cfg.queue.retry.maxDelay,
+        maxAgeMs: cfg.queue.retry.maxAge,
+        concurrency: cfg.queue.concurrency,
+      },
+      onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+    });
+    const { recovered, discarded } = await worker.start();
+    if (recovered || discarded) logger.info({ recovered, discarded, spool: spool.root }, 'spool recovered');
+    queue = { spool, worker, maxItems: cfg.queue.maxItems };
+    sessionCtx.queue = queue;
+    const etrnClients = createAddressMatcher(cfg.queue.etrn.allowed);
+    policy.etrn = (node, client) => etrnReply(node, etrnClients.matches(client), worker);
+    for (const g of queueGauges(worker)) metrics.registry.registerMetric(g);
+  }
   if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs ?? undefined);
 
   const listenOne = async (server: net.Server | http.Server, { host, port }: HostPort) => {
@@ -353,6 +392,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       }
       clearInterval(diskTimer);
       certs?.close();
+      await queue?.worker.stop();
       await Promise.all([...targets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();

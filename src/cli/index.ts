@@ -14,6 +14,7 @@ import { configSchema } from '../config/schema.js';
 import { buildGateway } from '../gateway.js';
 import { hashPassword } from '../auth/password.js';
 import { parseSigningKey, publicKeyText } from '../delivery/signing.js';
+import { queueCommand } from './queue.js';
 import { randomBytes } from 'node:crypto';
 import { CertificateStore } from '../tls/certificates.js';
 import { GatewayError } from '../core/errors.js';
@@ -26,6 +27,7 @@ Usage:
   postgate hash-password            (reads the password from standard input)
   postgate schema                   (prints the JSON Schema of the configuration)
   postgate webhook-keys             (prints a new ed25519 key pair for v1a webhook signatures)
+  postgate queue list|show|retry|replay|purge [filters]   (the spool of queued routes; docs/queue.md)
 
 With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,
 mail for localhost (and each --domain) stored under ./data.
@@ -116,6 +118,8 @@ async function serve(flags: Flags): Promise<number> {
 let configFile: string | undefined;
 
 async function main(argv: string[]): Promise<number> {
+  // `queue` has options of its own.
+  if (argv[0] === 'queue') return queueCommand(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

@@ -136,6 +136,12 @@ const routeSchema = z.strictObject({
   name: z.string().min(1).optional().describe('Name used in logs and metrics. Default: "route-<n>".'),
   recipients: z.array(recipientPattern).min(1).describe('Recipient patterns this route accepts.'),
   targets: z.array(targetSchema).min(1).describe('Where accepted messages go.'),
+  mode: z
+    .enum(['sync', 'queue', 'sync-then-queue'])
+    .default('sync')
+    .describe(
+      'sync: 250 only after the required targets acknowledged; queue: 250 once durably spooled, delivered with retries; sync-then-queue: try within delivery.deadline, spool what failed transiently and answer 250.',
+    ),
 });
 
 const proxyProtocolSchema = z.strictObject({
@@ -265,6 +271,35 @@ export const configSchema = z
           .describe('While a required target is down, RCPT gets 451 4.4.1 at once.'),
       })
       .prefault({}),
+    queue: z
+      .strictObject({
+        path: z.string().min(1).optional().describe('Spool directory. Default: <storage.path>/spool.'),
+        retry: z
+          .strictObject({
+            initialDelay: duration('Pause after the first failed attempt; doubles per attempt (with jitter).').default(60_000),
+            maxDelay: duration('Longest pause between attempts.').default(4 * 3_600_000),
+            maxAge: duration('Age after which a message still not delivered becomes a dead letter.').default(3 * 86_400_000),
+          })
+          .prefault({}),
+        concurrency: z.number().int().positive().default(8).describe('Queued deliveries attempted at once.'),
+        maxItems: z.number().int().positive().default(100_000).describe('Spool capacity in items (one per message and target); when full, queued routes answer 452 4.3.1 and readiness is false.'),
+        etrn: z
+          .strictObject({
+            allowed: z
+              .array(
+                z.string().superRefine((v, ctx) => {
+                  const problem = validateRange(v);
+                  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+                }),
+              )
+              .default([])
+              .describe('Client addresses or CIDR ranges that may use ETRN; others get 459. Default: none.'),
+          })
+          .prefault({})
+          .describe('ETRN (RFC 1985): advertised while a route is queued; starts waiting deliveries for a domain at once.'),
+      })
+      .prefault({})
+      .describe('The spool and retry worker of routes in "queue" and "sync-then-queue" mode.'),
     http: z
       .union([
         z.literal(false),

@@ -114,7 +114,8 @@ const MIN_ATTEMPT_MS = 100;
  * Retry-After, and only when the attempt after it still fits the deadline;
  * a Retry-After beyond the deadline defers at once (the sender's queue waits).
  */
-export function retryPause(attempt: number, error: GatewayError, leftMs: number, opts: { retry?: RetryPolicy | undefined }): number | null {
+export function retryPause(attempt: number, error: GatewayError, leftMs: number, opts: { retry?: RetryPolicy | false | undefined }): number | null {
+  if (opts.retry === false) return null;
   const p = opts.retry ?? DEFAULT_RETRY;
   const ceiling = Math.min(p.maxDelayMs, p.initialDelayMs * 2 ** (attempt - 1));
   const pause = Math.max((p.random ?? Math.random)() * ceiling, error.retryAfterMs ?? 0);
@@ -140,7 +141,8 @@ export async function deliverToTargets(
     onTarget?: (t: Target, o: TargetOutcome) => void;
     onSkipStoreError?: (err: unknown) => void;
     onRetry?: (t: Target, r: { attempt: number; pauseMs: number; error: GatewayError }) => void;
-    retry?: RetryPolicy;
+    /** false: one attempt per target (the queue worker schedules its own retries). */
+    retry?: RetryPolicy | false;
   },
 ): Promise<DeliveryOutcome> {
   const signal = AbortSignal.timeout(opts.deadlineMs);
@@ -181,7 +183,7 @@ export async function deliverToTargets(
               cause: err,
             });
           }
-          const pause = error.retryable && !signal.aborted ? retryPause(attempts, error, deadlineAt - performance.now(), opts) : null;
+          const pause = error.retryable && !signal.aborted && opts.retry !== false ? retryPause(attempts, error, deadlineAt - performance.now(), opts) : null;
           if (pause === null) {
             outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, attempts, error };
             break;

@@ -5,35 +5,11 @@
  * renamed into place and the directory fsync'd, so after the 250 a crash or
  * power loss cannot leave a missing or half-written file.
  */
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { syncDir, tmpName, writeDurably } from '../core/durable.js';
 import path from 'node:path';
 import { GatewayError } from '../core/errors.js';
 import type { DeliveryMessage, Target } from './types.js';
-
-function tmpName(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-}
-
-async function writeDurably(file: string, data: Buffer): Promise<void> {
-  const tmp = tmpName(file);
-  const fh = await open(tmp, 'w', 0o640);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 export function storedPaths(root: string, queueId: string, receivedAt: Date): { dir: string; eml: string; json: string } {
   const p = (n: number) => String(n).padStart(2, '0');

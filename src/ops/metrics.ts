@@ -2,7 +2,7 @@
  * Prometheus metrics (prom-client), in a registry of the gateway's own so
  * several gateways in one process (tests) do not collide.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -15,6 +15,7 @@ export interface Metrics {
   shed: Counter<'reason'>;
   proxyRejected: Counter<'listener'>;
   targetsDisabled: Gauge;
+  queueAttempts: Counter<'outcome'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -47,10 +48,37 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       labelNames: ['listener'],
       registers,
     }),
+    queueAttempts: new Counter({
+      name: 'postgate_queue_attempts_total',
+      help: 'Attempts of queued deliveries, by outcome (delivered, retry, dead)',
+      labelNames: ['outcome'],
+      registers,
+    }),
     targetsDisabled: new Gauge({
       name: 'postgate_targets_disabled',
       help: 'Targets disabled until restart because their receiver answered 410 Gone (alert on > 0)',
       registers,
     }),
   };
+}
+
+/**
+ * Queue gauges read at scrape time from the worker, so they cannot drift
+ * from the spool.
+ */
+export function queueGauges(worker: { stats(): { depth: number; oldestAgeMs: number; dead: number } }): Metric[] {
+  const gauge = (name: string, help: string, read: (s: ReturnType<typeof worker.stats>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [],
+      collect() {
+        this.set(read(worker.stats()));
+      },
+    });
+  return [
+    gauge('postgate_queue_depth', 'Queued deliveries waiting (one per message and target)', (s) => s.depth),
+    gauge('postgate_queue_oldest_seconds', 'Age of the oldest queued delivery, in seconds', (s) => s.oldestAgeMs / 1000),
+    gauge('postgate_queue_dead_letters', 'Deliveries in the dead-letter area', (s) => s.dead),
+  ];
 }

@@ -62,8 +62,11 @@ export interface SmtpPolicy {
   earlyTalker: EarlyTalkerPolicy;
   /** DSN (RFC 3461) is advertised and its parameters accepted only with a DSN sender. */
   dsn: boolean;
-  /** ETRN (RFC 1985) is advertised only in queued mode. */
-  etrn: boolean;
+  /**
+   * ETRN (RFC 1985), advertised only in queued mode: starts the queue for a
+   * node and returns the reply. Null: no queue (458).
+   */
+  etrn: ((node: string, clientAddress: string) => [number, string]) | null;
   onEarlyTalker(remoteAddress: string): void;
   /**
    * VRFY against the routes (smtp.vrfy "routes"): the reply for an address,
@@ -366,7 +369,7 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
 
   proto.handler_HELP = function (this: Conn, command, cb) {
     const supported = Object.keys(HELP_TEXT).filter((v) => {
-      if (v === 'ETRN') return this._server[POLICY]?.etrn ?? false;
+      if (v === 'ETRN') return Boolean(this._server[POLICY]?.etrn);
       if (v === 'STARTTLS') return this._isSupported(v) && !this.secure;
       // Same rule as EHLO: AUTH only where it can be used (TLS, or explicitly allowed).
       if (v === 'AUTH') return this._isSupported(v) && (this.secure || Boolean(this._server.options.allowInsecureAuth));
@@ -418,8 +421,13 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
   // RFC 1985 §5: without a queue there is nothing to start.
   proto.handler_ETRN = function (this: Conn, command, cb) {
     const node = argWord(command);
+    const etrn = this._server[POLICY]?.etrn;
     if (!node) this.send(501, '5.5.4 Syntax: ETRN <domain>');
-    else this.send(458, `4.3.0 Unable to queue messages for node ${node.slice(0, 255)}: no queue in this mode`);
+    else if (!etrn) this.send(458, `4.3.0 Unable to queue messages for node ${node.slice(0, 255)}: no queue in this mode`);
+    else {
+      const [code, text] = etrn(node.slice(0, 255), this.remoteAddress);
+      this.send(code, text);
+    }
     cb();
   };
 

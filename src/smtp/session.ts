@@ -17,7 +17,8 @@ import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthR
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
 import { claimCheckOnce } from '../delivery/claim-check.js';
-import { deliverToTargets, type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
+import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
+import { type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -39,6 +40,10 @@ export interface SessionContext {
   disk: DiskWatch;
   skip: SkipStore;
   breakers: CircuitBreakers;
+  /** The spool and worker of queued routes (null when every route is sync). */
+  queue: Queue | null;
+  /** Delivery mode per route name (absent: sync). */
+  routeModes: ReadonlyMap<string, DeliveryMode>;
   now(): number;
   isDraining(): boolean;
   /** Called around each DATA phase, so shutdown can wait for in-flight transactions. */
@@ -374,9 +379,12 @@ export function createSmtpServer(
         });
         const eventJson = Buffer.from(JSON.stringify(event));
         const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
-        const result = await deliverToTargets(
+        const result = await dispatch(
+          ctx.routeModes.get(route.name) ?? 'sync',
           route.targets.map((target) => ({ target, msg })),
           {
+            queue: ctx.queue,
+            route: route.name,
             deadlineMs: cfg.delivery.deadline,
             skip: ctx.skip,
             now: ctx.now,
@@ -403,7 +411,7 @@ export function createSmtpServer(
           },
         );
         if (!result.ok) throw result.error!;
-        txn.log.info({ route: route.name, size: received.length, rcpts: rcptTo.length, from: mailFrom }, 'accepted');
+        txn.log.info({ route: route.name, size: received.length, rcpts: rcptTo.length, from: mailFrom, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
         return `2.0.0 Ok: queued as ${txn.queueId}`;
       };
     },

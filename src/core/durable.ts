@@ -1,0 +1,35 @@
+/**
+ * Durable file writes: data fsync'd before the rename that publishes it, and
+ * the directory fsync'd after, so a crash or power loss leaves either the old
+ * state or the complete new one (the classic write-temp / fsync / rename /
+ * fsync-directory sequence). Leaf module.
+ */
+import { open, rename } from 'node:fs/promises';
+import path from 'node:path';
+
+export function tmpName(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+}
+
+/** Writes `data` to `file` atomically (temp file, fsync, rename). The caller fsyncs the directory. */
+export async function writeDurably(file: string, data: Buffer | string): Promise<void> {
+  const tmp = tmpName(file);
+  const fh = await open(tmp, 'w', 0o640);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+}
+
+/** fsync a directory, making the entries created or renamed in it durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * A route's delivery mode decides what the 250 means (DESIGN §2):
+ *
+ * - `sync`: every required target acknowledged.
+ * - `queue`: the message is durably spooled (one item per target); the retry
+ *   worker delivers it. Only a failed spool write defers the sender.
+ * - `sync-then-queue`: targets are tried within `delivery.deadline`; what
+ *   failed transiently (or did not answer in time) is spooled, and the
+ *   reply is 250. A deliberate refusal still bounces (5xx), as in sync mode.
+ */
+import { GatewayError } from '../core/errors.js';
+import { deliverToTargets, type Delivery, type DeliveryOutcome } from '../delivery/index.js';
+import { deliveryId } from '../message/ids.js';
+import type { LocalSpool, SpoolEntry } from './spool.js';
+import type { QueueWorker } from './worker.js';
+
+export type DeliveryMode = 'sync' | 'queue' | 'sync-then-queue';
+
+export interface Queue {
+  spool: LocalSpool;
+  worker: QueueWorker;
+  maxItems: number;
+}
+
+export interface DispatchResult extends DeliveryOutcome {
+  /** Items spooled for the retry worker. */
+  queued: number;
+}
+
+type DeliverOpts = Parameters<typeof deliverToTargets>[1];
+
+export async function dispatch(
+  mode: DeliveryMode,
+  deliveries: readonly Delivery[],
+  opts: DeliverOpts & { queue: Queue | null; route: string },
+): Promise<DispatchResult> {
+  if (mode === 'sync' || !opts.queue) return { ...(await deliverToTargets(deliveries, opts)), queued: 0 };
+  const queue = opts.queue;
+  if (mode === 'queue') {
+    await spoolDeliveries(queue, deliveries, opts);
+    return { ok: true, targets: [], queued: deliveries.length };
+  }
+  const result = await deliverToTargets(deliveries, opts);
+  if (result.ok) return { ...result, queued: 0 };
+  if (result.error && !result.error.transient) return { ...result, queued: 0 };
+  // Transient trouble within the deadline: keep the message ourselves and
+  // retry it, instead of handing the retries to the sender's queue.
+  const failed = new Set(result.targets.filter((t) => !t.ok).map((t) => t.targetId));
+  const rest = deliveries.filter((d) => failed.has(d.target.id));
+  await spoolDeliveries(queue, rest, opts);
+  return { ok: true, targets: result.targets, queued: rest.length };
+}
+
+async function spoolDeliveries(queue: Queue, deliveries: readonly Delivery[], opts: DeliverOpts & { route: string }): Promise<void> {
+  if (queue.worker.pending() + deliveries.length > queue.maxItems) {
+    throw new GatewayError({
+      code: 'PG_QUEUE_FULL',
+      message: `the spool holds ${queue.worker.pending()} items (queue.maxItems ${queue.maxItems})`,
+      publicMessage: 'Insufficient system storage, try again later',
+      smtp: { code: 452, enhanced: '4.3.1' },
+      transient: true,
+    });
+  }
+  const now = opts.now();
+  const entries: SpoolEntry[] = [];
+  const items = deliveries.map((d, i) => {
+    const meta = {
+      itemId: `${d.msg.queueId}-${i}`,
+      queueId: d.msg.queueId,
+      deliveryId: deliveryId(d.msg.mailFrom, d.msg.rcptTo, d.msg.rawSha256, d.target.id),
+      targetId: d.target.id,
+      route: opts.route,
+      mailFrom: d.msg.mailFrom,
+      rcptTo: [...d.msg.rcptTo],
+      rawSha256: d.msg.rawSha256,
+      receivedAt: d.msg.receivedAt.toISOString(),
+      spooledAt: new Date(now).toISOString(),
+    };
+    entries.push({ meta, state: { attempts: 0, nextAt: now, history: [] } });
+    return { meta, message: d.msg.message, eventJson: d.msg.eventJson };
+  });
+  try {
+    await queue.spool.put(items, now);
+  } catch (err) {
+    throw new GatewayError({
+      code: 'PG_QUEUE_WRITE',
+      message: `spool ${queue.spool.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      publicMessage: 'Temporary local error, try again later',
+      smtp: { code: 451, enhanced: '4.3.0' },
+      transient: true,
+      cause: err,
+    });
+  }
+  queue.worker.add(entries);
+}

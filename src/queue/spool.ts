@@ -1,0 +1,169 @@
+/**
+ * The local spool of queued mode: one directory per (message, target)
+ * delivery, so each target's retries, history and dead letter are its own.
+ *
+ *   <root>/tmp/<itemId>/      being written; never delivered, removed at start
+ *   <root>/active/<itemId>/   accepted (250 sent only after it is here, durably)
+ *   <root>/dead/<itemId>/     final failure or expiry, with the attempt history
+ *
+ * An item holds `message.eml` (the bytes delivered), `event.json`,
+ * `meta.json` (immutable) and `state.json` (attempts; replaced atomically).
+ * Publishing an item is one rename of its directory from tmp/ to active/,
+ * after every file in it and the directory itself were fsync'd, followed by
+ * an fsync of active/: a crash at any point leaves either no item or a whole one.
+ */
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { syncDir, writeDurably } from '../core/durable.js';
+
+export interface SpoolMeta {
+  itemId: string;
+  queueId: string;
+  deliveryId: string;
+  targetId: string;
+  route: string;
+  mailFrom: string;
+  rcptTo: string[];
+  rawSha256: string;
+  receivedAt: string;
+  spooledAt: string;
+}
+
+export interface SpoolAttempt {
+  at: string;
+  ok: boolean;
+  code?: string;
+  reply?: string;
+  error?: string;
+}
+
+export interface SpoolState {
+  attempts: number;
+  /** Epoch ms of the next attempt. */
+  nextAt: number;
+  history: SpoolAttempt[];
+  /** Why the item is dead (dead/ only). */
+  deadReason?: string;
+}
+
+export interface SpoolEntry {
+  meta: SpoolMeta;
+  state: SpoolState;
+}
+
+export type SpoolArea = 'active' | 'dead';
+
+export interface NewSpoolItem {
+  meta: SpoolMeta;
+  message: Buffer;
+  eventJson: Buffer;
+}
+
+/** Attempts kept in state.json; older ones are summarised by `attempts`. */
+const MAX_HISTORY = 50;
+
+export class LocalSpool {
+  constructor(readonly root: string) {}
+
+  private dir(area: 'tmp' | SpoolArea, itemId?: string): string {
+    return itemId ? path.join(this.root, area, itemId) : path.join(this.root, area);
+  }
+
+  /** Creates the areas and removes half-written items (their senders never got a 250). */
+  async init(): Promise<{ discarded: number }> {
+    for (const a of ['tmp', 'active', 'dead'] as const) await mkdir(this.dir(a), { recursive: true, mode: 0o750 });
+    const leftovers = await readdir(this.dir('tmp'));
+    for (const l of leftovers) await rm(path.join(this.dir('tmp'), l), { recursive: true, force: true });
+    await syncDir(this.root);
+    return { discarded: leftovers.length };
+  }
+
+  /** Durably publishes every item; resolves only when all are in active/. */
+  async put(items: readonly NewSpoolItem[], firstAttemptAt: number): Promise<void> {
+    const written: string[] = [];
+    try {
+      for (const it of items) {
+        const d = this.dir('tmp', it.meta.itemId);
+        await mkdir(d, { mode: 0o750 });
+        written.push(d);
+        await writeDurably(path.join(d, 'message.eml'), it.message);
+        await writeDurably(path.join(d, 'event.json'), it.eventJson);
+        await writeDurably(path.join(d, 'meta.json'), JSON.stringify(it.meta));
+        const state: SpoolState = { attempts: 0, nextAt: firstAttemptAt, history: [] };
+        await writeDurably(path.join(d, 'state.json'), JSON.stringify(state));
+        await syncDir(d);
+      }
+      await syncDir(this.dir('tmp'));
+      for (const it of items) await rename(this.dir('tmp', it.meta.itemId), this.dir('active', it.meta.itemId));
+      await syncDir(this.dir('active'));
+    } catch (err) {
+      for (const d of written) await rm(d, { recursive: true, force: true }).catch(() => undefined);
+      // Items already renamed stay: they are whole, and a duplicate delivery
+      // (same webhook-id) is better than a loss. The caller answers 4xx.
+      throw err;
+    }
+  }
+
+  /** Item ids in an area, oldest first (ids start with the time-sortable queue id). */
+  async ids(area: SpoolArea): Promise<string[]> {
+    return (await readdir(this.dir(area)).catch(() => [] as string[])).sort();
+  }
+
+  async list(area: SpoolArea): Promise<SpoolEntry[]> {
+    const out: SpoolEntry[] = [];
+    for (const id of await this.ids(area)) {
+      const e = await this.entry(area, id).catch(() => null);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  async entry(area: SpoolArea, itemId: string): Promise<SpoolEntry> {
+    const d = this.dir(area, itemId);
+    const [meta, state] = await Promise.all([readFile(path.join(d, 'meta.json'), 'utf8'), readFile(path.join(d, 'state.json'), 'utf8')]);
+    return { meta: JSON.parse(meta) as SpoolMeta, state: JSON.parse(state) as SpoolState };
+  }
+
+  async content(area: SpoolArea, itemId: string): Promise<{ message: Buffer; eventJson: Buffer }> {
+    const d = this.dir(area, itemId);
+    const [message, eventJson] = await Promise.all([readFile(path.join(d, 'message.eml')), readFile(path.join(d, 'event.json'))]);
+    return { message, eventJson };
+  }
+
+  async saveState(area: SpoolArea, itemId: string, state: SpoolState): Promise<void> {
+    const trimmed = { ...state, history: state.history.slice(-MAX_HISTORY) };
+    await writeDurably(path.join(this.dir(area, itemId), 'state.json'), JSON.stringify(trimmed));
+  }
+
+  /** Delivered: the item is gone. */
+  async remove(itemId: string): Promise<void> {
+    await rm(this.dir('active', itemId), { recursive: true, force: true });
+  }
+
+  /** Final failure: kept under dead/ with its history, for `postgate queue`. */
+  async bury(itemId: string, state: SpoolState): Promise<void> {
+    await this.saveState('active', itemId, state);
+    await rename(this.dir('active', itemId), this.dir('dead', itemId));
+    await syncDir(this.dir('dead'));
+  }
+
+  /** Back from dead/ to active/ for another round (`postgate queue retry`). */
+  async revive(itemId: string, nextAt: number): Promise<void> {
+    const e = await this.entry('dead', itemId);
+    const { deadReason: _gone, ...rest } = e.state;
+    await this.saveState('dead', itemId, { ...rest, nextAt });
+    await rename(this.dir('dead', itemId), this.dir('active', itemId));
+    await syncDir(this.dir('active'));
+  }
+
+  async purge(area: SpoolArea, itemId: string): Promise<void> {
+    await rm(this.dir(area, itemId), { recursive: true, force: true });
+  }
+
+  async exists(area: SpoolArea, itemId: string): Promise<boolean> {
+    return stat(this.dir(area, itemId)).then(
+      () => true,
+      () => false,
+    );
+  }
+}

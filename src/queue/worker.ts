@@ -1,0 +1,253 @@
+/**
+ * The retry worker of queued mode: delivers spooled items, each to its one
+ * target, with exponential backoff and jitter between attempts, the
+ * receiver's Retry-After as a floor, a maximum age after which an item is a
+ * dead letter, and a concurrency cap. Every attempt goes through the same
+ * deliverToTargets as sync mode, so it is signed at send time and carries
+ * the same webhook-id as every other attempt of that delivery.
+ */
+import type { Logger } from 'pino';
+import { GatewayError } from '../core/errors.js';
+import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
+import { claimCheckOnce } from '../delivery/claim-check.js';
+import type { BlobSink } from '../message/parse.js';
+import type { EmailEvent } from '../message/event.js';
+import type { LocalSpool, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+
+/** How often the spool directory is re-read for items added or purged by `postgate queue`. */
+const RESCAN_MS = 30_000;
+
+export interface QueuePolicy {
+  initialDelayMs: number;
+  maxDelayMs: number;
+  maxAgeMs: number;
+  concurrency: number;
+}
+
+/**
+ * Pause after the n-th failed attempt: initialDelay·2^(n−1), at most
+ * maxDelay, with "equal jitter" (half fixed, half random) so a backlog that
+ * failed together does not come back together; never shorter than Retry-After.
+ */
+export function retryDelay(attempts: number, policy: Pick<QueuePolicy, 'initialDelayMs' | 'maxDelayMs'>, random: () => number, retryAfterMs?: number): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, attempts - 1));
+  const delay = ceiling / 2 + random() * (ceiling / 2);
+  return Math.round(Math.max(delay, retryAfterMs ?? 0));
+}
+
+export interface QueueWorkerDeps {
+  spool: LocalSpool;
+  target(id: string): Target | undefined;
+  skip: SkipStore;
+  blobs: BlobSink | null;
+  now(): number;
+  random?: () => number;
+  logger: Logger;
+  deadlineMs: number;
+  policy: QueuePolicy;
+  /** Observability hooks (metrics). */
+  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
+  /** A delivery reached its end: delivered, or dead with the last error (DSN hook). */
+  onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError): void;
+}
+
+export class QueueWorker {
+  private readonly index = new Map<string, SpoolEntry>();
+  private readonly running = new Set<string>();
+  private readonly inflight = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private deadCount = 0;
+  private lastScan = 0;
+
+  constructor(private readonly deps: QueueWorkerDeps) {}
+
+  /** Loads the spool (recovering what a crash left) and starts the timer. */
+  async start(): Promise<{ recovered: number; discarded: number }> {
+    const { discarded } = await this.deps.spool.init();
+    await this.rescan();
+    this.schedule();
+    return { recovered: this.index.size, discarded };
+  }
+
+  /** Items just spooled (their first attempt is due now). */
+  add(entries: readonly SpoolEntry[]): void {
+    for (const e of entries) this.index.set(e.meta.itemId, e);
+    this.schedule(0);
+  }
+
+  /** Makes matching items due now (ETRN, `postgate queue retry`); returns how many. */
+  flush(match: (meta: SpoolMeta) => boolean): number {
+    let n = 0;
+    for (const e of this.index.values()) {
+      if (match(e.meta)) {
+        e.state.nextAt = this.deps.now();
+        n++;
+      }
+    }
+    if (n) this.schedule(0);
+    return n;
+  }
+
+  stats(): { depth: number; oldestAgeMs: number; dead: number; running: number } {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const e of this.index.values()) oldest = Math.min(oldest, Date.parse(e.meta.receivedAt));
+    return {
+      depth: this.index.size,
+      oldestAgeMs: this.index.size ? Math.max(0, this.deps.now() - oldest) : 0,
+      dead: this.deadCount,
+      running: this.running.size,
+    };
+  }
+
+  pending(match: (meta: SpoolMeta) => boolean = () => true): number {
+    let n = 0;
+    for (const e of this.index.values()) if (match(e.meta)) n++;
+    return n;
+  }
+
+  /**
+   * Picks up items that appeared in active/ from outside the process
+   * (`postgate queue retry` / `replay`), and forgets purged ones.
+   */
+  async rescan(): Promise<void> {
+    this.lastScan = this.deps.now();
+    const onDisk = new Set(await this.deps.spool.ids('active'));
+    for (const id of onDisk) {
+      if (this.index.has(id)) continue;
+      const e = await this.deps.spool.entry('active', id).catch(() => null);
+      if (e) this.index.set(id, e);
+    }
+    for (const id of this.index.keys()) if (!onDisk.has(id) && !this.running.has(id)) this.index.delete(id);
+    this.deadCount = (await this.deps.spool.ids('dead')).length;
+  }
+
+  /** Starts every due item (up to the concurrency cap) and waits for those attempts. */
+  async runDue(): Promise<number> {
+    if (this.deps.now() - this.lastScan >= RESCAN_MS) await this.rescan().catch(() => undefined);
+    const now = this.deps.now();
+    const due = [...this.index.values()]
+      .filter((e) => !this.running.has(e.meta.itemId) && e.state.nextAt <= now)
+      .sort((a, b) => a.state.nextAt - b.state.nextAt);
+    const started: Promise<void>[] = [];
+    for (const e of due) {
+      if (this.running.size >= this.deps.policy.concurrency || this.stopped) break;
+      this.running.add(e.meta.itemId);
+      const p = this.attempt(e).finally(() => {
+        this.running.delete(e.meta.itemId);
+        this.inflight.delete(p);
+        this.schedule();
+      });
+      this.inflight.add(p);
+      started.push(p);
+    }
+    // Timers may fire a millisecond before Date.now() reaches nextAt: always re-arm.
+    if (!started.length) this.schedule();
+    await Promise.all(started);
+    return started.length;
+  }
+
+  private schedule(inMs?: number): void {
+    if (this.stopped) return;
+    let wait = inMs;
+    if (wait === undefined) {
+      let next = Number.POSITIVE_INFINITY;
+      for (const e of this.index.values()) if (!this.running.has(e.meta.itemId)) next = Math.min(next, e.state.nextAt);
+      if (next === Number.POSITIVE_INFINITY) return;
+      wait = next - this.deps.now();
+    }
+    // Re-check at least every 30 s (clock changes, flushes from other paths).
+    wait = Math.min(Math.max(wait + 1, 0), 30_000);
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.runDue().catch((err: unknown) => this.deps.logger.error({ err: (err as Error).message }, 'queue run failed'));
+    }, wait);
+    this.timer.unref();
+  }
+
+  private async attempt(e: SpoolEntry): Promise<void> {
+    const { spool, logger } = this.deps;
+    const log = logger.child({ queueId: e.meta.queueId, item: e.meta.itemId, target: e.meta.targetId });
+    const target = this.deps.target(e.meta.targetId);
+    const at = new Date(this.deps.now()).toISOString();
+    if (!target) {
+      const error = new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${e.meta.targetId} is no longer configured`, transient: false });
+      await this.finish(e, { ...e.state, history: [...e.state.history, { at, ok: false, code: error.code, error: error.message }] }, error, log);
+      return;
+    }
+    let outcome;
+    try {
+      const { message, eventJson } = await spool.content('active', e.meta.itemId);
+      const event = JSON.parse(eventJson.toString('utf8')) as EmailEvent;
+      outcome = await deliverToTargets(
+        [
+          {
+            target,
+            msg: {
+              queueId: e.meta.queueId,
+              mailFrom: e.meta.mailFrom,
+              rcptTo: e.meta.rcptTo,
+              receivedAt: new Date(e.meta.receivedAt),
+              message,
+              rawSha256: e.meta.rawSha256,
+              event,
+              eventJson,
+              claimCheck: claimCheckOnce(eventJson, this.deps.blobs),
+            },
+          },
+        ],
+        // One attempt: the spool's own schedule (minutes to hours) is the retry loop.
+        { deadlineMs: this.deps.deadlineMs, skip: this.deps.skip, now: this.deps.now, retry: false },
+      );
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await this.deps.spool.exists('active', e.meta.itemId))) {
+        // Purged by an operator (`postgate queue purge`) while we held it.
+        this.index.delete(e.meta.itemId);
+        log.info('queued item purged');
+        return;
+      }
+      // The item could not be read: keep it and try again later (an operator can inspect it).
+      log.error({ err: (err as Error).message, code: 'PG_QUEUE_READ' }, 'queued item unreadable');
+      outcome = { ok: false, error: new GatewayError({ code: 'PG_QUEUE_READ', message: `spool item ${e.meta.itemId}: ${(err as Error).message}`, transient: true }), targets: [] };
+    }
+    const attempts = e.state.attempts + 1;
+    if (outcome.ok) {
+      this.index.delete(e.meta.itemId);
+      await spool.remove(e.meta.itemId);
+      log.info({ attempts, deliveryId: e.meta.deliveryId }, 'queued delivery succeeded');
+      this.deps.onAttempt?.(e.meta, 'delivered');
+      this.deps.onFinal?.(e, true);
+      return;
+    }
+    const error = outcome.error!;
+    const history = [...e.state.history, { at, ok: false, code: error.code, reply: error.smtp ? `${error.smtp.code} ${error.smtp.enhanced}` : undefined, error: error.message }];
+    const age = this.deps.now() - Date.parse(e.meta.receivedAt);
+    if (!error.transient || age >= this.deps.policy.maxAgeMs) {
+      await this.finish(e, { ...e.state, attempts, history, deadReason: error.transient ? `expired after ${attempts} attempts` : 'refused by the target' }, error, log);
+      return;
+    }
+    const delay = retryDelay(attempts, this.deps.policy, this.deps.random ?? Math.random, error.retryAfterMs);
+    const state: SpoolState = { attempts, nextAt: this.deps.now() + delay, history };
+    e.state = state;
+    await spool.saveState('active', e.meta.itemId, state);
+    log.info({ attempts, nextInMs: delay, code: error.code, err: error.message }, 'queued delivery failed, will retry');
+    this.deps.onAttempt?.(e.meta, 'retry');
+  }
+
+  private async finish(e: SpoolEntry, state: SpoolState, error: GatewayError, log: Logger): Promise<void> {
+    this.index.delete(e.meta.itemId);
+    await this.deps.spool.bury(e.meta.itemId, state);
+    this.deadCount++;
+    log.warn({ attempts: state.attempts, reason: state.deadReason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
+    this.deps.onAttempt?.(e.meta, 'dead');
+    this.deps.onFinal?.({ meta: e.meta, state }, false, error);
+  }
+
+  /** Stops the timer and waits for attempts under way. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await Promise.all([...this.inflight]);
+  }
+}

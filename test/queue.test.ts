@@ -1,0 +1,361 @@
+/**
+ * Queued mode: the 250 once the message is durably spooled, the retry worker,
+ * dead letters, sync-then-queue switching at the deadline, the spool's
+ * capacity, and crash safety — postgate killed with SIGKILL while mail flows,
+ * then restarted: every message that got a 250 reaches the receiver.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { startGateway } from './helpers/gateway.js';
+import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { startReceiver, type Answer } from './helpers/receiver.js';
+import { projectRoot } from './helpers/fixtures.js';
+import { retryDelay } from '../src/queue/worker.js';
+
+const CLI = path.join(projectRoot(), 'dist/src/cli/index.js');
+
+async function send(port: number, subject: string, rcpt = 'in@q.test') {
+  const c = await RawSmtp.connect(port);
+  try {
+    await c.read();
+    await c.cmd('EHLO client.example');
+    return await sendMail(c, 'sender@example.org', [rcpt], simpleMessage(subject));
+  } finally {
+    c.close();
+  }
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const subjectOf = (body: Buffer) => /"subject":"([^"]*)"/.exec(body.toString('utf8'))?.[1];
+const QUICK = { retry: { initialDelay: '100ms', maxDelay: '200ms' } };
+
+describe('queue mode', () => {
+  test('250 while the receiver is down; the worker delivers when it recovers, same webhook-id on every attempt', async () => {
+    let up = false;
+    const hook = await startReceiver(() => (up ? { status: 204 } : { status: 503 }));
+    const tg = await startGateway({ queue: QUICK, routes: [{ recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', url: hook.url, timeout: '1s' }] }] });
+    try {
+      const { data } = await send(tg.port, 'queued one');
+      assert.equal(data?.code, 250);
+      const spool = path.join(tg.dataDir, 'spool', 'active');
+      assert.equal((await readdir(spool)).length, 1, 'spooled before the 250');
+      await waitFor(() => hook.got.length >= 2, 5000, 'retries');
+      up = true;
+      await waitFor(async () => (await readdir(spool)).length === 0, 5000, 'delivery');
+      const ok = hook.got.at(-1)!;
+      assert.equal(subjectOf(ok.body), 'queued one');
+      assert.equal(new Set(hook.got.map((g) => g.headers['webhook-id'])).size, 1);
+      const metrics = await fetch(`http://127.0.0.1:${tg.opsPort}/metrics`).then((r) => r.text());
+      assert.match(metrics, /^postgate_queue_depth 0$/m);
+      assert.match(metrics, /^postgate_queue_attempts_total\{outcome="retry"\} [1-9]/m);
+      assert.match(metrics, /^postgate_queue_attempts_total\{outcome="delivered"\} 1$/m);
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
+  test('a refusal in queue mode is a dead letter with its attempt history; maxAge expires the rest', async () => {
+    const hook = await startReceiver((r) =>
+      subjectOf(r.body) === 'refuse me' ? { status: 200, json: { action: 'reject', message: 'no' } } : { status: 500 },
+    );
+    const tg = await startGateway({
+      queue: { retry: { initialDelay: '50ms', maxDelay: '50ms', maxAge: '400ms' } },
+      routes: [{ recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] }],
+    });
+    try {
+      assert.equal((await send(tg.port, 'refuse me')).data?.code, 250);
+      assert.equal((await send(tg.port, 'never works')).data?.code, 250);
+      const dead = path.join(tg.dataDir, 'spool', 'dead');
+      await waitFor(async () => (await readdir(dead)).length === 2, 5000, 'two dead letters');
+      const states = await Promise.all((await readdir(dead)).map(async (d) => JSON.parse(await readFile(path.join(dead, d, 'state.json'), 'utf8'))));
+      const refused = states.find((s) => s.deadReason === 'refused by the target')!;
+      assert.equal(refused.attempts, 1);
+      assert.equal(refused.history[0].code, 'PG_TARGET_REJECTED');
+      const expired = states.find((s) => /^expired after \d+ attempts$/.test(s.deadReason))!;
+      assert.ok(expired.attempts >= 2, `${expired.attempts} attempts before expiry`);
+      assert.equal(expired.history.length, expired.attempts);
+      assert.ok(tg.logs.some((l) => l.msg === 'queued delivery dead-lettered'));
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
+  test('queue full: 452 4.3.1 for queued routes, readiness false', async () => {
+    const hook = await startReceiver(() => ({ status: 503 }));
+    const tg = await startGateway({ queue: { ...QUICK, maxItems: 1 }, routes: [{ recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', url: hook.url }] }] });
+    try {
+      assert.equal((await send(tg.port, 'fits')).data?.code, 250);
+      const full = await send(tg.port, 'does not fit');
+      assert.equal(full.data?.code, 452);
+      assert.match(full.data!.text, /^4\.3\.1 /);
+      const ready = await fetch(`http://127.0.0.1:${tg.opsPort}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match(await ready.text(), /spool full/);
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+});
+
+describe('sync-then-queue', () => {
+  test('fast success: 250 and nothing spooled; refusal: 5xx; slow receiver: spooled at the deadline, 250, delivered later', async () => {
+    let behaviour: Answer = { status: 204 };
+    const hook = await startReceiver(() => behaviour);
+    const tg = await startGateway({
+      delivery: { deadline: '400ms' },
+      queue: QUICK,
+      routes: [{ recipients: ['*@q.test'], mode: 'sync-then-queue', targets: [{ type: 'webhook', url: hook.url, timeout: '2s' }] }],
+    });
+    const spool = path.join(tg.dataDir, 'spool', 'active');
+    try {
+      assert.equal((await send(tg.port, 'fast')).data?.code, 250);
+      assert.equal((await readdir(spool)).length, 0);
+      behaviour = { status: 200, json: { action: 'reject', code: 550, enhanced: '5.1.1', message: 'No such user' } };
+      const refused = await send(tg.port, 'refused');
+      assert.equal(refused.data?.code, 550);
+      assert.equal((await readdir(spool)).length, 0);
+      behaviour = { status: 204, delayMs: 1000 };
+      const started = Date.now();
+      const slow = await send(tg.port, 'slow');
+      assert.equal(slow.data?.code, 250);
+      const waited = Date.now() - started;
+      assert.ok(waited >= 350 && waited < 1000, `answered at the deadline (${waited} ms)`);
+      assert.equal((await readdir(spool)).length, 1);
+      behaviour = { status: 204 };
+      await waitFor(async () => (await readdir(spool)).length === 0, 5000, 'queued delivery');
+      assert.ok(tg.logs.some((l) => l.msg === 'queued delivery succeeded'));
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+});
+
+describe('retry schedule', () => {
+  test('doubling with equal jitter, capped, Retry-After as a floor', () => {
+    const p = { initialDelayMs: 60_000, maxDelayMs: 4 * 3_600_000 };
+    assert.equal(retryDelay(1, p, () => 0), 30_000);
+    assert.equal(retryDelay(1, p, () => 0.999999), 60_000);
+    assert.equal(retryDelay(3, p, () => 0), 120_000);
+    assert.equal(retryDelay(20, p, () => 0), 2 * 3_600_000);
+    assert.equal(retryDelay(1, p, () => 0, 600_000), 600_000);
+  });
+});
+
+interface Child {
+  proc: ChildProcess;
+  port: number;
+  logs: Array<Record<string, unknown>>;
+}
+
+async function serve(config: string, cwd: string): Promise<Child> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--config', config], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  const rl = createInterface({ input: proc.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.once('exit', (code) => reject(new Error(`postgate exited early with ${code}`)));
+    rl.on('line', (line) => {
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      logs.push(rec);
+      if (rec.msg === 'postgate listening') {
+        const l = (rec.listeners as string[])[0]!;
+        resolve(Number(l.slice(l.lastIndexOf(':') + 1)));
+      }
+    });
+  });
+  return { proc, port, logs };
+}
+
+describe('crash safety (SIGKILL)', () => {
+  test('every message answered 250 is delivered after a SIGKILL and restart; a half-written item is never delivered', async () => {
+    let up = false;
+    const hook = await startReceiver(() => (up ? { status: 204 } : { status: 503 }));
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'postgate-crash-'));
+    const config = path.join(cwd, 'postgate.yaml');
+    await writeFile(
+      config,
+      [
+        'smtp: { listen: "127.0.0.1:0", hostname: mx.test.local, earlyTalker: { mode: "off" }, maxConnectionsPerIp: 100 }',
+        'http: false',
+        'storage: { path: ./data }',
+        'queue: { retry: { initialDelay: 200ms, maxDelay: 400ms } }',
+        'routes:',
+        `  - { recipients: ["*@q.test"], mode: queue, targets: [{ type: webhook, id: hook, url: "${hook.url}", timeout: 2s }] }`,
+        '',
+      ].join('\n'),
+    );
+    let child = await serve(config, cwd);
+    const accepted = new Set<string>();
+    try {
+      // Several clients send at once; SIGKILL lands while some are mid-transaction.
+      let n = 0;
+      let killed = false;
+      const client = async () => {
+        while (!killed) {
+          const subject = `crash-${++n}`;
+          try {
+            const r = await send(child.port, subject);
+            if (r.data?.code === 250) accepted.add(subject);
+          } catch {
+            // the connection died with the process: no 250, the sender keeps the message
+          }
+        }
+      };
+      const clients = [client(), client(), client(), client()];
+      await waitFor(() => accepted.size >= 20, 20_000, '20 accepted messages');
+      child.proc.kill('SIGKILL');
+      killed = true;
+      await Promise.all(clients);
+      await new Promise((r) => child.proc.once('exit', r));
+      // A write that never finished (what a crash inside put() leaves): must not be delivered.
+      const half = path.join(cwd, 'data', 'spool', 'tmp', 'HALFWRITTEN-0');
+      await mkdir(half, { recursive: true });
+      await writeFile(path.join(half, 'message.eml'), 'Subject: half\r\n');
+      up = true;
+      child = await serve(config, cwd);
+      const delivered = () => new Set(hook.got.filter((g) => g.headers['webhook-id']).map((g) => subjectOf(g.body)).filter(Boolean) as string[]);
+      await waitFor(() => [...accepted].every((s) => delivered().has(s)), 30_000, 'every accepted message delivered');
+      const recovered = child.logs.find((l) => l.msg === 'spool recovered');
+      assert.ok(recovered, 'the restart recovered the spool');
+      assert.ok(Number(recovered.discarded) >= 1, 'the half-written item was discarded');
+      assert.ok(!hook.got.some((g) => /half/.test(g.body.toString('utf8'))));
+      // every delivered event is whole: it parses and its raw size is stated
+      for (const g of hook.got) {
+        if (!up) continue;
+        const ev = JSON.parse(g.body.toString('utf8'));
+        assert.equal(ev.type, 'email.received');
+        assert.match(ev.data.raw.sha256, /^[0-9a-f]{64}$/);
+      }
+      await waitFor(async () => (await readdir(path.join(cwd, 'data', 'spool', 'active'))).length === 0, 10_000, 'empty spool');
+    } finally {
+      child.proc.kill('SIGKILL');
+      await hook.close();
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('ETRN (RFC 1985) in queued mode', () => {
+  test('advertised; 251 nothing waiting, 253 n started for a domain, @domain includes subdomains, #route by name; 459 for other clients', async () => {
+    let up = false;
+    const hook = await startReceiver(() => (up ? { status: 204 } : { status: 503 }));
+    const route = { name: 'inbound', recipients: ['*@q.test', '*@sub.q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] };
+    // a long first pause: only ETRN can make the retries happen within the test
+    const tg = await startGateway({ queue: { retry: { initialDelay: '10m' }, etrn: { allowed: ['127.0.0.0/8'] } }, routes: [route] });
+    const other = await startGateway({ queue: { etrn: { allowed: ['10.0.0.0/8'] } }, routes: [route] });
+    try {
+      assert.equal((await send(tg.port, 'for q', 'a@q.test')).data?.code, 250);
+      assert.equal((await send(tg.port, 'for sub', 'b@sub.q.test')).data?.code, 250);
+      await waitFor(() => hook.got.length === 2, 5000, 'first attempts');
+      up = true;
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      const ehlo = await c.cmd('EHLO client.example');
+      assert.ok(ehlo.lines.some((l) => /^250[ -]ETRN$/.test(l)), 'ETRN advertised');
+      const none = await c.cmd('ETRN elsewhere.test');
+      assert.equal(none.code, 251);
+      const one = await c.cmd('ETRN q.test');
+      assert.equal(one.code, 253);
+      assert.match(one.text, /1 pending messages for node q\.test started/);
+      await waitFor(() => hook.got.some((g) => g.headers['webhook-id'] && subjectOf(g.body) === 'for q' && g.at > 0) && hook.got.length === 3, 5000, 'ETRN delivery');
+      const sub = await c.cmd('ETRN @q.test');
+      assert.equal(sub.code, 253, 'the subdomain item is still waiting');
+      await waitFor(() => hook.got.length === 4, 5000, 'second ETRN delivery');
+      assert.equal((await c.cmd('ETRN #inbound')).code, 251, 'nothing left');
+      assert.equal((await c.cmd('ETRN #')).code, 501);
+      assert.equal((await c.cmd('ETRN not..a.domain')).code, 501);
+      c.close();
+      const d = await RawSmtp.connect(other.port);
+      await d.read();
+      await d.cmd('EHLO client.example');
+      const denied = await d.cmd('ETRN q.test');
+      assert.equal(denied.code, 459);
+      d.close();
+    } finally {
+      await tg.close();
+      await other.close();
+      await hook.close();
+    }
+  });
+});
+
+describe('postgate queue (CLI)', () => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'queue', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      p.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
+    });
+
+  test('list, show, retry (dead letters), replay to another target, purge; filters and --dry-run', async () => {
+    const hook = await startReceiver((r) => (subjectOf(r.body)?.startsWith('bad') ? { status: 200, json: { action: 'reject' } } : { status: 503 }));
+    // the spool outlives the gateway (whose temporary storage is removed on close)
+    const spool = await mkdtemp(path.join(os.tmpdir(), 'postgate-spool-'));
+    const tg = await startGateway({
+      queue: { path: spool, retry: { initialDelay: '10m' } },
+      routes: [{ name: 'cli', recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] }],
+    });
+    try {
+      assert.equal((await send(tg.port, 'bad one', 'x@q.test')).data?.code, 250);
+      assert.equal((await send(tg.port, 'waiting', 'y@q.test')).data?.code, 250);
+      await waitFor(async () => (await readdir(path.join(spool, 'dead'))).length === 1, 5000, 'a dead letter');
+      await tg.close();
+
+      const list = await run(['list', '--spool', spool, '--json']);
+      assert.equal(list.code, 0, list.err);
+      const items = JSON.parse(list.out) as Array<{ itemId: string; status: string; rcptTo: string[]; attempts: number }>;
+      assert.deepEqual(items.map((i) => [i.status, i.rcptTo[0]]).sort(), [['active', 'y@q.test'], ['dead', 'x@q.test']]);
+      const dead = items.find((i) => i.status === 'dead')!;
+      const filtered = await run(['list', '--spool', spool, '--json', '--rcpt', 'Y@q.test', '--since', '1h']);
+      assert.deepEqual((JSON.parse(filtered.out) as unknown[]).length, 1);
+      assert.equal(JSON.parse((await run(['list', '--spool', spool, '--json', '--until', '2000-01-01T00:00:00Z'])).out).length, 0);
+
+      const show = await run(['show', dead.itemId, '--spool', spool]);
+      assert.equal(show.code, 0);
+      assert.match(show.out, /"deadReason": "refused by the target"/);
+      assert.match(show.out, /Subject: bad one/);
+      assert.equal((await run(['show', 'nope', '--spool', spool])).code, 1);
+
+      const dry = await run(['retry', '--spool', spool, '--dry-run']);
+      assert.match(dry.out, new RegExp(`would retry ${dead.itemId}`));
+      assert.equal((await readdir(path.join(spool, 'dead'))).length, 1, 'dry run changed nothing');
+      assert.equal((await run(['retry', '--spool', spool, '--status', 'active'])).code, 2);
+      assert.equal((await run(['retry', '--spool', spool])).code, 0);
+      assert.equal((await readdir(path.join(spool, 'dead'))).length, 0);
+      assert.equal((await readdir(path.join(spool, 'active'))).length, 2);
+
+      const replay = await run(['replay', '--spool', spool, '--target', 'staging', '--rcpt', 'y@q.test']);
+      assert.equal(replay.code, 0, replay.err);
+      const after = JSON.parse((await run(['list', '--spool', spool, '--json', '--target', 'staging'])).out) as Array<{ deliveryId: string; targetId: string }>;
+      assert.equal(after.length, 1);
+      const original = JSON.parse((await run(['list', '--spool', spool, '--json', '--target', 'hook', '--rcpt', 'y@q.test'])).out) as Array<{ deliveryId: string }>;
+      assert.notEqual(after[0]!.deliveryId, original[0]!.deliveryId, 'a new delivery id for the new target');
+
+      assert.equal((await run(['purge', '--spool', spool, '--target', 'staging'])).code, 0);
+      assert.equal((await readdir(path.join(spool, 'active'))).length, 2);
+      assert.equal((await run(['frobnicate', '--spool', spool])).code, 2);
+    } finally {
+      await tg.close().catch(() => undefined);
+      await hook.close();
+      await rm(spool, { recursive: true, force: true });
+    }
+  });
+});
