@@ -3,6 +3,7 @@
  * and never listens; start() listens; stop() drains and closes. The CLI
  * (src/cli) owns signals and the process.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +17,8 @@ import { LocalSpool } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
 import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
+import { DsnNotifier } from './dsn/notifier.js';
+import { queueReport } from './dsn/queue-report.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
@@ -117,7 +120,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       passed: (a) => passCache.passed(a),
       pass: (a) => passCache.pass(a),
     },
-    dsn: false,
+    dsn: Boolean(cfg.dsn),
     etrn: null,
     vrfy:
       cfg.smtp.vrfy === 'routes'
@@ -192,6 +195,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     skip,
     breakers,
     queue: null,
+    dsn: null,
     routeModes: new Map(cfg.routes.map((r) => [r.name!, r.mode])),
     now,
     isDraining: () => draining,
@@ -265,12 +269,23 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       : null;
   sessionCtx.blobs = blobs;
 
+  const notifier = cfg.dsn
+    ? new DsnNotifier({
+        relay: { ...cfg.dsn.relay, ca: cfg.dsn.relay.ca ? readFileSync(cfg.dsn.relay.ca) : undefined },
+        from: cfg.dsn.from ?? `Mail Delivery System <MAILER-DAEMON@${cfg.hostname}>`,
+        reportingMta: cfg.hostname,
+        logger: logger.child({ component: 'dsn' }),
+        now,
+      })
+    : null;
+  sessionCtx.dsn = notifier;
+
   // Queued routes: the spool is recovered (half-written items dropped, whole
   // ones scheduled) before any listener accepts mail.
   let queue: Queue | null = null;
   if (cfg.routes.some((r) => r.mode !== 'sync')) {
     const spool = new LocalSpool(cfg.queue.path!);
-    const worker = new QueueWorker({
+    const worker: QueueWorker = new QueueWorker({
       spool,
       target: (id) => targets.get(id),
       skip,
@@ -285,6 +300,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         concurrency: cfg.queue.concurrency,
       },
       onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+      onFinal: notifier ? (entry, delivered, error, content) => queueReport(notifier, spool, worker, entry, delivered, error, content) : undefined,
     });
     const { recovered, discarded } = await worker.start();
     if (recovered || discarded) logger.info({ recovered, discarded, spool: spool.root }, 'spool recovered');
@@ -393,6 +409,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       clearInterval(diskTimer);
       certs?.close();
       await queue?.worker.stop();
+      notifier?.close();
       await Promise.all([...targets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();

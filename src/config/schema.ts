@@ -300,6 +300,23 @@ export const configSchema = z
       })
       .prefault({})
       .describe('The spool and retry worker of routes in "queue" and "sync-then-queue" mode.'),
+    dsn: z
+      .strictObject({
+        relay: z
+          .strictObject({
+            host: z.string().min(1).describe('Outbound SMTP relay that sends the reports.'),
+            port: z.number().int().min(1).max(65535).default(25),
+            secure: z.boolean().default(false).describe('Implicit TLS (port 465); otherwise STARTTLS when offered.'),
+            requireTls: z.boolean().default(false).describe('Refuse to send without STARTTLS.'),
+            user: z.string().min(1).optional().describe('AUTH user at the relay.'),
+            password: secretRef.optional().describe('AUTH password at the relay; use "${ENV_NAME}".'),
+            ca: z.string().min(1).optional().describe('PEM file of the CA that signs the relay\'s certificate (a private CA).'),
+          })
+          .describe('Where reports are sent through (nodemailer).'),
+        from: z.string().min(1).optional().describe('From: of the reports. Default: "Mail Delivery System <MAILER-DAEMON@<smtp.hostname>>".'),
+      })
+      .optional()
+      .describe('Delivery status notifications (RFC 3461/3464). When set, EHLO advertises DSN and reports are sent; otherwise DSN is not offered.'),
     http: z
       .union([
         z.literal(false),

@@ -69,6 +69,7 @@ async function spoolDeliveries(queue: Queue, deliveries: readonly Delivery[], op
       queueId: d.msg.queueId,
       deliveryId: deliveryId(d.msg.mailFrom, d.msg.rcptTo, d.msg.rawSha256, d.target.id),
       targetId: d.target.id,
+      required: d.target.required,
       route: opts.route,
       mailFrom: d.msg.mailFrom,
       rcptTo: [...d.msg.rcptTo],

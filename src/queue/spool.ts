@@ -21,6 +21,8 @@ export interface SpoolMeta {
   queueId: string;
   deliveryId: string;
   targetId: string;
+  /** Whether the route's 250 would have waited for this target (DSN reports follow required targets). */
+  required: boolean;
   route: string;
   mailFrom: string;
   rcptTo: string[];
@@ -44,6 +46,8 @@ export interface SpoolState {
   history: SpoolAttempt[];
   /** Why the item is dead (dead/ only). */
   deadReason?: string;
+  /** A failure DSN was sent for this item's message (at most one per message). */
+  dsnSent?: boolean;
 }
 
 export interface SpoolEntry {

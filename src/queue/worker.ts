@@ -47,8 +47,11 @@ export interface QueueWorkerDeps {
   policy: QueuePolicy;
   /** Observability hooks (metrics). */
   onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
-  /** A delivery reached its end: delivered, or dead with the last error (DSN hook). */
-  onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError): void;
+  /**
+   * A delivery reached its end: delivered (with its content, read before the
+   * item is removed), or dead with the last error (DSN hook). Awaited.
+   */
+  onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError, content?: { message: Buffer; eventJson: Buffer }): Promise<void>;
 }
 
 export class QueueWorker {
@@ -177,8 +180,10 @@ export class QueueWorker {
       return;
     }
     let outcome;
+    let content: { message: Buffer; eventJson: Buffer } | undefined;
     try {
-      const { message, eventJson } = await spool.content('active', e.meta.itemId);
+      content = await spool.content('active', e.meta.itemId);
+      const { message, eventJson } = content;
       const event = JSON.parse(eventJson.toString('utf8')) as EmailEvent;
       outcome = await deliverToTargets(
         [
@@ -214,10 +219,10 @@ export class QueueWorker {
     const attempts = e.state.attempts + 1;
     if (outcome.ok) {
       this.index.delete(e.meta.itemId);
-      await spool.remove(e.meta.itemId);
       log.info({ attempts, deliveryId: e.meta.deliveryId }, 'queued delivery succeeded');
       this.deps.onAttempt?.(e.meta, 'delivered');
-      this.deps.onFinal?.(e, true);
+      await this.deps.onFinal?.(e, true, undefined, content)?.catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
+      await spool.remove(e.meta.itemId);
       return;
     }
     const error = outcome.error!;
@@ -241,7 +246,7 @@ export class QueueWorker {
     this.deadCount++;
     log.warn({ attempts: state.attempts, reason: state.deadReason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
     this.deps.onAttempt?.(e.meta, 'dead');
-    this.deps.onFinal?.({ meta: e.meta, state }, false, error);
+    await this.deps.onFinal?.({ meta: e.meta, state }, false, error)?.catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
   }
 
   /** Stops the timer and waits for attempts under way. */

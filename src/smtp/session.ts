@@ -18,6 +18,7 @@ import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
 import { claimCheckOnce } from '../delivery/claim-check.js';
 import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
+import type { DsnNotifier } from '../dsn/notifier.js';
 import { type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
@@ -42,6 +43,8 @@ export interface SessionContext {
   breakers: CircuitBreakers;
   /** The spool and worker of queued routes (null when every route is sync). */
   queue: Queue | null;
+  /** Sends DSNs when `dsn` is configured. */
+  dsn: DsnNotifier | null;
   /** Delivery mode per route name (absent: sync). */
   routeModes: ReadonlyMap<string, DeliveryMode>;
   now(): number;
@@ -106,6 +109,9 @@ export function createSmtpServer(
     disabledCommands: disabled,
     hideSTARTTLS: disabled.includes('STARTTLS'),
     hideENHANCEDSTATUSCODES: false,
+    // DSN (RFC 3461) only when reports can be sent (dsn.relay); otherwise the
+    // sending MTA reports "relayed" itself (RFC 3461 §5.2.2).
+    hideDSN: !ctx.policy.dsn,
     disableReverseLookup: true,
     maxClients: cfg.smtp.maxClients,
     socketTimeout: cfg.smtp.socketTimeout,
@@ -353,7 +359,13 @@ export function createSmtpServer(
         const message = Buffer.concat([Buffer.from(trace, 'latin1'), Buffer.from(authHeader, 'latin1'), body]);
         const envelope: Envelope = {
           mailFrom,
-          rcptTo: env.rcptTo.map((r) => ({ address: r.address })),
+          rcptTo: env.rcptTo.map((r) => ({
+            address: r.address,
+            // RFC 3461 §4.1/§4.2, present only when DSN is offered and the client gave them
+            ...(r.dsn?.notify?.length ? { notify: [...r.dsn.notify] } : {}),
+            ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
+          })),
+          ...(ctx.policy.dsn ? { dsn: { ret: (env.dsn?.ret?.toUpperCase() as 'FULL' | 'HDRS' | undefined) ?? null, envid: env.dsn?.envid ?? null } } : {}),
           helo: session.hostNameAppearsAs || '',
           clientAddress: session.remoteAddress,
           tls: tlsInfo,
@@ -411,6 +423,9 @@ export function createSmtpServer(
           },
         );
         if (!result.ok) throw result.error!;
+        // RFC 3461 NOTIFY=SUCCESS: every required target has it now (what was
+        // spooled reports when the queue delivers it).
+        if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message);
         txn.log.info({ route: route.name, size: received.length, rcpts: rcptTo.length, from: mailFrom, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
         return `2.0.0 Ok: queued as ${txn.queueId}`;
       };

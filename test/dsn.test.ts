@@ -1,0 +1,193 @@
+/**
+ * Delivery status notifications (RFC 3461/3464) sent through a real relay
+ * (a local smtp-server) with nodemailer, parsed back with mailparser and
+ * checked field by field.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SMTPServer } from 'smtp-server';
+import { simpleParser } from 'mailparser';
+import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { RawSmtp, type Reply } from './helpers/smtp-client.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+
+interface Relayed {
+  from: string | false;
+  to: string[];
+  raw: Buffer;
+}
+
+async function startRelay(): Promise<{ port: number; got: Relayed[]; close(): Promise<void> }> {
+  const got: Relayed[] = [];
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        got.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : false, to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.server.address() as { port: number }).port;
+  return { port, got, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+async function waitFor(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** One transaction with DSN parameters, by hand. */
+async function sendWithDsn(port: number, from: string, mailParams: string, rcpt: string, rcptParams: string, body: string): Promise<{ ehlo: Reply; mail: Reply; rcpt: Reply; data: Reply | null }> {
+  const c = await RawSmtp.connect(port);
+  try {
+    await c.read();
+    const ehlo = await c.cmd('EHLO client.example');
+    const mail = await c.cmd(`MAIL FROM:<${from}>${mailParams ? ` ${mailParams}` : ''}`);
+    const r = await c.cmd(`RCPT TO:<${rcpt}>${rcptParams ? ` ${rcptParams}` : ''}`);
+    if (r.code !== 250) return { ehlo, mail, rcpt: r, data: null };
+    await c.cmd('DATA');
+    c.write(`${body}.\r\n`);
+    return { ehlo, mail, rcpt: r, data: await c.read(30_000) };
+  } finally {
+    c.close();
+  }
+}
+
+const BODY = 'From: <author@sender.test>\r\nTo: <in@q.test>\r\nSubject: report me\r\nMessage-ID: <m1@sender.test>\r\n\r\nThe secret body line.\r\n';
+
+/**
+ * Fields of the message/delivery-status part: per-message block, then one
+ * block per recipient. mailparser decodes that part as text and appends it
+ * to `text` after the human-readable part, so it starts at Reporting-MTA.
+ */
+function statusFields(text: string): Array<Record<string, string>> {
+  const at = text.indexOf('Reporting-MTA:');
+  assert.ok(at !== -1, `no delivery-status fields in: ${text}`);
+  return text
+    .slice(at)
+    .trim()
+    .split(/\r?\n\r?\n/)
+    .map((block) => Object.fromEntries(block.split(/\r?\n/).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()])));
+}
+
+describe('DSN (RFC 3461/3464) through a relay', () => {
+  let relay: Awaited<ReturnType<typeof startRelay>>;
+  let hook: Receiver;
+  let tg: TestGateway;
+
+  before(async () => {
+    relay = await startRelay();
+    hook = await startReceiver((r) =>
+      /subject":"report me/.test(r.body.toString('utf8')) && /"address":"no@q\.test"/.test(r.body.toString('utf8'))
+        ? { status: 200, json: { action: 'reject', code: 550, enhanced: '5.1.1', message: 'No such mailbox' } }
+        : { status: 204 },
+    );
+    tg = await startGateway({
+      dsn: { relay: { host: '127.0.0.1', port: relay.port } },
+      queue: { retry: { initialDelay: '50ms', maxDelay: '50ms' } },
+      routes: [
+        { name: 'queued', recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] },
+        { name: 'direct', recipients: ['*@s.test'], targets: [{ type: 'webhook', id: 'hook-sync', url: hook.url }] },
+      ],
+    });
+  });
+  after(async () => {
+    await tg.close();
+    await hook.close();
+    await relay.close();
+  });
+
+  test('EHLO advertises DSN when a relay is configured; DSN parameters are accepted', async () => {
+    const r = await sendWithDsn(tg.port, 'a@sender.test', 'RET=HDRS ENVID=probe', 'ok@s.test', 'NOTIFY=NEVER', BODY.replace('report me', 'probe'));
+    assert.ok(r.ehlo.lines.some((l) => /^250[ -]DSN$/.test(l)));
+    assert.equal(r.mail.code, 250);
+    assert.equal(r.rcpt.code, 250);
+    assert.equal(r.data?.code, 250);
+  });
+
+  test('a queued message refused later → one "failed" DSN to the sender from <>, with RET=HDRS, ENVID and ORCPT echoed', async () => {
+    const before = relay.got.length;
+    const r = await sendWithDsn(tg.port, 'author@sender.test', 'RET=HDRS ENVID=env-42', 'no@q.test', 'NOTIFY=FAILURE ORCPT=rfc822;orig+no@q.test', BODY);
+    assert.equal(r.data?.code, 250, 'queued mode answers 250 before the receiver decides');
+    await waitFor(() => relay.got.length > before, 5000, 'the DSN');
+    const dsn = relay.got.at(-1)!;
+    assert.equal(dsn.from, '', 'sent with the null reverse-path');
+    assert.deepEqual(dsn.to, ['author@sender.test']);
+    const parsed = await simpleParser(dsn.raw);
+    assert.match(String(parsed.headers.get('content-type') && (parsed.headers.get('content-type') as { value: string }).value), /^multipart\/report$/);
+    assert.equal((parsed.headers.get('content-type') as { params: Record<string, string> }).params['report-type'], 'delivery-status');
+    assert.equal(parsed.subject, 'Undelivered Mail Returned to Sender');
+    assert.equal(parsed.headers.get('auto-submitted'), 'auto-replied');
+    assert.match(dsn.raw.toString('latin1'), /\r\nContent-Type: message\/delivery-status\r\n/);
+    const [perMessage, perRcpt] = statusFields(String(parsed.text));
+    assert.equal(perMessage!['reporting-mta'], 'dns; mx.test.local');
+    assert.equal(perMessage!['original-envelope-id'], 'env-42');
+    assert.ok(Date.parse(perMessage!['arrival-date']!) > 0);
+    assert.equal(perRcpt!['final-recipient'], 'rfc822; no@q.test');
+    assert.equal(perRcpt!['original-recipient'], 'rfc822;orig+no@q.test');
+    assert.equal(perRcpt!.action, 'failed');
+    assert.equal(perRcpt!.status, '5.1.1');
+    assert.equal(perRcpt!['diagnostic-code'], 'smtp; 550 5.1.1 No such mailbox');
+    const headersPart = parsed.attachments.find((a) => a.contentType === 'text/rfc822-headers');
+    assert.ok(headersPart, 'RET=HDRS returns the header only');
+    assert.match(headersPart.content.toString('utf8'), /Subject: report me/);
+    assert.doesNotMatch(dsn.raw.toString('latin1'), /The secret body line/);
+    // one report only, whatever happens next
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(relay.got.length, before + 1);
+  });
+
+  test('RET=FULL returns the whole message as message/rfc822', async () => {
+    const before = relay.got.length;
+    await sendWithDsn(tg.port, 'author@sender.test', 'RET=FULL', 'no@q.test', '', BODY);
+    await waitFor(() => relay.got.length > before, 5000, 'the DSN');
+    const raw = relay.got.at(-1)!.raw.toString('latin1');
+    assert.match(raw, /Content-Type: message\/rfc822/);
+    assert.match(raw, /The secret body line/);
+    assert.doesNotMatch(raw, /Original-Envelope-Id/, 'no ENVID given, none echoed');
+  });
+
+  test('NOTIFY=SUCCESS in sync mode → a "delivered" DSN after the 250', async () => {
+    const before = relay.got.length;
+    const r = await sendWithDsn(tg.port, 'author@sender.test', '', 'ok@s.test', 'NOTIFY=SUCCESS,FAILURE', BODY.replace('report me', 'deliver me'));
+    assert.equal(r.data?.code, 250);
+    await waitFor(() => relay.got.length > before, 5000, 'the DSN');
+    const parsed = await simpleParser(relay.got.at(-1)!.raw);
+    const [, perRcpt] = statusFields(String(parsed.text));
+    assert.equal(perRcpt!.action, 'delivered');
+    assert.equal(perRcpt!.status, '2.0.0');
+    assert.equal(perRcpt!['final-recipient'], 'rfc822; ok@s.test');
+  });
+
+  test('no DSN for NOTIFY=NEVER, for a success without NOTIFY=SUCCESS, or to the null sender', async () => {
+    const before = relay.got.length;
+    const deadBefore = tg.logs.filter((l) => l.msg === 'queued delivery dead-lettered').length;
+    await sendWithDsn(tg.port, 'author@sender.test', '', 'no@q.test', 'NOTIFY=NEVER', BODY);
+    await sendWithDsn(tg.port, 'author@sender.test', '', 'ok@s.test', '', BODY.replace('report me', 'plain'));
+    await sendWithDsn(tg.port, '', '', 'no@q.test', '', BODY);
+    await waitFor(() => tg.logs.filter((l) => l.msg === 'queued delivery dead-lettered').length >= deadBefore + 2, 5000, 'dead letters');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(relay.got.length, before);
+  });
+});
+
+describe('DSN without a relay', () => {
+  test('not advertised, and its parameters are refused (555)', async () => {
+    const tg = await startGateway({ routes: [{ recipients: ['*@s.test'], targets: [{ type: 'local' }] }] });
+    try {
+      const r = await sendWithDsn(tg.port, 'a@b.test', 'RET=FULL', 'x@s.test', '', BODY);
+      assert.ok(!r.ehlo.lines.some((l) => /DSN/.test(l)));
+      assert.equal(r.mail.code, 555);
+    } finally {
+      await tg.close();
+    }
+  });
+});
