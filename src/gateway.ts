@@ -11,7 +11,8 @@ import { LocalBlobStore } from './blob/local.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
-import { buildRoutingTable, routeRecipient } from './routing/index.js';
+import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget } from './routing/index.js';
+import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
 import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
@@ -67,21 +68,53 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
 
   // One Target instance per distinct target id, shared by routes.
   const targets = new Map<string, Target>();
-  const materialize = (list: readonly TargetConfig[]) =>
-    list.map((t) => {
-      const id = t.id!;
-      let inst = targets.get(id);
-      if (!inst) {
-        inst = createTarget(t, targetDeps);
-        targets.set(id, inst);
-      }
-      return inst;
-    });
+  const materialize = (list: readonly TargetConfig[]) => {
+    for (const t of list) {
+      // A templated URL gets its instances per resolved URL (targetFor).
+      if (t.type === 'webhook' && urlPlaceholders(t.url).length) continue;
+      if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, targetDeps));
+    }
+    return list as (TargetConfig & { id: string })[];
+  };
   const routing = buildRoutingTable(
-    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: materialize(r.targets) })),
+    cfg.routes.map((r) => ({
+      name: r.name!,
+      recipients: r.recipients,
+      targets: materialize(r.targets),
+      from: r.from,
+      clients: r.clients,
+      stop: r.stop,
+    })),
     cfg.servedDomains,
     materialize(cfg.postmasterTargets),
   );
+  // Instances for resolved template URLs, created on demand. Bounded: the
+  // URLs come from recipient addresses. Pools are per origin, which a
+  // template cannot change, so an evicted instance costs nothing to recreate.
+  const resolvedTargets = new Map<string, Target>();
+  const MAX_RESOLVED_TARGETS = 1000;
+  const targetFor = (r: ResolvedTarget<TargetConfig & { id: string }>): Target => {
+    if (!r.templated) return targets.get(r.id)!;
+    let inst = resolvedTargets.get(r.id);
+    if (inst) {
+      resolvedTargets.delete(r.id); // most recently used last
+    } else {
+      inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, targetDeps);
+      if (resolvedTargets.size >= MAX_RESOLVED_TARGETS) {
+        const oldest = resolvedTargets.keys().next().value!;
+        void resolvedTargets.get(oldest)!.close().catch(() => undefined);
+        resolvedTargets.delete(oldest);
+      }
+    }
+    resolvedTargets.set(r.id, inst);
+    return inst;
+  };
+  const validator = new RecipientValidator({ pool: pools.pool, now });
+  const validateRecipient = async (routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean> => {
+    const hooks = routes.map((r) => cfg.routes[r.index]?.validate).filter((v) => v !== undefined);
+    const answers = await Promise.all(hooks.map((v) => validator.check(v, req)));
+    return answers.every(Boolean);
+  };
 
   await mkdir(cfg.storage.path, { recursive: true });
   const certs = cfg.tls
@@ -181,6 +214,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     logger,
     metrics,
     routing,
+    targetFor,
+    validateRecipient,
     memory,
     disk,
     skip,
@@ -353,7 +388,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       }
       clearInterval(diskTimer);
       certs?.close();
-      await Promise.all([...targets.values()].map((t) => t.close()));
+      await Promise.all([...targets.values(), ...resolvedTargets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();
       logger.info({ inflightLeft: inflight }, 'stopped');
