@@ -11,7 +11,7 @@ import { LocalBlobStore } from './blob/local.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
-import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget } from './routing/index.js';
+import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
 import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
@@ -58,6 +58,17 @@ export interface Gateway {
   readonly draining: boolean;
 }
 
+/** The routing table of a resolved config (also used by `postgate route`). */
+export function routingTableOf(cfg: ResolvedConfig): RoutingTable<TargetConfig & { id: string }> {
+  // The loader has given every target its id.
+  const withIds = (list: readonly TargetConfig[]) => list as (TargetConfig & { id: string })[];
+  return buildRoutingTable(
+    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: withIds(r.targets), from: r.from, clients: r.clients, stop: r.stop })),
+    cfg.servedDomains,
+    withIds(cfg.postmasterTargets),
+  );
+}
+
 export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   installSmtpExtensions();
   const logger = deps.logger ?? createLogger(cfg.logging.level);
@@ -74,20 +85,10 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       if (t.type === 'webhook' && urlPlaceholders(t.url).length) continue;
       if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, targetDeps));
     }
-    return list as (TargetConfig & { id: string })[];
   };
-  const routing = buildRoutingTable(
-    cfg.routes.map((r) => ({
-      name: r.name!,
-      recipients: r.recipients,
-      targets: materialize(r.targets),
-      from: r.from,
-      clients: r.clients,
-      stop: r.stop,
-    })),
-    cfg.servedDomains,
-    materialize(cfg.postmasterTargets),
-  );
+  for (const r of cfg.routes) materialize(r.targets);
+  materialize(cfg.postmasterTargets);
+  const routing = routingTableOf(cfg);
   // Instances for resolved template URLs, created on demand. Bounded: the
   // URLs come from recipient addresses. Pools are per origin, which a
   // template cannot change, so an evicted instance costs nothing to recreate.

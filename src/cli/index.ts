@@ -11,7 +11,9 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
-import { buildGateway } from '../gateway.js';
+import { buildGateway, routingTableOf } from '../gateway.js';
+import { isIP } from 'node:net';
+import { describeRoute } from './route.js';
 import { hashPassword } from '../auth/password.js';
 import { CertificateStore } from '../tls/certificates.js';
 import { GatewayError } from '../core/errors.js';
@@ -23,6 +25,9 @@ Usage:
   postgate check --config FILE [--print]
   postgate hash-password            (reads the password from standard input)
   postgate schema                   (prints the JSON Schema of the configuration)
+  postgate route ADDRESS [--config FILE] [--from SENDER] [--client IP] [--json]
+                                    (which route and targets a recipient gets;
+                                     exit 0 accepted, 1 refused, 2 bad config)
 
 With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,
 mail for localhost (and each --domain) stored under ./data.
@@ -125,6 +130,9 @@ async function main(argv: string[]): Promise<number> {
       data: { type: 'string' },
       http: { type: 'string' },
       print: { type: 'boolean' },
+      from: { type: 'string' },
+      client: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -177,6 +185,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${await hashPassword(pw)}\n`);
       return 0;
     }
+    case 'route':
+      return routeCommand(positionals[1], flags, { from: values.from, client: values.client, json: values.json ?? false });
     case 'schema':
       process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
       return 0;
@@ -184,6 +194,21 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`postgate: unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
+}
+
+async function routeCommand(address: string | undefined, flags: Flags, opts: { from?: string | undefined; client?: string | undefined; json: boolean }): Promise<number> {
+  if (!address) {
+    process.stderr.write('postgate route: give the recipient ADDRESS, e.g. postgate route support@example.test --config postgate.yml\n');
+    return 2;
+  }
+  if (opts.client !== undefined && !isIP(opts.client)) {
+    process.stderr.write(`postgate route: --client ${JSON.stringify(opts.client)} is not an IP address\n`);
+    return 2;
+  }
+  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const { text, json, accepted } = describeRoute(cfg, routingTableOf(cfg), address, { mailFrom: opts.from === '<>' ? '' : opts.from, clientAddress: opts.client });
+  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+  return accepted ? 0 : 1;
 }
 
 export function configJsonSchema(): Record<string, unknown> {

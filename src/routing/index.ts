@@ -27,6 +27,7 @@
 import { createHash } from 'node:crypto';
 import { domainToASCII, domainToUnicode } from 'node:url';
 import { normaliseAddress } from '../message/address.js';
+import { defaultWebhookId } from '../message/ids.js';
 import { createAddressMatcher, type AddressMatcher } from '../net/cidr.js';
 import { checkRegex } from './regex-safety.js';
 
@@ -102,8 +103,9 @@ export interface RouteMatch<T extends RoutableTarget = RoutableTarget> {
 }
 
 export interface SenderContext {
-  /** MAIL FROM address ('' for the null reverse-path `<>`). */
+  /** MAIL FROM address ('' for the null reverse-path `<>`); undefined: not known, sender conditions are not checked. */
   mailFrom?: string | undefined;
+  /** Client IP address; undefined: not known, network conditions are not checked. */
   clientAddress?: string | undefined;
 }
 
@@ -240,12 +242,12 @@ function conditions(def: RouteDef<RoutableTarget>): RouteConditions {
 
 /** Why a route's conditions exclude this transaction, or null when they hold. */
 function conditionFailure(c: RouteConditions, ctx: SenderContext): string | null {
-  if (c.from) {
-    const raw = ctx.mailFrom ?? '';
+  if (c.from && ctx.mailFrom !== undefined) {
+    const raw = ctx.mailFrom;
     const sender = raw === '' ? '' : (normaliseForRouting(raw)?.address ?? raw.toLowerCase());
     if (!c.from.some((re) => re.test(sender))) return `sender <${raw}> is not one of ${c.fromText}`;
   }
-  if (c.clients && !c.clients.matches(ctx.clientAddress)) return `client ${ctx.clientAddress ?? '(unknown)'} is not in the route's networks`;
+  if (c.clients && ctx.clientAddress !== undefined && !c.clients.matches(ctx.clientAddress)) return `client ${ctx.clientAddress} is not in the route's networks`;
   return null;
 }
 
@@ -478,7 +480,9 @@ export function resolveTargets<T extends RoutableTarget>(decision: Extract<RcptD
         continue;
       }
       const url = expandUrl(spec.url!, vars);
-      out.push({ spec, id: resolvedTargetId(spec.id, url), url, templated: true });
+      // A default id is the default id of the resolved URL; a configured one gets a digest of it.
+      const id = spec.id === defaultWebhookId(spec.url!) ? defaultWebhookId(url) : resolvedTargetId(spec.id, url);
+      out.push({ spec, id, url, templated: true });
     }
   }
   return out;
