@@ -428,10 +428,14 @@ export function urlTemplateProblem(url: string): string | null {
   return null;
 }
 
-/** Percent-encodes a value for a path segment or query value; "." and ".." cannot climb the path. */
+/**
+ * Percent-encodes a value for a path segment or query value. A value of "."
+ * or ".." would climb the path, and URL parsers (WHATWG URL §4.4) treat
+ * "%2E%2E" as ".." too, so those two are encoded twice ("%252E%252E").
+ */
 function encodeValue(v: string): string {
   const e = encodeURIComponent(v);
-  return e === '.' || e === '..' ? e.replace(/\./g, '%2E') : e;
+  return e === '.' || e === '..' ? e.replace(/\./g, '%252E') : e;
 }
 
 export function expandUrl(template: string, vars: Readonly<Record<string, string>>): string {
