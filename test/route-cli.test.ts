@@ -7,7 +7,7 @@ import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from './helpers/fixtures.js';
@@ -119,5 +119,34 @@ describe('postgate route', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /accepted by route "local"/);
     assert.equal((await route('someone@example.test')).code, 1);
+  });
+});
+
+describe('docs/routing.md shows real output', () => {
+  test('the example file validates, and every documented "postgate route" run prints what the page shows', async () => {
+    const doc = await readFile(path.join(projectRoot(), 'docs/routing.md'), 'utf8');
+    const example = /## Example\n\n```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+    assert.ok(example, 'docs/routing.md has an example');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-route-doc-'));
+    await writeFile(path.join(dir, 'postgate.yml'), example);
+    const usage = doc.slice(doc.indexOf('## postgate route'));
+    const block = /```\n(\$ postgate route[\s\S]*?)```/.exec(usage)?.[1];
+    assert.ok(block, 'the usage section shows runs');
+    const runs = block.split(/^\$ /m).filter(Boolean);
+    assert.ok(runs.length >= 4, `${runs.length} runs`);
+    for (const runText of runs) {
+      const [command, ...out] = runText.split('\n');
+      // words, with '…' quoting
+      const args = [...command!.matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!).slice(2);
+      const r = await run(process.execPath, [CLI, 'route', ...args], { cwd: dir }).then(
+        ({ stdout }) => stdout,
+        (e: { stdout: string }) => e.stdout,
+      );
+      assert.equal(r.trimEnd(), out.join('\n').trimEnd(), `$ ${command}`);
+    }
+    const json = /`--json` prints one object for scripts:\n\n```json\n([\s\S]*?)```/.exec(usage)?.[1];
+    assert.ok(json);
+    const r = await run(process.execPath, [CLI, 'route', 'Ticket-42+Urgent@Bücher.Example', '--config', 'postgate.yml', '--json'], { cwd: dir });
+    assert.deepEqual(JSON.parse(r.stdout), JSON.parse(json));
   });
 });

@@ -42,6 +42,7 @@ export function describeRoute(cfg: ResolvedConfig, table: RoutingTable<RouteTarg
     const caps = Object.entries(m.captures).map(([k, v]) => `${k}=${v}`).join(' ');
     lines.push(`  matched      ${m.pattern}${d.matches.length > 1 ? ` (route "${m.route.name}")` : ''}${m.viaTag ? ' via the user part of the subaddress' : ''}${caps ? `, captures ${caps}` : ''}`);
   }
+  for (const p of d.passedOver) lines.push(`  passed over  route "${p.route}" (pattern ${p.pattern}): ${p.reason}`);
   lines.push(`  mailboxHash  ${d.mailboxHash ?? '(none)'}`);
   lines.push('  targets');
   for (const t of targets) {
@@ -61,6 +62,7 @@ export function describeRoute(cfg: ResolvedConfig, table: RoutingTable<RouteTarg
       route: d.route.name,
       routes: d.matches.map((m) => ({ name: m.route.name, pattern: m.pattern, viaTag: m.viaTag, captures: m.captures })),
       mailboxHash: d.mailboxHash,
+      passedOver: d.passedOver,
       targets: targets.map((t) => ({
         id: t.id,
         type: t.spec.type,

@@ -102,6 +102,12 @@ export interface RouteMatch<T extends RoutableTarget = RoutableTarget> {
   captures: Readonly<Record<string, string>>;
 }
 
+export interface PassedOver {
+  route: string;
+  pattern: string;
+  reason: string;
+}
+
 export interface SenderContext {
   /** MAIL FROM address ('' for the null reverse-path `<>`); undefined: not known, sender conditions are not checked. */
   mailFrom?: string | undefined;
@@ -117,8 +123,10 @@ export type RcptDecision<T extends RoutableTarget = RoutableTarget> =
       address: NormalisedAddress | null;
       /** The subaddress tag (Postmark's MailboxHash), null without one. */
       mailboxHash: string | null;
+      /** More specific routes whose sender or client condition failed. */
+      passedOver: readonly PassedOver[];
     }
-  | { kind: 'unknown-user'; domain: string; passedOver: readonly { route: string; pattern: string; reason: string }[] }
+  | { kind: 'unknown-user'; domain: string; passedOver: readonly PassedOver[] }
   | { kind: 'relay-denied'; domain: string }
   | { kind: 'invalid' };
 
@@ -343,12 +351,14 @@ function resolvedRoute<T extends RoutableTarget>(table: RoutingTable<T>, routes:
 }
 
 export function routeRecipient<T extends RoutableTarget>(table: RoutingTable<T>, address: string, ctx: SenderContext = {}): RcptDecision<T> {
+  const passedOver: PassedOver[] = [];
   const accept = (routes: Route<T>[], matches: RouteMatch<T>[], n: NormalisedAddress | null): RcptDecision<T> => ({
     kind: 'accept',
     route: resolvedRoute(table, routes),
     matches,
     address: n,
     mailboxHash: n?.tag ?? null,
+    passedOver,
   });
   // RFC 5321 §4.1.1.3: "postmaster" may be used without a domain, and §4.5.1
   // requires accepting it.
@@ -385,7 +395,6 @@ export function routeRecipient<T extends RoutableTarget>(table: RoutingTable<T>,
   }
   const chain: Route<T>[] = [];
   const matches: RouteMatch<T>[] = [];
-  const passedOver: { route: string; pattern: string; reason: string }[] = [];
   for (const c of candidates) {
     if (chain.includes(c.m.route)) continue;
     const why = conditionFailure(c.m.cond, ctx);
