@@ -452,3 +452,39 @@ describe('RCPT validation hook (routes[].validate)', () => {
     }
   });
 });
+
+describe('RecipientValidator (cache and bounds, injected clock)', () => {
+  test('answers expire after cacheTtl; the cache is bounded; cacheTtl 0 always asks', async () => {
+    const { RecipientValidator } = await import('../src/delivery/rcpt-validate.js');
+    const { createPoolCache } = await import('../src/delivery/webhook.js');
+    const asked: string[] = [];
+    const hook = await pathReceiver((_p, body) => {
+      asked.push((JSON.parse(body) as { address: string }).address);
+      return { status: 204 };
+    });
+    const pools = createPoolCache();
+    let clock = 1_000_000;
+    const v = new RecipientValidator({ pool: pools.pool, now: () => clock }, 2);
+    const cfg = { url: `${hook.base}/check`, timeout: 2000, cacheTtl: 60_000 };
+    const req = (address: string) => ({ address, mailFrom: '', clientAddress: '192.0.2.1' });
+    try {
+      assert.equal(await v.check(cfg, req('a@x.test')), true);
+      assert.equal(await v.check(cfg, req('A@X.TEST')), true);
+      assert.deepEqual(asked, ['a@x.test']);
+      clock += 60_001;
+      await v.check(cfg, req('a@x.test'));
+      assert.deepEqual(asked, ['a@x.test', 'a@x.test']);
+      // bounded at 2 entries: a third address evicts the oldest
+      await v.check(cfg, req('b@x.test'));
+      await v.check(cfg, req('c@x.test'));
+      await v.check(cfg, req('a@x.test'));
+      assert.deepEqual(asked.slice(2), ['b@x.test', 'c@x.test', 'a@x.test']);
+      await v.check({ ...cfg, cacheTtl: 0 }, req('d@x.test'));
+      await v.check({ ...cfg, cacheTtl: 0 }, req('d@x.test'));
+      assert.equal(asked.filter((a) => a === 'd@x.test').length, 2);
+    } finally {
+      await pools.close();
+      hook.server.close();
+    }
+  });
+});

@@ -27,7 +27,7 @@ import { defaultWebhookId } from '../src/message/ids.js';
 const t = (id: string, extra: Partial<RoutableTarget> = {}): RoutableTarget => ({ id, required: true, ...extra });
 
 const ROUTES: RouteDef[] = [
-  { name: 'exact', recipients: ['Sales@Example.test'], targets: [t('a')] },
+  { name: 'exact', recipients: ['Sales@Example.test', '"john.doe"@example.test'], targets: [t('a')] },
   { name: 'wild', recipients: ['*@example.test'], targets: [t('b')] },
   { name: 'plus', recipients: ['support+*@example.test'], targets: [t('c')] },
   { name: 'support', recipients: ['support@example.test'], targets: [t('s')] },
@@ -63,6 +63,8 @@ describe('routing decisions (table)', () => {
     ['sales@example.test.', 'exact', null], // trailing dot of the domain
     ['anyone@example.test', 'wild', null],
     ['"john doe"@example.test', 'wild', null], // quotes that are needed: still routable
+    ['John.Doe@example.test', 'exact', null], // the pattern was written quoted
+    ['"JOHN.DOE"@example.test', 'exact', null],
     // subaddresses (RFC 5233): the tag is the mailboxHash, as written
     ['sales+Q4@example.test', 'exact', 'Q4'],
     ['support+123@example.test', 'plus', '123'], // support+* is more specific than support@

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
- * The postgate command: serve, check, hash-password, schema. Owns the
+ * The postgate command: serve, check, hash-password, schema, route. Owns the
  * process: signals, exit codes (0 ok, 1 runtime failure, 2 invalid config).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { isIP } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -12,7 +13,6 @@ import { z } from 'zod';
 import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
 import { buildGateway, routingTableOf } from '../gateway.js';
-import { isIP } from 'node:net';
 import { describeRoute } from './route.js';
 import { hashPassword } from '../auth/password.js';
 import { CertificateStore } from '../tls/certificates.js';

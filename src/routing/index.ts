@@ -289,8 +289,9 @@ export function buildRoutingTable<T extends RoutableTarget>(
         const s = splitPattern(p)!;
         const local = foldLocal(s.local);
         if (!local.includes('*')) {
-          const key = `${local}@${s.domain}`;
-          if (!exact.has(key)) exact.set(key, { ...base, domains: new Set([s.domain]), specificity: Infinity, test: (l) => (l === local ? {} : null) });
+          // Normalised like recipients, so `"john.doe"@x` in the file is `john.doe@x`.
+          const key = normaliseForRouting(`${s.local}@${s.domain}`)?.address ?? `${local}@${s.domain}`;
+          if (!exact.has(key)) exact.set(key, { ...base, domains: new Set([s.domain]), specificity: Infinity, test: () => ({}) });
           continue;
         }
         const re = globRegExp(local);

@@ -412,14 +412,18 @@ export function createSmtpServer(
         });
         const eventJson = Buffer.from(JSON.stringify(event));
         const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
+        const deliveries = planDeliveries(
+          env.rcptTo.map((r) => ({ address: r.address, targets: txn.rcpts.get(r.address)?.targets ?? [] })),
+          (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers),
+          msg,
+          ctx.targetFor,
+          (json) => claimCheckOnce(json, ctx.blobs),
+        );
+        // Config validation guarantees a required target without a condition;
+        // should that ever fail, defer rather than answer 250 for nothing (DESIGN §2).
+        if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
         const result = await deliverToTargets(
-          planDeliveries(
-            env.rcptTo.map((r) => ({ address: r.address, targets: txn.rcpts.get(r.address)?.targets ?? [] })),
-            (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers),
-            msg,
-            ctx.targetFor,
-            (json) => claimCheckOnce(json, ctx.blobs),
-          ),
+          deliveries,
           {
             deadlineMs: cfg.delivery.deadline,
             skip: ctx.skip,
@@ -498,7 +502,7 @@ export function planDeliveries(
       else if (!g.addresses.includes(r.address)) g.addresses.push(r.address);
     }
   }
-  const all = rcpts.length;
+  const all = new Set(rcpts.map((r) => r.address)).size;
   return [...groups.values()].map(({ resolved, addresses }) => {
     const target = targetFor(resolved);
     if (addresses.length === all) return { target, msg };
