@@ -283,8 +283,8 @@ describe('configuration: routes (regexes, conditions, templates)', () => {
   test('a catch-all needs served domains; IDN patterns count once in either spelling', async () => {
     const lonely = await problemsOf(Promise.resolve().then(() => validateConfig({ routes: [{ recipients: ['*'], targets: [{ type: 'local' }] }] })));
     assert.deepEqual(lonely, ['routes[0].recipients[0]: the catch-all "*" needs served domains: list them in "domains" or in other patterns']);
-    const ok = validateConfig({ domains: ['example.test'], routes: [{ recipients: ['*', 'info@Bücher.Example'], targets: [{ type: 'local' }] }] });
-    assert.deepEqual(ok.servedDomains, ['example.test', 'xn--bcher-kva.example']);
+    const ok = validateConfig({ domains: ['example.test', 'München.Example'], routes: [{ recipients: ['*', 'info@Bücher.Example'], targets: [{ type: 'local' }] }] });
+    assert.deepEqual(ok.servedDomains, ['example.test', 'xn--bcher-kva.example', 'xn--mnchen-3ya.example']);
     const dup = await problemsOf(
       Promise.resolve().then(() =>
         validateConfig({

@@ -54,10 +54,11 @@ const listenAddress = z
 // RFC 1035 §2.3.1 preferred name syntax (lenient on label starts, as real mail is).
 const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 
+// Served domains are compared in ASCII (IDNA A-labels, RFC 5891): "bücher.example" is "xn--bcher-kva.example".
 const domain = z
   .string()
-  .refine((v) => DOMAIN_RE.test(v), { message: 'not a domain name' })
-  .transform((v) => v.toLowerCase());
+  .refine((v) => DOMAIN_RE.test(asciiDomain(v)), { message: 'not a domain name' })
+  .transform((v) => asciiDomain(v));
 
 /**
  * A recipient pattern: `user@domain` (exact), `*@domain` (any user of the
