@@ -488,3 +488,41 @@ describe('RecipientValidator (cache and bounds, injected clock)', () => {
     }
   });
 });
+
+describe('routing over SMTP: stop: false chains and internationalised domains', () => {
+  test('a stop:false route adds the next one; the chain is the transaction\'s route; IDN and quoted addresses route by their normal form', async () => {
+    const audit = await pathReceiver(() => ({ status: 204 }));
+    const inbox = await pathReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      routes: [
+        { name: 'audit', recipients: ['ceo@corp.test'], stop: false, targets: [{ type: 'webhook', url: `${audit.base}/audit` }] },
+        { name: 'corp', recipients: ['*@corp.test', '*@bücher.example'], targets: [{ type: 'webhook', url: `${inbox.base}/inbox/{user}` }] },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const { rcpt, data } = await sendMail(c, 'a@example.org', ['"CEO"@Corp.Test', 'cfo@corp.test'], simpleMessage('chain'));
+      // ceo@ takes audit+corp; cfo@ only corp: another route for this transaction
+      assert.deepEqual(rcpt.map((r) => r.code), [250, 452]);
+      assert.equal(data?.code, 250);
+      assert.deepEqual(audit.got.map((g) => g.path), ['/audit']);
+      assert.deepEqual(inbox.got.map((g) => g.path), ['/inbox/ceo']);
+      assert.ok(tg.logs.some((l) => l.msg === 'accepted' && l.route === 'audit+corp'));
+      // RFC 6531: a UTF-8 domain (SMTPUTF8) and its A-label form reach the same route
+      assert.equal((await c.cmd('MAIL FROM:<a@example.org> SMTPUTF8')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<Info@Bücher.Example>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<sales@xn--bcher-kva.example>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write(`${simpleMessage('idn')}.\r\n`);
+      assert.equal((await c.read()).code, 250);
+      assert.deepEqual(inbox.got.slice(1).map((g) => g.path).sort(), ['/inbox/info', '/inbox/sales']);
+      c.close();
+    } finally {
+      await tg.close();
+      audit.server.close();
+      inbox.server.close();
+    }
+  });
+});
