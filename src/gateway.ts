@@ -12,7 +12,8 @@ import { LocalBlobStore } from './blob/local.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
-import { buildRoutingTable, routeRecipient } from './routing/index.js';
+import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
+import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
 import { LocalSpool } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
 import type { Queue } from './queue/dispatch.js';
@@ -66,6 +67,17 @@ export interface Gateway {
   readonly draining: boolean;
 }
 
+/** The routing table of a resolved config (also used by `postgate route`). */
+export function routingTableOf(cfg: ResolvedConfig): RoutingTable<TargetConfig & { id: string }> {
+  // The loader has given every target its id.
+  const withIds = (list: readonly TargetConfig[]) => list as (TargetConfig & { id: string })[];
+  return buildRoutingTable(
+    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: withIds(r.targets), from: r.from, clients: r.clients, stop: r.stop })),
+    cfg.servedDomains,
+    withIds(cfg.postmasterTargets),
+  );
+}
+
 export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   installSmtpExtensions();
   const logger = deps.logger ?? createLogger(cfg.logging.level);
@@ -76,21 +88,43 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
 
   // One Target instance per distinct target id, shared by routes.
   const targets = new Map<string, Target>();
-  const materialize = (list: readonly TargetConfig[]) =>
-    list.map((t) => {
-      const id = t.id!;
-      let inst = targets.get(id);
-      if (!inst) {
-        inst = createTarget(t, targetDeps);
-        targets.set(id, inst);
+  const materialize = (list: readonly TargetConfig[]) => {
+    for (const t of list) {
+      // A templated URL gets its instances per resolved URL (targetFor).
+      if (t.type === 'webhook' && urlPlaceholders(t.url).length) continue;
+      if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, targetDeps));
+    }
+  };
+  for (const r of cfg.routes) materialize(r.targets);
+  materialize(cfg.postmasterTargets);
+  const routing = routingTableOf(cfg);
+  // Instances for resolved template URLs, created on demand. Bounded: the
+  // URLs come from recipient addresses. Pools are per origin, which a
+  // template cannot change, so an evicted instance costs nothing to recreate.
+  const resolvedTargets = new Map<string, Target>();
+  const MAX_RESOLVED_TARGETS = 1000;
+  const targetFor = (r: ResolvedTarget<TargetConfig & { id: string }>): Target => {
+    if (!r.templated) return targets.get(r.id)!;
+    let inst = resolvedTargets.get(r.id);
+    if (inst) {
+      resolvedTargets.delete(r.id); // most recently used last
+    } else {
+      inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, targetDeps);
+      if (resolvedTargets.size >= MAX_RESOLVED_TARGETS) {
+        const oldest = resolvedTargets.keys().next().value!;
+        void resolvedTargets.get(oldest)!.close().catch(() => undefined);
+        resolvedTargets.delete(oldest);
       }
-      return inst;
-    });
-  const routing = buildRoutingTable(
-    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: materialize(r.targets) })),
-    cfg.servedDomains,
-    materialize(cfg.postmasterTargets),
-  );
+    }
+    resolvedTargets.set(r.id, inst);
+    return inst;
+  };
+  const validator = new RecipientValidator({ pool: pools.pool, now });
+  const validateRecipient = async (routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean> => {
+    const hooks = routes.map((r) => cfg.routes[r.index]?.validate).filter((v) => v !== undefined);
+    const answers = await Promise.all(hooks.map((v) => validator.check(v, req)));
+    return answers.every(Boolean);
+  };
 
   await mkdir(cfg.storage.path, { recursive: true });
   const certs = cfg.tls
@@ -190,6 +224,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     logger,
     metrics,
     routing,
+    targetFor,
+    validateRecipient,
     memory,
     disk,
     skip,
@@ -410,7 +446,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       certs?.close();
       await queue?.worker.stop();
       notifier?.close();
-      await Promise.all([...targets.values()].map((t) => t.close()));
+      await Promise.all([...targets.values(), ...resolvedTargets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();
       logger.info({ inflightLeft: inflight }, 'stopped');

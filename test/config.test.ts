@@ -236,3 +236,85 @@ describe('configuration', () => {
     assert.match(err.stderr, /Unknown option '--bogus'[\s\S]*Usage:/);
   });
 });
+
+describe('configuration: routes (regexes, conditions, templates)', () => {
+  test('a pathological recipient regex is refused at load, with its path and why', async () => {
+    const file = await tmpFile(
+      'redos.yml',
+      'routes:\n  - recipients:\n      - { local: "(a+)+$", domain: example.test }\n    targets: [{ type: local }]\n',
+    );
+    const problems = await problemsOf(loadConfig({ file, env: {} }));
+    assert.deepEqual(problems, [
+      'routes[0].recipients[0].local: regex "(a+)+$": refused: nested quantifiers (a repeated group containing a variable-length quantifier, like "(a+)+") can backtrack catastrophically',
+    ]);
+  });
+
+  test('every routing problem at once: header regexes, template hosts, unknown placeholders, wildcard domains, bad networks', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          routes: [
+            {
+              recipients: [{ local: '(?<id>\\d+)', domain: '*.example.test' }, 'x@*.example.test'],
+              clients: ['10.0.0.0/33'],
+              targets: [
+                { type: 'webhook', url: 'https://{domain}.hooks.test/in' },
+                { type: 'webhook', url: 'https://hooks.test/{nope}', when: { header: 'X-Priority', matches: '(\\w|\\d)+' } },
+              ],
+            },
+            { recipients: ['ok@example.test'], targets: [{ type: 'local', when: { header: 'X-Spam' } }] },
+          ],
+        }),
+      ),
+    );
+    const expect = [
+      /^routes\[0\]\.recipients\[0\]\.domain: not a domain name/,
+      /^routes\[0\]\.recipients\[1\]: expected "user@domain"/,
+      /^routes\[0\]\.clients\[0\]: invalid address range "10\.0\.0\.0\/33"/,
+      /^routes\[0\]\.targets\[0\]\.url: placeholders may only appear in the URL path and query, never in its scheme, host or port/,
+      /^routes\[0\]\.targets\[1\]\.when\.matches: regex "\(.*\)\+": refused: alternatives/,
+      /^routes\[0\]\.targets\[1\]\.url: placeholder \{nope\} is not/,
+      /^routes\[1\]\.targets: needs at least one required target without a "when" condition/,
+    ];
+    for (const re of expect) assert.ok(problems.some((p) => re.test(p)), `${re} in\n${problems.join('\n')}`);
+    assert.equal(problems.length, expect.length, problems.join('\n'));
+  });
+
+  test('a catch-all needs served domains; IDN patterns count once in either spelling', async () => {
+    const lonely = await problemsOf(Promise.resolve().then(() => validateConfig({ routes: [{ recipients: ['*'], targets: [{ type: 'local' }] }] })));
+    assert.deepEqual(lonely, ['routes[0].recipients[0]: the catch-all "*" needs served domains: list them in "domains" or in other patterns']);
+    const ok = validateConfig({ domains: ['example.test', 'München.Example'], routes: [{ recipients: ['*', 'info@Bücher.Example'], targets: [{ type: 'local' }] }] });
+    assert.deepEqual(ok.servedDomains, ['example.test', 'xn--bcher-kva.example', 'xn--mnchen-3ya.example']);
+    const dup = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          routes: [
+            { recipients: ['info@bücher.example'], targets: [{ type: 'local' }] },
+            { recipients: ['INFO@xn--bcher-kva.example'], targets: [{ type: 'local' }] },
+          ],
+        }),
+      ),
+    );
+    assert.deepEqual(dup, ['routes[1].recipients[0]: "INFO@xn--bcher-kva.example" is already listed by routes[0]']);
+  });
+
+  test('placeholders may name groups that every regex of the route defines', () => {
+    const cfg = validateConfig({
+      routes: [
+        {
+          recipients: [
+            { local: 'ticket-(?<id>\\d+)', domain: 'example.test' },
+            { local: 'case-(?<id>\\d+)', domain: ['example.org', 'bücher.example'] },
+          ],
+          from: ['*@partner.test'],
+          validate: { url: 'http://127.0.0.1:1/check', timeout: '500ms' },
+          targets: [{ type: 'webhook', url: 'https://hooks.test/t/{id}?to={local}' }],
+        },
+      ],
+    });
+    const r = cfg.routes[0]!;
+    assert.equal(r.stop, true);
+    assert.deepEqual(r.validate, { url: 'http://127.0.0.1:1/check', timeout: 500, cacheTtl: 300_000 });
+    assert.deepEqual(cfg.servedDomains, ['example.org', 'example.test', 'xn--bcher-kva.example']);
+  });
+});

@@ -275,3 +275,261 @@ describe('sender authentication in the pipeline (mailAuth.enabled)', () => {
     }
   });
 });
+
+/** A node:http receiver that records the path of each request and answers per request. */
+async function pathReceiver(answer: (path: string, body: string) => { status: number; body?: string; delayMs?: number }) {
+  const got: { path: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      got.push({ path: req.url ?? '', headers: req.headers, body });
+      const a = answer(req.url ?? '', body);
+      const send = () => {
+        if (!res.destroyed) res.writeHead(a.status, { 'content-type': 'application/json' }).end(a.body ?? '');
+      };
+      if (a.delayMs) setTimeout(send, a.delayMs).unref();
+      else send();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  return { server, got, base: `http://127.0.0.1:${port}` };
+}
+
+describe('routing over SMTP: captures in URLs, plus tags, header conditions', () => {
+  test('one delivery per resolved URL, each with only its recipients and their mailboxHash; a sender retry re-sends only the failed one', async () => {
+    let failTicket2 = true;
+    const hook = await pathReceiver((p) => ({ status: p.startsWith('/t/2') && failTicket2 ? 404 : 204 }));
+    const tg = await startGateway({
+      routes: [
+        {
+          name: 'tickets',
+          recipients: [{ local: 'ticket-(?<id>[0-9]+)', domain: 'tickets.test' }],
+          targets: [{ type: 'webhook', url: `${hook.base}/t/{id}?user={user}`, timeout: '5s' }],
+        },
+        { name: 'other', recipients: ['*@tickets.test'], targets: [{ type: 'local' }] },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const body = simpleMessage('split');
+      const rcpts = ['ticket-1@tickets.test', 'Ticket-2@Tickets.TEST', 'ticket-1+Urgent@tickets.test', 'someone@tickets.test'];
+      const first = await sendMail(c, 'sender@example.org', rcpts, body);
+      // the fourth recipient is another route: 452 4.5.3, the sender sends it separately
+      assert.deepEqual(first.rcpt.map((r) => r.code), [250, 250, 250, 452]);
+      assert.equal(first.data?.code, 451, 'ticket 2 failed, so the transaction is deferred');
+      const byPath = (p: string) => hook.got.filter((g) => g.path === p);
+      assert.equal(byPath('/t/1?user=ticket-1').length, 1);
+      assert.equal(byPath('/t/2?user=ticket-2').length, 1);
+      const one = JSON.parse(byPath('/t/1?user=ticket-1')[0]!.body);
+      assert.deepEqual(one.data.envelope.rcptTo, [
+        { address: 'ticket-1@tickets.test', mailboxHash: null },
+        { address: 'ticket-1+Urgent@tickets.test', mailboxHash: 'Urgent' },
+      ]);
+      const two = JSON.parse(byPath('/t/2?user=ticket-2')[0]!.body);
+      assert.deepEqual(two.data.envelope.rcptTo, [{ address: 'Ticket-2@Tickets.TEST', mailboxHash: null }]);
+      const idOne = byPath('/t/1?user=ticket-1')[0]!.headers['webhook-id'];
+      const idTwo = byPath('/t/2?user=ticket-2')[0]!.headers['webhook-id'];
+      assert.notEqual(idOne, idTwo);
+      // The sender retries the same transaction: ticket 1 already succeeded (skip-store), only ticket 2 is sent again, with its id.
+      failTicket2 = false;
+      const again = await sendMail(c, 'sender@example.org', rcpts.slice(0, 3), body);
+      assert.equal(again.data?.code, 250);
+      assert.equal(byPath('/t/1?user=ticket-1').length, 1);
+      assert.equal(byPath('/t/2?user=ticket-2').length, 2);
+      assert.equal(byPath('/t/2?user=ticket-2')[1]!.headers['webhook-id'], idTwo);
+      c.close();
+    } finally {
+      await tg.close();
+      hook.server.close();
+    }
+  });
+
+  test('a header condition chooses whether a target receives the message, after DATA', async () => {
+    const hook = await pathReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      routes: [
+        {
+          recipients: ['*@example.test'],
+          targets: [
+            { type: 'local' },
+            { type: 'webhook', url: `${hook.base}/urgent`, when: { header: 'X-Priority', matches: '^1\\b' } },
+          ],
+        },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const calm = await sendMail(c, 'a@example.org', ['x@example.test'], simpleMessage('calm', 'X-Priority: 3 (Normal)\r\n'));
+      assert.equal(calm.data?.code, 250);
+      assert.equal(hook.got.length, 0);
+      const urgent = await sendMail(c, 'a@example.org', ['x+Case9@example.test'], simpleMessage('urgent', 'X-Priority: 1 (Highest)\r\n'));
+      assert.equal(urgent.data?.code, 250);
+      assert.equal(hook.got.length, 1);
+      const event = JSON.parse(hook.got[0]!.body);
+      assert.equal(event.data.subject, 'urgent');
+      assert.deepEqual(event.data.envelope.rcptTo, [{ address: 'x+Case9@example.test', mailboxHash: 'Case9' }]);
+      c.close();
+    } finally {
+      await tg.close();
+      hook.server.close();
+    }
+  });
+
+  test('sender and client-network conditions at RCPT', async () => {
+    const tg = await startGateway({
+      routes: [
+        { name: 'partners', recipients: ['orders@shop.test'], from: ['*@partner.test'], targets: [{ type: 'local' }] },
+        { name: 'office', recipients: ['printer@shop.test'], clients: ['10.0.0.0/8'], targets: [{ type: 'local' }] },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const evil = await sendMail(c, 'bob@evil.test', ['orders@shop.test'], simpleMessage());
+      assert.equal(evil.rcpt[0]!.code, 550);
+      assert.match(evil.rcpt[0]!.text, /^5\.1\.1 /);
+      const partner = await sendMail(c, 'Bob@PARTNER.test', ['orders@shop.test'], simpleMessage());
+      assert.equal(partner.data?.code, 250);
+      // the test client is 127.0.0.1, outside 10.0.0.0/8
+      const printer = await sendMail(c, 'bob@partner.test', ['printer@shop.test'], simpleMessage());
+      assert.equal(printer.rcpt[0]!.code, 550);
+      c.close();
+    } finally {
+      await tg.close();
+    }
+  });
+});
+
+describe('RCPT validation hook (routes[].validate)', () => {
+  test('2xx accepts, 404 and {"accept":false} refuse (550 5.1.1), 5xx and timeouts defer (451 4.4.3); answers are cached', async () => {
+    const asked: string[] = [];
+    const hook = await pathReceiver((_p, body) => {
+      const { address } = JSON.parse(body) as { address: string };
+      asked.push(address);
+      if (address.startsWith('known')) return { status: 200, body: '{"accept":true}' };
+      if (address.startsWith('banned')) return { status: 200, body: '{"accept":false}' };
+      if (address.startsWith('broken')) return { status: 500 };
+      if (address.startsWith('slow')) return { status: 200, delayMs: 1500 };
+      return { status: 404 };
+    });
+    const tg = await startGateway({
+      routes: [{ recipients: ['*@users.test'], validate: { url: `${hook.base}/check`, timeout: '300ms', cacheTtl: '1m' }, targets: [{ type: 'local' }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      assert.equal((await c.cmd('MAIL FROM:<a@example.org>')).code, 250);
+      const known = await c.cmd('RCPT TO:<Known@users.test>');
+      assert.equal(known.code, 250);
+      const unknown = await c.cmd('RCPT TO:<nobody@users.test>');
+      assert.equal(unknown.code, 550);
+      assert.match(unknown.text, /^5\.1\.1 <nobody@users\.test>/);
+      const banned = await c.cmd('RCPT TO:<banned@users.test>');
+      assert.equal(banned.code, 550);
+      const broken = await c.cmd('RCPT TO:<broken@users.test>');
+      assert.equal(broken.code, 451);
+      assert.match(broken.text, /^4\.4\.3 <broken@users\.test>: Recipient verification unavailable/);
+      const slow = await c.cmd('RCPT TO:<slow@users.test>');
+      assert.equal(slow.code, 451);
+      assert.match(slow.text, /^4\.4\.3 /);
+      // cached both ways: no second question for known@ or nobody@
+      assert.equal((await c.cmd('RCPT TO:<known@users.test>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<nobody@users.test>')).code, 550);
+      assert.deepEqual(asked, ['known@users.test', 'nobody@users.test', 'banned@users.test', 'broken@users.test', 'slow@users.test']);
+      // a failure is not cached: the next RCPT asks again
+      assert.equal((await c.cmd('RCPT TO:<broken@users.test>')).code, 451);
+      assert.equal(asked.filter((a) => a === 'broken@users.test').length, 2);
+      const req = JSON.parse(hook.got[0]!.body);
+      assert.deepEqual(req, { address: 'known@users.test', mailFrom: 'a@example.org', clientAddress: '127.0.0.1' });
+      assert.ok(tg.logs.some((l) => l.code === 'PG_RCPT_VALIDATION_UNAVAILABLE' && l.msg === 'recipient refused'));
+      c.close();
+    } finally {
+      await tg.close();
+      hook.server.close();
+    }
+  });
+});
+
+describe('RecipientValidator (cache and bounds, injected clock)', () => {
+  test('answers expire after cacheTtl; the cache is bounded; cacheTtl 0 always asks', async () => {
+    const { RecipientValidator } = await import('../src/delivery/rcpt-validate.js');
+    const { createPoolCache } = await import('../src/delivery/webhook.js');
+    const asked: string[] = [];
+    const hook = await pathReceiver((_p, body) => {
+      asked.push((JSON.parse(body) as { address: string }).address);
+      return { status: 204 };
+    });
+    const pools = createPoolCache();
+    let clock = 1_000_000;
+    const v = new RecipientValidator({ pool: pools.pool, now: () => clock }, 2);
+    const cfg = { url: `${hook.base}/check`, timeout: 2000, cacheTtl: 60_000 };
+    const req = (address: string) => ({ address, mailFrom: '', clientAddress: '192.0.2.1' });
+    try {
+      assert.equal(await v.check(cfg, req('a@x.test')), true);
+      assert.equal(await v.check(cfg, req('A@X.TEST')), true);
+      assert.deepEqual(asked, ['a@x.test']);
+      clock += 60_001;
+      await v.check(cfg, req('a@x.test'));
+      assert.deepEqual(asked, ['a@x.test', 'a@x.test']);
+      // bounded at 2 entries: a third address evicts the oldest
+      await v.check(cfg, req('b@x.test'));
+      await v.check(cfg, req('c@x.test'));
+      await v.check(cfg, req('a@x.test'));
+      assert.deepEqual(asked.slice(2), ['b@x.test', 'c@x.test', 'a@x.test']);
+      await v.check({ ...cfg, cacheTtl: 0 }, req('d@x.test'));
+      await v.check({ ...cfg, cacheTtl: 0 }, req('d@x.test'));
+      assert.equal(asked.filter((a) => a === 'd@x.test').length, 2);
+    } finally {
+      await pools.close();
+      hook.server.close();
+    }
+  });
+});
+
+describe('routing over SMTP: stop: false chains and internationalised domains', () => {
+  test('a stop:false route adds the next one; the chain is the transaction\'s route; IDN and quoted addresses route by their normal form', async () => {
+    const audit = await pathReceiver(() => ({ status: 204 }));
+    const inbox = await pathReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      routes: [
+        { name: 'audit', recipients: ['ceo@corp.test'], stop: false, targets: [{ type: 'webhook', url: `${audit.base}/audit` }] },
+        { name: 'corp', recipients: ['*@corp.test', '*@bücher.example'], targets: [{ type: 'webhook', url: `${inbox.base}/inbox/{user}` }] },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const { rcpt, data } = await sendMail(c, 'a@example.org', ['"CEO"@Corp.Test', 'cfo@corp.test'], simpleMessage('chain'));
+      // ceo@ takes audit+corp; cfo@ only corp: another route for this transaction
+      assert.deepEqual(rcpt.map((r) => r.code), [250, 452]);
+      assert.equal(data?.code, 250);
+      assert.deepEqual(audit.got.map((g) => g.path), ['/audit']);
+      assert.deepEqual(inbox.got.map((g) => g.path), ['/inbox/ceo']);
+      assert.ok(tg.logs.some((l) => l.msg === 'accepted' && l.route === 'audit+corp'));
+      // RFC 6531: a UTF-8 domain (SMTPUTF8) and its A-label form reach the same route
+      assert.equal((await c.cmd('MAIL FROM:<a@example.org> SMTPUTF8')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<Info@Bücher.Example>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<sales@xn--bcher-kva.example>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write(`${simpleMessage('idn')}.\r\n`);
+      assert.equal((await c.read()).code, 250);
+      assert.deepEqual(inbox.got.slice(1).map((g) => g.path).sort(), ['/inbox/info', '/inbox/sales']);
+      c.close();
+    } finally {
+      await tg.close();
+      audit.server.close();
+      inbox.server.close();
+    }
+  });
+});

@@ -217,11 +217,16 @@ describe('crash safety (SIGKILL)', () => {
         }
       };
       const clients = [client(), client(), client(), client()];
-      await waitFor(() => accepted.size >= 20, 20_000, '20 accepted messages');
-      child.proc.kill('SIGKILL');
-      killed = true;
-      await Promise.all(clients);
-      await new Promise((r) => child.proc.once('exit', r));
+      try {
+        await waitFor(() => accepted.size >= 20, 30_000, '20 accepted messages');
+      } finally {
+        // listen for the exit before killing: it may come before any later await
+        const exited = child.proc.exitCode !== null ? Promise.resolve() : new Promise((r) => child.proc.once('exit', r));
+        child.proc.kill('SIGKILL');
+        killed = true;
+        await Promise.all(clients);
+        await exited;
+      }
       // A write that never finished (what a crash inside put() leaves): must not be delivered.
       const half = path.join(cwd, 'data', 'spool', 'tmp', 'HALFWRITTEN-0');
       await mkdir(half, { recursive: true });

@@ -1,17 +1,19 @@
 #!/usr/bin/env node
 /**
- * The postgate command: serve, check, hash-password, webhook-keys, schema. Owns the
+ * The postgate command: serve, check, hash-password, webhook-keys, schema, route, queue. Owns the
  * process: signals, exit codes (0 ok, 1 runtime failure, 2 invalid config).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { isIP } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
-import { buildGateway } from '../gateway.js';
+import { buildGateway, routingTableOf } from '../gateway.js';
+import { describeRoute } from './route.js';
 import { hashPassword } from '../auth/password.js';
 import { parseSigningKey, publicKeyText } from '../delivery/signing.js';
 import { queueCommand } from './queue.js';
@@ -28,6 +30,9 @@ Usage:
   postgate schema                   (prints the JSON Schema of the configuration)
   postgate webhook-keys             (prints a new ed25519 key pair for v1a webhook signatures)
   postgate queue list|show|retry|replay|purge [filters]   (the spool of queued routes; docs/queue.md)
+  postgate route ADDRESS [--config FILE] [--from SENDER] [--client IP] [--json]
+                                    (which route and targets a recipient gets;
+                                     exit 0 accepted, 1 refused, 2 bad config)
 
 With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,
 mail for localhost (and each --domain) stored under ./data.
@@ -132,6 +137,9 @@ async function main(argv: string[]): Promise<number> {
       data: { type: 'string' },
       http: { type: 'string' },
       print: { type: 'boolean' },
+      from: { type: 'string' },
+      client: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -193,6 +201,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`signingKey: whsk_${seed.toString('base64')}\npublicKey:  ${publicKeyText(key)}\n`);
       return 0;
     }
+    case 'route':
+      return routeCommand(positionals[1], flags, { from: values.from, client: values.client, json: values.json ?? false });
     case 'schema':
       process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
       return 0;
@@ -200,6 +210,21 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`postgate: unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
+}
+
+async function routeCommand(address: string | undefined, flags: Flags, opts: { from?: string | undefined; client?: string | undefined; json: boolean }): Promise<number> {
+  if (!address) {
+    process.stderr.write('postgate route: give the recipient ADDRESS, e.g. postgate route support@example.test --config postgate.yml\n');
+    return 2;
+  }
+  if (opts.client !== undefined && !isIP(opts.client)) {
+    process.stderr.write(`postgate route: --client ${JSON.stringify(opts.client)} is not an IP address\n`);
+    return 2;
+  }
+  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const { text, json, accepted } = describeRoute(cfg, routingTableOf(cfg), address, { mailFrom: opts.from === '<>' ? '' : opts.from, clientAddress: opts.client });
+  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+  return accepted ? 0 : 1;
 }
 
 export function configJsonSchema(): Record<string, unknown> {

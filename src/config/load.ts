@@ -13,6 +13,7 @@ import { GatewayError } from '../core/errors.js';
 import { parseHostPort } from './units.js';
 import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
 import { defaultWebhookId } from '../message/ids.js';
+import { patternDomains } from '../routing/index.js';
 
 export interface ConfigProblem {
   path: string;
@@ -260,7 +261,8 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
     };
   });
   const domains = new Set<string>(cfg.domains);
-  for (const r of cfg.routes) for (const p of r.recipients) domains.add(p.slice(p.lastIndexOf('@') + 1).toLowerCase());
+  // Served domains in ASCII (IDNA A-labels), the form routing compares; "*" adds none.
+  for (const r of cfg.routes) for (const p of r.recipients) for (const d of patternDomains(p)) domains.add(d);
   const resolved: ResolvedConfig = {
     ...cfg,
     storage: { path: storagePath },

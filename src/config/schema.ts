@@ -11,6 +11,7 @@ import { parseBytes, parseDuration, parseHostPort } from './units.js';
 import { validateRange } from '../net/cidr.js';
 import { isPasswordHash } from '../auth/password.js';
 import { parseSigningKey } from '../delivery/signing.js';
+import { asciiDomain, checkRegex, describePattern, patternDomains, URL_PLACEHOLDERS, urlPlaceholders, urlTemplateProblem, type RecipientPattern } from '../routing/index.js';
 
 const bytes = (description: string, min = 0) =>
   z
@@ -54,23 +55,68 @@ const listenAddress = z
 // RFC 1035 §2.3.1 preferred name syntax (lenient on label starts, as real mail is).
 const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 
+// Served domains are compared in ASCII (IDNA A-labels, RFC 5891): "bücher.example" is "xn--bcher-kva.example".
 const domain = z
   .string()
-  .refine((v) => DOMAIN_RE.test(v), { message: 'not a domain name' })
-  .transform((v) => v.toLowerCase());
+  .refine((v) => DOMAIN_RE.test(asciiDomain(v)), { message: 'not a domain name' })
+  .transform((v) => asciiDomain(v));
 
 /**
  * A recipient pattern: `user@domain` (exact), `*@domain` (any user of the
- * domain), or a local part with `*` wildcards (`support+*@domain`). The domain
- * part is always literal, so the served domains are known (never an open relay).
+ * domain), a local part with `*` wildcards (`support+*@domain`), `*` alone
+ * (catch-all: any user of the served domains), or `{ local: regex, domain }`.
+ * The domain is always literal, so the served domains are known (never an
+ * open relay). Internationalised domains may be written either way (IDNA).
  */
-const recipientPattern = z.string().refine(
-  (v) => {
-    const at = v.lastIndexOf('@');
-    return at > 0 && DOMAIN_RE.test(v.slice(at + 1)) && !/\s/.test(v);
-  },
-  { message: 'expected "user@domain", "*@domain" or a local part with * wildcards' },
-);
+const literalDomain = z.string().refine((v) => DOMAIN_RE.test(asciiDomain(v)), { message: 'not a domain name (the domain of a pattern is always literal)' });
+
+const recipientPattern = z.union([
+  z
+    .string()
+    .describe('"user@domain", "*@domain", a local part with * wildcards ("support+*@domain"), or "*" (any user of the served domains).')
+    .refine(
+      (v) => {
+        if (v === '*') return true;
+        const at = v.lastIndexOf('@');
+        return at > 0 && DOMAIN_RE.test(asciiDomain(v.slice(at + 1))) && !/\s/.test(v);
+      },
+      { message: 'expected "user@domain", "*@domain", a local part with * wildcards, or "*" (catch-all)' },
+    ),
+  z
+    .strictObject({
+      local: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('Regular expression (JavaScript syntax, case-insensitive) for the whole local part; named groups become URL placeholders. Absent: any user.')
+        .superRefine((v, ctx) => {
+          if (v === undefined) return;
+          const checked = checkRegex(v);
+          if ('problem' in checked) ctx.addIssue({ code: 'custom', message: `regex ${JSON.stringify(v)}: ${checked.problem}` });
+        }),
+      domain: z
+        .union([literalDomain, z.array(literalDomain).min(1)])
+        .describe('The literal domain (or list of domains) the regex applies to.'),
+    })
+    .describe('A regex on the local part, tied to literal domains.'),
+]);
+
+/** Routes send recipients of a transaction here only when a header of the message matches (after DATA). */
+const targetWhen = z
+  .strictObject({
+    header: z.string().min(1).regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'not a header field name' }).describe('Header field name (case-insensitive).'),
+    matches: z
+      .string()
+      .optional()
+      .describe('Regular expression (case-insensitive) tested on each value of the field. Absent: the field is present.')
+      .superRefine((v, ctx) => {
+        if (v === undefined) return;
+        const checked = checkRegex(v);
+        if ('problem' in checked) ctx.addIssue({ code: 'custom', message: `regex ${JSON.stringify(v)}: ${checked.problem}` });
+      }),
+  })
+  .optional()
+  .describe('Header condition, evaluated after DATA: the target receives the message only when it holds. A route keeps at least one required target without one.');
 
 const secretRef = z.string().min(1);
 
@@ -84,7 +130,11 @@ const webhookTarget = z
       .string()
       .url()
       .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://' })
-      .describe('Where the event is POSTed. Credentials in the URL (https://user:pass@host/) are sent as HTTP basic auth.'),
+      .superRefine((u, ctx) => {
+        const problem = urlTemplateProblem(u);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .describe('Where the event is POSTed. Credentials in the URL (https://user:pass@host/) are sent as HTTP basic auth. {local}, {user}, {tag}, {domain} and named regex groups in the path or query take the recipient\'s values (percent-encoded).'),
     secret: oneOrMany(secretRef)
       .optional()
       .describe(
@@ -118,6 +168,7 @@ const webhookTarget = z
       .optional()
       .describe('TLS settings for https URLs: a private CA and/or a client certificate (mTLS).'),
     required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
+    when: targetWhen,
   })
   .describe('POST the event as JSON with Standard Webhooks headers.');
 
@@ -127,6 +178,7 @@ const localTarget = z
     id: z.string().min(1).optional(),
     path: z.string().min(1).optional().describe('Directory of the store. Default: storage.path.'),
     required: z.boolean().default(true),
+    when: targetWhen,
   })
   .describe('Write the raw .eml and the JSON event to a local directory, fsync\'d before the 250.');
 
@@ -142,6 +194,34 @@ const routeSchema = z.strictObject({
     .describe(
       'sync: 250 only after the required targets acknowledged; queue: 250 once durably spooled, delivered with retries; sync-then-queue: try within delivery.deadline, spool what failed transiently and answer 250.',
     ),
+  from: z
+    .array(z.string().min(1))
+    .min(1)
+    .optional()
+    .describe('Only for these senders (MAIL FROM patterns with * wildcards, "<>" for the null sender). Default: any sender.'),
+  clients: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        const problem = validateRange(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .min(1)
+    .optional()
+    .describe('Only for SMTP clients in these networks (CIDR ranges or addresses). Default: any client.'),
+  stop: z.boolean().default(true).describe('false: a recipient this route takes is also offered to the next matching route, whose targets receive the message too.'),
+  validate: z
+    .strictObject({
+      url: z
+        .string()
+        .url()
+        .refine((u) => /^https?:/i.test(u), { message: 'validate url must be http:// or https://' })
+        .describe('Endpoint that answers whether a recipient exists (POST {address, mailFrom, clientAddress}).'),
+      timeout: duration('Time allowed for the answer; past it RCPT gets 451 4.4.3.').default(2_000),
+      cacheTtl: duration('How long an answer (accept or reject) is remembered per address.', 0).default(300_000),
+    })
+    .optional()
+    .describe('RCPT-time validation hook: unknown users are refused (550 5.1.1) before the body is sent.'),
 });
 
 const proxyProtocolSchema = z.strictObject({
@@ -402,9 +482,9 @@ export const configSchema = z
       });
       const checkRequired = (targets: unknown, at: (string | number)[]) => {
         const list = arr<unknown>(targets).map(obj);
-        // an explicit `required: false` on every target (the default is true)
-        if (list.length && list.every((t) => t.required === false)) {
-          ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target (the 250 waits for it)' });
+        // a required target (the default) without a header condition: the 250 always waits for something
+        if (list.length && !list.some((t) => t.required !== false && t.when === undefined)) {
+          ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target without a "when" condition (the 250 waits for it)' });
         }
       };
       const routes = arr<unknown>(cfg.routes).map(obj);
@@ -412,17 +492,50 @@ export const configSchema = z
       checkRequired(obj(cfg.postmaster).targets, ['postmaster', 'targets']);
       // A pattern listed by two routes would make the route of a recipient depend on order.
       const seen = new Map<string, number>();
+      const served = new Set<string>(arr<string>(cfg.domains).filter((d) => typeof d === 'string'));
+      let catchAll: (string | number)[] | null = null;
       routes.forEach((r, i) =>
         arr<unknown>(r.recipients).forEach((p, j) => {
-          if (typeof p !== 'string') return;
-          const key = p.toLowerCase();
+          if (typeof p !== 'string' && (!p || typeof p !== 'object')) return;
+          const pat = p as RecipientPattern;
+          if (pat === '*') catchAll ??= ['routes', i, 'recipients', j];
+          for (const d of patternDomains(pat)) served.add(d);
+          let key = describePattern(pat);
+          if (typeof pat === 'string' && pat.includes('@')) key = `${pat.slice(0, pat.lastIndexOf('@'))}@${asciiDomain(pat.slice(pat.lastIndexOf('@') + 1))}`;
+          key = key.toLowerCase();
           const prev = seen.get(key);
           if (prev !== undefined && prev !== i) {
-            ctx.addIssue({ code: 'custom', path: ['routes', i, 'recipients', j], message: `"${p}" is already listed by routes[${prev}]` });
+            ctx.addIssue({ code: 'custom', path: ['routes', i, 'recipients', j], message: `"${describePattern(pat)}" is already listed by routes[${prev}]` });
           }
           seen.set(key, i);
         }),
       );
+      if (catchAll && served.size === 0) {
+        // "*" means any user of the served domains, never any domain.
+        ctx.addIssue({ code: 'custom', path: catchAll, message: 'the catch-all "*" needs served domains: list them in "domains" or in other patterns' });
+      }
+      // URL placeholders must have a value for every recipient the route takes.
+      const checkPlaceholders = (targets: unknown, at: (string | number)[], patterns: unknown[]) => {
+        const regexNames = patterns.map((p) => {
+          if (!p || typeof p !== 'object' || typeof (p as { local?: unknown }).local !== 'string') return new Set<string>();
+          const checked = checkRegex((p as { local: string }).local);
+          return new Set('info' in checked ? checked.info.names : []);
+        });
+        arr<unknown>(targets).map(obj).forEach((t, k) => {
+          if (typeof t.url !== 'string') return;
+          for (const name of urlPlaceholders(t.url)) {
+            if ((URL_PLACEHOLDERS as readonly string[]).includes(name)) continue;
+            if (regexNames.length && regexNames.every((s) => s.has(name))) continue;
+            ctx.addIssue({
+              code: 'custom',
+              path: [...at, k, 'url'],
+              message: `placeholder {${name}} is not ${URL_PLACEHOLDERS.map((x) => `{${x}}`).join(', ')} or a named group of every recipient regex of the route`,
+            });
+          }
+        });
+      };
+      routes.forEach((r, i) => checkPlaceholders(r.targets, ['routes', i, 'targets'], arr<unknown>(r.recipients)));
+      checkPlaceholders(obj(cfg.postmaster).targets, ['postmaster', 'targets'], []);
     },
     { when: () => true },
   );

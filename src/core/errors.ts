@@ -79,6 +79,7 @@ export const ERROR_CODES = {
   PG_RCPT_UNKNOWN_USER: 'RCPT TO names an unknown user in a served domain (550 5.1.1).',
   PG_RCPT_RELAY_DENIED: 'RCPT TO names a domain postgate does not serve (550 5.7.1).',
   PG_RCPT_OTHER_ROUTE: 'RCPT TO belongs to another route than the transaction\'s (452 4.5.3).',
+  PG_RCPT_VALIDATION_UNAVAILABLE: 'The route\'s RCPT validation hook did not answer in time or failed; the recipient is deferred (451 4.4.3).',
   PG_RCPT_TOO_MANY: 'Too many recipients in one transaction (452 4.5.3).',
   PG_MESSAGE_TOO_BIG: 'The message exceeds the size limit (552 5.3.4).',
   PG_MESSAGE_BARE_EOL: 'The message has a bare CR or LF and smtp.bareLineEndings is "reject" (554 5.6.0).',

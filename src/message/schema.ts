@@ -78,6 +78,11 @@ export const envelopeSchema = z
           address: z.string().describe('The forward-path of RCPT TO, without angle brackets.'),
           notify: z.array(z.string()).optional().describe('DSN NOTIFY values (NEVER, SUCCESS, FAILURE, DELAY), RFC 3461 §4.1; absent when not given.'),
           orcpt: z.string().optional().describe('DSN ORCPT original recipient, `type;xtext`, RFC 3461 §4.2; absent when not given.'),
+          mailboxHash: z
+            .string()
+            .nullable()
+            .optional()
+            .describe('The subaddress tag of the recipient (RFC 5233): "abc" for `user+abc@example.com`, null without one (Postmark\'s MailboxHash).'),
         }),
       )
       .describe('The recipients accepted in this transaction (all routed to this target), in RCPT order.'),

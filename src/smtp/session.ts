@@ -8,7 +8,17 @@ import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
 import { GatewayError, smtpError, toGatewayError } from '../core/errors.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
-import { routeRecipient, type RcptDecision, type RoutingTable, type Route } from '../routing/index.js';
+import {
+  headerConditionHolds,
+  resolveTargets,
+  routeRecipient,
+  type RcptDecision,
+  type ResolvedRoute,
+  type ResolvedTarget,
+  type RoutingTable,
+} from '../routing/index.js';
+import type { TargetConfig } from '../config/schema.js';
+import type { ValidateRequest } from '../delivery/rcpt-validate.js';
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
@@ -19,7 +29,7 @@ import { parseHeaderBlock } from '../message/headers.js';
 import { claimCheckOnce } from '../delivery/claim-check.js';
 import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
 import type { DsnNotifier } from '../dsn/notifier.js';
-import { type CircuitBreakers, type SkipStore, type Target } from '../delivery/index.js';
+import { type CircuitBreakers, type Delivery, type DeliveryMessage, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -36,7 +46,11 @@ export interface SessionContext {
   cfg: ResolvedConfig;
   logger: Logger;
   metrics: Metrics;
-  routing: RoutingTable<Target>;
+  routing: RoutingTable<RouteTarget>;
+  /** The Target instance of a resolved target (templated URLs get theirs on demand). */
+  targetFor(resolved: ResolvedTarget<RouteTarget>): Target;
+  /** Runs the RCPT validation hooks of these routes: true accept, false unknown user; throws GatewayError. */
+  validateRecipient(routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean>;
   memory: MemoryBudget;
   disk: DiskWatch;
   skip: SkipStore;
@@ -56,9 +70,20 @@ export interface SessionContext {
   sessionClosed(sessionId: string): void;
 }
 
+/** A configured target with its id resolved by the config loader. */
+export type RouteTarget = TargetConfig & { id: string };
+
+interface AcceptedRcpt {
+  mailboxHash: string | null;
+  targets: ResolvedTarget<RouteTarget>[];
+}
+
 interface Txn {
   queueId: string;
-  route: Route<Target> | null;
+  /** Fixed by the first accepted recipient (DESIGN §2). */
+  route: ResolvedRoute<RouteTarget> | null;
+  /** Accepted recipients by the address as given in RCPT TO. */
+  rcpts: Map<string, AcceptedRcpt>;
   log: Logger;
 }
 
@@ -175,7 +200,7 @@ export function createSmtpServer(
             return cb(replyError(smtpError('PG_SHED_DISK', 452, '4.3.1', 'Insufficient system storage, try again later')));
           }
           const queueId = newQueueId(ctx.now());
-          txns.set(session.envelope, { queueId, route: null, log: s.log.child({ txn: queueId }) });
+          txns.set(session.envelope, { queueId, route: null, rcpts: new Map(), log: s.log.child({ txn: queueId }) });
           cb();
         },
         (err: unknown) => cb(replyError(toGatewayError(err, 'transaction'))),
@@ -189,23 +214,36 @@ export function createSmtpServer(
         txn.log.info({ rcpt: address.address, code: err.code, reply: err.smtp?.code }, 'recipient refused');
         cb(replyError(err));
       };
-      const decision = routeRecipient(ctx.routing, address.address);
+      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
       if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision, address.address));
       // RFC 5321 §4.5.3.1.10 / DESIGN §2: one reply after DATA covers every
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.
-      if (txn.route && txn.route !== decision.route) {
+      if (txn.route && txn.route.key !== decision.route.key) {
         return refuseRcpt(smtpError('PG_RCPT_OTHER_ROUTE', 452, '4.5.3', `<${address.address}>: Too many recipients (other route), send it in a new transaction`));
       }
       if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
         return refuseRcpt(smtpError('PG_RCPT_TOO_MANY', 452, '4.5.3', 'Too many recipients'));
       }
-      if (!txn.route && decision.route.targets.some((t) => t.required && ctx.breakers.isDown(t.id))) {
+      const resolved = resolveTargets(decision);
+      // A templated target is another destination per recipient, so each is checked.
+      if (resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
         // RFC 3463 4.4.1: no answer from host; the sender retries later.
         return refuseRcpt(smtpError('PG_TARGET_DOWN', 451, '4.4.1', `<${address.address}>: Destination temporarily unavailable, try again later`));
       }
-      txn.route = decision.route;
-      cb();
+      const take = () => {
+        txn.route = decision.route;
+        txn.rcpts.set(address.address, { mailboxHash: decision.mailboxHash, targets: resolved });
+        cb();
+      };
+      if (!decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.validate)) return take();
+      ctx
+        .validateRecipient(decision.route.routes, { address: decision.address?.address ?? address.address, mailFrom, clientAddress: session.remoteAddress })
+        .then(
+          (ok) => (ok ? take() : refuseRcpt(recipientRefusal({ kind: 'unknown-user', domain: decision.address?.domain ?? '', passedOver: [] }, address.address))),
+          (err: unknown) => refuseRcpt(toGatewayError(err, 'recipient validation')),
+        );
     },
 
     onData(stream: Readable & { sizeExceeded?: boolean }, session, cb) {
@@ -361,6 +399,7 @@ export function createSmtpServer(
           mailFrom,
           rcptTo: env.rcptTo.map((r) => ({
             address: r.address,
+            mailboxHash: txn.rcpts.get(r.address)?.mailboxHash ?? null,
             // RFC 3461 §4.1/§4.2, present only when DSN is offered and the client gave them
             ...(r.dsn?.notify?.length ? { notify: [...r.dsn.notify] } : {}),
             ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
@@ -391,9 +430,20 @@ export function createSmtpServer(
         });
         const eventJson = Buffer.from(JSON.stringify(event));
         const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
+        const deliveries = planDeliveries(
+          env.rcptTo.map((r) => ({ address: r.address, targets: txn.rcpts.get(r.address)?.targets ?? [] })),
+          (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers),
+          msg,
+          ctx.targetFor,
+          (json) => claimCheckOnce(json, ctx.blobs),
+        );
+        // Config validation guarantees a required target without a condition;
+        // should that ever fail, defer rather than answer 250 for nothing (DESIGN §2).
+        if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
         const result = await dispatch(
-          ctx.routeModes.get(route.name) ?? 'sync',
-          route.targets.map((target) => ({ target, msg })),
+          // A chain (stop: false) is delivered in the mode of its first route.
+          ctx.routeModes.get(route.routes[0]?.name ?? route.name) ?? 'sync',
+          deliveries,
           {
             queue: ctx.queue,
             route: route.name,
@@ -461,10 +511,48 @@ export function createSmtpServer(
 }
 
 /**
+ * One delivery per resolved target, each with only its own recipients
+ * (DESIGN §2: the delivery id hashes the recipients routed to that target).
+ * Targets whose header condition fails are left out; recipients resolving to
+ * the same target (same URL) share one delivery. A target that takes every
+ * recipient shares the transaction's message and serialized event.
+ */
+export function planDeliveries(
+  rcpts: readonly { address: string; targets: readonly ResolvedTarget<RouteTarget>[] }[],
+  holds: (t: RouteTarget) => boolean,
+  msg: DeliveryMessage,
+  targetFor: (r: ResolvedTarget<RouteTarget>) => Target,
+  claimCheck: (eventJson: Buffer) => DeliveryMessage['claimCheck'],
+): Delivery[] {
+  const groups = new Map<string, { resolved: ResolvedTarget<RouteTarget>; addresses: string[] }>();
+  const verdicts = new Map<RouteTarget, boolean>();
+  for (const r of rcpts) {
+    for (const t of r.targets) {
+      let ok = verdicts.get(t.spec);
+      if (ok === undefined) verdicts.set(t.spec, (ok = holds(t.spec)));
+      if (!ok) continue;
+      const g = groups.get(t.id);
+      if (!g) groups.set(t.id, { resolved: t, addresses: [r.address] });
+      else if (!g.addresses.includes(r.address)) g.addresses.push(r.address);
+    }
+  }
+  const all = new Set(rcpts.map((r) => r.address)).size;
+  return [...groups.values()].map(({ resolved, addresses }) => {
+    const target = targetFor(resolved);
+    if (addresses.length === all) return { target, msg };
+    const only = new Set(addresses);
+    const data = msg.event.data;
+    const event = { ...msg.event, data: { ...data, envelope: { ...data.envelope, rcptTo: data.envelope.rcptTo.filter((x) => only.has(x.address)) } } };
+    const eventJson = Buffer.from(JSON.stringify(event));
+    return { target, msg: { ...msg, rcptTo: addresses, event, eventJson, claimCheck: claimCheck(eventJson) } };
+  });
+}
+
+/**
  * The reply for a recipient no route accepts, shared by RCPT and VRFY:
  * never an open relay (550 5.7.1), unknown users 550 5.1.1 (RFC 5321 §3.5.3).
  */
-export function recipientRefusal(decision: Exclude<RcptDecision<Target>, { kind: 'accept' }>, address: string): GatewayError {
+export function recipientRefusal(decision: Exclude<RcptDecision<RouteTarget>, { kind: 'accept' }>, address: string): GatewayError {
   switch (decision.kind) {
     case 'invalid':
       return smtpError('PG_RCPT_SYNTAX', 553, '5.1.3', `<${address}>: Bad recipient address syntax`);
