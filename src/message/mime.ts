@@ -516,10 +516,13 @@ function run(buf: Buffer, limits: FastLimits, hasSink: boolean): FastResult {
       if (!d) bail(); // unclosed multipart: truncated message
       // the line break before a delimiter belongs to the delimiter (RFC 2046 §5.1.1)
       let end = d.lineStart;
-      // A body that is one empty line: mailsplit keeps its line break before a
-      // delimiter and drops it before a close delimiter. Not worth imitating.
-      if (end - h.end <= 2 && end > h.end && (end - h.end === 1 || buf[h.end] === CR)) bail();
-      if (end > h.end) {
+      if (end - h.end <= 2 && end > h.end && (end - h.end === 1 || buf[h.end] === CR)) {
+        // A body that is one empty line. mailsplit (the streaming path) keeps that
+        // line break as the body when a delimiter follows, and drops it when a close
+        // delimiter does; matched here so that empty text parts stay on the fast path.
+        if (d.kind === 1) end = d.lineStart;
+        else end = h.end;
+      } else if (end > h.end) {
         end--; // LF
         if (end > h.end && buf[end - 1] === CR) end--;
       } else end = h.end;
