@@ -399,7 +399,7 @@ function decodeTransfer(body: Buffer, cte: string): Buffer {
 function decodeText(bytes: Buffer, charset: string): string {
   const norm = charset.toLowerCase().replace(/[^a-z0-9]+/g, '');
   const s = norm === 'utf8' || norm === 'ascii' || norm === 'usascii' ? bytes.toString('utf8') : decodeBytes(bytes, charset).text;
-  return s.includes('\r') ? s.replace(/\r?\n/g, '\n') : s;
+  return s.includes('\r') ? s.replaceAll('\r\n', '\n') : s; // the same as mailparser's replace(/\r?\n/g, '\n')
 }
 
 // Charset labels libmime refuses before any decoder sees them (UTF-7 can hide markup; base64 and hex are not charsets).
