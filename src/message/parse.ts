@@ -308,7 +308,15 @@ class MimeGuard extends Transform {
   }
 
   private forward(buf: Buffer): void {
-    this.out.push(buf);
+    // Lines cut from one input chunk lie next to each other in memory: they are joined back
+    // into one view instead of being copied by drain(), so a large body is not copied once
+    // more here (less memory waiting for the garbage collector).
+    const last = this.out[this.out.length - 1];
+    if (last && last.buffer === buf.buffer && last.byteOffset + last.length === buf.byteOffset) {
+      this.out[this.out.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + buf.length);
+    } else {
+      this.out.push(buf);
+    }
     this.outLen += buf.length;
     if (this.outLen >= 65536) this.drain();
   }
