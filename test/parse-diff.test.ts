@@ -227,6 +227,29 @@ describe('fast path vs streaming path', () => {
     }
   });
 
+  test('the fast path declines what MimeGuard and mailparser read differently', async () => {
+    const declined = [
+      // a quoted boundary folded over two lines: libmime collapses the fold's white space, MimeGuard keeps it
+      'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="ab\r\n  cd"\r\n\r\n--ab cd\r\nContent-Type: text/plain\r\n\r\nhi\r\n--ab cd--\r\n',
+      // a CR inside a MIME field that is not a line break
+      'From: a@example.com\r\nContent-Type: text/plain;\rcharset=iso-8859-1\r\n\r\ncaf\xe9\r\n',
+      // a boundary parameter on a part that is not a multipart (mailsplit splits it anyway)
+      'From: a@example.com\r\nContent-Type: text/plain; boundary=b\r\n\r\n--b\r\nx\r\n--b--\r\n',
+      // a delimiter line with trailing white space
+      'From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b  \r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n',
+      // format=flowed (RFC 3676), unwrapped by the streaming path
+      'From: a@example.com\r\nContent-Type: text/plain; format=flowed\r\n\r\nsoft \r\nbreak\r\n',
+    ];
+    for (const text of declined) {
+      const buf = Buffer.from(text, 'latin1');
+      assert.equal(parseMessageFast(buf), null, JSON.stringify(text));
+      assert.deepStrictEqual(await parseMessage(buf), await parseMessageStreaming(buf));
+    }
+    // and the same messages without the oddity are answered
+    const fine = Buffer.from('From: a@example.com\r\nContent-Type: multipart/mixed;\r\n boundary="ab cd"\r\n\r\n--ab cd\r\nContent-Type: text/plain\r\n\r\nhi\r\n--ab cd--\r\n', 'latin1');
+    assert.equal(parseMessageFast(fine)?.text, 'hi');
+  });
+
   test(`seeded mutations (${MUTANTS_PER_FIXTURE} per fixture): equal results wherever the fast path answers`, async (t) => {
     let tried = 0;
     let answered = 0;

@@ -121,7 +121,8 @@ function readHeader(buf: Buffer, start: number, limits: FastLimits, open: Node[]
     const name = current.name;
     if (name === 'content-type' || name === 'content-disposition' || name === 'content-transfer-encoding' || name === 'content-id') {
       const raw = buf.toString('latin1', current.start, end);
-      if (!PLAIN_FIELD.test(raw)) bail();
+      // a CR that is not part of a line break: libmime reads it as a fold, MimeGuard as content
+      if (!PLAIN_FIELD.test(raw) || /\r(?!\n)/.test(raw)) bail();
       const key = name === 'content-type' ? 'contentType' : name === 'content-disposition' ? 'disposition' : name === 'content-transfer-encoding' ? 'cte' : 'contentId';
       // A repeated MIME field: the two paths pick the first, but there is no reason to bet on it.
       if (fields[key] !== null) bail();
@@ -186,6 +187,11 @@ interface Structured {
  * left to the streaming path, whose libmime reading of them is the reference.
  */
 function structured(field: string, slash: boolean): Structured {
+  if (field.includes('"') && /"[^"]*\n/.test(field.replace(/"[^"\n]*"/g, ''))) {
+    // a quoted string folded over lines: libmime collapses the white space of the fold to one
+    // space, MimeGuard keeps it; whichever reading a boundary gets, the two would disagree
+    bail();
+  }
   const s = unfoldedValue(field);
   if (s.includes('=?') || s.includes('(') || s.includes('\\')) bail();
   const params = new Map<string, string>();
