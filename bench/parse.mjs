@@ -112,7 +112,7 @@ async function throughput(msgs) {
     const ours = median(rates.ours);
     const stream = median(rates.stream);
     const baseline = median(rates.baseline);
-    // each round's ratio compares two measurements taken seconds apart: its spread shows the noise
+    // each cycle's ratio compares two measurements taken about two seconds apart: its spread shows the noise
     const paired = rates.ours.map((x, i) => x / rates.baseline[i]);
     const res = { ...m, size: m.buf.length, path, ours, stream, baseline, ratio: ours / baseline, streamRatio: stream / baseline, paired, rates, problems };
     delete res.buf;
@@ -339,7 +339,7 @@ function renderDoc({ started, seconds, tp, rss }) {
   L.push(`Messages per second, one parse at a time, input a Buffer. Rounds alternate (ours, ours with stream input,`);
   L.push(`baseline, ours, …), ${ROUNDS} rounds each of at least ${ROUND_MS / 1000} s after a ${WARMUP_MS} ms warm-up; the table gives the`);
   L.push('median round, and the ratio is of the medians. "Round ratios" is the lowest and highest ratio of one round of');
-  L.push('ours to the baseline round right after it: its spread shows how noisy the machine was. "Stream input" feeds');
+  L.push('ours to the baseline round of the same cycle: its spread shows how noisy the machine was. "Stream input" feeds');
   L.push('parseMessage the same bytes as a stream of 64 KiB chunks, as the SMTP session does (a PassThrough written');
   L.push('during DATA/BDAT). Before timing, the script checks that both produce the same text, html, subject and');
   L.push('attachment bytes, and that stream and Buffer input give the same result.');
