@@ -22,7 +22,7 @@ import assert from 'node:assert/strict';
 import { readFile, readdir } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import MailComposer from 'nodemailer/lib/mail-composer';
-import { parseMessage, parseMessageFast, parseMessageStreaming, type ParsedContent } from '../src/message/parse.js';
+import { FAST_PATH_MAX_BYTES, parseMessage, parseMessageFast, parseMessageStreaming, type ParsedContent } from '../src/message/parse.js';
 import { fixturePath } from './helpers/fixtures.js';
 
 /**
@@ -351,5 +351,17 @@ describe('fast path vs streaming path', () => {
     const viaStream = await parseMessage(chunks(big));
     assert.deepStrictEqual(viaStream, await parseMessageStreaming(big));
     assert.equal(viaStream.attachments[0]?.size, 1536 * 1024);
+    // an input that fails after the switch to the streaming path still rejects the parse
+    let sent = 0;
+    const failing = new Readable({
+      read() {
+        if (sent >= 1.5 * 1024 * 1024) return this.destroy(new Error('connection reset'));
+        const chunk = big.subarray(sent, sent + 64 * 1024);
+        sent += chunk.length;
+        this.push(chunk);
+      },
+    });
+    await assert.rejects(parseMessage(failing), /connection reset/);
+    assert.ok(sent > FAST_PATH_MAX_BYTES, 'the failure came after the fast-path size');
   });
 });
