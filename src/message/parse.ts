@@ -10,8 +10,8 @@
  *   declines everything else (null), so it never has to report a MIME problem.
  *   Profiled on a 5 KB text+HTML message, the streaming path spent most of its
  *   time in stream machinery (setImmediate hops, per-line Buffer slices) and
- *   garbage collection rather than MIME work; the fast path is 4–5× faster
- *   than mailparser's simpleParser on such mail (docs/benchmarks.md).
+ *   garbage collection rather than MIME work; the fast path is several times
+ *   faster than mailparser's simpleParser on such mail (docs/benchmarks.md).
  * - Streaming path, for larger messages and whatever the fast path declines:
  *
  *     input ─▶ MimeGuard ─▶ mailparser's MailParser ─▶ attachments / text
