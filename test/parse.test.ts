@@ -654,6 +654,13 @@ describe('strippedText', () => {
     assert.equal(stripReply('No quotes, no signature.\n'), 'No quotes, no signature.');
     assert.equal(stripReply('A line with -- inside is kept\n--not a separator'), 'A line with -- inside is kept\n--not a separator');
   });
+
+  test('attribution lines in any case, CR line ends, trailing Unicode white space', () => {
+    assert.equal(stripReply('Thanks\n\nON MON, 3 JUN 2024 BOB WROTE:\n> hi'), 'Thanks');
+    assert.equal(stripReply('Merci\n\nle lundi, Bob a écrit :\n> salut'), 'Merci');
+    assert.equal(stripReply('a\rb\r\nc\r\n> quoted'), 'a\nb\nc');
+    assert.equal(stripReply('Thanks\u00a0\u3000\n\t\n'), 'Thanks');
+  });
 });
 
 // ── hostile and broken input ───────────────────────────────────────────────
