@@ -9,19 +9,33 @@ import { deliveryId } from '../message/ids.js';
 import type { TargetConfig } from '../config/schema.js';
 import { LocalStoreTarget } from './local.js';
 import { WebhookTarget, type WebhookDeps } from './webhook.js';
+import { LambdaTarget } from './lambda.js';
+import { S3Target } from './s3.js';
+import type { AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
 import type { SkipStore } from './skip-store.js';
 
 export type { DeliveryMessage, Target, ClaimCheck } from './types.js';
 export { MemorySkipStore, type SkipStore } from './skip-store.js';
+export { DynamoSkipStore } from './dynamo-skip-store.js';
+export { LambdaTarget } from './lambda.js';
+export { S3Target } from './s3.js';
+export { createAwsClients, type AwsClientCache } from './aws-clients.js';
 
-export function createTarget(cfg: TargetConfig, deps: WebhookDeps): Target {
+/** What targets share: webhook pools, the clock and (optional) AWS clients; without `aws` an AWS target makes its own. */
+export type TargetDeps = WebhookDeps & { aws?: AwsClientCache };
+
+export function createTarget(cfg: TargetConfig, deps: TargetDeps): Target {
   switch (cfg.type) {
     case 'webhook':
       return new WebhookTarget(cfg, deps);
     case 'local':
       // ids and paths are resolved by the config loader
       return new LocalStoreTarget(cfg.id!, cfg.path!, cfg.required);
+    case 'lambda':
+      return new LambdaTarget(cfg, deps.aws);
+    case 's3':
+      return new S3Target(cfg, deps.aws);
   }
 }
 
