@@ -146,3 +146,173 @@ describe('lambda target (serverless-offline)', () => {
     assert.match(data.text, /^4\.4\.1 /);
   });
 });
+
+test('the serverless-offline helper fails with osls\'s output when the service cannot start', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-bad-service-'));
+  try {
+    // No serverless.yml at all: osls exits at once.
+    await assert.rejects(startServerlessOffline({ serviceDir: dir, startTimeoutMs: 20_000 }), (err: Error) => {
+      assert.match(err.message, /serverless-offline did not start \(exited with \d+\); its output:\n[\s\S]*\S/);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Faults serverless-offline cannot produce (throttling, a Handled error, a
+ * payload Lambda finds too large, a service error, a hung invocation),
+ * injected by a node:http server that answers as Lambda's Invoke API does.
+ */
+describe('lambda target: injected Lambda API faults', () => {
+  interface Call {
+    fn: string;
+    headers: http.IncomingHttpHeaders;
+    body: string;
+  }
+  const calls: Call[] = [];
+  let api: http.Server;
+  let endpoint: string;
+  let tg: TestGateway;
+  const hung: http.ServerResponse[] = [];
+
+  const lambdaError = (res: http.ServerResponse, status: number, type: string, extra: Record<string, string> = {}) =>
+    res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-errortype': type, ...extra }).end(JSON.stringify({ Type: 'User', message: `${type} (injected)` }));
+
+  before(async () => {
+    api = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const fn = decodeURIComponent(/\/functions\/([^/]+)\/invocations/.exec(req.url ?? '')?.[1] ?? '');
+        const body = Buffer.concat(chunks).toString('utf8');
+        calls.push({ fn, headers: req.headers, body });
+        switch (fn) {
+          case 'throttled':
+            return lambdaError(res, 429, 'TooManyRequestsException', { 'retry-after': '3' });
+          case 'handled':
+            return res
+              .writeHead(200, { 'content-type': 'application/json', 'x-amz-function-error': 'Handled' })
+              .end(JSON.stringify({ errorType: 'InvalidInput', errorMessage: 'no thanks' }));
+          case 'toolarge':
+            if (JSON.parse(body).type === 'email.received') return lambdaError(res, 413, 'RequestTooLargeException');
+            return res.writeHead(200, { 'content-type': 'application/json' }).end('null');
+          case 'broken':
+            return lambdaError(res, 500, 'ServiceException');
+          case 'denied':
+            return lambdaError(res, 403, 'AccessDeniedException');
+          case 'hung':
+            hung.push(res);
+            return;
+          default:
+            return res.writeHead(200, { 'content-type': 'application/json' }).end('"plain string return"');
+        }
+      });
+    });
+    api.listen(0, '127.0.0.1');
+    await once(api, 'listening');
+    endpoint = `http://127.0.0.1:${(api.address() as { port: number }).port}`;
+    const t = (functionName: string, extra: Record<string, unknown> = {}) => ({ type: 'lambda', functionName, endpoint, region: TEST_REGION, timeout: '5s', ...extra });
+    tg = await startGateway({
+      routes: ['throttled', 'handled', 'toolarge', 'broken', 'denied', 'hung', 'plain'].map((fn) => ({
+        name: fn,
+        recipients: [`*@${fn}.example.test`],
+        targets: [t(fn, fn === 'hung' ? { timeout: '700ms' } : {})],
+      })),
+    });
+  });
+  after(async () => {
+    await tg?.close();
+    for (const r of hung) r.destroy();
+    api?.closeAllConnections();
+    api?.close();
+  });
+
+  const callsTo = (fn: string) => calls.filter((c) => c.fn === fn);
+
+  test('a synchronous invocation; a return that is not an answer acknowledges', async () => {
+    const data = await send(tg.port, 'a@plain.example.test', simpleMessage('plain'));
+    assert.equal(data.code, 250, data.raw);
+    const [call] = callsTo('plain');
+    assert.equal(call!.headers['x-amz-invocation-type'], 'RequestResponse');
+    const ctx = JSON.parse(Buffer.from(String(call!.headers['x-amz-client-context']), 'base64').toString('utf8'));
+    assert.match(ctx.custom.deliveryId, /^msg_[0-9a-f]{32}$/);
+    assert.equal(JSON.parse(call!.body).data.subject, 'plain');
+    // credentials are never logged
+    assert.ok(!tg.logText().includes(process.env.AWS_SECRET_ACCESS_KEY!));
+  });
+
+  test('throttling: 451 4.4.5, one attempt', async () => {
+    const data = await send(tg.port, 'a@throttled.example.test', simpleMessage('throttle'));
+    assert.equal(data.code, 451, data.raw);
+    assert.match(data.text, /^4\.4\.5 /);
+    assert.equal(callsTo('throttled').length, 1, 'the SDK does not retry');
+  });
+
+  test('throttling keeps Lambda\'s Retry-After as the retry hint', async () => {
+    const { LambdaTarget } = await import('../src/delivery/lambda.js');
+    const target = new LambdaTarget({ type: 'lambda', functionName: 'throttled', endpoint, region: TEST_REGION, maxEventSize: 5 << 20, timeout: 5_000, required: true });
+    const event = { type: 'email.received', timestamp: new Date().toISOString(), data: { id: 'Q1' } };
+    const msg = {
+      queueId: 'Q1',
+      mailFrom: 'a@b.test',
+      rcptTo: ['c@d.test'],
+      receivedAt: new Date(),
+      message: Buffer.from('x'),
+      rawSha256: '0'.repeat(64),
+      event: event as never,
+      eventJson: Buffer.from(JSON.stringify(event)),
+      claimCheck: () => Promise.reject(new Error('not used')),
+    };
+    try {
+      await assert.rejects(target.deliver(msg, 'msg_1', new AbortController().signal), (err: Record<string, unknown>) => {
+        assert.equal(err.code, 'PG_DELIVERY_FAILED');
+        assert.equal(err.transient, true);
+        assert.equal(err.retryAfterMs, 3000);
+        assert.deepEqual(err.smtp, { code: 451, enhanced: '4.4.5' });
+        return true;
+      });
+    } finally {
+      await target.close();
+    }
+  });
+
+  test('a Handled function error defers (451 4.3.0)', async () => {
+    const data = await send(tg.port, 'a@handled.example.test', simpleMessage('handled'));
+    assert.equal(data.code, 451, data.raw);
+    assert.match(data.text, /^4\.3\.0 /);
+    assert.ok(tg.logs.some((l) => l.msg === 'delivery' && /function error Handled \(InvalidInput: no thanks\)/.test(String(l.err))));
+  });
+
+  test('RequestTooLargeException: the pointer is sent once instead', async () => {
+    const data = await send(tg.port, 'a@toolarge.example.test', simpleMessage('too large'));
+    assert.equal(data.code, 250, data.raw);
+    assert.deepEqual(
+      callsTo('toolarge').map((c) => JSON.parse(c.body).type),
+      ['email.received', 'email.received.pointer'],
+    );
+    // the same delivery id both times
+    const ids = callsTo('toolarge').map((c) => JSON.parse(Buffer.from(String(c.headers['x-amz-client-context']), 'base64').toString()).custom.deliveryId);
+    assert.equal(ids[0], ids[1]);
+  });
+
+  test('a service error (500) and AccessDenied (403) defer, one attempt each', async () => {
+    const broken = await send(tg.port, 'a@broken.example.test', simpleMessage('broken'));
+    assert.equal(broken.code, 451, broken.raw);
+    assert.match(broken.text, /^4\.3\.0 /);
+    assert.equal(callsTo('broken').length, 1, 'the SDK does not retry');
+    const denied = await send(tg.port, 'a@denied.example.test', simpleMessage('denied'));
+    assert.equal(denied.code, 451, denied.raw);
+    assert.ok(tg.logs.some((l) => l.msg === 'delivery' && /AccessDeniedException \(HTTP 403\)/.test(String(l.err))));
+  });
+
+  test('a function that does not return within the target timeout: 451 4.4.2, not invoked twice', async () => {
+    const started = Date.now();
+    const data = await send(tg.port, 'a@hung.example.test', simpleMessage('hung'));
+    assert.equal(data.code, 451, data.raw);
+    assert.match(data.text, /^4\.4\.2 /);
+    assert.ok(Date.now() - started < 5_000, 'the timeout is the target\'s, not the deadline');
+    assert.equal(callsTo('hung').length, 1);
+  });
+});
