@@ -34,6 +34,8 @@ export interface GatewayDeps {
   dnsResolver?: (name: string, rrtype: string) => Promise<unknown>;
   /** Free-disk probe (tests inject a low value to exercise shedding). */
   diskProbe?: (dir: string) => Promise<number>;
+  /** AWS SDK clients for the lambda and s3 targets and the DynamoDB skip-store; default: made here, destroyed by stop(). */
+  aws?: AwsClientCache;
 }
 
 export interface BoundAddress {
@@ -64,7 +66,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const now = deps.now ?? Date.now;
   const pools = createPoolCache();
   // One AWS client per (service, region, endpoint), shared by targets and the skip-store.
-  const aws = createAwsClients();
+  const aws = deps.aws ?? createAwsClients();
   const targetDeps = { pool: pools.pool, now, aws };
 
   // One Target instance per distinct target id, shared by routes.
@@ -358,7 +360,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       await Promise.all([...targets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();
-      aws.destroy();
+      if (!deps.aws) aws.destroy();
       logger.info({ inflightLeft: inflight }, 'stopped');
     },
   };

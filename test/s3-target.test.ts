@@ -171,3 +171,25 @@ describe('s3 target (fauxqs)', () => {
     assert.equal(ok.routes[0]!.targets[0]!.id, 's3:b/p/');
   });
 });
+
+test('AWS clients are shared per (service, region, endpoint) and destroyed together', async () => {
+  const { createAwsClients } = await import('../src/delivery/aws-clients.js');
+  const aws = createAwsClients();
+  const a = aws.s3({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:1' });
+  assert.equal(aws.s3({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:1' }), a);
+  assert.notEqual(aws.s3({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:2' }), a);
+  assert.notEqual(aws.s3({ region: 'eu-west-2', endpoint: 'http://127.0.0.1:1' }), a);
+  assert.notEqual(aws.s3({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:1', forcePathStyle: true }), a);
+  assert.equal(aws.lambda({ region: 'eu-west-1' }), aws.lambda({ region: 'eu-west-1' }));
+  assert.equal(await aws.lambda({ region: 'eu-west-1' }).config.maxAttempts(), 1, 'Lambda invocations are never retried by the SDK');
+  let destroyed = 0;
+  const orig = a.destroy.bind(a);
+  a.destroy = () => {
+    destroyed++;
+    orig();
+  };
+  aws.destroy();
+  assert.equal(destroyed, 1);
+  assert.notEqual(aws.s3({ region: 'eu-west-1', endpoint: 'http://127.0.0.1:1' }), a, 'a new client after destroy');
+  aws.destroy();
+});
