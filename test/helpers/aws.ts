@@ -152,9 +152,26 @@ function oslsBin(root: string): string {
  * default) on free loopback ports and waits for its Lambda API to listen.
  * The child runs in its own process group, which stop() ends as a whole.
  */
-export async function startServerlessOffline(
-  opts: { serviceDir?: string; env?: Record<string, string>; service?: string; stage?: string; startTimeoutMs?: number } = {},
-): Promise<LocalLambda> {
+export interface ServerlessOfflineOptions {
+  serviceDir?: string;
+  env?: Record<string, string>;
+  service?: string;
+  stage?: string;
+  startTimeoutMs?: number;
+}
+
+export async function startServerlessOffline(opts: ServerlessOfflineOptions = {}): Promise<LocalLambda> {
+  try {
+    return await startOnce(opts);
+  } catch (err) {
+    // A free port can be taken by another process between the probe and
+    // osls binding it: try once more with new ports.
+    if (/EADDRINUSE/.test((err as Error).message)) return startOnce(opts);
+    throw err;
+  }
+}
+
+async function startOnce(opts: ServerlessOfflineOptions): Promise<LocalLambda> {
   awsTestEnv();
   const root = projectRoot();
   const serviceDir = opts.serviceDir ?? path.join(root, 'test', 'fixtures', 'lambda');
