@@ -22,7 +22,7 @@ import { DsnNotifier } from './dsn/notifier.js';
 import { queueReport } from './dsn/queue-report.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
-import { CircuitBreakers, createTarget, MemorySkipStore, type Target } from './delivery/index.js';
+import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -32,7 +32,7 @@ import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './
 import { createSmtpServer, recipientRefusal, type SessionContext } from './smtp/session.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
-import type { TargetConfig } from './config/schema.js';
+import type { SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
 import { GatewayError } from './core/errors.js';
 
@@ -44,6 +44,8 @@ export interface GatewayDeps {
   dnsResolver?: (name: string, rrtype: string) => Promise<unknown>;
   /** Free-disk probe (tests inject a low value to exercise shedding). */
   diskProbe?: (dir: string) => Promise<number>;
+  /** AWS SDK clients for the lambda and s3 targets and the DynamoDB skip-store; default: made here, destroyed by stop(). */
+  aws?: AwsClientCache;
 }
 
 export interface BoundAddress {
@@ -84,7 +86,9 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const metrics = deps.metrics ?? createMetrics();
   const now = deps.now ?? Date.now;
   const pools = createPoolCache();
-  const targetDeps = { pool: pools.pool, now };
+  // One AWS client per (service, region, endpoint), shared by targets and the skip-store.
+  const aws = deps.aws ?? createAwsClients();
+  const targetDeps = { pool: pools.pool, now, aws };
 
   // One Target instance per distinct target id, shared by routes.
   const targets = new Map<string, Target>();
@@ -142,7 +146,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   let idle: (() => void) | null = null;
   const memory = new MemoryBudget(cfg.limits.memoryBudget);
   const disk = new DiskWatch(cfg.storage.path, cfg.limits.minFreeDisk, now, 1000, deps.diskProbe);
-  const skip = new MemorySkipStore(now);
+  const skip = createSkipStore(cfg.delivery.skipStore, now, aws);
   const breakers = new CircuitBreakers(cfg.delivery.breaker.failures, cfg.delivery.breaker.cooldown, now);
   let diskLow = false;
 
@@ -449,8 +453,19 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       await Promise.all([...targets.values(), ...resolvedTargets.values()].map((t) => t.close()));
       await pools.close();
       await skip.close();
+      if (!deps.aws) aws.destroy();
       logger.info({ inflightLeft: inflight }, 'stopped');
     },
   };
   return gw;
+}
+
+/** The skip-store the config asks for (delivery.skipStore). */
+export function createSkipStore(cfg: SkipStoreConfig, now: () => number, aws?: AwsClientCache): SkipStore {
+  switch (cfg.type) {
+    case 'memory':
+      return new MemorySkipStore(now, 100_000, cfg.ttl);
+    case 'dynamodb':
+      return new DynamoSkipStore({ table: cfg.table, region: cfg.region, endpoint: cfg.endpoint, ttl: cfg.ttl, timeout: cfg.timeout, now }, aws);
+  }
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { GatewayError } from '../core/errors.js';
 import { parseHostPort } from './units.js';
-import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
+import { configSchema, defaultLambdaId, defaultS3Id, type Config, type ConfigInput, type TargetConfig } from './schema.js';
 import { defaultWebhookId } from '../message/ids.js';
 import { patternDomains } from '../routing/index.js';
 
@@ -216,6 +216,8 @@ function deepFreeze<T>(o: T): T {
 function withTargetIds(targets: TargetConfig[], storagePath: string): TargetConfig[] {
   return targets.map((t) => {
     if (t.type === 'webhook') return { ...t, id: t.id ?? defaultWebhookId(t.url) };
+    if (t.type === 'lambda') return { ...t, id: t.id ?? defaultLambdaId(t) };
+    if (t.type === 's3') return { ...t, id: t.id ?? defaultS3Id(t) };
     const p = path.resolve(t.path ?? storagePath);
     return { ...t, path: p, id: t.id ?? `local:${p}` };
   });

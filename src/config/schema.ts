@@ -182,7 +182,145 @@ const localTarget = z
   })
   .describe('Write the raw .eml and the JSON event to a local directory, fsync\'d before the 250.');
 
-export const targetSchema = z.discriminatedUnion('type', [webhookTarget, localTarget]);
+/**
+ * Placeholders of an s3 target's key templates. Dates are the message's
+ * arrival time in UTC; `{id}` is the queue id (new on every attempt of the
+ * sender), `{deliveryId}` the idempotent delivery id (the same on every retry
+ * of the same message, so a retry overwrites instead of adding a copy).
+ */
+export const S3_KEY_PLACEHOLDERS = ['yyyy', 'mm', 'dd', 'hh', 'id', 'deliveryId'] as const;
+
+/** Problems of a key template, or null. */
+export function keyTemplateProblem(t: string): string | null {
+  const names: string[] = [];
+  const rest = t.replace(/\{([A-Za-z]+)\}/g, (_, name: string) => {
+    names.push(name);
+    return '';
+  });
+  const unknown = names.filter((n) => !(S3_KEY_PLACEHOLDERS as readonly string[]).includes(n));
+  if (unknown.length) return `unknown placeholder {${unknown[0]}} (known: ${S3_KEY_PLACEHOLDERS.map((n) => `{${n}}`).join(' ')})`;
+  if (/[{}]/.test(rest)) return 'a "{" or "}" that is not part of a placeholder';
+  if (!names.includes('id') && !names.includes('deliveryId')) return 'needs {deliveryId} or {id}, or every message would overwrite the last one';
+  if (t.startsWith('/')) return 'must not start with "/"';
+  // S3 keys are at most 1024 bytes; leave room for the prefix and the values.
+  if (Buffer.byteLength(t) > 512) return 'longer than 512 bytes';
+  return null;
+}
+
+const keyTemplate = (description: string, dflt: string) =>
+  z
+    .string()
+    .min(1)
+    .superRefine((v, ctx) => {
+      const problem = keyTemplateProblem(v);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .default(dflt)
+    .describe(`${description} Placeholders: ${S3_KEY_PLACEHOLDERS.map((n) => `{${n}}`).join(' ')}.`);
+
+const awsRegion = z
+  .string()
+  .regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, { message: 'not an AWS region name (e.g. "eu-west-1")' })
+  .optional()
+  .describe('AWS region. Default: the SDK\'s (AWS_REGION, the shared config file).');
+const awsEndpoint = z
+  .string()
+  .url()
+  .refine((u) => /^https?:/i.test(u), { message: 'endpoint must be http:// or https://' })
+  .optional()
+  .describe('Service endpoint URL, for a local or compatible service instead of AWS.');
+
+/** Lambda's limit for a synchronous (RequestResponse) request payload: 6 MB. */
+export const LAMBDA_SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024;
+
+const lambdaTarget = z
+  .strictObject({
+    type: z.literal('lambda'),
+    id: z.string().min(1).optional().describe('Stable target id (part of the idempotent delivery id). Default: "lambda:<functionName>[:<qualifier>]".'),
+    functionName: z.string().min(1).max(170).describe('Function name, partial ARN or full ARN.'),
+    qualifier: z.string().min(1).max(128).optional().describe('Version or alias to invoke. Default: $LATEST (or the one in the ARN).'),
+    region: awsRegion,
+    endpoint: awsEndpoint,
+    maxEventSize: bytes('Events larger than this are sent as a claim-check pointer.', 1024)
+      .refine((n) => n <= LAMBDA_SYNC_PAYLOAD_LIMIT, { message: `must be at most ${LAMBDA_SYNC_PAYLOAD_LIMIT} bytes (Lambda's synchronous payload limit)` })
+      .default(5 * 1024 * 1024),
+    timeout: duration('Time allowed for the function to return.').default(25_000),
+    required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
+    when: targetWhen,
+  })
+  .describe('Invoke an AWS Lambda function synchronously with the event as its payload.');
+
+const s3Target = z
+  .strictObject({
+    type: z.literal('s3'),
+    id: z.string().min(1).optional().describe('Stable target id (part of the idempotent delivery id). Default: "s3:<bucket>/<prefix>".'),
+    bucket: z
+      .string()
+      .min(1)
+      .max(255)
+      .refine((b) => !/[/\s]/.test(b), { message: 'a bucket name has no "/" or spaces' }),
+    prefix: z.string().default('').describe('Prepended to both keys as written (add the trailing "/" yourself).'),
+    emlKey: keyTemplate('Key of the raw message (.eml).', '{yyyy}/{mm}/{dd}/{deliveryId}.eml'),
+    eventKey: keyTemplate('Key of the JSON event.', '{yyyy}/{mm}/{dd}/{deliveryId}.json'),
+    region: awsRegion,
+    endpoint: awsEndpoint,
+    forcePathStyle: z.boolean().default(false).describe('Path-style URLs (endpoint/bucket/key), for S3-compatible stores.'),
+    storageClass: z
+      .enum(['STANDARD', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER', 'GLACIER_IR', 'DEEP_ARCHIVE', 'REDUCED_REDUNDANCY'])
+      .optional()
+      .describe('Storage class of both objects. Default: the bucket\'s (STANDARD).'),
+    serverSideEncryption: z.enum(['AES256', 'aws:kms']).optional().describe('Server-side encryption of both objects. Default: the bucket\'s.'),
+    kmsKeyId: z.string().min(1).optional().describe('KMS key for serverSideEncryption "aws:kms". Default: the account\'s aws/s3 key.'),
+    timeout: duration('Time allowed for both uploads.').default(25_000),
+    required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
+    when: targetWhen,
+  })
+  .superRefine((t, ctx) => {
+    if (t.kmsKeyId !== undefined && t.serverSideEncryption !== 'aws:kms') {
+      ctx.addIssue({ code: 'custom', path: ['kmsKeyId'], message: 'kmsKeyId needs serverSideEncryption: "aws:kms"' });
+    }
+    if (t.emlKey === t.eventKey) ctx.addIssue({ code: 'custom', path: ['eventKey'], message: 'must differ from emlKey, or the event would overwrite the message' });
+  })
+  .describe('Archive the raw .eml and the JSON event in an S3 bucket (or an S3-compatible store).');
+
+/** The default id of a lambda target (logged; part of every delivery id). */
+export function defaultLambdaId(t: { functionName: string; qualifier?: string | undefined }): string {
+  return `lambda:${t.functionName}${t.qualifier ? `:${t.qualifier}` : ''}`;
+}
+
+/** The default id of an s3 target (logged; part of every delivery id). */
+export function defaultS3Id(t: { bucket: string; prefix: string }): string {
+  return `s3:${t.bucket}/${t.prefix}`;
+}
+
+export const targetSchema = z.discriminatedUnion('type', [webhookTarget, localTarget, lambdaTarget, s3Target]);
+
+/**
+ * Where delivery ids that succeeded are remembered (DESIGN §2): in-process, or
+ * a DynamoDB table shared by every instance, so a sender's retry on any
+ * instance re-runs only the targets that failed.
+ */
+const skipStoreSchema = z
+  .discriminatedUnion('type', [
+    z.strictObject({
+      type: z.literal('memory'),
+      ttl: duration('How long a success is remembered.').default(24 * 3600_000),
+    }),
+    z.strictObject({
+      type: z.literal('dynamodb'),
+      table: z
+        .string()
+        .regex(/^[A-Za-z0-9_.-]{3,255}$/, { message: 'not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)' })
+        .describe('Table with partition key "id" (string) and TTL attribute "expiresAt".'),
+      region: awsRegion,
+      endpoint: awsEndpoint,
+      ttl: duration('How long a success is remembered (the item\'s expiresAt).', 60_000).default(7 * 86_400_000),
+      timeout: duration('Time allowed for one lookup or write; past it the lookup counts as "not seen".').default(2_000),
+    }),
+  ])
+  .default({ type: 'memory', ttl: 24 * 3600_000 })
+  .describe('Skip-store: delivery ids that already succeeded, skipped on the sender\'s retry.');
+
 
 const routeSchema = z.strictObject({
   name: z.string().min(1).optional().describe('Name used in logs and metrics. Default: "route-<n>".'),
@@ -339,6 +477,7 @@ export const configSchema = z
           .strictObject({
             initialDelay: duration('Pause before the second attempt; it doubles per attempt, with full jitter.').default(250),
             maxDelay: duration('Longest pause between attempts.').default(5_000),
+            maxAttempts: z.number().int().positive().default(10).describe('Attempts per target within one deadline, the first included (1: no retries).'),
           })
           .prefault({})
           .describe('Retries of transient failures inside the deadline (connection errors, timeouts, 408/425/429/5xx).'),
@@ -349,6 +488,7 @@ export const configSchema = z
           })
           .prefault({})
           .describe('While a required target is down, RCPT gets 451 4.4.1 at once.'),
+        skipStore: skipStoreSchema,
       })
       .prefault({}),
     queue: z
@@ -547,5 +687,8 @@ export type Config = z.output<typeof configSchema>;
 export type TargetConfig = z.output<typeof targetSchema>;
 export type WebhookTargetConfig = Extract<TargetConfig, { type: 'webhook' }>;
 export type LocalTargetConfig = Extract<TargetConfig, { type: 'local' }>;
+export type LambdaTargetConfig = Extract<TargetConfig, { type: 'lambda' }>;
+export type S3TargetConfig = Extract<TargetConfig, { type: 's3' }>;
+export type SkipStoreConfig = z.output<typeof skipStoreSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type RouteConfig = z.output<typeof routeSchema>;

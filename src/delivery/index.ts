@@ -10,19 +10,33 @@ import { deliveryId } from '../message/ids.js';
 import type { TargetConfig } from '../config/schema.js';
 import { LocalStoreTarget } from './local.js';
 import { WebhookTarget, type WebhookDeps } from './webhook.js';
+import { LambdaTarget } from './lambda.js';
+import { S3Target } from './s3.js';
+import type { AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
 import type { SkipStore } from './skip-store.js';
 
 export type { DeliveryMessage, Target, ClaimCheck } from './types.js';
 export { MemorySkipStore, type SkipStore } from './skip-store.js';
+export { DynamoSkipStore } from './dynamo-skip-store.js';
+export { LambdaTarget } from './lambda.js';
+export { S3Target } from './s3.js';
+export { createAwsClients, type AwsClientCache } from './aws-clients.js';
 
-export function createTarget(cfg: TargetConfig, deps: WebhookDeps): Target {
+/** What targets share: webhook pools, the clock and (optional) AWS clients; without `aws` an AWS target makes its own. */
+export type TargetDeps = WebhookDeps & { aws?: AwsClientCache };
+
+export function createTarget(cfg: TargetConfig, deps: TargetDeps): Target {
   switch (cfg.type) {
     case 'webhook':
       return new WebhookTarget(cfg, deps);
     case 'local':
       // ids and paths are resolved by the config loader
       return new LocalStoreTarget(cfg.id!, cfg.path!, cfg.required);
+    case 'lambda':
+      return new LambdaTarget(cfg, deps.aws);
+    case 's3':
+      return new S3Target(cfg, deps.aws);
   }
 }
 
@@ -99,6 +113,8 @@ export interface DeliveryOutcome {
 export interface RetryPolicy {
   initialDelayMs: number;
   maxDelayMs: number;
+  /** Attempts per target within one deadline, the first included. */
+  maxAttempts?: number;
   /** [0, 1); injectable so tests can pin the jitter. */
   random?: () => number;
 }
@@ -117,6 +133,7 @@ const MIN_ATTEMPT_MS = 100;
 export function retryPause(attempt: number, error: GatewayError, leftMs: number, opts: { retry?: RetryPolicy | false | undefined }): number | null {
   if (opts.retry === false) return null;
   const p = opts.retry ?? DEFAULT_RETRY;
+  if (attempt >= (p.maxAttempts ?? Number.POSITIVE_INFINITY)) return null;
   const ceiling = Math.min(p.maxDelayMs, p.initialDelayMs * 2 ** (attempt - 1));
   const pause = Math.max((p.random ?? Math.random)() * ceiling, error.retryAfterMs ?? 0);
   return pause + MIN_ATTEMPT_MS <= leftMs ? Math.round(pause) : null;

@@ -451,7 +451,7 @@ export function createSmtpServer(
             skip: ctx.skip,
             now: ctx.now,
             onSkipStoreError: (err) => txn.log.warn({ err: (err as Error).message }, 'skip-store write failed (a sender retry may deliver again)'),
-            retry: { initialDelayMs: cfg.delivery.retry.initialDelay, maxDelayMs: cfg.delivery.retry.maxDelay },
+            retry: { initialDelayMs: cfg.delivery.retry.initialDelay, maxDelayMs: cfg.delivery.retry.maxDelay, maxAttempts: cfg.delivery.retry.maxAttempts },
             onRetry: (t, r) =>
               txn.log.info({ target: t.id, attempt: r.attempt, pauseMs: r.pauseMs, code: r.error.code, err: r.error.message }, 'delivery attempt failed, retrying'),
             onTarget: (t, o) => {
