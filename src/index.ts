@@ -10,3 +10,8 @@ export { parseMessage, DEFAULT_PARSE_LIMITS, type ParseLimits, type BlobSink } f
 export { inboundEmailSchema, emailEventSchema, emailJsonSchema, type InboundEmail, type EmailEvent, type Envelope, type Address, type Group, type Attachment } from './message/schema.js';
 export { verifyMessage, type AuthResults } from './message/mailauth.js';
 export { GatewayError, ERROR_CODES, type ErrorCode } from './core/errors.js';
+export { deliverToTargets, type Target, type DeliveryMessage, type SkipStore, type ClaimCheck } from './delivery/index.js';
+export { interpretReceiverAnswer } from './delivery/reply.js';
+export { POINTER_EVENT_TYPE } from './delivery/claim-check.js';
+export { signatureHeader, publicKeyText, parseSigningKey } from './delivery/signing.js';
+export { buildDsn, type DsnInput } from './dsn/report.js';
