@@ -9,6 +9,8 @@ import type net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LocalBlobStore } from './blob/local.js';
+import { S3BlobStore } from './blob/s3.js';
+import type { BlobSink } from './message/parse.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
@@ -291,8 +293,17 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
 
   let ops: http.Server | null = null;
   // Claim check needs somewhere to serve links from: the HTTP endpoint.
-  const blobs =
-    cfg.http !== false
+  const blobStore = cfg.blobs.store;
+  const blobs: BlobSink | null =
+    blobStore.type === 's3'
+      ? new S3BlobStore({
+          client: aws.s3({ region: blobStore.region, endpoint: blobStore.endpoint, forcePathStyle: blobStore.forcePathStyle }),
+          bucket: blobStore.bucket,
+          prefix: blobStore.prefix,
+          ttlMs: cfg.blobs.ttl,
+          now,
+        })
+      : cfg.http !== false
       ? new LocalBlobStore({
           dir: path.join(cfg.storage.path, 'blobs'),
           publicUrl: () => {
@@ -350,7 +361,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     policy.etrn = (node, client) => etrnReply(node, etrnClients.matches(client), worker);
     for (const g of queueGauges(worker)) metrics.registry.registerMetric(g);
   }
-  if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs ?? undefined);
+  if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs instanceof LocalBlobStore ? blobs : undefined);
 
   const listenOne = async (server: net.Server | http.Server, { host, port }: HostPort) => {
     const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;

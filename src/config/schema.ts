@@ -566,6 +566,22 @@ export const configSchema = z
           .url()
           .optional()
           .describe('Base URL receivers use to fetch blobs (the HTTP endpoint behind your proxy). Default: the http.listen address.'),
+        store: z
+          .discriminatedUnion('type', [
+            z.strictObject({ type: z.literal('local') }).describe('Files under storage.path/blobs, served by the http endpoint.'),
+            z
+              .strictObject({
+                type: z.literal('s3'),
+                bucket: z.string().min(3).max(63).describe('Bucket of the blobs.'),
+                prefix: z.string().default('blobs/').describe('Key prefix.'),
+                region: z.string().min(1).optional().describe('Default: the SDK\'s (AWS_REGION).'),
+                endpoint: z.string().url().optional().describe('An S3-compatible endpoint instead of AWS.'),
+                forcePathStyle: z.boolean().default(false).describe('Path-style URLs (most S3-compatible servers).'),
+              })
+              .describe('Objects in S3, linked by presigned GET URLs (at most 7 days, and never past the credentials\' expiry).'),
+          ])
+          .default({ type: 'local' })
+          .describe('Where blobs are kept.'),
       })
       .prefault({})
       .describe('Claim check: large attachments are stored under storage.path/blobs and served by the HTTP endpoint through signed, expiring links.'),

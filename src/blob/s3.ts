@@ -1,0 +1,75 @@
+/**
+ * The claim-check store on S3: large attachments (and whole events for
+ * pointers) are uploaded to a bucket and linked by a presigned GET URL.
+ *
+ * `expiresAt` is the real expiry of the link. A SigV4 presigned URL is valid
+ * for at most 7 days, and never beyond the expiry of the credentials that
+ * signed it (temporary credentials of a role: often an hour or less), so the
+ * link's lifetime is the smallest of `blobs.ttl`, 7 days and what the
+ * credentials have left. Keep objects longer than links with a lifecycle rule.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { BlobKind, BlobSink } from '../message/parse.js';
+
+/** SigV4 query-string authentication allows at most 7 days (X-Amz-Expires ≤ 604800). */
+const MAX_PRESIGN_S = 7 * 86_400;
+
+export interface S3BlobStoreOptions {
+  client: S3Client;
+  bucket: string;
+  prefix: string;
+  ttlMs: number;
+  now(): number;
+}
+
+export class S3BlobStore implements BlobSink {
+  constructor(private readonly opts: S3BlobStoreOptions) {}
+
+  /** Seconds a link may live now: ttl, the SigV4 limit and the credentials' own expiry. */
+  private async lifetime(): Promise<number> {
+    let s = Math.min(Math.floor(this.opts.ttlMs / 1000), MAX_PRESIGN_S);
+    const provider = this.opts.client.config.credentials;
+    const creds = await provider();
+    if (creds.expiration) s = Math.min(s, Math.floor((creds.expiration.getTime() - this.opts.now()) / 1000));
+    return Math.max(1, s);
+  }
+
+  async put(
+    kind: BlobKind,
+    meta: { filename: string | null; contentType: string },
+    content: Readable,
+  ): Promise<{ url: string; expiresAt: string; sha256: string; size: number }> {
+    const d = new Date(this.opts.now());
+    const p = (n: number) => String(n).padStart(2, '0');
+    const key = `${this.opts.prefix}${d.getUTCFullYear()}/${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())}/${kind}-${randomBytes(16).toString('hex')}`;
+    const hash = createHash('sha256');
+    let size = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    content.on('error', (err) => tap.destroy(err));
+    // Upload streams in parts, so a body of unknown length never has to be
+    // held in memory whole (PutObject needs the length up front).
+    await new Upload({
+      client: this.opts.client,
+      params: {
+        Bucket: this.opts.bucket,
+        Key: key,
+        Body: content.pipe(tap),
+        ContentType: meta.contentType,
+        ...(meta.filename ? { ContentDisposition: `attachment; filename*=UTF-8''${encodeURIComponent(meta.filename)}` } : {}),
+      },
+    }).done();
+    const expiresIn = await this.lifetime();
+    const url = await getSignedUrl(this.opts.client, new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }), { expiresIn });
+    return { url, expiresAt: new Date(this.opts.now() + expiresIn * 1000).toISOString(), sha256: hash.digest('hex'), size };
+  }
+}
