@@ -18,6 +18,7 @@ import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
 import { LocalSpool } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
+import { SqsQueue } from './queue/sqs.js';
 import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
 import { DsnNotifier } from './dsn/notifier.js';
@@ -334,7 +335,37 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   // Queued routes: the spool is recovered (half-written items dropped, whole
   // ones scheduled) before any listener accepts mail.
   let queue: Queue | null = null;
-  if (cfg.routes.some((r) => r.mode !== 'sync')) {
+  const queuePolicy = {
+    initialDelayMs: cfg.queue.retry.initialDelay,
+    maxDelayMs: cfg.queue.retry.maxDelay,
+    maxAgeMs: cfg.queue.retry.maxAge,
+    concurrency: cfg.queue.concurrency,
+  };
+  const backend = cfg.queue.backend;
+  if (cfg.routes.some((r) => r.mode !== 'sync') && backend.type === 's3-sqs') {
+    // Several instances share the queue; ETRN and queued DSNs need the local spool.
+    const at = { region: backend.region, endpoint: backend.endpoint };
+    const sqsQueue = new SqsQueue({
+      s3: aws.s3({ ...at, forcePathStyle: backend.forcePathStyle }),
+      sqs: aws.sqs(at),
+      bucket: backend.bucket,
+      prefix: backend.prefix,
+      queueUrl: backend.queueUrl,
+      pollWaitS: Math.min(20, Math.round(backend.pollWait / 1000)),
+      target: (id) => targets.get(id),
+      skip,
+      blobs,
+      now,
+      logger: logger.child({ component: 'queue' }),
+      deadlineMs: cfg.delivery.deadline,
+      policy: queuePolicy,
+      onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+    });
+    await sqsQueue.start();
+    queue = { spool: sqsQueue, worker: sqsQueue, maxItems: cfg.queue.maxItems };
+    sessionCtx.queue = queue;
+    for (const g of queueGauges(sqsQueue)) metrics.registry.registerMetric(g);
+  } else if (cfg.routes.some((r) => r.mode !== 'sync')) {
     const spool = new LocalSpool(cfg.queue.path!);
     const worker: QueueWorker = new QueueWorker({
       spool,
@@ -344,12 +375,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       now,
       logger: logger.child({ component: 'queue' }),
       deadlineMs: cfg.delivery.deadline,
-      policy: {
-        initialDelayMs: cfg.queue.retry.initialDelay,
-        maxDelayMs: cfg.queue.retry.maxDelay,
-        maxAgeMs: cfg.queue.retry.maxAge,
-        concurrency: cfg.queue.concurrency,
-      },
+      policy: queuePolicy,
       onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
       onFinal: notifier ? (entry, delivered, error, content) => queueReport(notifier, spool, worker, entry, delivered, error, content) : undefined,
     });

@@ -15,7 +15,11 @@ import { startGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startReceiver, type Answer } from './helpers/receiver.js';
 import { projectRoot } from './helpers/fixtures.js';
-import { retryDelay } from '../src/queue/worker.js';
+import { QueueWorker, retryDelay } from '../src/queue/worker.js';
+import { LocalSpool } from '../src/queue/spool.js';
+import { MemorySkipStore, type Target } from '../src/delivery/index.js';
+import { GatewayError } from '../src/core/errors.js';
+import { createLogger } from '../src/ops/logger.js';
 
 const CLI = path.join(projectRoot(), 'dist/src/cli/index.js');
 
@@ -155,6 +159,65 @@ describe('retry schedule', () => {
     assert.equal(retryDelay(20, p, () => 0), 2 * 3_600_000);
     assert.equal(retryDelay(1, p, () => 0, 600_000), 600_000);
   });
+
+  test('the worker on a fake clock: attempts at 0, 30 s, 90 s, 210 s, 450 s, 930 s; nothing early; dead after maxAge with the whole history', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'postgate-sched-'));
+    let clock = Date.parse('2026-11-23T00:00:00Z');
+    const calls: number[] = [];
+    // A target that is down (the fault injected): every attempt is a transient failure.
+    const down: Target = {
+      id: 'down',
+      type: 'test',
+      required: true,
+      async deliver() {
+        calls.push(clock);
+        throw new GatewayError({ code: 'PG_DELIVERY_FAILED', message: 'down', smtp: { code: 451, enhanced: '4.4.1' } });
+      },
+      async close() {},
+    };
+    const spool = new LocalSpool(root);
+    const worker = new QueueWorker({
+      spool,
+      target: () => down,
+      skip: new MemorySkipStore(() => clock),
+      blobs: null,
+      now: () => clock,
+      random: () => 0,
+      logger: createLogger('silent'),
+      deadlineMs: 1000,
+      policy: { initialDelayMs: 60_000, maxDelayMs: 3_600_000, maxAgeMs: 10 * 60_000, concurrency: 4 },
+    });
+    try {
+      await worker.start();
+      const meta = { itemId: 'Q1-0', queueId: 'Q1', deliveryId: 'msg_x', targetId: 'down', required: true, route: 'r', mailFrom: 'a@b', rcptTo: ['c@d'], rawSha256: '0'.repeat(64), receivedAt: new Date(clock).toISOString(), spooledAt: new Date(clock).toISOString() };
+      await spool.put([{ meta, message: Buffer.from('Subject: x\r\n\r\nx\r\n'), eventJson: Buffer.from('{"type":"email.received","data":{}}') }], clock);
+      worker.add([{ meta, state: { attempts: 0, nextAt: clock, history: [] } }]);
+      const t0 = clock;
+      const at = async (ms: number) => {
+        clock = t0 + ms;
+        return worker.runDue();
+      };
+      assert.equal(await at(0), 1);
+      assert.equal(await at(29_999), 0, 'not before 30 s (60 s with equal jitter at its floor)');
+      assert.equal(await at(30_000), 1);
+      assert.equal(await at(89_999), 0);
+      assert.equal(await at(90_000), 1, 'then 60 s later');
+      assert.equal(await at(210_000), 1, 'then 120 s later');
+      assert.deepEqual(calls.map((c) => c - t0), [0, 30_000, 90_000, 210_000]);
+      assert.equal(await at(450_000), 1);
+      assert.equal(await at(929_999), 0, 'next one is 480 s later (the ceiling is 960 s now)');
+      assert.equal(await at(930_000), 1, 'past maxAge: a last attempt, then dead');
+      const dead = await spool.list('dead');
+      assert.equal(dead.length, 1);
+      assert.equal(dead[0]!.state.attempts, 6);
+      assert.equal(dead[0]!.state.history.length, 6);
+      assert.match(dead[0]!.state.deadReason!, /^expired after 6 attempts$/);
+      assert.equal(worker.stats().depth, 0);
+    } finally {
+      await worker.stop();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
 
 interface Child {
@@ -182,7 +245,7 @@ async function serve(config: string, cwd: string): Promise<Child> {
 }
 
 describe('crash safety (SIGKILL)', () => {
-  test('every message answered 250 is delivered after a SIGKILL and restart; a half-written item is never delivered', async () => {
+  test('every message answered 250 (queue and sync-then-queue) is delivered after a SIGKILL and restart; a half-written item is never delivered', async () => {
     let up = false;
     const hook = await startReceiver(() => (up ? { status: 204 } : { status: 503 }));
     const cwd = await mkdtemp(path.join(os.tmpdir(), 'postgate-crash-'));
@@ -194,8 +257,10 @@ describe('crash safety (SIGKILL)', () => {
         'http: false',
         'storage: { path: ./data }',
         'queue: { retry: { initialDelay: 200ms, maxDelay: 400ms } }',
+        'delivery: { deadline: 300ms }',
         'routes:',
         `  - { recipients: ["*@q.test"], mode: queue, targets: [{ type: webhook, id: hook, url: "${hook.url}", timeout: 2s }] }`,
+        `  - { recipients: ["*@stq.test"], mode: sync-then-queue, targets: [{ type: webhook, id: hook2, url: "${hook.url}", timeout: 2s }] }`,
         '',
       ].join('\n'),
     );
@@ -207,9 +272,11 @@ describe('crash safety (SIGKILL)', () => {
       let killed = false;
       const client = async () => {
         while (!killed) {
-          const subject = `crash-${++n}`;
+          const i = ++n;
+          const subject = `crash-${i}`;
           try {
-            const r = await send(child.port, subject);
+            // both queued modes: queue, and sync-then-queue (spooled at the deadline)
+            const r = await send(child.port, subject, i % 2 ? 'in@q.test' : 'in@stq.test');
             if (r.data?.code === 250) accepted.add(subject);
           } catch {
             // the connection died with the process: no 250, the sender keeps the message

@@ -502,6 +502,29 @@ export const configSchema = z
           })
           .prefault({}),
         concurrency: z.number().int().positive().default(8).describe('Queued deliveries attempted at once.'),
+        backend: z
+          .discriminatedUnion('type', [
+            z.strictObject({ type: z.literal('local') }).describe('The spool directory queue.path on this instance.'),
+            z
+              .strictObject({
+                type: z.literal('s3-sqs'),
+                bucket: z.string().min(3).max(63).describe('Bucket holding the queued messages.'),
+                prefix: z.string().default('spool/').describe('Key prefix of the items.'),
+                // Not z.url(): SQS-compatible servers name queues like
+                // http://sqs.<region>.<host>/..., which WHATWG URL parsing refuses for IP hosts.
+                queueUrl: z
+                  .string()
+                  .regex(/^https?:\/\/\S+\/\S+$/, { message: 'expected the queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>' })
+                  .describe('SQS queue of the work items (standard queue), as CreateQueue/GetQueueUrl return it.'),
+                region: z.string().min(1).optional().describe('Default: the SDK\'s (AWS_REGION).'),
+                endpoint: z.string().url().optional().describe('An S3/SQS-compatible endpoint instead of AWS (both services).'),
+                forcePathStyle: z.boolean().default(false).describe('Path-style S3 URLs (most S3-compatible servers).'),
+                pollWait: duration('Long-poll wait of each ReceiveMessage (at most 20 s).', 0).default(20_000),
+              })
+              .describe('Shared by several edge instances: items in S3, work items in SQS.'),
+          ])
+          .default({ type: 'local' })
+          .describe('Where queued messages are kept.'),
         maxItems: z.number().int().positive().default(100_000).describe('Spool capacity in items (one per message and target); when full, queued routes answer 452 4.3.1 and readiness is false.'),
         etrn: z
           .strictObject({

@@ -10,6 +10,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
 
 export interface AwsLocation {
   /** Default: the SDK's chain (AWS_REGION, the shared config file). */
@@ -22,6 +23,7 @@ export interface AwsClientCache {
   lambda(at: AwsLocation): LambdaClient;
   s3(at: AwsLocation & { forcePathStyle?: boolean | undefined }): S3Client;
   dynamodb(at: AwsLocation): DynamoDBClient;
+  sqs(at: AwsLocation): SQSClient;
   /** Destroys every client made (their sockets close). */
   destroy(): void;
 }
@@ -54,6 +56,7 @@ export function createAwsClients(): AwsClientCache {
         () => new S3Client({ ...location(at), ...(at.forcePathStyle ? { forcePathStyle: true } : {}) }),
       ),
     dynamodb: (at) => get(`dynamodb|${at.region ?? ''}|${at.endpoint ?? ''}`, () => new DynamoDBClient(location(at))),
+    sqs: (at) => get(`sqs|${at.region ?? ''}|${at.endpoint ?? ''}`, () => new SQSClient(location(at))),
     destroy() {
       for (const c of clients.values()) c.destroy();
       clients.clear();

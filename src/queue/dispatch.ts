@@ -11,14 +11,28 @@
 import { GatewayError } from '../core/errors.js';
 import { deliverToTargets, type Delivery, type DeliveryOutcome } from '../delivery/index.js';
 import { deliveryId } from '../message/ids.js';
-import type { LocalSpool, SpoolEntry } from './spool.js';
-import type { QueueWorker } from './worker.js';
+import type { NewSpoolItem, SpoolEntry, SpoolMeta } from './spool.js';
 
 export type DeliveryMode = 'sync' | 'queue' | 'sync-then-queue';
 
+/** Durable storage of new items (the local spool, or S3 + SQS). */
+export interface SpoolWriter {
+  readonly root: string;
+  put(items: readonly NewSpoolItem[], firstAttemptAt: number): Promise<void>;
+}
+
+/** What runs the items: the local retry worker, or the SQS consumer. */
+export interface QueueRunner {
+  add(entries: readonly SpoolEntry[]): void;
+  pending(match?: (meta: SpoolMeta) => boolean): number;
+  flush(match: (meta: SpoolMeta) => boolean): number;
+  stats(): { depth: number; oldestAgeMs: number; dead: number };
+  stop(): Promise<void>;
+}
+
 export interface Queue {
-  spool: LocalSpool;
-  worker: QueueWorker;
+  spool: SpoolWriter;
+  worker: QueueRunner;
   maxItems: number;
 }
 
