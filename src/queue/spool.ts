@@ -67,7 +67,14 @@ export interface NewSpoolItem {
 const MAX_HISTORY = 50;
 
 export class LocalSpool {
-  constructor(readonly root: string) {}
+  /**
+   * `onStep` names each step of a write as it completes; tests use it to
+   * kill the process at every step (fault injection) and check recovery.
+   */
+  constructor(
+    readonly root: string,
+    private readonly onStep: (step: string) => void = () => undefined,
+  ) {}
 
   private dir(area: 'tmp' | SpoolArea, itemId?: string): string {
     return itemId ? path.join(this.root, area, itemId) : path.join(this.root, area);
@@ -87,19 +94,31 @@ export class LocalSpool {
     const written: string[] = [];
     try {
       for (const it of items) {
-        const d = this.dir('tmp', it.meta.itemId);
+        const id = it.meta.itemId;
+        const d = this.dir('tmp', id);
         await mkdir(d, { mode: 0o750 });
         written.push(d);
+        this.onStep(`${id}:mkdir`);
         await writeDurably(path.join(d, 'message.eml'), it.message);
+        this.onStep(`${id}:message`);
         await writeDurably(path.join(d, 'event.json'), it.eventJson);
+        this.onStep(`${id}:event`);
         await writeDurably(path.join(d, 'meta.json'), JSON.stringify(it.meta));
+        this.onStep(`${id}:meta`);
         const state: SpoolState = { attempts: 0, nextAt: firstAttemptAt, history: [] };
         await writeDurably(path.join(d, 'state.json'), JSON.stringify(state));
+        this.onStep(`${id}:state`);
         await syncDir(d);
+        this.onStep(`${id}:sync`);
       }
       await syncDir(this.dir('tmp'));
-      for (const it of items) await rename(this.dir('tmp', it.meta.itemId), this.dir('active', it.meta.itemId));
+      this.onStep('tmp:sync');
+      for (const it of items) {
+        await rename(this.dir('tmp', it.meta.itemId), this.dir('active', it.meta.itemId));
+        this.onStep(`${it.meta.itemId}:rename`);
+      }
       await syncDir(this.dir('active'));
+      this.onStep('active:sync');
     } catch (err) {
       for (const d of written) await rm(d, { recursive: true, force: true }).catch(() => undefined);
       // Items already renamed stay: they are whole, and a duplicate delivery
