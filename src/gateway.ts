@@ -19,6 +19,7 @@ import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-valida
 import { LocalSpool } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
 import { SqsQueue } from './queue/sqs.js';
+import type { QueueDeliveryDeps } from './queue/attempt.js';
 import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
 import { DsnNotifier } from './dsn/notifier.js';
@@ -341,6 +342,16 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     maxAgeMs: cfg.queue.retry.maxAge,
     concurrency: cfg.queue.concurrency,
   };
+  const queueDeps: QueueDeliveryDeps = {
+    target: (id) => targets.get(id),
+    skip,
+    blobs,
+    now,
+    logger: logger.child({ component: 'queue' }),
+    deadlineMs: cfg.delivery.deadline,
+    policy: queuePolicy,
+    onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+  };
   const backend = cfg.queue.backend;
   if (cfg.routes.some((r) => r.mode !== 'sync') && backend.type === 's3-sqs') {
     // Several instances share the queue; ETRN and queued DSNs need the local spool.
@@ -352,14 +363,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       prefix: backend.prefix,
       queueUrl: backend.queueUrl,
       pollWaitS: Math.min(20, Math.round(backend.pollWait / 1000)),
-      target: (id) => targets.get(id),
-      skip,
-      blobs,
-      now,
-      logger: logger.child({ component: 'queue' }),
-      deadlineMs: cfg.delivery.deadline,
-      policy: queuePolicy,
-      onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+      ...queueDeps,
     });
     await sqsQueue.start();
     queue = { spool: sqsQueue, worker: sqsQueue, maxItems: cfg.queue.maxItems };
@@ -368,15 +372,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   } else if (cfg.routes.some((r) => r.mode !== 'sync')) {
     const spool = new LocalSpool(cfg.queue.path!);
     const worker: QueueWorker = new QueueWorker({
+      ...queueDeps,
       spool,
-      target: (id) => targets.get(id),
-      skip,
-      blobs,
-      now,
-      logger: logger.child({ component: 'queue' }),
-      deadlineMs: cfg.delivery.deadline,
-      policy: queuePolicy,
-      onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
       onFinal: notifier ? (entry, delivered, error, content) => queueReport(notifier, spool, worker, entry, delivered, error, content) : undefined,
     });
     const { recovered, discarded } = await worker.start();

@@ -8,12 +8,13 @@
  * The id is random (nothing guessable), the signature binds id and expiry,
  * and `expiresAt` in the event is exactly `exp`: a URL never outlives what it says.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hashingTap } from './hash-tap.js';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type http from 'node:http';
 import type { BlobKind, BlobSink } from '../message/parse.js';
 
@@ -54,17 +55,9 @@ export class LocalBlobStore implements BlobSink {
     const id = randomBytes(16).toString('hex');
     const file = path.join(this.opts.dir, id);
     const tmp = `${file}.tmp`;
-    const hash = createHash('sha256');
-    let size = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    });
+    const tap = hashingTap();
     try {
-      await pipeline(content, tap, createWriteStream(tmp, { mode: 0o640 }));
+      await pipeline(content, tap.stream, createWriteStream(tmp, { mode: 0o640 }));
       const fh = await open(tmp, 'r+');
       try {
         await fh.sync();
@@ -78,7 +71,7 @@ export class LocalBlobStore implements BlobSink {
       await rm(`${file}.meta`, { force: true });
       throw err;
     }
-    return { ...this.urlFor(id), sha256: hash.digest('hex'), size };
+    return { ...this.urlFor(id), ...tap.result() };
   }
 
   /**

@@ -8,8 +8,9 @@
  * link's lifetime is the smallest of `blobs.ttl`, 7 days and what the
  * credentials have left. Keep objects longer than links with a lifecycle rule.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { hashingTap } from './hash-tap.js';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -46,16 +47,8 @@ export class S3BlobStore implements BlobSink {
     const d = new Date(this.opts.now());
     const p = (n: number) => String(n).padStart(2, '0');
     const key = `${this.opts.prefix}${d.getUTCFullYear()}/${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())}/${kind}-${randomBytes(16).toString('hex')}`;
-    const hash = createHash('sha256');
-    let size = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    content.on('error', (err) => tap.destroy(err));
+    const tap = hashingTap();
+    content.on('error', (err) => tap.stream.destroy(err));
     // Upload streams in parts, so a body of unknown length never has to be
     // held in memory whole (PutObject needs the length up front).
     await new Upload({
@@ -63,13 +56,13 @@ export class S3BlobStore implements BlobSink {
       params: {
         Bucket: this.opts.bucket,
         Key: key,
-        Body: content.pipe(tap),
+        Body: content.pipe(tap.stream),
         ContentType: meta.contentType,
         ...(meta.filename ? { ContentDisposition: `attachment; filename*=UTF-8''${encodeURIComponent(meta.filename)}` } : {}),
       },
     }).done();
     const expiresIn = await this.lifetime();
     const url = await getSignedUrl(this.opts.client, new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }), { expiresIn });
-    return { url, expiresAt: new Date(this.opts.now() + expiresIn * 1000).toISOString(), sha256: hash.digest('hex'), size };
+    return { url, expiresAt: new Date(this.opts.now() + expiresIn * 1000).toISOString(), ...tap.result() };
   }
 }

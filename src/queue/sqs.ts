@@ -25,20 +25,14 @@ import {
   type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import type { Logger } from 'pino';
-import { GatewayError } from '../core/errors.js';
-import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
-import { claimCheckOnce } from '../delivery/claim-check.js';
-import type { EmailEvent } from '../message/event.js';
-import type { BlobSink } from '../message/parse.js';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
-import { retryDelay, type QueuePolicy } from './worker.js';
+import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
 
 /** SQS's longest visibility timeout: 12 hours. */
 const MAX_VISIBILITY_S = 43_200;
 const MAX_HISTORY = 50;
 
-export interface SqsQueueOptions {
+export interface SqsQueueOptions extends QueueDeliveryDeps {
   s3: S3Client;
   sqs: SQSClient;
   bucket: string;
@@ -46,15 +40,6 @@ export interface SqsQueueOptions {
   queueUrl: string;
   /** Long-poll wait of ReceiveMessage, seconds (0–20). */
   pollWaitS: number;
-  target(id: string): Target | undefined;
-  skip: SkipStore;
-  blobs: BlobSink | null;
-  now(): number;
-  random?: () => number;
-  logger: Logger;
-  deadlineMs: number;
-  policy: QueuePolicy;
-  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
 }
 
 export class SqsQueue {
@@ -176,36 +161,8 @@ export class SqsQueue {
     const attempts = Number(m.Attributes?.ApproximateReceiveCount ?? 1);
     const prev = await this.getText(this.key(meta.itemId, 'state.json'));
     const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
-    const at = new Date(this.o.now()).toISOString();
     const [message, eventJson] = await Promise.all([this.getText(this.key(meta.itemId, 'message.eml')), this.getText(this.key(meta.itemId, 'event.json'))]);
-    const target = this.o.target(meta.targetId);
-    let error: GatewayError | undefined;
-    if (!message || !eventJson) {
-      error = new GatewayError({ code: 'PG_QUEUE_READ', message: `objects of ${meta.itemId} are missing`, transient: false });
-    } else if (!target) {
-      error = new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${meta.targetId} is no longer configured`, transient: false });
-    } else {
-      const outcome = await deliverToTargets(
-        [
-          {
-            target,
-            msg: {
-              queueId: meta.queueId,
-              mailFrom: meta.mailFrom,
-              rcptTo: meta.rcptTo,
-              receivedAt: new Date(meta.receivedAt),
-              message,
-              rawSha256: meta.rawSha256,
-              event: JSON.parse(eventJson.toString('utf8')) as EmailEvent,
-              eventJson,
-              claimCheck: claimCheckOnce(eventJson, this.o.blobs),
-            },
-          },
-        ],
-        { deadlineMs: this.o.deadlineMs, skip: this.o.skip, now: this.o.now, retry: false },
-      );
-      error = outcome.error;
-    }
+    const error = await attemptItem(meta, message && eventJson ? { message, eventJson } : null, this.o);
     const done = () => this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle! }));
     if (!error) {
       await done();
@@ -219,16 +176,15 @@ export class SqsQueue {
       this.o.onAttempt?.(meta, 'delivered');
       return;
     }
-    const entry = { at, ok: false, code: error.code, reply: error.smtp ? `${error.smtp.code} ${error.smtp.enhanced}` : undefined, error: error.message };
-    const state: SpoolState = { attempts, nextAt: 0, history: [...history, entry].slice(-MAX_HISTORY) };
-    const age = this.o.now() - Date.parse(meta.receivedAt);
-    if (!error.transient || age >= this.o.policy.maxAgeMs) {
-      state.deadReason = error.transient ? `expired after ${attempts} attempts` : 'refused by the target';
+    const state: SpoolState = { attempts, nextAt: 0, history: [...history, attemptRecord(this.o.now(), error)].slice(-MAX_HISTORY) };
+    const reason = deadReason(meta, error, attempts, this.o);
+    if (reason) {
+      state.deadReason = reason;
       const body = JSON.stringify({ meta, state });
       await this.o.s3.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: `${this.o.prefix}dead/${meta.itemId}.json`, Body: body, ContentType: 'application/json', ContentLength: Buffer.byteLength(body) }));
       await done();
       this.dead++;
-      log.warn({ attempts, reason: state.deadReason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
+      log.warn({ attempts, reason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
       this.o.onAttempt?.(meta, 'dead');
       return;
     }

@@ -8,45 +8,16 @@
  */
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
-import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
-import { claimCheckOnce } from '../delivery/claim-check.js';
-import type { BlobSink } from '../message/parse.js';
-import type { EmailEvent } from '../message/event.js';
+import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
 import type { LocalSpool, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+
+export { retryDelay, type QueuePolicy } from './attempt.js';
 
 /** How often the spool directory is re-read for items added or purged by `postgate queue`. */
 const RESCAN_MS = 30_000;
 
-export interface QueuePolicy {
-  initialDelayMs: number;
-  maxDelayMs: number;
-  maxAgeMs: number;
-  concurrency: number;
-}
-
-/**
- * Pause after the n-th failed attempt: initialDelay·2^(n−1), at most
- * maxDelay, with "equal jitter" (half fixed, half random) so a backlog that
- * failed together does not come back together; never shorter than Retry-After.
- */
-export function retryDelay(attempts: number, policy: Pick<QueuePolicy, 'initialDelayMs' | 'maxDelayMs'>, random: () => number, retryAfterMs?: number): number {
-  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, attempts - 1));
-  const delay = ceiling / 2 + random() * (ceiling / 2);
-  return Math.round(Math.max(delay, retryAfterMs ?? 0));
-}
-
-export interface QueueWorkerDeps {
+export interface QueueWorkerDeps extends QueueDeliveryDeps {
   spool: LocalSpool;
-  target(id: string): Target | undefined;
-  skip: SkipStore;
-  blobs: BlobSink | null;
-  now(): number;
-  random?: () => number;
-  logger: Logger;
-  deadlineMs: number;
-  policy: QueuePolicy;
-  /** Observability hooks (metrics). */
-  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
   /**
    * A delivery reached its end: delivered (with its content, read before the
    * item is removed), or dead with the last error (DSN hook). Awaited.
@@ -172,39 +143,11 @@ export class QueueWorker {
   private async attempt(e: SpoolEntry): Promise<void> {
     const { spool, logger } = this.deps;
     const log = logger.child({ queueId: e.meta.queueId, item: e.meta.itemId, target: e.meta.targetId });
-    const target = this.deps.target(e.meta.targetId);
-    const at = new Date(this.deps.now()).toISOString();
-    if (!target) {
-      const error = new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${e.meta.targetId} is no longer configured`, transient: false });
-      await this.finish(e, { ...e.state, history: [...e.state.history, { at, ok: false, code: error.code, error: error.message }] }, error, log);
-      return;
-    }
-    let outcome;
     let content: { message: Buffer; eventJson: Buffer } | undefined;
+    let error: GatewayError | null;
     try {
       content = await spool.content('active', e.meta.itemId);
-      const { message, eventJson } = content;
-      const event = JSON.parse(eventJson.toString('utf8')) as EmailEvent;
-      outcome = await deliverToTargets(
-        [
-          {
-            target,
-            msg: {
-              queueId: e.meta.queueId,
-              mailFrom: e.meta.mailFrom,
-              rcptTo: e.meta.rcptTo,
-              receivedAt: new Date(e.meta.receivedAt),
-              message,
-              rawSha256: e.meta.rawSha256,
-              event,
-              eventJson,
-              claimCheck: claimCheckOnce(eventJson, this.deps.blobs),
-            },
-          },
-        ],
-        // One attempt: the spool's own schedule (minutes to hours) is the retry loop.
-        { deadlineMs: this.deps.deadlineMs, skip: this.deps.skip, now: this.deps.now, retry: false },
-      );
+      error = await attemptItem(e.meta, content, this.deps);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await this.deps.spool.exists('active', e.meta.itemId))) {
         // Purged by an operator (`postgate queue purge`) while we held it.
@@ -214,10 +157,10 @@ export class QueueWorker {
       }
       // The item could not be read: keep it and try again later (an operator can inspect it).
       log.error({ err: (err as Error).message, code: 'PG_QUEUE_READ' }, 'queued item unreadable');
-      outcome = { ok: false, error: new GatewayError({ code: 'PG_QUEUE_READ', message: `spool item ${e.meta.itemId}: ${(err as Error).message}`, transient: true }), targets: [] };
+      error = new GatewayError({ code: 'PG_QUEUE_READ', message: `spool item ${e.meta.itemId}: ${(err as Error).message}`, transient: true });
     }
     const attempts = e.state.attempts + 1;
-    if (outcome.ok) {
+    if (!error) {
       this.index.delete(e.meta.itemId);
       log.info({ attempts, deliveryId: e.meta.deliveryId }, 'queued delivery succeeded');
       this.deps.onAttempt?.(e.meta, 'delivered');
@@ -225,11 +168,10 @@ export class QueueWorker {
       await spool.remove(e.meta.itemId);
       return;
     }
-    const error = outcome.error!;
-    const history = [...e.state.history, { at, ok: false, code: error.code, reply: error.smtp ? `${error.smtp.code} ${error.smtp.enhanced}` : undefined, error: error.message }];
-    const age = this.deps.now() - Date.parse(e.meta.receivedAt);
-    if (!error.transient || age >= this.deps.policy.maxAgeMs) {
-      await this.finish(e, { ...e.state, attempts, history, deadReason: error.transient ? `expired after ${attempts} attempts` : 'refused by the target' }, error, log);
+    const history = [...e.state.history, attemptRecord(this.deps.now(), error)];
+    const reason = deadReason(e.meta, error, attempts, this.deps);
+    if (reason) {
+      await this.finish(e, { ...e.state, attempts, history, deadReason: reason }, error, log);
       return;
     }
     const delay = retryDelay(attempts, this.deps.policy, this.deps.random ?? Math.random, error.retryAfterMs);

@@ -1,0 +1,86 @@
+/**
+ * One attempt of one queued item, shared by the local retry worker and the
+ * SQS consumer: the same deliverToTargets as sync mode (signed at send time,
+ * the same webhook-id every time), a single try (the queue's own schedule is
+ * the retry loop), and one rule for what a failure means.
+ */
+import type { Logger } from 'pino';
+import { GatewayError } from '../core/errors.js';
+import { deliverToTargets, type SkipStore, type Target } from '../delivery/index.js';
+import { claimCheckOnce } from '../delivery/claim-check.js';
+import type { EmailEvent } from '../message/event.js';
+import type { BlobSink } from '../message/parse.js';
+import type { SpoolAttempt, SpoolMeta } from './spool.js';
+
+export interface QueuePolicy {
+  initialDelayMs: number;
+  maxDelayMs: number;
+  maxAgeMs: number;
+  concurrency: number;
+}
+
+/** What both queue runners need to deliver items. */
+export interface QueueDeliveryDeps {
+  target(id: string): Target | undefined;
+  skip: SkipStore;
+  blobs: BlobSink | null;
+  now(): number;
+  random?: () => number;
+  logger: Logger;
+  deadlineMs: number;
+  policy: QueuePolicy;
+  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
+}
+
+/**
+ * Pause after the n-th failed attempt: initialDelay·2^(n−1), at most
+ * maxDelay, with "equal jitter" (half fixed, half random) so a backlog that
+ * failed together does not come back together; never shorter than Retry-After.
+ */
+export function retryDelay(attempts: number, policy: Pick<QueuePolicy, 'initialDelayMs' | 'maxDelayMs'>, random: () => number, retryAfterMs?: number): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** Math.max(0, attempts - 1));
+  const delay = ceiling / 2 + random() * (ceiling / 2);
+  return Math.round(Math.max(delay, retryAfterMs ?? 0));
+}
+
+/** Delivers one item's content to its target; resolves with the failure, or null when acknowledged. */
+export async function attemptItem(meta: SpoolMeta, content: { message: Buffer; eventJson: Buffer } | null, deps: QueueDeliveryDeps): Promise<GatewayError | null> {
+  if (!content) return new GatewayError({ code: 'PG_QUEUE_READ', message: `the content of ${meta.itemId} is missing`, transient: false });
+  const target = deps.target(meta.targetId);
+  if (!target) return new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${meta.targetId} is no longer configured`, transient: false });
+  const { message, eventJson } = content;
+  const outcome = await deliverToTargets(
+    [
+      {
+        target,
+        msg: {
+          queueId: meta.queueId,
+          mailFrom: meta.mailFrom,
+          rcptTo: meta.rcptTo,
+          receivedAt: new Date(meta.receivedAt),
+          message,
+          rawSha256: meta.rawSha256,
+          event: JSON.parse(eventJson.toString('utf8')) as EmailEvent,
+          eventJson,
+          claimCheck: claimCheckOnce(eventJson, deps.blobs),
+        },
+      },
+    ],
+    { deadlineMs: deps.deadlineMs, skip: deps.skip, now: deps.now, retry: false },
+  );
+  return outcome.ok ? null : outcome.error!;
+}
+
+/** The history line of a failed attempt. */
+export function attemptRecord(at: number, error: GatewayError): SpoolAttempt {
+  return { at: new Date(at).toISOString(), ok: false, code: error.code, reply: error.smtp ? `${error.smtp.code} ${error.smtp.enhanced}` : undefined, error: error.message };
+}
+
+/** Why a failed item is dead now (a refusal, or too old), or null to retry it. */
+export function deadReason(meta: SpoolMeta, error: GatewayError, attempts: number, deps: Pick<QueueDeliveryDeps, 'now' | 'policy'>): string | null {
+  if (error.code === 'PG_QUEUE_TARGET_GONE') return 'target no longer configured';
+  if (error.code === 'PG_QUEUE_READ' && !error.transient) return 'content missing';
+  if (!error.transient) return 'refused by the target';
+  if (deps.now() - Date.parse(meta.receivedAt) >= deps.policy.maxAgeMs) return `expired after ${attempts} attempts`;
+  return null;
+}
