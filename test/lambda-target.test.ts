@@ -324,7 +324,7 @@ test('lambda config: defaults, ids, and maxEventSize within Lambda\'s 6 MB', asy
   const cfg = (t: Record<string, unknown>) => validateConfig({ routes: [{ recipients: ['a@x.test'], targets: [{ type: 'lambda', functionName: 'inbound', ...t }] }] });
   const t = cfg({}).routes[0]!.targets[0]!;
   assert.equal(t.id, 'lambda:inbound');
-  assert.equal(t.type === 'lambda' && t.maxEventSize, 5 * 1024 * 1024);
+  assert.equal(t.type === 'lambda' && t.maxEventSize, 1024 * 1024);
   assert.equal(t.type === 'lambda' && t.timeout, 25_000);
   assert.equal(cfg({ qualifier: 'live' }).routes[0]!.targets[0]!.id, 'lambda:inbound:live');
   assert.throws(() => cfg({ maxEventSize: '7MiB' }), /maxEventSize: must be at most 6291456 bytes/);

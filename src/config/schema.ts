@@ -152,7 +152,9 @@ const webhookTarget = z
     headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
     timeout: duration('Time allowed for one attempt (connect, answer and body).').default(25_000),
     concurrency: z.number().int().positive().default(64).describe('Requests in flight to this target at once; more wait (within the delivery deadline).'),
-    maxEventSize: bytes('Events larger than this are sent as a claim-check pointer without trying the full event first. Default: no limit (a 413 answer still triggers the pointer).').optional(),
+    maxEventSize: bytes('Events larger than this are sent as a claim-check pointer without trying the full event first (a 413 answer also triggers the pointer).', 1024).default(
+      1024 * 1024,
+    ),
     permanentOn: z
       .array(z.number().int().min(300).max(599))
       .default([])
@@ -243,7 +245,8 @@ const lambdaTarget = z
     endpoint: awsEndpoint,
     maxEventSize: bytes('Events larger than this are sent as a claim-check pointer.', 1024)
       .refine((n) => n <= LAMBDA_SYNC_PAYLOAD_LIMIT, { message: `must be at most ${LAMBDA_SYNC_PAYLOAD_LIMIT} bytes (Lambda's synchronous payload limit)` })
-      .default(5 * 1024 * 1024),
+      // 1 MiB: room under every Lambda payload limit (async invocations included) and under SQS's.
+      .default(1024 * 1024),
     timeout: duration('Time allowed for the function to return.').default(25_000),
     required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
     when: targetWhen,

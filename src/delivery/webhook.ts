@@ -225,7 +225,7 @@ export class WebhookTarget implements Target {
     if (this.disabledBy) throw this.disabledBy;
     await this.slots.take(signal);
     try {
-      const direct = this.cfg.maxEventSize === undefined || msg.eventJson.length <= this.cfg.maxEventSize;
+      const direct = msg.eventJson.length <= this.cfg.maxEventSize;
       const first = direct ? await this.post(msg.eventJson, deliveryId, signal) : ({ kind: 'too-large' } as const);
       let outcome: WebhookOutcome = first;
       if (outcome.kind === 'too-large') {
