@@ -33,6 +33,7 @@ export class QueueWorker {
   private stopped = false;
   private deadCount = 0;
   private lastScan = 0;
+  private addedDuringScan: Set<string> | null = null;
 
   constructor(private readonly deps: QueueWorkerDeps) {}
 
@@ -46,7 +47,10 @@ export class QueueWorker {
 
   /** Items just spooled (their first attempt is due now). */
   add(entries: readonly SpoolEntry[]): void {
-    for (const e of entries) this.index.set(e.meta.itemId, e);
+    for (const e of entries) {
+      this.index.set(e.meta.itemId, e);
+      this.addedDuringScan?.add(e.meta.itemId);
+    }
     this.schedule(0);
   }
 
@@ -86,13 +90,17 @@ export class QueueWorker {
    */
   async rescan(): Promise<void> {
     this.lastScan = this.deps.now();
+    // Items added while the directory is read are not in the listing: keep them.
+    const addedDuringScan = new Set<string>();
+    this.addedDuringScan = addedDuringScan;
     const onDisk = new Set(await this.deps.spool.ids('active'));
     for (const id of onDisk) {
       if (this.index.has(id)) continue;
       const e = await this.deps.spool.entry('active', id).catch(() => null);
       if (e) this.index.set(id, e);
     }
-    for (const id of this.index.keys()) if (!onDisk.has(id) && !this.running.has(id)) this.index.delete(id);
+    for (const id of this.index.keys()) if (!onDisk.has(id) && !this.running.has(id) && !addedDuringScan.has(id)) this.index.delete(id);
+    this.addedDuringScan = null;
     this.deadCount = (await this.deps.spool.ids('dead')).length;
   }
 
