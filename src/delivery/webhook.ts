@@ -147,6 +147,7 @@ class Slots {
   private readonly waiters: Array<() => void> = [];
   constructor(private readonly max: number) {}
   async take(signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
     if (this.used < this.max) {
       this.used++;
       return;
