@@ -40,6 +40,9 @@ import type { SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
 import { GatewayError } from './core/errors.js';
 
+/** How often the local blob store removes blobs whose links expired. */
+const BLOB_SWEEP_INTERVAL_MS = 3_600_000;
+
 export interface GatewayDeps {
   logger?: Logger;
   metrics?: Metrics;
@@ -321,6 +324,20 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         })
       : null;
   sessionCtx.blobs = blobs;
+  // The local store deletes what no link can reach any more (S3: use a
+  // lifecycle rule on the bucket, docs/configuration.md).
+  let blobSweepTimer: NodeJS.Timeout | null = null;
+  if (blobs instanceof LocalBlobStore) {
+    const store = blobs;
+    const sweep = () =>
+      store.sweep().then(
+        (r) => r.removed > 0 && logger.info({ removed: r.removed, bytes: r.bytes }, 'expired blobs removed'),
+        (err: unknown) => logger.warn({ err: (err as Error).message }, 'blob sweep failed'),
+      );
+    void sweep();
+    blobSweepTimer = setInterval(sweep, BLOB_SWEEP_INTERVAL_MS);
+    blobSweepTimer.unref();
+  }
 
   const notifier = cfg.dsn
     ? new DsnNotifier({
@@ -481,6 +498,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         await new Promise<void>((resolve) => (o.listening ? o.close(() => resolve()) : resolve()));
       }
       clearInterval(diskTimer);
+      if (blobSweepTimer) clearInterval(blobSweepTimer);
       certs?.close();
       await queue?.worker.stop();
       notifier?.close();

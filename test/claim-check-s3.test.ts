@@ -119,6 +119,64 @@ describe('claim check on S3 (fauxqs)', () => {
     }
   });
 
+  test('blobs.raw on S3: a 6 MiB message is streamed to the bucket as it arrives (multipart); object and presigned URL hold the bytes as received', async () => {
+    const hook = await startReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      http: false,
+      smtp: { maxMessageSize: '20MiB' },
+      blobs: { raw: true, rawInlineLimit: '64KiB', store: store() },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      const line = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/ABCDEFGHIJKL';
+      const lines: string[] = [];
+      for (let i = 0; lines.length * 78 < 6 * 1024 * 1024; i++) lines.push(`${i.toString(36)}${line}`.slice(0, 76));
+      const body = `From: <a@b.example>\r\nTo: <x@example.test>\r\nSubject: big raw\r\n\r\n${lines.join('\r\n')}\r\n`;
+      const { data } = await sendMail(c, 'a@b.example', ['x@example.test'], body);
+      c.close();
+      assert.equal(data?.code, 250);
+      const raw = JSON.parse(hook.got[0]!.body.toString('utf8')).data.raw as Record<string, any>;
+      const want = Buffer.from(body, 'latin1');
+      assert.equal(raw.size, want.length);
+      assert.equal(raw.sha256, createHash('sha256').update(want).digest('hex'));
+      assert.equal(raw.content, undefined);
+      const url = new URL(raw.url);
+      assert.match(url.pathname, /^\/blobs\/claim\/\d{4}\/\d{2}\/\d{2}\/raw-[0-9a-f]{32}$/);
+      const head = await s3.client.send(new HeadObjectCommand({ Bucket: 'blobs', Key: url.pathname.slice('/blobs/'.length) }));
+      assert.equal(head.ContentLength, want.length);
+      assert.equal(head.ContentType, 'message/rfc822');
+      const got = Buffer.from(await (await fetch(raw.url)).arrayBuffer());
+      assert.ok(got.equals(want), 'the presigned URL serves the message as received');
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
+  test('blobs.raw with S3 unreachable: the message is deferred (451), never delivered without its raw link', async () => {
+    const hook = await startReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      http: false,
+      blobs: { raw: true, rawInlineLimit: '1KiB', store: { ...store(), endpoint: 'http://127.0.0.1:9' } },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      const { data } = await sendMail(c, 'a@b.example', ['x@example.test'], simpleMessage('raw', 'x'.repeat(4000)));
+      c.close();
+      assert.equal(data?.code, 451);
+      assert.equal(hook.got.length, 0);
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
   test('config: bucket and store type are validated', () => {
     assert.throws(() => validateConfig({ blobs: { store: { type: 's3' } } }), /blobs\.store\.bucket/);
     assert.throws(() => validateConfig({ blobs: { store: { type: 'gcs' } } }), /blobs\.store/);

@@ -70,7 +70,7 @@ function assertSameFields(documented: string[], schemaKeys: string[], what: stri
 // The facts of the example transaction on docs/payload.md.
 const EXAMPLE_ENVELOPE: Envelope = {
   mailFrom: 'alice@example.com',
-  rcptTo: [{ address: 'support@hooks.example.test' }],
+  rcptTo: [{ address: 'support@hooks.example.test', mailboxHash: null }],
   helo: 'mail.example.com',
   clientAddress: '192.0.2.25',
   tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' },

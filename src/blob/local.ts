@@ -11,7 +11,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hashingTap } from './hash-tap.js';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -28,6 +28,8 @@ export interface LocalBlobStoreOptions {
 }
 
 const ID_RE = /^[0-9a-f]{32}$/;
+/** A partial write older than this is a crash leftover, not a write in progress. */
+const STALE_PARTIAL_MS = 3_600_000;
 
 export class LocalBlobStore implements BlobSink {
   constructor(private readonly opts: LocalBlobStoreOptions) {}
@@ -72,6 +74,45 @@ export class LocalBlobStore implements BlobSink {
       throw err;
     }
     return { ...this.urlFor(id), ...tap.result() };
+  }
+
+  /**
+   * Deletes blobs whose every link has expired. A link expires `ttl` after
+   * the blob was written (`urlFor` is called at write time only), so a file
+   * older than `ttl` can no longer be fetched by anyone. Leftovers of writes
+   * that never finished (`.tmp`, a `.meta` without its blob, from a crash)
+   * go once they are an hour old. Returns how many blobs were removed.
+   */
+  async sweep(): Promise<{ removed: number; bytes: number }> {
+    let names: string[];
+    try {
+      names = await readdir(this.opts.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { removed: 0, bytes: 0 };
+      throw err;
+    }
+    const now = this.opts.now();
+    const present = new Set(names);
+    let removed = 0;
+    let bytes = 0;
+    for (const name of names) {
+      const file = path.join(this.opts.dir, name);
+      const st = await stat(file).catch(() => null);
+      if (!st) continue;
+      const age = now - st.mtimeMs;
+      if (ID_RE.test(name)) {
+        // One second of slack: exp is rounded down to whole seconds.
+        if (age > this.opts.ttlMs + 1000) {
+          await rm(`${file}.meta`, { force: true });
+          await rm(file, { force: true });
+          removed++;
+          bytes += st.size;
+        }
+      } else if (name.endsWith('.tmp') || (name.endsWith('.meta') && !present.has(name.slice(0, -5)))) {
+        if (age > STALE_PARTIAL_MS) await rm(file, { force: true });
+      }
+    }
+    return { removed, bytes };
   }
 
   /**

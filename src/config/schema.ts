@@ -583,6 +583,16 @@ export const configSchema = z
         inlineLimit: bytes('Attachments up to this size travel inside the event (base64); larger ones are stored and linked (claim check).').default(
           256 * 1024,
         ),
+        bodyInlineLimit: bytes(
+          'Text and HTML bodies up to this size (UTF-8) travel inside the event; larger ones are stored and linked (`textBlob`/`htmlBlob`).',
+        ).default(256 * 1024),
+        raw: z
+          .boolean()
+          .default(false)
+          .describe('Put the message as received in the event: inline (`raw.content`) up to rawInlineLimit, otherwise stored and linked (`raw.url`).'),
+        rawInlineLimit: bytes('With `raw` on: messages up to this size travel inside the event (base64); larger ones are stored while they arrive.').default(
+          64 * 1024,
+        ),
         ttl: duration('How long a blob link stays valid (its expiresAt).').default(7 * 86_400_000),
         signingKey: secretRef
           .optional()

@@ -5,7 +5,7 @@
  * the trace headers postgate added, and the parsed message.
  */
 import { parseHeaderBlock } from './headers.js';
-import { buildEmailEvent, buildInboundEmail, type EmailEvent, type Envelope, type ParsedContent } from './schema.js';
+import { buildEmailEvent, buildInboundEmail, type BlobRef, type EmailEvent, type Envelope, type ParsedContent } from './schema.js';
 import type { AuthResults } from './mailauth.js';
 
 export type { EmailEvent, Envelope, InboundEmail } from './schema.js';
@@ -21,6 +21,10 @@ export function buildEvent(opts: {
   /** SHA-256 (hex) and size of the bytes as received. */
   rawSha256: string;
   rawSize: number;
+  /** The raw message inline (`content`) or stored (`url`, `expiresAt`), when `blobs.raw` is on. */
+  raw?: { content: string } | { url: string; expiresAt: string } | Record<string, never>;
+  /** Bodies moved to the blob store. */
+  bodies?: { text?: BlobRef | null; html?: BlobRef | null };
   auth?: AuthResults | null;
   /** Incoming Authentication-Results claiming this authserv-id are dropped (RFC 8601 §5). */
   authservId?: string;
@@ -35,8 +39,9 @@ export function buildEvent(opts: {
     id: opts.queueId,
     receivedAt: opts.receivedAt,
     envelope: opts.envelope,
-    raw: { size: opts.rawSize, sha256: opts.rawSha256 },
+    raw: { size: opts.rawSize, sha256: opts.rawSha256, ...opts.raw },
     content,
+    ...(opts.bodies ? { bodies: opts.bodies } : {}),
     auth: opts.auth ?? null,
   });
   return buildEmailEvent(data, opts.receivedAt);

@@ -82,8 +82,9 @@ export const DEFAULT_PARSE_LIMITS: Readonly<ParseLimits> = Object.freeze({
 /**
  * Claim-check store for large content. `put` must consume `content` to its end
  * before resolving; if the stream errors (postgate aborts a part that went over
- * a limit) it should discard what it stored. Only 'attachment' is used so far:
- * 'text' and 'html' are reserved for moving very large bodies out of the event.
+ * a limit) it should discard what it stored. The parser stores attachments;
+ * large bodies (message/bodies.ts), the raw message (blob/raw-capture.ts) and
+ * whole events (delivery/claim-check.ts) go through the same interface.
  */
 export interface BlobSink {
   put(

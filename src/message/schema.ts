@@ -112,6 +112,20 @@ export const envelopeSchema = z
   })
   .meta({ id: 'Envelope', description: 'The SMTP envelope (RFC 5321) of the transaction.' });
 
+// ── content kept in the blob store (claim check) ────────────────────────────
+
+export const blobRefSchema = z
+  .object({
+    url: z.string().describe('Where the content was stored; fetch it before `expiresAt`.'),
+    expiresAt: isoDateTime().describe('When `url` stops working (ISO-8601, UTC).'),
+    size: z.number().int().nonnegative().describe('Size of the stored content in bytes (UTF-8 for text).'),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .describe('SHA-256 of the stored content, lower-case hex.'),
+  })
+  .meta({ id: 'BlobRef', description: 'Content moved out of the event into the blob store (claim check), with a signed, expiring link.' });
+
 // ── attachments (RFC 2045-2049, 2183, 2231, 2387) ───────────────────────────
 
 export const attachmentSchema = z
@@ -193,24 +207,41 @@ export const inboundEmailSchema = z
     text: z
       .string()
       .nullable()
-      .describe('The text/plain body (all inline text/plain parts, joined), decoded to UTF-8 from its charset, line ends LF; null when the message has no text/plain part.'),
+      .describe('The text/plain body (all inline text/plain parts, joined), decoded to UTF-8 from its charset, line ends LF; null when the message has no text/plain part, or when the body was larger than `blobs.bodyInlineLimit` and went to the blob store (then `textBlob` links it).'),
+    textBlob: blobRefSchema
+      .nullable()
+      .describe('The text body when it was too large to carry inside the event (claim check): fetch `url` for the UTF-8 text; null when `text` is inline or absent.'),
     html: z
       .string()
       .nullable()
-      .describe('The text/html body (all inline text/html parts, joined), decoded to UTF-8; `cid:` links left as they are; null when the message has none.'),
+      .describe('The text/html body (all inline text/html parts, joined), decoded to UTF-8; `cid:` links left as they are; null when the message has none, or when it went to the blob store (then `htmlBlob` links it).'),
+    htmlBlob: blobRefSchema
+      .nullable()
+      .describe('The HTML body when it was too large to carry inside the event (claim check); null when `html` is inline or absent.'),
     strippedText: z
       .string()
       .nullable()
-      .describe('`text` without quoted history (">" lines, "On … wrote:" and Outlook "Original Message" / "From: … Sent:" blocks) and without the signature (after a "-- " line); null when `text` is null.'),
+      .describe('The text body without quoted history (">" lines, "On … wrote:" and Outlook "Original Message" / "From: … Sent:" blocks) and without the signature (after a "-- " line); null when there is no text body, or when even the stripped reply is larger than `blobs.bodyInlineLimit`.'),
     attachments: z.array(attachmentSchema).describe('Every non-body part (attachments and inline resources), in message order.'),
     raw: z
       .object({
         size: z.number().int().nonnegative().describe('Size in bytes of the message as received (before trace headers): the bytes `sha256` covers.'),
         sha256: z.string().regex(/^[0-9a-f]{64}$/).describe('SHA-256 of the message as received (before trace headers), lower-case hex.'),
-        url: z.string().optional().describe('Where the raw message (RFC 5322 .eml) was stored (claim check); absent until a blob store holds it.'),
-        expiresAt: isoDateTime().optional().describe('When `url` stops working (ISO-8601 UTC).'),
+        content: z
+          .base64()
+          .optional()
+          .describe('The message as received, base64; present when `blobs.raw` is on and the message is at most `blobs.rawInlineLimit` bytes.'),
+        url: z
+          .string()
+          .optional()
+          .describe('Where the message as received (RFC 5322 .eml) was stored (claim check); present when `blobs.raw` is on and the message is larger than `blobs.rawInlineLimit`.'),
+        expiresAt: isoDateTime().optional().describe('When `url` stops working (ISO-8601 UTC). Present exactly when `url` is.'),
       })
-      .describe('The message as a whole.'),
+      .superRefine((r, ctx) => {
+        if (r.content !== undefined && r.url !== undefined) ctx.addIssue({ code: 'custom', message: 'content and url are mutually exclusive' });
+        if ((r.url === undefined) !== (r.expiresAt === undefined)) ctx.addIssue({ code: 'custom', message: 'url and expiresAt go together' });
+      })
+      .describe('The message as a whole. Neither `content` nor `url` is present unless `blobs.raw` is on.'),
     auth: authResultsSchema
       .nullable()
       .describe('SPF (MAIL FROM and HELO), DKIM per signature, DMARC and ARC verdicts (RFC 7208, 6376, 7489, 8617), with the Authentication-Results value postgate added (RFC 8601); null unless `mailAuth.enabled` is set.'),
@@ -230,12 +261,13 @@ export type Group = z.infer<typeof groupSchema>;
 export type AddressListItem = Address | Group;
 export type Envelope = z.infer<typeof envelopeSchema>;
 export type Attachment = z.infer<typeof attachmentSchema>;
+export type BlobRef = z.infer<typeof blobRefSchema>;
 export type ParseError = z.infer<typeof parseErrorSchema>;
 export type InboundEmail = z.infer<typeof inboundEmailSchema>;
 export type EmailEvent = z.infer<typeof emailEventSchema>;
 
 /** What the parser produces: everything the message bytes alone determine. */
-export type ParsedContent = Omit<InboundEmail, 'schema' | 'id' | 'receivedAt' | 'envelope' | 'raw' | 'auth' | 'spam'>;
+export type ParsedContent = Omit<InboundEmail, 'schema' | 'id' | 'receivedAt' | 'envelope' | 'raw' | 'auth' | 'spam' | 'textBlob' | 'htmlBlob'>;
 
 // The envelope transport is the same union as trace.ts's (compile-time check both ways).
 const transportCheck: [Transport, Envelope['transport']] = ['SMTP', 'SMTP'] as [Envelope['transport'], Transport];
@@ -283,6 +315,8 @@ export function buildInboundEmail(opts: {
   raw: InboundEmail['raw'];
   content: ParsedContent;
   auth?: AuthResults | null;
+  /** Bodies moved to the blob store (their `text`/`html` in `content` are then null). */
+  bodies?: { text?: BlobRef | null; html?: BlobRef | null };
 }): InboundEmail {
   const c = opts.content;
   return {
@@ -303,7 +337,9 @@ export function buildInboundEmail(opts: {
     inReplyTo: c.inReplyTo,
     references: c.references,
     text: c.text,
+    textBlob: opts.bodies?.text ?? null,
     html: c.html,
+    htmlBlob: opts.bodies?.html ?? null,
     strippedText: c.strippedText,
     attachments: c.attachments,
     raw: opts.raw,

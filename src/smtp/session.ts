@@ -23,6 +23,8 @@ import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
 import { buildEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
+import { offloadBodies } from '../message/bodies.js';
+import { RawCapture } from '../blob/raw-capture.js';
 import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
@@ -269,8 +271,12 @@ export function createSmtpServer(
       const parseInput = new PassThrough();
       const parseOpts = ctx.blobs ? { blobSink: ctx.blobs, limits: { inlineLimit: cfg.blobs.inlineLimit } } : { limits: { inlineLimit: Number.MAX_SAFE_INTEGER } };
       const parsing: Promise<ParsedContent | Error> = parseMessage(parseInput, parseOpts).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+      // The message as received, for the event's `raw` (inline, or streamed to
+      // the blob store while it arrives) when `blobs.raw` is on.
+      const rawCapture = new RawCapture(cfg.blobs.raw ? ctx.blobs : null, cfg.blobs.rawInlineLimit, `${txn.queueId}.eml`);
       const stopParsing = () => {
         if (!parseInput.destroyed) parseInput.destroy(Object.assign(new Error('transaction ended before the message was complete'), { code: 'EABORTED' }));
+        rawCapture.abort();
       };
       const release = () => {
         ctx.memory.release(held);
@@ -323,6 +329,7 @@ export function createSmtpServer(
         hash.update(chunk);
         chunks.push(chunk);
         parseInput.write(chunk);
+        rawCapture.write(chunk);
       });
       stream.once('error', (err: Error & { code?: string }) => {
         if (err.code === 'ETOOBIG') {
@@ -413,10 +420,14 @@ export function createSmtpServer(
           queueId: txn.queueId,
           listener: listener.name,
         };
-        const content = await parsing;
+        const parsed = await parsing;
         // Hostile or broken MIME yields parseErrors, never a rejection: a
         // rejection is an internal fault, and the message is deferred (451).
-        if (content instanceof Error) throw content;
+        if (parsed instanceof Error) throw parsed;
+        // Claim check of large bodies and of the raw message: a store that
+        // fails defers the message (451) rather than deliver an event missing
+        // what it should carry.
+        const [{ content, bodies }, raw] = await Promise.all([offloadBodies(parsed, ctx.blobs, cfg.blobs.bodyInlineLimit), rawCapture.result()]);
         const event = buildEvent({
           queueId: txn.queueId,
           receivedAt,
@@ -425,6 +436,8 @@ export function createSmtpServer(
           content,
           rawSha256,
           rawSize: received.length,
+          raw,
+          bodies,
           auth,
           ...(cfg.mailAuth.enabled ? { authservId } : {}),
         });
