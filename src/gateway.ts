@@ -9,6 +9,7 @@ import type net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LocalBlobStore } from './blob/local.js';
+import { resetSpillDir } from './message/bytes.js';
 import { S3BlobStore } from './blob/s3.js';
 import type { BlobSink } from './message/parse.js';
 import type http from 'node:http';
@@ -222,6 +223,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const closers = new Map<string, () => void>();
   const sessionCtx: SessionContext = {
     blobs: null,
+    spillDir: path.join(cfg.storage.path, 'incoming'),
     dnsResolver: deps.dnsResolver,
     sessionClosed: (id: string) => {
       const fn = closers.get(id);
@@ -324,6 +326,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         })
       : null;
   sessionCtx.blobs = blobs;
+  await resetSpillDir(sessionCtx.spillDir);
   // The local store deletes what no link can reach any more (S3: use a
   // lifecycle rule on the bucket, docs/configuration.md).
   let blobSweepTimer: NodeJS.Timeout | null = null;

@@ -16,6 +16,7 @@ import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { freePort, httpGet, startServerlessOffline, TEST_REGION, type LocalLambda } from './helpers/aws.js';
 import { deliveryId } from '../src/message/ids.js';
+import { MessageBytes } from '../src/message/bytes.js';
 
 async function send(port: number, to: string, body: string) {
   const c = await RawSmtp.connect(port);
@@ -261,7 +262,7 @@ describe('lambda target: injected Lambda API faults', () => {
       mailFrom: 'a@b.test',
       rcptTo: ['c@d.test'],
       receivedAt: new Date(),
-      message: Buffer.from('x'),
+      message: MessageBytes.of(Buffer.from('x')),
       rawSha256: '0'.repeat(64),
       event: event as never,
       eventJson: Buffer.from(JSON.stringify(event)),

@@ -20,6 +20,7 @@ import { LocalSpool } from '../src/queue/spool.js';
 import { MemorySkipStore, type Target } from '../src/delivery/index.js';
 import { GatewayError } from '../src/core/errors.js';
 import { createLogger } from '../src/ops/logger.js';
+import { MessageBytes } from '../src/message/bytes.js';
 
 const CLI = path.join(projectRoot(), 'dist/src/cli/index.js');
 
@@ -190,7 +191,7 @@ describe('retry schedule', () => {
     try {
       await worker.start();
       const meta = { itemId: 'Q1-0', queueId: 'Q1', deliveryId: 'msg_x', targetId: 'down', required: true, route: 'r', mailFrom: 'a@b', rcptTo: ['c@d'], rawSha256: '0'.repeat(64), receivedAt: new Date(clock).toISOString(), spooledAt: new Date(clock).toISOString() };
-      await spool.put([{ meta, message: Buffer.from('Subject: x\r\n\r\nx\r\n'), eventJson: Buffer.from('{"type":"email.received","data":{}}') }], clock);
+      await spool.put([{ meta, message: MessageBytes.of(Buffer.from('Subject: x\r\n\r\nx\r\n')), eventJson: Buffer.from('{"type":"email.received","data":{}}') }], clock);
       worker.add([{ meta, state: { attempts: 0, nextAt: clock, history: [] } }]);
       const t0 = clock;
       const at = async (ms: number) => {
@@ -248,6 +249,7 @@ describe('crash safety (SIGKILL)', () => {
   test('a spool write killed at every step: after recovery an item is either whole in active/ or gone', async () => {
     const steps = ['A-0:mkdir', 'A-0:message', 'A-0:event', 'A-0:meta', 'A-0:state', 'A-0:sync', 'A-1:mkdir', 'A-1:message', 'A-1:sync', 'tmp:sync', 'A-0:rename', 'A-1:rename', 'active:sync', 'none'];
     const spoolJs = path.join(projectRoot(), 'dist/src/queue/spool.js');
+    const bytesJs = path.join(projectRoot(), 'dist/src/message/bytes.js');
     const message = 'Subject: crash\r\n\r\n' + 'x'.repeat(100_000) + '\r\n';
     for (const step of steps) {
       const root = await mkdtemp(path.join(os.tmpdir(), 'postgate-step-'));
@@ -255,10 +257,11 @@ describe('crash safety (SIGKILL)', () => {
         // A child process writes two items (one message, two targets) and SIGKILLs itself at `step`.
         const script = `
           const { LocalSpool } = await import(${JSON.stringify(spoolJs)});
+          const { MessageBytes } = await import(${JSON.stringify(bytesJs)});
           const spool = new LocalSpool(process.argv[1], (s) => { if (s === process.argv[2]) process.kill(process.pid, 'SIGKILL'); });
           await spool.init();
           const meta = (i) => ({ itemId: 'A-' + i, queueId: 'A', deliveryId: 'msg_' + i, targetId: 't' + i, required: true, route: 'r', mailFrom: 'a@b', rcptTo: ['c@d'], rawSha256: '0'.repeat(64), receivedAt: new Date(0).toISOString(), spooledAt: new Date(0).toISOString() });
-          const message = Buffer.from(${JSON.stringify(message)});
+          const message = MessageBytes.of(Buffer.from(${JSON.stringify(message)}));
           await spool.put([0, 1].map((i) => ({ meta: meta(i), message, eventJson: Buffer.from('{"n":' + i + '}') })), 0);
           process.stdout.write('written');
         `;
@@ -273,7 +276,7 @@ describe('crash safety (SIGKILL)', () => {
         const active = await spool.list('active');
         for (const e of active) {
           const { message: m, eventJson } = await spool.content('active', e.meta.itemId);
-          assert.equal(m.toString('latin1'), message, `${step}: ${e.meta.itemId} is whole`);
+          assert.equal((await m.buffer()).toString('latin1'), message, `${step}: ${e.meta.itemId} is whole`);
           assert.equal(JSON.parse(eventJson.toString()).n, Number(e.meta.itemId.slice(2)));
           assert.equal(e.state.attempts, 0);
         }

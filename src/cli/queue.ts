@@ -151,8 +151,9 @@ export async function queueCommand(argv: string[], out: NodeJS.WritableStream = 
         if (await spool.exists(area, id)) {
           const e = await spool.entry(area, id);
           const { message } = await spool.content(area, id);
-          const head = message.subarray(0, Math.max(0, message.indexOf('\r\n\r\n'))).toString('latin1');
-          out.write(`${JSON.stringify({ status: area, meta: e.meta, state: e.state, size: message.length }, null, 2)}\n\n${head}\n`);
+          const block = await message.readHead(1024 * 1024);
+          const head = block.subarray(0, Math.max(0, block.indexOf('\r\n\r\n'))).toString('latin1');
+          out.write(`${JSON.stringify({ status: area, meta: e.meta, state: e.state, size: message.size }, null, 2)}\n\n${head}\n`);
           return 0;
         }
       }

@@ -267,7 +267,7 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
   for (const r of cfg.routes) for (const p of r.recipients) for (const d of patternDomains(p)) domains.add(d);
   const resolved: ResolvedConfig = {
     ...cfg,
-    storage: { path: storagePath },
+    storage: { ...cfg.storage, path: storagePath },
     queue: { ...cfg.queue, path: path.resolve(cwd, cfg.queue.path ?? path.join(storagePath, 'spool')) },
     routes: cfg.routes.map((r, i) => ({ ...r, name: r.name ?? `route-${i}`, targets: withTargetIds(r.targets, storagePath) })),
     hostname: cfg.smtp.hostname ?? opts.hostname ?? os.hostname(),

@@ -472,7 +472,15 @@ export const configSchema = z
         targets: z.array(targetSchema).min(1).optional().describe('Where postmaster@ mail goes. Default: the local store.'),
       })
       .prefault({}),
-    storage: z.strictObject({ path: z.string().min(1).default('./data') }).prefault({}),
+    storage: z
+      .strictObject({
+        path: z.string().min(1).default('./data'),
+        spillAbove: bytes(
+          'A message larger than this is kept in memory only up to this size while it is received and delivered; the rest goes to a file under storage.path/incoming.',
+          1024 * 1024,
+        ).default(4 * 1024 * 1024),
+      })
+      .prefault({}),
     delivery: z
       .strictObject({
         deadline: duration('Budget for all targets of one message before the reply becomes 451.').default(30_000),

@@ -6,17 +6,19 @@
  */
 import { open, rename } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 
 export function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
 }
 
-/** Writes `data` to `file` atomically (temp file, fsync, rename). The caller fsyncs the directory. */
-export async function writeDurably(file: string, data: Buffer | string): Promise<void> {
+/** Writes `data` (a stream is written as it is read) to `file` atomically (temp file, fsync, rename). The caller fsyncs the directory. */
+export async function writeDurably(file: string, data: Buffer | string | Readable): Promise<void> {
   const tmp = tmpName(file);
   const fh = await open(tmp, 'w', 0o640);
   try {
-    await fh.writeFile(data);
+    // A stream is written as it is read (FileHandle.writeFile takes a Readable).
+    await fh.writeFile(data as Parameters<typeof fh.writeFile>[0]);
     await fh.sync();
   } finally {
     await fh.close();

@@ -42,7 +42,7 @@ export class LocalStoreTarget implements Target {
         }
         this.made.add(dir);
       }
-      await writeDurably(eml, msg.message);
+      await writeDurably(eml, await msg.message.content());
       await writeDurably(json, msg.eventJson);
       await syncDir(dir);
     } catch (err) {

@@ -68,7 +68,7 @@ export class S3Target implements Target {
     };
     try {
       await Promise.all([
-        this.upload({ ...common, Key: keys.eml, Body: msg.message, ContentType: 'message/rfc822', ContentLength: msg.message.length }, stop),
+        this.upload({ ...common, Key: keys.eml, Body: await msg.message.content(), ContentType: 'message/rfc822', ContentLength: msg.message.size }, stop),
         this.upload({ ...common, Key: keys.event, Body: msg.eventJson, ContentType: 'application/json', ContentLength: msg.eventJson.length }, stop),
       ]);
     } catch (err) {

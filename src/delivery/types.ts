@@ -4,14 +4,15 @@
  * outcome logic never parses another library's error text.
  */
 import type { EmailEvent } from '../message/event.js';
+import type { MessageBytes } from '../message/bytes.js';
 
 export interface DeliveryMessage {
   queueId: string;
   mailFrom: string;
   rcptTo: readonly string[];
   receivedAt: Date;
-  /** The message as stored and delivered: trace headers + the bytes as received. */
-  message: Buffer;
+  /** The message as stored and delivered: trace headers + the bytes as received (in memory, or partly in a spill file). */
+  message: MessageBytes;
   /** SHA-256 (hex) of the bytes as received, before trace headers. */
   rawSha256: string;
   event: EmailEvent;

@@ -62,7 +62,14 @@ export class DsnNotifier {
   /** Every required target has the message: report to recipients that asked for SUCCESS. */
   async delivered(event: EmailEvent, original: Buffer): Promise<boolean> {
     const rcpts = event.data.envelope.rcptTo.filter((r) => wants(r, 'SUCCESS'));
-    return this.send(event, original, rcpts.map((r) => ({ address: r.address, orcpt: r.orcpt, action: 'delivered', status: '2.0.0', lastAttempt: new Date(this.opts.now()) })));
+    // RFC 3461 §4.3: RET (FULL or HDRS) applies to failure reports; a
+    // success report carries the headers only.
+    return this.send(
+      event,
+      original,
+      rcpts.map((r) => ({ address: r.address, orcpt: r.orcpt, action: 'delivered', status: '2.0.0', lastAttempt: new Date(this.opts.now()) })),
+      'HDRS',
+    );
   }
 
   /** The final failure of a message answered 250: report unless NOTIFY=NEVER / not FAILURE. */
@@ -77,7 +84,7 @@ export class DsnNotifier {
     );
   }
 
-  private async send(event: EmailEvent, original: Buffer, recipients: DsnRecipient[]): Promise<boolean> {
+  private async send(event: EmailEvent, original: Buffer, recipients: DsnRecipient[], ret = event.data.envelope.dsn?.ret): Promise<boolean> {
     const to = event.data.envelope.mailFrom;
     if (!to || recipients.length === 0) return false;
     const raw = buildDsn({
@@ -85,7 +92,7 @@ export class DsnNotifier {
       from: this.opts.from,
       to,
       envid: event.data.envelope.dsn?.envid,
-      ret: event.data.envelope.dsn?.ret,
+      ret,
       arrivalDate: new Date(event.data.receivedAt),
       queueId: event.data.id,
       recipients,

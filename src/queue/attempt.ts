@@ -10,6 +10,7 @@ import { deliverToTargets, type SkipStore, type Target } from '../delivery/index
 import { claimCheckOnce } from '../delivery/claim-check.js';
 import type { EmailEvent } from '../message/event.js';
 import type { BlobSink } from '../message/parse.js';
+import type { MessageBytes } from '../message/bytes.js';
 import type { SpoolAttempt, SpoolMeta } from './spool.js';
 
 export interface QueuePolicy {
@@ -44,7 +45,7 @@ export function retryDelay(attempts: number, policy: Pick<QueuePolicy, 'initialD
 }
 
 /** Delivers one item's content to its target; resolves with the failure, or null when acknowledged. */
-export async function attemptItem(meta: SpoolMeta, content: { message: Buffer; eventJson: Buffer } | null, deps: QueueDeliveryDeps): Promise<GatewayError | null> {
+export async function attemptItem(meta: SpoolMeta, content: { message: MessageBytes; eventJson: Buffer } | null, deps: QueueDeliveryDeps): Promise<GatewayError | null> {
   if (!content) return new GatewayError({ code: 'PG_QUEUE_READ', message: `the content of ${meta.itemId} is missing`, transient: false });
   const target = deps.target(meta.targetId);
   if (!target) return new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${meta.targetId} is no longer configured`, transient: false });

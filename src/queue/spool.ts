@@ -15,6 +15,7 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { syncDir, writeDurably } from '../core/durable.js';
+import { MessageBytes } from '../message/bytes.js';
 
 export interface SpoolMeta {
   itemId: string;
@@ -59,7 +60,7 @@ export type SpoolArea = 'active' | 'dead';
 
 export interface NewSpoolItem {
   meta: SpoolMeta;
-  message: Buffer;
+  message: MessageBytes;
   eventJson: Buffer;
 }
 
@@ -99,7 +100,7 @@ export class LocalSpool {
         await mkdir(d, { mode: 0o750 });
         written.push(d);
         this.onStep(`${id}:mkdir`);
-        await writeDurably(path.join(d, 'message.eml'), it.message);
+        await writeDurably(path.join(d, 'message.eml'), await it.message.content());
         this.onStep(`${id}:message`);
         await writeDurably(path.join(d, 'event.json'), it.eventJson);
         this.onStep(`${id}:event`);
@@ -147,10 +148,12 @@ export class LocalSpool {
     return { meta: JSON.parse(meta) as SpoolMeta, state: JSON.parse(state) as SpoolState };
   }
 
-  async content(area: SpoolArea, itemId: string): Promise<{ message: Buffer; eventJson: Buffer }> {
+  /** An item's content; the message is read from its file when used, never loaded whole by this call. */
+  async content(area: SpoolArea, itemId: string): Promise<{ message: MessageBytes; eventJson: Buffer }> {
     const d = this.dir(area, itemId);
-    const [message, eventJson] = await Promise.all([readFile(path.join(d, 'message.eml')), readFile(path.join(d, 'event.json'))]);
-    return { message, eventJson };
+    const file = path.join(d, 'message.eml');
+    const [st, eventJson] = await Promise.all([stat(file), readFile(path.join(d, 'event.json'))]);
+    return { message: new MessageBytes([{ file, start: 0, end: st.size }]), eventJson };
   }
 
   async saveState(area: SpoolArea, itemId: string, state: SpoolState): Promise<void> {

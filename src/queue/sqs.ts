@@ -27,6 +27,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
 import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
+import { MessageBytes } from '../message/bytes.js';
 
 /** SQS's longest visibility timeout: 12 hours. */
 const MAX_VISIBILITY_S = 43_200;
@@ -69,8 +70,16 @@ export class SqsQueue {
   async put(items: readonly NewSpoolItem[], _firstAttemptAt: number): Promise<void> {
     for (const it of items) {
       const id = it.meta.itemId;
-      const put = (file: string, body: Buffer | string, type: string) =>
-        this.o.s3.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: this.key(id, file), Body: body, ContentType: type, ContentLength: Buffer.byteLength(body) }));
+      const put = async (file: string, body: Buffer | string | MessageBytes, type: string) =>
+        this.o.s3.send(
+          new PutObjectCommand({
+            Bucket: this.o.bucket,
+            Key: this.key(id, file),
+            Body: body instanceof MessageBytes ? await body.content() : body,
+            ContentType: type,
+            ContentLength: body instanceof MessageBytes ? body.size : Buffer.byteLength(body),
+          }),
+        );
       await Promise.all([put('message.eml', it.message, 'message/rfc822'), put('event.json', it.eventJson, 'application/json'), put('meta.json', JSON.stringify(it.meta), 'application/json')]);
     }
     // Work items only once every object is stored: a work item never points at nothing.
@@ -162,7 +171,7 @@ export class SqsQueue {
     const prev = await this.getText(this.key(meta.itemId, 'state.json'));
     const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
     const [message, eventJson] = await Promise.all([this.getText(this.key(meta.itemId, 'message.eml')), this.getText(this.key(meta.itemId, 'event.json'))]);
-    const error = await attemptItem(meta, message && eventJson ? { message, eventJson } : null, this.o);
+    const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
     const done = () => this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle! }));
     if (!error) {
       await done();

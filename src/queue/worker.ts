@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
 import type { LocalSpool, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+import type { MessageBytes } from '../message/bytes.js';
 
 export { retryDelay, type QueuePolicy } from './attempt.js';
 
@@ -22,7 +23,7 @@ export interface QueueWorkerDeps extends QueueDeliveryDeps {
    * A delivery reached its end: delivered (with its content, read before the
    * item is removed), or dead with the last error (DSN hook). Awaited.
    */
-  onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError, content?: { message: Buffer; eventJson: Buffer }): Promise<void>;
+  onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError, content?: { message: MessageBytes; eventJson: Buffer }): Promise<void>;
 }
 
 export class QueueWorker {
@@ -151,7 +152,7 @@ export class QueueWorker {
   private async attempt(e: SpoolEntry): Promise<void> {
     const { spool, logger } = this.deps;
     const log = logger.child({ queueId: e.meta.queueId, item: e.meta.itemId, target: e.meta.targetId });
-    let content: { message: Buffer; eventJson: Buffer } | undefined;
+    let content: { message: MessageBytes; eventJson: Buffer } | undefined;
     let error: GatewayError | null;
     try {
       content = await spool.content('active', e.meta.itemId);

@@ -25,6 +25,14 @@ import { buildEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
+import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
+
+/**
+ * How far into a message the header block is looked for (Received count for
+ * loop detection, forged Authentication-Results). storage.spillAbove is at
+ * least this, so these bytes are always in memory.
+ */
+export const HEADER_SCAN_BYTES = 1024 * 1024;
 import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
 import { parseHeaderBlock } from '../message/headers.js';
@@ -43,6 +51,8 @@ export interface SessionContext {
   dnsResolver?: ((name: string, rrtype: string) => Promise<unknown>) | undefined;
   /** Claim-check store for large attachments (null: everything inline). */
   blobs: BlobSink | null;
+  /** Where the part of a large message past `storage.spillAbove` is kept while it is delivered. */
+  spillDir: string;
   /** Early-talker pass cache etc., shared by the listeners of a gateway. */
   policy: SmtpPolicy;
   cfg: ResolvedConfig;
@@ -258,7 +268,9 @@ export function createSmtpServer(
       ctx.transactionStarted();
       const route = txn.route;
       const hash = createHash('sha256');
-      const chunks: Buffer[] = [];
+      // The message stays in memory up to storage.spillAbove; the rest goes to
+      // a file, so a 50 MB message does not hold 50 MB (DESIGN §4).
+      const spill = new SpillBuffer(ctx.spillDir, txn.queueId, cfg.storage.spillAbove);
       let size = 0;
       let held = 0;
       let outcome: 'ok' | 'too-big' | 'memory' | 'bare-eol' = 'ok';
@@ -278,6 +290,20 @@ export function createSmtpServer(
         if (!parseInput.destroyed) parseInput.destroy(Object.assign(new Error('transaction ended before the message was complete'), { code: 'EABORTED' }));
         rawCapture.abort();
       };
+      // Backpressure: while the spill file or the parser is behind, the SMTP
+      // stream is paused (and with it the socket), so chunks do not pile up in
+      // memory. Each holder resumes once; the stream flows when none is left.
+      let holds = 0;
+      let parserBehind = false;
+      const hold = (): (() => void) => {
+        if (holds++ === 0) stream.pause();
+        let done = false;
+        return () => {
+          if (done) return;
+          done = true;
+          if (--holds === 0) stream.resume();
+        };
+      };
       const release = () => {
         ctx.memory.release(held);
         metrics.inflightBytes.set(ctx.memory.inUse);
@@ -292,43 +318,65 @@ export function createSmtpServer(
         ctx.transactionEnded();
         const result = outcomeLabel ?? (err ? (err.transient ? 'deferred' : 'rejected') : 'accepted');
         metrics.transactions.inc({ route: route.name, result });
-        if (err) {
-          s.rejected++;
-          s.lastError = err.replyText;
-          txn.log[outcomeLabel ? 'info' : 'warn']({ code: err.code, reply: err.smtp?.code, err: err.message, route: route.name }, outcomeLabel ? 'transaction aborted by the client' : 'transaction not accepted');
-          cb(replyError(err));
-        } else {
-          s.accepted++;
-          cb(null, text);
-        }
+        const reply = () => {
+          if (err) {
+            s.rejected++;
+            s.lastError = err.replyText;
+            txn.log[outcomeLabel ? 'info' : 'warn']({ code: err.code, reply: err.smtp?.code, err: err.message, route: route.name }, outcomeLabel ? 'transaction aborted by the client' : 'transaction not accepted');
+            cb(replyError(err));
+          } else {
+            s.accepted++;
+            cb(null, text);
+          }
+        };
+        // Every target has what it needs by now (delivered, spooled or given
+        // up): the spill file goes before the reply, so nothing of a finished
+        // transaction is left on disk.
+        const removing = spill.discard();
+        if (removing) removing.then(reply, reply);
+        else reply();
       };
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length;
         if (outcome !== 'ok') return; // keep draining, stop processing (RFC 1870 §6.3)
         if (size > cfg.smtp.maxMessageSize) {
           outcome = 'too-big';
-          chunks.length = 0;
+          void spill.discard();
           stopParsing();
           release();
           return;
         }
-        if (!ctx.memory.tryTake(chunk.length)) {
+        // The memory budget counts what is held in memory; a spilled part is
+        // bounded by the backpressure below instead.
+        const inMemory = spill.fitsInMemory(chunk.length);
+        if (inMemory && !ctx.memory.tryTake(chunk.length)) {
           outcome = 'memory';
           metrics.shed.inc({ reason: 'memory' });
-          chunks.length = 0;
+          void spill.discard();
           stopParsing();
           release();
           return;
         }
-        held += chunk.length;
-        metrics.inflightBytes.set(ctx.memory.inUse);
+        if (inMemory) {
+          held += chunk.length;
+          metrics.inflightBytes.set(ctx.memory.inUse);
+        }
         if (checkEol) {
           if (hasBareLineEnding(chunk, prevByte)) outcome = 'bare-eol';
           prevByte = chunk[chunk.length - 1] ?? prevByte;
         }
         hash.update(chunk);
-        chunks.push(chunk);
-        parseInput.write(chunk);
+        if (!spill.write(chunk)) spill.onDrain(hold());
+        if (!parseInput.write(chunk) && !parserBehind) {
+          parserBehind = true;
+          const resume = hold();
+          const done = () => {
+            parserBehind = false;
+            parseInput.off('drain', done).off('close', done);
+            resume();
+          };
+          parseInput.on('drain', done).on('close', done);
+        }
         rawCapture.write(chunk);
       });
       stream.once('error', (err: Error & { code?: string }) => {
@@ -353,19 +401,24 @@ export function createSmtpServer(
           return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 section 2.3.8)'));
         }
         parseInput.end();
-        const received = Buffer.concat(chunks, size);
-        const hops = countReceived(received);
-        if (hops > cfg.smtp.maxReceivedHeaders) {
-          // RFC 5321 §6.3: a message with too many trace headers is looping.
-          return finish(smtpError('PG_MAIL_LOOP', 554, '5.4.6', `Too many Received headers (${hops}): mail loop detected`));
-        }
-        deliverMessage(received, hash.digest('hex')).then(
-          (text) => finish(null, text),
-          (err: unknown) => finish(toGatewayError(err, 'transaction')),
-        );
+        const rawSha256 = hash.digest('hex');
+        spill
+          .end()
+          .then((received) => {
+            const hops = countReceived(received.headerBlock(HEADER_SCAN_BYTES));
+            if (hops > cfg.smtp.maxReceivedHeaders) {
+              // RFC 5321 §6.3: a message with too many trace headers is looping.
+              throw smtpError('PG_MAIL_LOOP', 554, '5.4.6', `Too many Received headers (${hops}): mail loop detected`);
+            }
+            return deliverMessage(received, rawSha256);
+          })
+          .then(
+            (text) => finish(null, text),
+            (err: unknown) => finish(toGatewayError(err, 'transaction')),
+          );
       });
 
-      const deliverMessage = async (received: Buffer, rawSha256: string): Promise<string> => {
+      const deliverMessage = async (received: MessageBytes, rawSha256: string): Promise<string> => {
         const receivedAt = new Date(ctx.now());
         const env = session.envelope;
         const mailFrom = env.mailFrom ? env.mailFrom.address : '';
@@ -393,15 +446,19 @@ export function createSmtpServer(
         let body = received;
         let authHeader = '';
         if (cfg.mailAuth.enabled) {
-          auth = await verifyMessage(received, { clientAddress: session.remoteAddress, helo: session.hostNameAppearsAs || '', mailFrom }, {
+          auth = await verifyMessage(await received.buffer(), { clientAddress: session.remoteAddress, helo: session.hostNameAppearsAs || '', mailFrom }, {
             authservId,
             timeoutMs: cfg.mailAuth.timeout,
             ...(ctx.dnsResolver ? { resolver: ctx.dnsResolver } : {}),
           });
-          body = stripOwnAuthResults(received, authservId).message;
+          // The header block lies in the in-memory head (spillAbove ≥ HEADER_SCAN_BYTES).
+          const head = received.head(HEADER_SCAN_BYTES);
+          const stripped = stripOwnAuthResults(head, authservId);
+          if (stripped.removed > 0) body = received.slice(head.length).prepend(stripped.message);
           authHeader = formatAuthResultsHeader(auth.authenticationResults);
         }
-        const message = Buffer.concat([Buffer.from(trace, 'latin1'), Buffer.from(authHeader, 'latin1'), body]);
+        // No copy: the trace headers are a segment in front of the received chunks.
+        const message = body.prepend(Buffer.from(trace + authHeader, 'latin1'));
         const envelope: Envelope = {
           mailFrom,
           rcptTo: env.rcptTo.map((r) => ({
@@ -435,7 +492,7 @@ export function createSmtpServer(
           trace: trace + authHeader,
           content,
           rawSha256,
-          rawSize: received.length,
+          rawSize: received.size,
           raw,
           bodies,
           auth,
@@ -488,8 +545,8 @@ export function createSmtpServer(
         if (!result.ok) throw result.error!;
         // RFC 3461 NOTIFY=SUCCESS: every required target has it now (what was
         // spooled reports when the queue delivers it).
-        if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message);
-        txn.log.info({ route: route.name, size: received.length, rcpts: rcptTo.length, from: mailFrom, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
+        if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message.headerBlock(HEADER_SCAN_BYTES));
+        txn.log.info({ route: route.name, size: received.size, rcpts: rcptTo.length, from: mailFrom, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
         return `2.0.0 Ok: queued as ${txn.queueId}`;
       };
     },

@@ -37,9 +37,9 @@ export async function startGateway(doc: Record<string, unknown>, deps: Omit<Gate
       // The early-talker pause is off unless a test turns it on: it would only slow other tests.
       smtp: { listen: '127.0.0.1:0', hostname: 'mx.test.local', earlyTalker: { mode: 'off' }, ...((doc.smtp as object | undefined) ?? {}) },
       http: { listen: '127.0.0.1:0' },
-      storage: { path: dataDir },
+      storage: { path: dataDir, ...((doc.storage as object | undefined) ?? {}) },
       logging: { level: 'debug' },
-      ...Object.fromEntries(Object.entries(doc).filter(([k]) => k !== 'smtp')),
+      ...Object.fromEntries(Object.entries(doc).filter(([k]) => k !== 'smtp' && k !== 'storage')),
     },
     { hostname: 'mx.test.local' },
   );
