@@ -440,6 +440,13 @@ export const configSchema = z
           .enum(['accept', 'reject'])
           .default('accept')
           .describe('A bare CR or LF in DATA: accept (kept as received) or reject (554 5.6.0). Only <CRLF>.<CRLF> ends DATA either way.'),
+        reverseDns: z
+          .strictObject({
+            enabled: z.boolean().default(false),
+            timeout: duration('Budget for the PTR and forward lookups of one connection; past it the name is left out.', 1).default(2000),
+          })
+          .prefault({})
+          .describe('Look up the client\'s host name (forward-confirmed PTR) for the Received header and envelope.clientHostname.'),
         earlyTalker: z
           .strictObject({
             mode: z.enum(['off', 'pause', 'multiline']).default('multiline'),

@@ -95,7 +95,7 @@ export const envelopeSchema = z
       .describe('DSN parameters of MAIL FROM; absent when DSN is not offered.'),
     helo: z.string().describe('The name the client gave in HELO/EHLO.'),
     clientAddress: z.string().describe('IP address of the SMTP client (the PROXY protocol source when used).'),
-    clientHostname: z.string().optional().describe('Reverse DNS name of the client, when looked up.'),
+    clientHostname: z.string().optional().describe('Forward-confirmed reverse DNS name of the client (RFC 8601 §3 iprev); present only with `smtp.reverseDns.enabled` and a confirmed name.'),
     tls: z
       .object({
         protocol: z.string().describe('TLS version, e.g. "TLSv1.3".'),

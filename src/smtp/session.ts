@@ -25,6 +25,7 @@ import { buildEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
+import { confirmedHostname } from '../net/rdns.js';
 import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
 
 /**
@@ -117,6 +118,8 @@ export function createSmtpServer(
   const txns = new WeakMap<object, Txn>();
   const sessionLogs = new WeakMap<object, { log: Logger; started: number; accepted: number; rejected: number; lastError?: string }>();
   const tlsProtocols = new WeakMap<object, string>();
+  /** Forward-confirmed client host names (smtp.reverseDns), per session. */
+  const hostnames = new WeakMap<object, Promise<string | null>>();
   const users = new Map((cfg.auth?.users ?? []).map((u) => [u.username, u.password]));
   const timingHash = users.values().next().value ?? DUMMY_HASH;
   const authservId = cfg.mailAuth.authservId ?? cfg.hostname;
@@ -161,6 +164,8 @@ export function createSmtpServer(
       const s = sessionLog(session);
       s.log.debug({ client: session.remoteAddress }, 'connection');
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
+      // Started now, awaited at the end of DATA: by then it is usually done.
+      if (cfg.smtp.reverseDns.enabled) hostnames.set(session, confirmedHostname(session.remoteAddress, cfg.smtp.reverseDns.timeout, ctx.dnsResolver));
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
         s.log.warn({ inflightBytes: ctx.memory.inUse }, 'memory budget exhausted, refusing connection');
@@ -428,11 +433,13 @@ export function createSmtpServer(
           ? { protocol: tlsProtocols.get(session) ?? session.tlsOptions.version ?? '', cipher: session.tlsOptions.standardName ?? session.tlsOptions.name }
           : null;
         const transport = (session.transmissionType || 'ESMTP') as Transport;
+        const clientHostname = (await hostnames.get(session)) ?? null;
         const trace = traceHeaders({
           mailFrom,
           rcptTo,
           helo: session.hostNameAppearsAs || '',
           clientAddress: session.remoteAddress,
+          clientHostname: clientHostname ?? undefined,
           hostname: cfg.hostname,
           transport,
           tls: tlsInfo ?? undefined,
@@ -471,6 +478,7 @@ export function createSmtpServer(
           ...(ctx.policy.dsn ? { dsn: { ret: (env.dsn?.ret?.toUpperCase() as 'FULL' | 'HDRS' | undefined) ?? null, envid: env.dsn?.envid ?? null } } : {}),
           helo: session.hostNameAppearsAs || '',
           clientAddress: session.remoteAddress,
+          ...(clientHostname ? { clientHostname } : {}),
           tls: tlsInfo,
           authUser,
           transport,
