@@ -20,6 +20,11 @@ import {
 } from '../src/message/mailauth.js';
 import { parseHeaderBlock } from '../src/message/headers.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { SpillBuffer } from '../src/message/bytes.js';
 
 const AUTHSERV = 'mx.postgate.test';
 const PRIVATE_KEY = readFileSync(fixturePath('dkim', 'test-rsa2048.private.pem'));
@@ -84,7 +89,7 @@ async function sign(msg: Buffer, signingDomain = 'example.test', selector = 'sel
 
 const env = (clientAddress: string, mailFrom = 'alice@example.test', helo = 'mx.example.test') => ({ clientAddress, helo, mailFrom });
 
-async function verify(msg: Buffer, envelope: ReturnType<typeof env>, opts: Partial<MailAuthOptions> = {}): Promise<AuthResults> {
+async function verify(msg: Buffer | Readable, envelope: ReturnType<typeof env>, opts: Partial<MailAuthOptions> = {}): Promise<AuthResults> {
   const res = await verifyMessage(msg, envelope, { authservId: AUTHSERV, resolver: fixtureResolver().resolver, ...opts });
   authResultsSchema.parse(res); // every result fits the published shape
   assert.ok(res.authenticationResults.startsWith(`${AUTHSERV}; `), res.authenticationResults);
@@ -147,6 +152,29 @@ describe('DKIM', () => {
       { domain: 'example.test', selector: 'sel1', result: 'pass', aligned: true, algorithm: 'rsa-sha256' },
     );
     assert.match(r.authenticationResults, /^mx\.postgate\.test; dkim=pass header\.d=example\.test header\.i=@example\.test header\.s=sel1 header\.a=rsa-sha256 header\.b=(?:[A-Za-z0-9+]{8}|"[A-Za-z0-9+/]{8}");/);
+  });
+
+  test('a large message read as a stream from memory and a spill file: pass, and fail once a byte in the file part changes', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-dkim-'));
+    try {
+      const body = Array.from({ length: 40_000 }, (_, i) => `line ${i} of a long signed message`).join('\n');
+      const signed = await sign(message(`From: Alice <alice@example.test>\nTo: bob@example.org\nSubject: big`, body));
+      const bytesOf = async (buf: Buffer) => {
+        const sb = new SpillBuffer(dir, `m${Math.random()}`, 64 * 1024);
+        for (let i = 0; i < buf.length; i += 16 * 1024) sb.write(buf.subarray(i, i + 16 * 1024));
+        const b = await sb.end();
+        assert.equal(b.spilled, true);
+        return b;
+      };
+      const ok = await verify((await bytesOf(signed)).stream(), env('192.0.2.25'));
+      assert.equal(ok.dkim[0]?.result, 'pass');
+      const altered = Buffer.from(signed);
+      altered[altered.length - 100] = 0x58; // in the part that went to the file
+      const bad = await verify((await bytesOf(altered)).stream(), env('192.0.2.25'));
+      assert.equal(bad.dkim[0]?.result, 'fail');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('fail once the body is altered', async () => {

@@ -30,6 +30,7 @@
 import { promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
+import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { arc as mailauthArc, dkimVerify, dmarc as mailauthDmarc, spf as mailauthSpf } from 'mailauth';
 import type { ARCData, DNSResolver } from 'mailauth';
@@ -272,7 +273,8 @@ interface MailauthDkimRow {
  * Verifies SPF (MAIL FROM and HELO), DKIM, DMARC and ARC for a received
  * message. Never rejects for DNS trouble (those verdicts are temperror).
  */
-export async function verifyMessage(message: Buffer, envelope: AuthEnvelope, opts: MailAuthOptions): Promise<AuthResults> {
+/** `message` may be a stream (a large message is read from its spill file, never loaded whole). */
+export async function verifyMessage(message: Buffer | Readable, envelope: AuthEnvelope, opts: MailAuthOptions): Promise<AuthResults> {
   const authservId = requireAuthservId(opts.authservId);
   const deadline = Date.now() + Math.max(1, opts.timeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS);
   const base = opts.resolver ?? ((name: string, rrtype: string) => dnsPromises.resolve(name, rrtype));

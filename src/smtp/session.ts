@@ -453,7 +453,7 @@ export function createSmtpServer(
         let body = received;
         let authHeader = '';
         if (cfg.mailAuth.enabled) {
-          auth = await verifyMessage(await received.buffer(), { clientAddress: session.remoteAddress, helo: session.hostNameAppearsAs || '', mailFrom }, {
+          auth = await verifyMessage(await received.content(), { clientAddress: session.remoteAddress, helo: session.hostNameAppearsAs || '', mailFrom }, {
             authservId,
             timeoutMs: cfg.mailAuth.timeout,
             ...(ctx.dnsResolver ? { resolver: ctx.dnsResolver } : {}),
