@@ -15,6 +15,7 @@ import { S3Target } from './s3.js';
 import type { AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
 import type { SkipStore } from './skip-store.js';
+import { deadline } from '../core/deadline.js';
 
 export type { DeliveryMessage, Target, ClaimCheck } from './types.js';
 export { MemorySkipStore, type SkipStore } from './skip-store.js';
@@ -162,7 +163,8 @@ export async function deliverToTargets(
     retry?: RetryPolicy | false;
   },
 ): Promise<DeliveryOutcome> {
-  const signal = AbortSignal.timeout(opts.deadlineMs);
+  const dl = deadline(opts.deadlineMs);
+  const signal = dl.signal;
   const deadlineAt = performance.now() + opts.deadlineMs;
   // Some targets cannot be interrupted (an fsync); the deadline still decides the reply.
   const expired = new Promise<never>((_, reject) => {
@@ -219,9 +221,11 @@ export async function deliverToTargets(
   };
   // Optional targets never hold the reply (DESIGN §2): they run on, bounded by
   // the same deadline, and report through onTarget.
-  for (const d of deliveries) if (!d.target.required) void runOne(d);
-  const required = deliveries.filter((d) => d.target.required);
-  const results = await Promise.all(required.map(runOne));
+  const optional = deliveries.filter((d) => !d.target.required).map(runOne);
+  const required = deliveries.filter((d) => d.target.required).map(runOne);
+  // The deadline's timer goes once every target, optional ones included, is done.
+  void Promise.allSettled([...optional, ...required]).then(() => dl.done());
+  const results = await Promise.all(required);
   const failed = results.filter((r) => !r.ok);
   if (failed.length === 0) return { ok: true, targets: results };
   // A permanent refusal wins: retrying would be refused again.

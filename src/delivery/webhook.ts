@@ -14,6 +14,7 @@ import type { DeliveryMessage, Target } from './types.js';
 import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
 import type { KeyObject } from 'node:crypto';
+import { deadline } from '../core/deadline.js';
 
 /** TLS settings of a pool: a private CA and/or a client certificate (mTLS). */
 export interface PoolTls {
@@ -269,7 +270,7 @@ export class WebhookTarget implements Target {
     if (this.url.username) {
       headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`;
     }
-    const attemptTimeout = AbortSignal.timeout(this.cfg.timeout);
+    const attempt = deadline(this.cfg.timeout, signal);
     let status: number;
     let answer: unknown;
     let retryAfterMs: number | undefined;
@@ -279,7 +280,7 @@ export class WebhookTarget implements Target {
         path: `${this.url.pathname}${this.url.search}`,
         headers,
         body,
-        signal: AbortSignal.any([signal, attemptTimeout]),
+        signal: attempt.signal,
         headersTimeout: this.cfg.timeout,
         bodyTimeout: this.cfg.timeout,
       });
@@ -299,7 +300,9 @@ export class WebhookTarget implements Target {
       }
     } catch (err) {
       if (signal.aborted) throw err;
-      throw transportError(this.where, err, attemptTimeout.aborted);
+      throw transportError(this.where, err, attempt.timedOut);
+    } finally {
+      attempt.done();
     }
     return webhookOutcome(status, answer, { where: this.where, permanentOn: this.cfg.permanentOn, retryAfterMs, targetId: this.id });
   }

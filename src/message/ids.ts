@@ -1,7 +1,7 @@
 /**
  * Identifiers. Leaf module.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
@@ -17,10 +17,21 @@ export function newQueueId(now = Date.now()): string {
     time = CROCKFORD[t % 32]! + time;
     t = Math.floor(t / 32);
   }
-  const rnd = randomBytes(10);
   let tail = '';
-  for (const b of rnd) tail += CROCKFORD[b % 32]!;
+  for (let i = 0; i < 10; i++) tail += CROCKFORD[randomByte() % 32]!;
   return time + tail;
+}
+
+// One randomBytes call per 410 ids instead of per id: the synchronous call
+// into the CSPRNG is what costs, not the bytes (profiled in docs/benchmarks.md).
+const POOL = Buffer.alloc(4096);
+let poolAt = POOL.length;
+function randomByte(): number {
+  if (poolAt >= POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  return POOL[poolAt++]!;
 }
 
 /**
