@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { LocalBlobStore } from './blob/local.js';
 import { resetSpillDir } from './message/bytes.js';
+import { AuthThrottle } from './auth/throttle.js';
 import { S3BlobStore } from './blob/s3.js';
 import type { BlobSink } from './message/parse.js';
 import type http from 'node:http';
@@ -224,6 +225,13 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const sessionCtx: SessionContext = {
     blobs: null,
     spillDir: path.join(cfg.storage.path, 'incoming'),
+    authThrottle: new AuthThrottle({
+      maxFailures: cfg.auth?.maxFailures ?? 5,
+      windowMs: cfg.auth?.failureWindow ?? 15 * 60_000,
+      delayMs: cfg.auth?.failureDelay ?? 500,
+      maxDelayMs: 5000,
+      now,
+    }),
     dnsResolver: deps.dnsResolver,
     sessionClosed: (id: string) => {
       const fn = closers.get(id);

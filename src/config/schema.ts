@@ -470,6 +470,14 @@ export const configSchema = z
       .strictObject({
         users: z.array(userSchema).min(1),
         allowInsecure: z.boolean().default(false).describe('Allow AUTH without TLS (testing only; RFC 4954 §4).'),
+        maxFailures: z
+          .number()
+          .int()
+          .positive()
+          .default(5)
+          .describe('Failed AUTH attempts from one client address within failureWindow before it gets 454 4.7.0 without a check.'),
+        failureWindow: duration('How long failed AUTH attempts count against a client address.', 1).default(15 * 60_000),
+        failureDelay: duration('Delay of the first 535 after a failed AUTH; doubled per further failure of the address (at most 5 s).', 0).default(500),
       })
       .optional(),
     domains: z.array(domain).default([]).describe('Extra served domains (their unknown users get 550 5.1.1).'),

@@ -87,6 +87,7 @@ export const ERROR_CODES = {
   PG_EARLY_TALKER: 'The client talked before the greeting (554 5.7.1).',
   PG_TOO_MANY_CONNECTIONS: 'Too many connections in all, or from one address (421).',
   PG_AUTH_FAILED: 'AUTH credentials were wrong (535 5.7.8).',
+  PG_AUTH_THROTTLED: 'Too many failed AUTH attempts from this client address within auth.failureWindow (454 4.7.0).',
   PG_SHED_DISK: 'Free disk is under the configured floor; new transactions are deferred (452 4.3.1).',
   PG_SHED_MEMORY: 'In-flight message memory is over budget; transactions are deferred (451 4.3.2 / 421).',
   PG_SHUTTING_DOWN: 'The gateway is draining for shutdown (421 4.3.2).',

@@ -26,6 +26,7 @@ import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
 import { confirmedHostname } from '../net/rdns.js';
+import type { AuthThrottle } from '../auth/throttle.js';
 import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
 
 /**
@@ -52,6 +53,8 @@ export interface SessionContext {
   dnsResolver?: ((name: string, rrtype: string) => Promise<unknown>) | undefined;
   /** Claim-check store for large attachments (null: everything inline). */
   blobs: BlobSink | null;
+  /** AUTH failure counting per client address, shared by the listeners. */
+  authThrottle: AuthThrottle;
   /** Where the part of a large message past `storage.spillAbove` is kept while it is delivered. */
   spillDir: string;
   /** Early-talker pass cache etc., shared by the listeners of a gateway. */
@@ -121,6 +124,7 @@ export function createSmtpServer(
   /** Forward-confirmed client host names (smtp.reverseDns), per session. */
   const hostnames = new WeakMap<object, Promise<string | null>>();
   const users = new Map((cfg.auth?.users ?? []).map((u) => [u.username, u.password]));
+  const authThrottle = ctx.authThrottle;
   const timingHash = users.values().next().value ?? DUMMY_HASH;
   const authservId = cfg.mailAuth.authservId ?? cfg.hostname;
 
@@ -184,9 +188,16 @@ export function createSmtpServer(
 
     onAuth(auth: SMTPServerAuthentication, session, cb) {
       const stored = auth.username !== undefined ? users.get(auth.username) : undefined;
+      const client = session.remoteAddress;
+      if (!authThrottle.allowed(client)) {
+        sessionLog(session).log.warn({ user: auth.username, method: auth.method, code: 'PG_AUTH_THROTTLED' }, 'authentication refused: too many failures from this address');
+        // RFC 4954 §6: 454 4.7.0 temporary authentication failure
+        return cb(replyError(smtpError('PG_AUTH_THROTTLED', 454, '4.7.0', 'Too many authentication failures, try again later')));
+      }
       const fail = () => {
-        sessionLog(session).log.warn({ user: auth.username, method: auth.method }, 'authentication failed');
-        cb(replyError(smtpError('PG_AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid')));
+        const delay = authThrottle.failed(client);
+        sessionLog(session).log.warn({ user: auth.username, method: auth.method, delayMs: delay }, 'authentication failed');
+        setTimeout(() => cb(replyError(smtpError('PG_AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid'))), delay).unref();
       };
       if (stored === undefined || typeof auth.password !== 'string') {
         // Spend the same time as a real check (same parameters as a configured
@@ -196,7 +207,11 @@ export function createSmtpServer(
         return;
       }
       verifyPassword(auth.password, stored).then(
-        (ok) => (ok ? cb(null, { user: auth.username }) : fail()),
+        (ok) => {
+          if (!ok) return fail();
+          authThrottle.succeeded(client);
+          cb(null, { user: auth.username });
+        },
         () => fail(),
       );
     },

@@ -42,13 +42,13 @@ export class RawSmtp {
     for (const f of w) f();
   }
 
-  static async connect(port: number, host = '127.0.0.1', opts: { tls?: tls.ConnectionOptions; preface?: Buffer | string } = {}): Promise<RawSmtp> {
+  static async connect(port: number, host = '127.0.0.1', opts: { tls?: tls.ConnectionOptions; preface?: Buffer | string; localAddress?: string } = {}): Promise<RawSmtp> {
     let socket: net.Socket | tls.TLSSocket;
     if (opts.tls) {
       socket = tls.connect({ port, host, rejectUnauthorized: false, ...opts.tls });
       await once(socket, 'secureConnect');
     } else {
-      socket = net.connect({ port, host });
+      socket = net.connect({ port, host, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
       await once(socket, 'connect');
       if (opts.preface) socket.write(opts.preface);
     }
@@ -83,9 +83,9 @@ export class RawSmtp {
     this.socket.write(data);
   }
 
-  async cmd(line: string): Promise<Reply> {
+  async cmd(line: string, timeoutMs?: number): Promise<Reply> {
     this.socket.write(`${line}\r\n`);
-    return this.read();
+    return this.read(timeoutMs);
   }
 
   /** Waits until the server closes the connection. */

@@ -1,0 +1,240 @@
+/**
+ * Abuse resistance, each case with its bound asserted (docs/security.md lists
+ * them with the cases tested elsewhere). Clients come from several 127.0.0.0/8
+ * addresses so the per-address limits are exercised, not just the totals.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { spawn } from 'node:child_process';
+import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { fixturePath } from './helpers/fixtures.js';
+import { hashPassword } from '../src/auth/password.js';
+
+/** Connects from a given loopback address. */
+function connectFrom(port: number, localAddress: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+async function rawFrom(port: number, localAddress: string): Promise<RawSmtp> {
+  return RawSmtp.connect(port, '127.0.0.1', { localAddress });
+}
+
+/** One whole transaction; resolves with the milliseconds from MAIL to the final reply. */
+async function transaction(port: number): Promise<number> {
+  const c = await RawSmtp.connect(port);
+  try {
+    await c.read();
+    await c.cmd('EHLO normal.example');
+    const t0 = performance.now();
+    const { data } = await sendMail(c, 'a@b.example', ['x@example.test'], simpleMessage('normal'));
+    assert.equal(data?.code, 250);
+    return performance.now() - t0;
+  } finally {
+    c.close();
+  }
+}
+
+const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!;
+
+describe('abuse', () => {
+  let hook: Receiver;
+  before(async () => {
+    hook = await startReceiver(() => ({ status: 204 }));
+  });
+  after(async () => {
+    await hook.close();
+  });
+
+  test('AUTH brute force: each failed attempt waits longer for its 535; after auth.maxFailures the address gets 454 4.7.0 without a check; other addresses are unaffected; no password is logged', async (t) => {
+    const hash = await hashPassword('correct horse', { log2N: 10 });
+    const tg = await startGateway({
+      auth: { users: [{ username: 'alice', password: hash }], allowInsecure: true, maxFailures: 4, failureDelay: 100 },
+      listeners: [{ name: 'submission', role: 'submission', listen: '127.0.0.1:0' }],
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const guess = (pw: string) => `AUTH PLAIN ${Buffer.from(`\0alice\0${pw}`).toString('base64')}`;
+      const c = await rawFrom(tg.port, '127.0.0.5');
+      await c.read();
+      await c.cmd('EHLO guesser');
+      const waits: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const t0 = performance.now();
+        const r = await c.cmd(guess(`wrong-${i}`));
+        waits.push(performance.now() - t0);
+        assert.equal(r.code, 535, r.raw);
+      }
+      // 100, 200, 400, 800 ms (plus the hash): each at least its delay
+      t.diagnostic(`535 after ${waits.map((w) => w.toFixed(0)).join(', ')} ms`);
+      waits.forEach((w, i) => assert.ok(w >= 100 * 2 ** i - 5, `attempt ${i + 1} answered after ${w.toFixed(0)} ms, before its ${100 * 2 ** i} ms delay`));
+      const blocked = await c.cmd(guess('correct horse'));
+      assert.equal(blocked.code, 454, `the right password is not even checked once throttled: ${blocked.raw}`);
+      assert.match(blocked.text, /^4\.7\.0 /);
+      c.close();
+      const other = await rawFrom(tg.port, '127.0.0.6');
+      await other.read();
+      await other.cmd('EHLO honest');
+      assert.equal((await other.cmd(guess('correct horse'))).code, 235, 'another address logs in');
+      other.close();
+      assert.ok(tg.logs.some((l) => l.code === 'PG_AUTH_THROTTLED'));
+      assert.ok(!tg.logText().includes('correct horse') && !tg.logText().includes('wrong-'), 'no password in the logs');
+    } finally {
+      await tg.close();
+    }
+  });
+
+  test('slowloris: 1,000 slow connections from 50 addresses; a normal client\'s p99 stays within 2× its baseline (+10 ms for timer noise)', async (t) => {
+    const tg = await startGateway({
+      smtp: { maxClients: 1100, maxConnectionsPerIp: 20, socketTimeout: '60s' },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    // The slow clients live in another process: their own work must not be
+    // counted against the gateway in this one.
+    const script = `
+      const net = require('node:net');
+      const [port] = process.argv.slice(1).map(Number);
+      const socks = [];
+      let open = 0;
+      for (let a = 0; a < 50; a++) for (let i = 0; i < 20; i++) {
+        const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.1.' + (a + 1) });
+        s.on('connect', () => { if (++open === 1000) process.stdout.write('open\\n'); });
+        s.on('error', () => {});
+        socks.push(s);
+      }
+      // each dribbles a byte of a command now and then, never finishing a line
+      setInterval(() => { for (const s of socks) if (!s.destroyed) s.write('E'); }, 200);
+      setInterval(() => process.stdout.write('alive ' + socks.filter((s) => !s.destroyed).length + '\\n'), 500);
+    `;
+    const child = spawn(process.execPath, ['-e', script, String(tg.port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      for (let i = 0; i < 5; i++) await transaction(tg.port); // warm-up
+      const baseline: number[] = [];
+      for (let i = 0; i < 40; i++) baseline.push(await transaction(tg.port));
+      const until = Date.now() + 20_000;
+      while (!out.includes('open') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(out.includes('open'), 'the 1,000 slow connections were accepted (per-address cap 20 × 50 addresses)');
+      const during: number[] = [];
+      for (let i = 0; i < 40; i++) during.push(await transaction(tg.port));
+      const base = p99(baseline);
+      const loaded = p99(during);
+      t.diagnostic(`normal client p99: ${base.toFixed(1)} ms alone, ${loaded.toFixed(1)} ms with 1,000 slow connections`);
+      assert.ok(loaded <= 2 * base + 10, `p99 ${loaded.toFixed(1)} ms with 1,000 slow connections vs ${base.toFixed(1)} ms without`);
+      const alive = out.trim().split('\n').filter((l) => l.startsWith('alive ')).at(-1);
+      assert.equal(alive, 'alive 1000', `none of the slow connections was dropped meanwhile (${alive}; ${out.length} bytes of output)`);
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      await tg.close();
+    }
+  });
+
+  test('an oversize body (100 MiB against a 1 MiB limit) is drained and answered 552; RSS grows by less than half of it (nothing kept); the session goes on', async (t) => {
+    const tg = await startGateway({
+      smtp: { maxMessageSize: '1MiB' },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO big');
+      await c.cmd('MAIL FROM:<a@b.example>');
+      await c.cmd('RCPT TO:<x@example.test>');
+      assert.equal((await c.cmd('DATA')).code, 354);
+      const before = process.memoryUsage().rss;
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+      const line = Buffer.from(`${'y'.repeat(998)}\r\n`);
+      const block = Buffer.concat(Array(1024).fill(line));
+      for (let sent = 0; sent < 100 * 1024 * 1024; sent += block.length) {
+        if (!c.socket.write(block)) await new Promise((r) => c.socket.once('drain', r));
+      }
+      const r = await c.cmd('.', 30_000);
+      clearInterval(sampler);
+      assert.equal(r.code, 552, r.raw);
+      t.diagnostic(`RSS growth while draining 100 MiB: ${((peak - before) / 1048576).toFixed(1)} MiB`);
+      // garbage waiting for collection shows in RSS; kept chunks would show 100 MiB
+      assert.ok(peak - before < 48 * 1024 * 1024, `RSS grew ${((peak - before) / 1048576).toFixed(1)} MiB while draining 100 MiB`);
+      const metrics = await (await fetch(`http://127.0.0.1:${tg.opsPort}/metrics`)).text();
+      assert.match(metrics, /^postgate_inflight_message_bytes 0$/m, 'no message bytes held after the 552');
+      assert.equal((await c.cmd('NOOP')).code, 250, 'the session continues');
+      c.close();
+    } finally {
+      await tg.close();
+    }
+  });
+
+  test('a pipelining flood (20,000 commands in one write) is answered or cut off with 421; memory stays bounded; others are served meanwhile', async (t) => {
+    const tg = await startGateway({ routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }] });
+    try {
+      const s = await connectFrom(tg.port, '127.0.0.9');
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      const before = process.memoryUsage().rss;
+      s.write(`EHLO flood\r\n${'NOOP\r\n'.repeat(10_000)}${'BOGUS\r\n'.repeat(10_000)}`);
+      const ms = await transaction(tg.port);
+      assert.ok(ms < 5000, `a normal client waited ${ms.toFixed(0)} ms`);
+      await new Promise<void>((resolve) => {
+        s.on('close', () => resolve());
+        setTimeout(() => resolve(), 10_000).unref();
+      });
+      s.destroy();
+      assert.ok(/^421 /m.test(got), 'the flood ends with 421 (too many unrecognised commands)');
+      assert.ok(!/^5\d\d .*\r\n[\s\S]*^250 /m.test(got.slice(got.indexOf('421'))), 'nothing is answered after the 421');
+      t.diagnostic(`RSS growth during the flood: ${((process.memoryUsage().rss - before) / 1048576).toFixed(1)} MiB; a normal transaction meanwhile: ${ms.toFixed(0)} ms`);
+      assert.ok(process.memoryUsage().rss - before < 64 * 1024 * 1024, 'RSS stays bounded');
+    } finally {
+      await tg.close();
+    }
+  });
+
+  test('TLS handshake garbage on the implicit-TLS port and after STARTTLS: the connection is closed, the server keeps serving', async () => {
+    const tg = await startGateway({
+      listeners: [
+        { name: 'mx', role: 'mx', listen: '127.0.0.1:0' },
+        { name: 'smtps', role: 'smtps', listen: '127.0.0.1:0' },
+      ],
+      tls: { certificates: [{ cert: fixturePath('tls', 'mx.pem'), key: fixturePath('tls', 'mx-key.pem') }] },
+      auth: { users: [{ username: 'alice', password: await hashPassword('pw', { log2N: 10 }) }] },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    try {
+      const garbage = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 151 + 7) & 0xff));
+      const closed = (s: net.Socket) =>
+        new Promise<boolean>((resolve) => {
+          s.on('close', () => resolve(true));
+          s.on('error', () => undefined);
+          setTimeout(() => resolve(false), 5000).unref();
+        });
+      const direct = await connectFrom(tg.ports[1]!, '127.0.0.10');
+      const directClosed = closed(direct);
+      direct.write(garbage);
+      assert.ok(await directClosed, 'garbage instead of a ClientHello: closed');
+      const c = await RawSmtp.connect(tg.ports[0]!);
+      await c.read();
+      await c.cmd('EHLO x');
+      assert.equal((await c.cmd('STARTTLS')).code, 220);
+      const afterStarttls = closed(c.socket);
+      c.socket.write(garbage);
+      assert.ok(await afterStarttls, 'garbage after STARTTLS: closed');
+      // still serving, TLS included
+      const t = tls.connect({ port: tg.ports[1]!, host: '127.0.0.1', rejectUnauthorized: false });
+      const greeting = await new Promise<string>((resolve) => t.once('data', (d: Buffer) => resolve(d.toString())));
+      assert.match(greeting, /^220 /);
+      t.destroy();
+      assert.ok((await transaction(tg.ports[0]!)) < 5000);
+    } finally {
+      await tg.close();
+    }
+  });
+});
