@@ -105,7 +105,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     for (const t of list) {
       // A templated URL gets its instances per resolved URL (targetFor).
       if (t.type === 'webhook' && urlPlaceholders(t.url).length) continue;
-      if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, targetDeps));
+      if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses === 'always' }));
     }
   };
   for (const r of cfg.routes) materialize(r.targets);
@@ -122,7 +122,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     if (inst) {
       resolvedTargets.delete(r.id); // most recently used last
     } else {
-      inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, targetDeps);
+      inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses !== 'never' });
       if (resolvedTargets.size >= MAX_RESOLVED_TARGETS) {
         const oldest = resolvedTargets.keys().next().value!;
         void resolvedTargets.get(oldest)!.close().catch(() => undefined);

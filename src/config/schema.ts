@@ -499,6 +499,10 @@ export const configSchema = z
     delivery: z
       .strictObject({
         deadline: duration('Budget for all targets of one message before the reply becomes 451.').default(30_000),
+        denyPrivateAddresses: z
+          .enum(['never', 'templated', 'always'])
+          .default('never')
+          .describe('SSRF guard: refuse webhook connections to loopback, private, link-local and other non-public addresses — for targets whose URL has recipient placeholders, or for all.'),
         retry: z
           .strictObject({
             initialDelay: duration('Pause before the second attempt; it doubles per attempt, with full jitter.').default(250),

@@ -15,6 +15,7 @@ import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
 import type { KeyObject } from 'node:crypto';
 import { deadline } from '../core/deadline.js';
+import { guardedLookup, literalHostProblem } from '../net/private.js';
 
 /** TLS settings of a pool: a private CA and/or a client certificate (mTLS). */
 export interface PoolTls {
@@ -25,22 +26,25 @@ export interface PoolTls {
 }
 
 export interface WebhookDeps {
-  /** The pool for an origin (and TLS identity); shared by the targets of one gateway. */
-  pool(origin: string, tls?: PoolTls, tlsKey?: string): Pool;
+  /** The pool for an origin (and TLS identity); shared by the targets of one gateway. `guarded`: the SSRF guard's pool. */
+  pool(origin: string, tls?: PoolTls, tlsKey?: string, guarded?: boolean): Pool;
   now(): number;
+  /** Refuse non-public addresses for this target (delivery.denyPrivateAddresses). */
+  denyPrivate?: boolean;
 }
 
-export function createPoolCache(): { pool(origin: string, tls?: PoolTls, tlsKey?: string): Pool; close(): Promise<void> } {
+export function createPoolCache(): { pool(origin: string, tls?: PoolTls, tlsKey?: string, guarded?: boolean): Pool; close(): Promise<void> } {
   const pools = new Map<string, Pool>();
   return {
-    pool(origin, tls, tlsKey = '') {
-      const key = `${origin} ${tlsKey}`;
+    pool(origin, tls, tlsKey = '', guarded = false) {
+      const key = `${origin} ${tlsKey}${guarded ? ' guarded' : ''}`;
       let p = pools.get(key);
       if (!p) {
         p = new Pool(origin, {
           connections: 64,
           keepAliveTimeout: 30_000,
-          connect: { timeout: 10_000, ...(tls ?? {}) },
+          // The guard checks the address connected to, on every new connection.
+          connect: { timeout: 10_000, ...(tls ?? {}), ...(guarded ? { lookup: guardedLookup } : {}) },
         });
         pools.set(key, p);
       }
@@ -225,6 +229,10 @@ export class WebhookTarget implements Target {
 
   async deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
     if (this.disabledBy) throw this.disabledBy;
+    if (this.deps.denyPrivate) {
+      const blocked = literalHostProblem(this.url.hostname);
+      if (blocked) throw transportError(this.where, blocked, false);
+    }
     await this.slots.take(signal);
     try {
       const direct = msg.eventJson.length <= this.cfg.maxEventSize;
@@ -275,7 +283,7 @@ export class WebhookTarget implements Target {
     let answer: unknown;
     let retryAfterMs: number | undefined;
     try {
-      const res = await this.deps.pool(this.url.origin, this.tls, this.tlsKey).request({
+      const res = await this.deps.pool(this.url.origin, this.tls, this.tlsKey, this.deps.denyPrivate === true).request({
         method: 'POST',
         path: `${this.url.pathname}${this.url.search}`,
         headers,
