@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Duration, Fn, RemovalPolicy, Stack, type StackProps, CfnOutput } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -27,8 +28,6 @@ export interface EdgeStackProps extends StackProps {
   mailDomain: string;
   /** Also listen on 587 (submission) and 465 (smtps); needs TLS and AUTH users in the config secret. */
   submission: boolean;
-  /** Docker build context; tests may point it at a small directory. Default: the repository root. */
-  imageDirectory?: string;
 }
 
 /** One public port of the NLB and the container port behind it. */
@@ -114,7 +113,9 @@ export class EdgeStack extends Stack {
     );
 
     const container = taskDef.addContainer('edge', {
-      image: ecs.ContainerImage.fromAsset(props.imageDirectory ?? REPO_ROOT, {
+      image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
+        // Built for the task's architecture (Graviton), also on an x86 machine (docker buildx).
+        platform: Platform.LINUX_ARM64,
         exclude: ['node_modules', '**/node_modules', 'infra/cdk.out', 'infra/dist', '.git', 'data'],
       }),
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'edge' }),

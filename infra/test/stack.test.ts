@@ -192,3 +192,26 @@ test('autoscaling on CPU and on connections per task; alarms on 4xx and 5xx repl
   const replyAlarms = alarms.filter((a) => /Replies[45]xx/.test(JSON.stringify(a.Properties.Metrics ?? [])));
   assert.equal(replyAlarms.length, 2);
 });
+
+test('the Dockerfile runs as non-root and exposes the ports the stack routes to', () => {
+  const df = readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
+  const lines = df.split('\n').filter((l) => l && !l.startsWith('#'));
+  const froms = lines.filter((l) => l.startsWith('FROM '));
+  assert.ok(froms.length >= 2, 'multi-stage');
+  for (const f of froms) {
+    const major = Number(/node:(\d+)/.exec(f)?.[1]);
+    assert.ok(major >= 22, `Node 22+ base: ${f}`);
+  }
+  const userAt = lines.findIndex((l) => l.trim() === 'USER node');
+  const cmdAt = lines.findIndex((l) => l.startsWith('CMD '));
+  assert.ok(userAt > lines.lastIndexOf(froms.at(-1)!) && userAt < cmdAt, 'USER node in the runtime stage, before CMD');
+  assert.equal(lines[cmdAt], 'CMD ["node", "dist/src/cli/index.js", "serve"]');
+  const exposed = lines.filter((l) => l.startsWith('EXPOSE ')).flatMap((l) => l.slice(7).trim().split(/\s+/)).map(Number).sort();
+  assert.deepEqual(exposed, [C.SMTP_CONTAINER_PORT, C.OPS_PORT].sort());
+  assert.ok(lines.some((l) => l === 'ENV POSTGATE_CONFIG=/app/deploy/edge.yaml'));
+  assert.ok(/npm ci --omit=dev/.test(df), 'runtime stage installs production dependencies only');
+  // cdk synth stages the build context; without these it would copy
+  // node_modules and its own output (cdk.out) into itself.
+  const ignore = readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+  for (const entry of ['**/node_modules', 'infra', '.git']) assert.ok(ignore.includes(entry), `.dockerignore lists ${entry}`);
+});
