@@ -179,6 +179,9 @@ export class EdgeStack extends Stack {
         // The client address reaches postgate in the PROXY v2 header
         // (listeners[].proxyProtocol in deploy/edge.yaml).
         proxyProtocolV2: true,
+        // Packets reach the task from the NLB's own addresses, so the task's
+        // security group can admit the NLB alone (and PROXY trust the VPC range).
+        preserveClientIp: false,
         deregistrationDelay: Duration.seconds(C.DEREGISTRATION_DELAY_SECONDS),
         targets: [service.loadBalancerTarget({ containerName: 'edge', containerPort: p.containerPort })],
         healthCheck: {

@@ -67,6 +67,7 @@ test('every target group has PROXY protocol v2 enabled', () => {
     for (const tg of tgs) {
       const attrs = Object.fromEntries((tg.Properties.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
       assert.equal(attrs['proxy_protocol_v2.enabled'], 'true', `target group on ${tg.Properties.Port}`);
+      assert.equal(attrs['preserve_client_ip.enabled'], 'false', 'the client address travels in the PROXY header');
     }
   }
   assert.equal(ofType(full, 'AWS::ElasticLoadBalancingV2::TargetGroup').length, 3);
