@@ -112,7 +112,7 @@ export class EdgeStack extends Stack {
       new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:PutObject'], resources: [Fn.join('', [bucketArn, '/', C.BLOB_PREFIX, '*'])] }),
     );
 
-    const container = taskDef.addContainer('edge', {
+    taskDef.addContainer('edge', {
       image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
         // Built for the task's architecture (Graviton), also on an x86 machine (docker buildx).
         platform: Platform.LINUX_ARM64,
@@ -137,7 +137,6 @@ export class EdgeStack extends Stack {
         { containerPort: C.OPS_PORT, protocol: ecs.Protocol.TCP, name: 'ops' },
       ],
     });
-    void container;
 
     const nlbSg = new ec2.SecurityGroup(this, 'NlbSg', { vpc, allowAllOutbound: false, description: 'postgate NLB: public SMTP ports' });
     const taskSg = new ec2.SecurityGroup(this, 'TaskSg', { vpc, allowAllOutbound: true, description: 'postgate tasks: SMTP and health check from the NLB only' });
@@ -205,7 +204,7 @@ export class EdgeStack extends Stack {
     });
     // Connections per task: NLB active flows over healthy tasks of the mx target group.
     const flowsPerTask = new cloudwatch.MathExpression({
-      expression: 'flows / MAX([hosts, 1])',
+      expression: 'IF(hosts > 0, flows / hosts, flows)',
       label: 'Active SMTP flows per task',
       period: Duration.minutes(1),
       usingMetrics: {
@@ -241,7 +240,7 @@ export class EdgeStack extends Stack {
     const rate = (id: string, m: cloudwatch.Metric, threshold: number, what: string) =>
       new cloudwatch.Alarm(this, id, {
         metric: new cloudwatch.MathExpression({
-          expression: '100 * bad / MAX([bad + ok, 1])',
+          expression: 'IF(bad + ok > 0, 100 * bad / (bad + ok), 0)',
           usingMetrics: { bad: m, ok: accepted },
           period: Duration.minutes(5),
           label: `${what} reply rate (%)`,
