@@ -1,0 +1,54 @@
+/**
+ * Numbers the edge stack is built from. They mirror deploy/edge.yaml (the
+ * configuration baked into the image); test/stack.test.ts checks both agree.
+ */
+
+/** Port the container's mx listener binds: non-root processes cannot bind below 1024. */
+export const SMTP_CONTAINER_PORT = 2525;
+/** Submission (587) and implicit TLS (465) listeners, when enabled. */
+export const SUBMISSION_CONTAINER_PORT = 2587;
+export const SMTPS_CONTAINER_PORT = 2465;
+
+/** The operations endpoint (http.listen): /healthz, /readyz, /metrics. */
+export const OPS_PORT = 9025;
+/** /readyz answers 503 while draining or shedding load, so the NLB stops sending new flows. */
+export const HEALTH_PATH = '/readyz';
+
+/** delivery.deadline in deploy/edge.yaml (the schema default): budget for all targets of a message. */
+export const DELIVERY_DEADLINE_SECONDS = 30;
+/** shutdown.grace in deploy/edge.yaml: how long in-flight transactions may finish after SIGTERM. */
+export const SHUTDOWN_GRACE_SECONDS = 30;
+/** Room for closing listeners and pools after the grace period, and for clock/scheduling slack. */
+export const DRAIN_MARGIN_SECONDS = 15;
+
+/**
+ * ECS sends SIGTERM, waits stopTimeout, then SIGKILL. ECS caps stopTimeout at
+ * 120 s on Fargate (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ContainerDefinition.html,
+ * "stopTimeout"). It must outlast the drain, or the second signal cuts it short.
+ */
+export const STOP_TIMEOUT_SECONDS = Math.max(DELIVERY_DEADLINE_SECONDS, SHUTDOWN_GRACE_SECONDS) + DRAIN_MARGIN_SECONDS;
+export const MAX_STOP_TIMEOUT_SECONDS = 120;
+
+/**
+ * NLB deregistration delay: a flow already open when the task leaves the target
+ * group keeps going this long, enough for a transaction in DATA to reach its
+ * reply (deadline + margin). ECS waits for deregistration before it stops the
+ * task (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/load-balancer-connection-draining.html).
+ */
+export const DEREGISTRATION_DELAY_SECONDS = DELIVERY_DEADLINE_SECONDS + DRAIN_MARGIN_SECONDS;
+
+/** smtp.maxClients default: concurrent connections one task accepts. */
+export const MAX_CLIENTS_PER_TASK = 1000;
+/** Scale out before a task reaches its connection ceiling. */
+export const TARGET_CONNECTIONS_PER_TASK = Math.round(MAX_CLIENTS_PER_TASK * 0.6);
+export const TARGET_CPU_PERCENT = 60;
+
+/** Task size (Fargate valid combination: 0.5 vCPU with 1 GiB). */
+export const TASK_CPU_UNITS = 512;
+export const TASK_MEMORY_MIB = 1024;
+
+/** Key prefix of claim-check blobs in the shared bucket (blobs.store.prefix in deploy/edge.yaml). */
+export const BLOB_PREFIX = 'blobs/';
+
+/** VPC address range; the PROXY header is trusted only from inside it (the NLB's nodes). */
+export const VPC_CIDR = '10.40.0.0/16';

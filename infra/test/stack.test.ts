@@ -1,0 +1,218 @@
+/**
+ * Assertions on the synthesised edge template (offline, no credentials).
+ * One synth per configuration: each takes seconds on a small machine.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { EdgeStack, REPO_ROOT } from '../lib/edge-stack.js';
+import * as C from '../lib/constants.js';
+
+type Res = { Type: string; Properties: Record<string, any> };
+
+function synth(submission: boolean): Template {
+  const app = new App({ context: { stage: 'test' } });
+  const stack = new EdgeStack(app, `edge-${submission}`, {
+    stage: 'test',
+    mailDomain: 'example.com',
+    submission,
+    env: { account: '123456789012', region: 'us-east-1' },
+  });
+  return Template.fromStack(stack);
+}
+
+const full = synth(true);
+const mxOnly = synth(false);
+
+function ofType(t: Template, type: string): Res[] {
+  return Object.values(t.findResources(type)) as Res[];
+}
+
+test('public ports map to unprivileged container ports: 25 -> 2525 (and 587, 465 when enabled)', () => {
+  const listeners = ofType(full, 'AWS::ElasticLoadBalancingV2::Listener');
+  const tgs = full.findResources('AWS::ElasticLoadBalancingV2::TargetGroup');
+  const map = new Map<number, number>();
+  for (const l of listeners) {
+    assert.equal(l.Properties.Protocol, 'TCP');
+    const tgRef = l.Properties.DefaultActions[0].TargetGroupArn.Ref as string;
+    map.set(l.Properties.Port, tgs[tgRef]!.Properties.Port);
+  }
+  assert.deepEqual([...map.entries()].sort((a, b) => a[0] - b[0]), [[25, 2525], [465, 2465], [587, 2587]]);
+  for (const containerPort of map.values()) assert.ok(containerPort >= 1024, 'non-root cannot bind below 1024');
+  // Without submission only port 25 is published.
+  assert.deepEqual(ofType(mxOnly, 'AWS::ElasticLoadBalancingV2::Listener').map((l) => l.Properties.Port), [25]);
+  // The container declares the same ports.
+  const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
+  const ports = td.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort();
+  assert.deepEqual(ports, [2465, 2525, 2587, C.OPS_PORT].sort());
+});
+
+test('the baked-in config listens on 0.0.0.0:2525 with PROXY protocol and serves /readyz on the ops port', () => {
+  const yaml = readFileSync(path.join(REPO_ROOT, 'deploy', 'edge.yaml'), 'utf8');
+  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${C.SMTP_CONTAINER_PORT}\\b`));
+  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${C.OPS_PORT}\\b`));
+  assert.match(yaml, /proxyProtocol:\s*\n\s*#[^\n]*\n\s*trustedSources: \["\$\{TRUSTED_PROXY_CIDR\}"\]/);
+  const env = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
+  assert.deepEqual(env.find((e) => e.Name === 'TRUSTED_PROXY_CIDR')?.Value, C.VPC_CIDR);
+  assert.equal(ofType(full, 'AWS::EC2::VPC')[0]!.Properties.CidrBlock, C.VPC_CIDR);
+});
+
+test('every target group has PROXY protocol v2 enabled', () => {
+  for (const t of [full, mxOnly]) {
+    const tgs = ofType(t, 'AWS::ElasticLoadBalancingV2::TargetGroup');
+    assert.ok(tgs.length >= 1);
+    for (const tg of tgs) {
+      const attrs = Object.fromEntries((tg.Properties.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
+      assert.equal(attrs['proxy_protocol_v2.enabled'], 'true', `target group on ${tg.Properties.Port}`);
+      assert.equal(attrs['preserve_client_ip.enabled'], 'false', 'the client address travels in the PROXY header');
+    }
+  }
+  assert.equal(ofType(full, 'AWS::ElasticLoadBalancingV2::TargetGroup').length, 3);
+});
+
+test('health checks are HTTP GET /readyz on the ops port, not a bare TCP connect', () => {
+  for (const tg of ofType(full, 'AWS::ElasticLoadBalancingV2::TargetGroup')) {
+    assert.equal(tg.Properties.HealthCheckProtocol, 'HTTP');
+    assert.equal(tg.Properties.HealthCheckPort, String(C.OPS_PORT));
+    assert.equal(tg.Properties.HealthCheckPath, '/readyz');
+    assert.equal(tg.Properties.Matcher?.HttpCode, '200');
+  }
+  const yaml = readFileSync(path.join(REPO_ROOT, 'deploy', 'edge.yaml'), 'utf8');
+  assert.match(yaml, /http:\s*\n(?:\s*#[^\n]*\n)*\s*listen: 0\.0\.0\.0:9025/);
+});
+
+test('deregistration delay <= stopTimeout <= 120 s, and stopTimeout covers the deadline plus the drain', () => {
+  const yaml = readFileSync(path.join(REPO_ROOT, 'deploy', 'edge.yaml'), 'utf8');
+  // The constants must match what the container is configured with.
+  assert.match(yaml, new RegExp(`deadline: ${C.DELIVERY_DEADLINE_SECONDS}s\\b`));
+  assert.match(yaml, new RegExp(`grace: ${C.SHUTDOWN_GRACE_SECONDS}s\\b`));
+  const stopTimeout = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].StopTimeout as number;
+  assert.equal(stopTimeout, C.STOP_TIMEOUT_SECONDS);
+  assert.ok(stopTimeout <= C.MAX_STOP_TIMEOUT_SECONDS);
+  assert.ok(stopTimeout >= C.DELIVERY_DEADLINE_SECONDS + C.DRAIN_MARGIN_SECONDS);
+  assert.ok(stopTimeout > C.SHUTDOWN_GRACE_SECONDS, 'a stop timeout shorter than shutdown.grace cuts the drain short');
+  for (const tg of ofType(full, 'AWS::ElasticLoadBalancingV2::TargetGroup')) {
+    const attrs = Object.fromEntries((tg.Properties.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
+    const dereg = Number(attrs['deregistration_delay.timeout_seconds']);
+    assert.equal(dereg, C.DEREGISTRATION_DELAY_SECONDS);
+    assert.ok(dereg <= stopTimeout);
+    assert.ok(dereg >= C.DELIVERY_DEADLINE_SECONDS, 'an open transaction must reach its reply before the flow is cut');
+  }
+});
+
+test('security groups: the internet reaches only the SMTP ports on the NLB; tasks accept only the NLB', () => {
+  const sgs = full.findResources('AWS::EC2::SecurityGroup');
+  const ingress: { group: string; from: number; to: number; cidr?: string; source?: string }[] = [];
+  for (const [id, sg] of Object.entries(sgs)) {
+    for (const r of (sg.Properties.SecurityGroupIngress ?? []) as any[]) ingress.push({ group: id, from: r.FromPort, to: r.ToPort, cidr: r.CidrIp, source: r.SourceSecurityGroupId?.['Fn::GetAtt']?.[0] });
+  }
+  for (const [, r] of Object.entries(full.findResources('AWS::EC2::SecurityGroupIngress'))) {
+    const p = r.Properties;
+    ingress.push({ group: p.GroupId['Fn::GetAtt'][0], from: p.FromPort, to: p.ToPort, cidr: p.CidrIp, source: p.SourceSecurityGroupId?.['Fn::GetAtt']?.[0] });
+  }
+  const open = ingress.filter((r) => r.cidr === '0.0.0.0/0');
+  assert.deepEqual(open.map((r) => r.from).sort((a, b) => a - b), [25, 465, 587]);
+  for (const r of open) assert.equal(r.from, r.to, 'single ports, no ranges');
+  const nlbSg = open[0]!.group;
+  assert.ok(open.every((r) => r.group === nlbSg));
+  const taskRules = ingress.filter((r) => r.group !== nlbSg);
+  assert.ok(taskRules.length > 0);
+  for (const r of taskRules) {
+    assert.equal(r.source, nlbSg, 'task ingress only from the NLB security group');
+    assert.equal(r.cidr, undefined);
+    assert.equal(r.from, r.to);
+  }
+  assert.deepEqual(taskRules.map((r) => r.from).sort((a, b) => a - b), [2465, 2525, 2587, C.OPS_PORT]);
+  const svc = ofType(full, 'AWS::ECS::Service')[0]!;
+  assert.equal(svc.Properties.NetworkConfiguration.AwsvpcConfiguration.AssignPublicIp, 'DISABLED');
+});
+
+test('task role: lambda:InvokeFunction on the ingest function and s3 Get/Put under the blob prefix, nothing else', () => {
+  const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
+  const taskRoleId = td.Properties.TaskRoleArn['Fn::GetAtt'][0] as string;
+  const policies = ofType(full, 'AWS::IAM::Policy').filter((p) => (p.Properties.Roles as any[]).some((r) => r.Ref === taskRoleId));
+  const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement as any[]);
+  const norm = statements.map((s) => ({ effect: s.Effect, actions: [s.Action].flat().sort(), resources: [s.Resource].flat() }));
+  assert.equal(norm.length, 2, JSON.stringify(norm));
+  const invoke = norm.find((s) => s.actions.includes('lambda:InvokeFunction'))!;
+  assert.deepEqual(invoke.actions, ['lambda:InvokeFunction']);
+  assert.deepEqual(invoke.resources, [{ 'Fn::ImportValue': 'postgate-test-IngestFunctionArn' }]);
+  const s3 = norm.find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
+  assert.deepEqual(s3.actions, ['s3:GetObject', 's3:PutObject']);
+  assert.deepEqual(s3.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, `/${C.BLOB_PREFIX}*`]] }]);
+  for (const s of norm) {
+    assert.equal(s.effect, 'Allow');
+    for (const r of s.resources) assert.notEqual(r, '*');
+  }
+  // No managed policies on the task role.
+  const role = full.findResources('AWS::IAM::Role')[taskRoleId]!;
+  assert.equal(role.Properties.ManagedPolicyArns, undefined);
+  assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ecs-tasks.amazonaws.com' });
+});
+
+test('the serverless stack is referenced by its exports only', () => {
+  const body = JSON.stringify(full.toJSON());
+  const imports = [...body.matchAll(/"Fn::ImportValue":"([^"]+)"/g)].map((m) => m[1]);
+  assert.deepEqual([...new Set(imports)].sort(), ['postgate-test-BucketArn', 'postgate-test-BucketName', 'postgate-test-IngestFunctionArn']);
+});
+
+test('encryption: logs with a rotating KMS key; the blob signing key from Secrets Manager, not the template', () => {
+  const lg = ofType(full, 'AWS::Logs::LogGroup')[0]!;
+  assert.ok(lg.Properties.KmsKeyId?.['Fn::GetAtt'], 'log group encrypted with the stack key');
+  const keys = ofType(full, 'AWS::KMS::Key');
+  assert.equal(keys.length, 1);
+  assert.equal(keys[0]!.Properties.EnableKeyRotation, true);
+  const c = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0];
+  const secret = (c.Secrets as any[]).find((s) => s.Name === 'BLOB_SIGNING_KEY');
+  assert.ok(secret, 'signing key injected as an ECS secret');
+  assert.ok(JSON.stringify(secret.ValueFrom).includes('BLOB_SIGNING_KEY'));
+  assert.ok(!(c.Environment as any[]).some((e) => e.Name === 'BLOB_SIGNING_KEY'), 'never a plain environment variable');
+  assert.equal(ofType(full, 'AWS::SecretsManager::Secret').length, 1);
+  // The execution role (not the task role) reads the secret.
+  const execRoleId = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ExecutionRoleArn['Fn::GetAtt'][0];
+  const execStatements = ofType(full, 'AWS::IAM::Policy')
+    .filter((p) => (p.Properties.Roles as any[]).some((r) => r.Ref === execRoleId))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement as any[]);
+  assert.ok(execStatements.some((s) => [s.Action].flat().includes('secretsmanager:GetSecretValue')));
+});
+
+test('autoscaling on CPU and on connections per task; alarms on 4xx and 5xx reply rates', () => {
+  const policies = ofType(full, 'AWS::ApplicationAutoScaling::ScalingPolicy');
+  const tt = policies.find((p) => p.Properties.PolicyType === 'TargetTrackingScaling')!;
+  assert.equal(tt.Properties.TargetTrackingScalingPolicyConfiguration.PredefinedMetricSpecification.PredefinedMetricType, 'ECSServiceAverageCPUUtilization');
+  assert.equal(tt.Properties.TargetTrackingScalingPolicyConfiguration.TargetValue, C.TARGET_CPU_PERCENT);
+  assert.ok(policies.some((p) => p.Properties.PolicyType === 'StepScaling'));
+  const alarms = ofType(full, 'AWS::CloudWatch::Alarm');
+  assert.ok(alarms.some((a) => JSON.stringify(a.Properties.Metrics ?? []).includes('ActiveFlowCount')), 'connection-count scaling alarm');
+  const filters = ofType(full, 'AWS::Logs::MetricFilter').map((f) => f.Properties.FilterPattern as string);
+  assert.ok(filters.some((f) => f.includes('"4*"')));
+  assert.ok(filters.some((f) => f.includes('"5*"')));
+  const replyAlarms = alarms.filter((a) => /Replies[45]xx/.test(JSON.stringify(a.Properties.Metrics ?? [])));
+  assert.equal(replyAlarms.length, 2);
+});
+
+test('the Dockerfile runs as non-root and exposes the ports the stack routes to', () => {
+  const df = readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
+  const lines = df.split('\n').filter((l) => l && !l.startsWith('#'));
+  const froms = lines.filter((l) => l.startsWith('FROM '));
+  assert.ok(froms.length >= 2, 'multi-stage');
+  for (const f of froms) {
+    const major = Number(/node:(\d+)/.exec(f)?.[1]);
+    assert.ok(major >= 22, `Node 22+ base: ${f}`);
+  }
+  const userAt = lines.findIndex((l) => l.trim() === 'USER node');
+  const cmdAt = lines.findIndex((l) => l.startsWith('CMD '));
+  assert.ok(userAt > lines.lastIndexOf(froms.at(-1)!) && userAt < cmdAt, 'USER node in the runtime stage, before CMD');
+  assert.equal(lines[cmdAt], 'CMD ["node", "dist/src/cli/index.js", "serve"]');
+  const exposed = lines.filter((l) => l.startsWith('EXPOSE ')).flatMap((l) => l.slice(7).trim().split(/\s+/)).map(Number).sort();
+  assert.deepEqual(exposed, [C.SMTP_CONTAINER_PORT, C.OPS_PORT].sort());
+  assert.ok(lines.some((l) => l === 'ENV POSTGATE_CONFIG=/app/deploy/edge.yaml'));
+  assert.ok(/npm ci --omit=dev/.test(df), 'runtime stage installs production dependencies only');
+  // cdk synth stages the build context; without these it would copy
+  // node_modules and its own output (cdk.out) into itself.
+  const ignore = readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+  for (const entry of ['**/node_modules', 'infra', '.git']) assert.ok(ignore.includes(entry), `.dockerignore lists ${entry}`);
+});
