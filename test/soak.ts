@@ -8,6 +8,7 @@
  *
  *   npm run soak                         defaults: SOAK_MIME=1000000 SOAK_SMTP=20000
  *   SOAK_MIME=100000 SOAK_SMTP=2000 SOAK_SEED=42 npm run soak
+ *   SOAK_WRITE=0 …                       print only (CI's short run)
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -114,6 +115,6 @@ const lines = [
   '',
   problems.length ? `Problems (${problems.length}, first 10):\n\n${problems.slice(0, 10).map((p) => `- ${p}`).join('\n')}` : 'No problem found.',
 ];
-writeReliabilitySection(path.join(projectRoot(), 'docs', 'reliability.md'), 'soak', lines.join('\n'));
+if (process.env.SOAK_WRITE !== '0') writeReliabilitySection(path.join(projectRoot(), 'docs', 'reliability.md'), 'soak', lines.join('\n'));
 log(lines.join('\n'));
 process.exitCode = problems.length ? 1 : 0;
