@@ -16,7 +16,8 @@ import type { BlobSink } from './message/parse.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
-import { buildRoutingTable, routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
+import { routingTableOf } from './routing/from-config.js';
+import { routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
 import { LocalSpool } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
@@ -79,15 +80,7 @@ export interface Gateway {
 }
 
 /** The routing table of a resolved config (also used by `postgate route`). */
-export function routingTableOf(cfg: ResolvedConfig): RoutingTable<TargetConfig & { id: string }> {
-  // The loader has given every target its id.
-  const withIds = (list: readonly TargetConfig[]) => list as (TargetConfig & { id: string })[];
-  return buildRoutingTable(
-    cfg.routes.map((r) => ({ name: r.name!, recipients: r.recipients, targets: withIds(r.targets), from: r.from, clients: r.clients, stop: r.stop })),
-    cfg.servedDomains,
-    withIds(cfg.postmasterTargets),
-  );
-}
+export { routingTableOf };
 
 export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   installSmtpExtensions();

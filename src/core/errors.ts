@@ -106,6 +106,9 @@ export const ERROR_CODES = {
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
   PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
   PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',
+  PG_FN_CONFIG: 'A cloud function\'s settings (environment variables or routes file) are missing or invalid; every problem is listed.',
+  PG_FN_UNAUTHORIZED: 'The ingest function refused an HTTP request whose Standard Webhooks signature or timestamp did not verify (401).',
+  PG_FN_BAD_EVENT: 'A cloud function got input it cannot use: not a postgate event, a direct invocation without a delivery id, a bad redrive filter (400).',
   PG_INTERNAL: 'An unexpected internal error; the message is deferred, never accepted (451 4.3.0).',
 } as const;
 

@@ -128,6 +128,8 @@ export async function startDynamo(): Promise<LocalDynamo> {
 export interface LocalLambda {
   /** The Lambda Invoke API endpoint (`endpoint` of a lambda target). */
   endpoint: string;
+  /** The HTTP API (API Gateway) endpoint, for functions with httpApi events. */
+  httpEndpoint: string;
   /** Function names are `<service>-<stage>-<function>`. */
   functionName(fn: string): string;
   /** What osls printed so far (for assertions and failure messages). */
@@ -189,6 +191,7 @@ async function startOnce(opts: ServerlessOfflineOptions): Promise<LocalLambda> {
       '--websocketPort', String(websocketPort),
       '--albPort', String(albPort),
       '--noSponsor',
+      ...(opts.stage ? ['--stage', opts.stage] : []),
     ],
     {
       cwd: serviceDir,
@@ -251,6 +254,7 @@ async function startOnce(opts: ServerlessOfflineOptions): Promise<LocalLambda> {
   const stage = opts.stage ?? 'test';
   return {
     endpoint: `http://127.0.0.1:${lambdaPort}`,
+    httpEndpoint: `http://127.0.0.1:${httpPort}`,
     functionName: (fn) => `${service}-${stage}-${fn}`,
     output: () => out,
     startMs,

@@ -1,0 +1,223 @@
+/**
+ * The `ingest` function: receives an `email.received` event from the edge,
+ * over HTTP (API Gateway HTTP API, Standard Webhooks signature) or by a direct
+ * Invoke (the edge's lambda target; IAM authorises the caller), and answers
+ * 2xx only when all of this holds:
+ *
+ *   1. the event JSON is in S3 (and the raw message next to it, when the event
+ *      carries or links it);
+ *   2. the index item exists in DynamoDB;
+ *   3. one routing job per destination is on the SQS queue;
+ *   4. the item says `enqueued`.
+ *
+ * The key is the delivery id (`webhook-id`), equal on every retry of the same
+ * message, so a retry stores once. A crash anywhere before (4) leaves the item
+ * `pending`, and the retry the edge makes on the error answer enqueues again:
+ * routing jobs are at least once, and `route` skips destinations already
+ * delivered. The edge's HTTP timeout to this function must stay below API
+ * Gateway's 30 s integration limit (docs/functions.md).
+ */
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { GatewayError } from '../core/errors.js';
+import { headerConditionHolds, resolveTargets, routeRecipient } from '../routing/index.js';
+import { errorFields, getRuntime, log, type Runtime } from './common.js';
+import { Store, type RouteJob } from './store.js';
+import { verifyWebhook } from './verify.js';
+
+interface HttpApiEvent {
+  version?: string;
+  headers?: Record<string, string | undefined>;
+  body?: string;
+  isBase64Encoded?: boolean;
+  requestContext?: { http?: { method?: string } };
+}
+
+interface HttpResult {
+  statusCode: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+interface LambdaContext {
+  clientContext?: { custom?: Record<string, unknown> } | null;
+}
+
+/** What the edge sends, as far as ingest reads it (docs/payload.md has the whole). */
+interface EventShape {
+  type: string;
+  data: {
+    schema?: string;
+    id?: string;
+    receivedAt: string;
+    envelope: { mailFrom: string; rcptTo: { address: string }[]; clientAddress?: string };
+    subject?: string | null;
+    headers?: { name: string; value: string }[];
+    raw: { size: number; sha256: string; content?: string; url?: string };
+    event?: { url: string; size: number; sha256: string };
+  };
+}
+
+class IngestError extends GatewayError {
+  constructor(
+    readonly status: number,
+    code: 'PG_FN_UNAUTHORIZED' | 'PG_FN_BAD_EVENT',
+    message: string,
+  ) {
+    super({ code, message, transient: false });
+  }
+}
+
+function isHttp(e: unknown): e is HttpApiEvent {
+  return typeof e === 'object' && e !== null && 'requestContext' in e && ('headers' in e || 'body' in e);
+}
+
+export async function handler(event: unknown, context: LambdaContext = {}): Promise<HttpResult | Record<string, unknown>> {
+  const http = isHttp(event);
+  try {
+    const rt = await getRuntime();
+    let id: string;
+    let body: Buffer;
+    if (http) {
+      body = Buffer.from(event.body ?? '', event.isBase64Encoded ? 'base64' : 'utf8');
+      const headers = Object.fromEntries(Object.entries(event.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+      if (!rt.settings.verify.hmac.length && !rt.settings.verify.ed25519.length) {
+        throw new GatewayError({ code: 'PG_FN_CONFIG', message: 'POSTGATE_INGEST_SECRETS is empty: HTTP ingest refuses unsigned requests', transient: true });
+      }
+      const v = verifyWebhook(headers, body, rt.settings.verify, rt.settings.toleranceSeconds);
+      if (!v.ok) throw new IngestError(401, 'PG_FN_UNAUTHORIZED', v.why);
+      id = v.id;
+    } else {
+      const custom = context.clientContext?.custom ?? {};
+      const given = typeof custom.deliveryId === 'string' ? custom.deliveryId : null;
+      if (!given) throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a direct invocation needs clientContext.custom.deliveryId (the edge sets it)');
+      id = given;
+      body = Buffer.from(JSON.stringify(event));
+    }
+    if (!/^[\w.~:-]{1,200}$/.test(id)) throw new IngestError(400, 'PG_FN_BAD_EVENT', 'webhook-id has characters outside [A-Za-z0-9_.~:-] or is longer than 200');
+    const result = await ingest(rt, id, body);
+    return http ? respond(200, result) : result;
+  } catch (err) {
+    const status = err instanceof IngestError ? err.status : 500;
+    log(status >= 500 ? 'error' : 'warn', 'ingest failed', { status, ...errorFields(err) });
+    if (!http) {
+      // A direct invocation: a thrown error is a function error, which the
+      // edge defers (451) and retries; a bad request is the same to it.
+      throw err;
+    }
+    const code = err instanceof GatewayError ? err.code : 'PG_INTERNAL';
+    // The caller learns the code, not our internals.
+    return respond(status, { error: code, message: err instanceof IngestError ? err.message : 'internal error, retry later' });
+  }
+}
+
+function respond(statusCode: number, body: unknown): HttpResult {
+  return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record<string, unknown>> {
+  let body = received;
+  let event = parseEvent(body);
+  if (event.type === 'email.received.pointer') {
+    // The edge sent a claim check: the whole event is at data.event.url.
+    body = await fetchEvent(event, rt.settings.maxFetchBytes);
+    event = parseEvent(body);
+  }
+  if (event.type !== 'email.received') throw new IngestError(400, 'PG_FN_BAD_EVENT', `unexpected event type "${event.type}"`);
+  const d = event.data;
+  const { store } = rt;
+
+  const existing = await store.getItem(id);
+  if (existing?.status === 'enqueued') {
+    log('info', 'ingest duplicate', { id });
+    return { stored: true, duplicate: true, id };
+  }
+
+  const keys = Store.keys(id, d.receivedAt);
+  await store.putObject(keys.event, body, 'application/json');
+  let rawKey: string | null = null;
+  if (typeof d.raw.content === 'string') {
+    await store.putObject(keys.raw, Buffer.from(d.raw.content, 'base64'), 'message/rfc822');
+    rawKey = keys.raw;
+  } else if (typeof d.raw.url === 'string') {
+    const res = await fetch(d.raw.url);
+    if (!res.ok || !res.body) throw new Error(`raw message link answered ${res.status}`);
+    await store.putStream(keys.raw, Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), 'message/rfc822');
+    rawKey = keys.raw;
+  }
+
+  const jobs = destinations(rt, event).map(
+    (t): RouteJob => ({ v: 1, id, destination: t.id, target: t.target, ...(t.url ? { url: t.url } : {}), bucket: rt.settings.bucket, key: keys.event, receivedAt: d.receivedAt }),
+  );
+  const item = {
+    id,
+    receivedAt: d.receivedAt,
+    mailFrom: d.envelope.mailFrom,
+    rcptTo: d.envelope.rcptTo.map((r) => r.address),
+    subject: d.subject ?? null,
+    rawSize: d.raw.size,
+    eventSize: body.length,
+    eventKey: keys.event,
+    rawKey,
+    destinations: jobs.map((j) => j.destination),
+  };
+  const before = await store.createPending(item);
+  if (before?.status === 'enqueued') return { stored: true, duplicate: true, id };
+  // New, or `pending` from an attempt that stopped before enqueueing: enqueue (again).
+  if (jobs.length) await store.enqueue(await store.queueUrl(rt.settings.queue), jobs);
+  await store.markEnqueued(id);
+  log('info', 'ingested', { id, destinations: item.destinations, retried: before !== null });
+  return { stored: true, duplicate: false, id, destinations: item.destinations.length };
+}
+
+function parseEvent(body: Buffer): EventShape {
+  let e: unknown;
+  try {
+    e = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new IngestError(400, 'PG_FN_BAD_EVENT', 'the body is not JSON');
+  }
+  const ev = e as Partial<EventShape>;
+  const d = ev?.data as Partial<EventShape['data']> | undefined;
+  if (typeof ev?.type !== 'string' || !d || typeof d.receivedAt !== 'string' || !d.envelope || !Array.isArray(d.envelope.rcptTo) || !d.raw) {
+    throw new IngestError(400, 'PG_FN_BAD_EVENT', 'not a postgate event: type, data.receivedAt, data.envelope and data.raw are required');
+  }
+  return ev as EventShape;
+}
+
+async function fetchEvent(pointer: EventShape, limit: number): Promise<Buffer> {
+  const link = pointer.data.event;
+  if (!link || typeof link.url !== 'string') throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event without data.event.url');
+  if (link.size > limit) throw new IngestError(400, 'PG_FN_BAD_EVENT', `the event is ${link.size} bytes, above POSTGATE_MAX_FETCH_BYTES`);
+  const res = await fetch(link.url);
+  if (!res.ok) throw new Error(`claim-check link answered ${res.status}`);
+  const body = Buffer.from(await res.arrayBuffer());
+  const sha = createHash('sha256').update(body).digest('hex');
+  // A mismatch is transient: the link may have served a partial object.
+  if (sha !== link.sha256) throw new Error(`claim-check body has sha256 ${sha}, the pointer says ${link.sha256}`);
+  return body;
+}
+
+/**
+ * The destinations of an event: the webhook targets of each recipient's
+ * route(s) whose header condition holds, once each, as the edge would choose
+ * them for the same envelope.
+ */
+function destinations(rt: Runtime, event: EventShape): { id: string; target: string; url: string | null }[] {
+  const d = event.data;
+  const out = new Map<string, { id: string; target: string; url: string | null }>();
+  for (const r of d.envelope.rcptTo) {
+    const decision = routeRecipient(rt.routing, r.address, { mailFrom: d.envelope.mailFrom, clientAddress: d.envelope.clientAddress });
+    if (decision.kind !== 'accept') {
+      log('warn', 'recipient has no route here', { rcpt: r.address, decision: decision.kind });
+      continue;
+    }
+    for (const t of resolveTargets(decision)) {
+      if (t.spec.type !== 'webhook') continue;
+      if (!headerConditionHolds(rt.routing, t.spec.when, d.headers ?? [])) continue;
+      if (!out.has(t.id)) out.set(t.id, { id: t.id, target: t.spec.id, url: t.templated ? t.url : null });
+    }
+  }
+  return [...out.values()];
+}

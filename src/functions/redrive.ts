@@ -1,0 +1,114 @@
+/**
+ * The `redrive` function: moves routing jobs from the dead-letter queue back
+ * to the routing queue, all of them or those matching a filter, once the
+ * cause is fixed (a receiver back up, a URL corrected). Invoke it directly:
+ *
+ *   serverless invoke -f redrive --data '{"destination":"orders","since":"2026-12-01T00:00:00Z"}'
+ *
+ * Input (all optional): `destination` (a destination id), `since` / `until`
+ * (ISO-8601, compared with the message's receivedAt), `max` (default 1000).
+ * A job is sent back before it is deleted from the dead-letter queue, so a
+ * crash in between leaves a duplicate, never a loss; `route` skips
+ * destinations already delivered, and signs each delivery when it sends it.
+ * Jobs that do not match stay in the dead-letter queue (made visible again
+ * at the end of the run).
+ */
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageCommand,
+  ReceiveMessageCommand,
+  SendMessageCommand,
+  type Message,
+} from '@aws-sdk/client-sqs';
+import { GatewayError } from '../core/errors.js';
+import { getRuntime, log } from './common.js';
+import type { RouteJob } from './store.js';
+
+export interface RedriveInput {
+  destination?: string;
+  since?: string;
+  until?: string;
+  max?: number;
+}
+
+export interface RedriveResult {
+  moved: number;
+  kept: number;
+  examined: number;
+}
+
+function badInput(message: string): GatewayError {
+  return new GatewayError({ code: 'PG_FN_BAD_EVENT', message: `redrive: ${message}`, transient: false });
+}
+
+function time(v: unknown, name: string): number | null {
+  if (v === undefined || v === null || v === '') return null;
+  const t = typeof v === 'string' ? Date.parse(v) : NaN;
+  if (Number.isNaN(t)) throw badInput(`${name} must be an ISO-8601 date-time`);
+  return t;
+}
+
+export async function handler(input: RedriveInput | null | undefined): Promise<RedriveResult> {
+  const opts = input ?? {};
+  const since = time(opts.since, 'since');
+  const until = time(opts.until, 'until');
+  const max = opts.max === undefined ? 1000 : Number(opts.max);
+  if (!Number.isInteger(max) || max < 1) throw badInput('max must be a positive integer');
+  if (opts.destination !== undefined && typeof opts.destination !== 'string') throw badInput('destination must be a string');
+
+  const rt = await getRuntime();
+  const { sqs } = rt.store;
+  const dlq = await rt.store.queueUrl(rt.settings.deadLetterQueue);
+  const queue = await rt.store.queueUrl(rt.settings.queue);
+  const matches = (body: string): boolean => {
+    let job: Partial<RouteJob>;
+    try {
+      job = JSON.parse(body) as Partial<RouteJob>;
+    } catch {
+      return false;
+    }
+    if (opts.destination !== undefined && job.destination !== opts.destination) return false;
+    const at = typeof job.receivedAt === 'string' ? Date.parse(job.receivedAt) : NaN;
+    if (since !== null && !(at >= since)) return false;
+    if (until !== null && !(at < until)) return false;
+    return true;
+  };
+
+  const kept: Message[] = [];
+  const seen = new Set<string>();
+  let moved = 0;
+  let examined = 0;
+  while (moved < max) {
+    const r = await sqs.send(
+      // The visibility timeout hides what this run has looked at until it ends.
+      new ReceiveMessageCommand({ QueueUrl: dlq, MaxNumberOfMessages: 10, VisibilityTimeout: 300, WaitTimeSeconds: 0 }),
+    );
+    const batch = (r.Messages ?? []).filter((m) => m.MessageId && !seen.has(m.MessageId));
+    if (!batch.length) break;
+    for (const m of batch) {
+      seen.add(m.MessageId!);
+      examined++;
+      if (moved >= max || !matches(m.Body ?? '')) {
+        kept.push(m);
+        continue;
+      }
+      await sqs.send(new SendMessageCommand({ QueueUrl: queue, MessageBody: m.Body! }));
+      await sqs.send(new DeleteMessageCommand({ QueueUrl: dlq, ReceiptHandle: m.ReceiptHandle! }));
+      moved++;
+    }
+  }
+  // What stays is visible again for the next run or for inspection.
+  for (let i = 0; i < kept.length; i += 10) {
+    await sqs
+      .send(
+        new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: dlq,
+          Entries: kept.slice(i, i + 10).map((m, n) => ({ Id: String(n), ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 0 })),
+        }),
+      )
+      .catch(() => undefined);
+  }
+  const result = { moved, kept: kept.length, examined };
+  log('info', 'redrive', { ...result, filter: { destination: opts.destination, since: opts.since, until: opts.until } });
+  return result;
+}

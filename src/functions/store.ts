@@ -1,0 +1,208 @@
+/**
+ * The serverless side's durable state, one place for every AWS call the
+ * functions make:
+ *
+ * - S3: `messages/<yyyy>/<mm>/<dd>/<id>/event.json` (the event exactly as
+ *   received and signed) and `raw.eml` next to it when the event carried or
+ *   linked the raw message;
+ * - DynamoDB: one index item per delivery id (`id`), with the envelope,
+ *   subject, sizes, S3 keys, `status` (`pending` → `enqueued`) and per
+ *   destination outcome (`deliveries.<destination>`); `expiresAt` is its TTL;
+ * - SQS: one routing job per event and destination, carrying an S3 pointer,
+ *   never the event (SQS messages are limited to 256 KiB).
+ */
+import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { GetQueueUrlCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { Readable } from 'node:stream';
+import type { FunctionSettings } from './settings.js';
+
+/** A routing job: what the route function needs to deliver one event to one destination. */
+export interface RouteJob {
+  v: 1;
+  /** The index item (the edge's delivery id, its webhook-id). */
+  id: string;
+  /** Destination id (the target id, per resolved URL for templated ones). */
+  destination: string;
+  /** The configured target the destination comes from. */
+  target: string;
+  /** The resolved URL of a templated target (absent: the target's own URL). */
+  url?: string;
+  bucket: string;
+  key: string;
+  /** When the message was received (ISO-8601), for redrive's time filter. */
+  receivedAt: string;
+}
+
+export interface IndexItem {
+  id: string;
+  status: 'pending' | 'enqueued';
+  receivedAt: string;
+  mailFrom: string;
+  rcptTo: string[];
+  subject: string | null;
+  rawSize: number;
+  eventSize: number;
+  eventKey: string;
+  rawKey: string | null;
+  destinations: string[];
+  deliveries: Record<string, { status: string; at: string; attempts?: number; reason?: string }>;
+}
+
+export class Store {
+  readonly s3 = new S3Client({});
+  readonly dynamo = new DynamoDBClient({});
+  readonly sqs = new SQSClient({});
+  private urls = new Map<string, Promise<string>>();
+
+  constructor(readonly settings: FunctionSettings) {}
+
+  /** Queue URL by name, looked up once per cold start. */
+  queueUrl(name: string): Promise<string> {
+    let u = this.urls.get(name);
+    if (!u) {
+      u = this.sqs.send(new GetQueueUrlCommand({ QueueName: name })).then((r) => {
+        if (!r.QueueUrl) throw new Error(`queue ${name}: no URL`);
+        return r.QueueUrl;
+      });
+      u.catch(() => this.urls.delete(name));
+      this.urls.set(name, u);
+    }
+    return u;
+  }
+
+  static keys(id: string, receivedAt: string): { event: string; raw: string } {
+    const d = new Date(receivedAt);
+    const t = Number.isNaN(d.getTime()) ? new Date(0) : d;
+    const p = `messages/${t.getUTCFullYear()}/${String(t.getUTCMonth() + 1).padStart(2, '0')}/${String(t.getUTCDate()).padStart(2, '0')}/${encodeURIComponent(id)}`;
+    return { event: `${p}/event.json`, raw: `${p}/raw.eml` };
+  }
+
+  async putObject(key: string, body: Buffer, contentType: string): Promise<void> {
+    await this.s3.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: key, Body: body, ContentType: contentType }));
+  }
+
+  /** Streams a body of unknown length (multipart upload: never buffered whole). */
+  async putStream(key: string, body: Readable, contentType: string): Promise<void> {
+    await new Upload({ client: this.s3, params: { Bucket: this.settings.bucket, Key: key, Body: body, ContentType: contentType } }).done();
+  }
+
+  async getObject(bucket: string, key: string): Promise<Buffer> {
+    const r = await this.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await r.Body!.transformToByteArray());
+  }
+
+  presign(bucket: string, key: string, seconds: number): Promise<string> {
+    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: seconds });
+  }
+
+  async getItem(id: string): Promise<IndexItem | null> {
+    const r = await this.dynamo.send(new GetItemCommand({ TableName: this.settings.table, Key: { id: { S: id } }, ConsistentRead: true }));
+    return r.Item ? fromItem(r.Item) : null;
+  }
+
+  /** Writes the item as `pending` unless it exists; returns the existing item instead. */
+  async createPending(item: Omit<IndexItem, 'status' | 'deliveries'>): Promise<IndexItem | null> {
+    const expiresAt = Math.floor(Date.now() / 1000) + this.settings.retentionDays * 86_400;
+    try {
+      await this.dynamo.send(
+        new PutItemCommand({
+          TableName: this.settings.table,
+          Item: {
+            id: { S: item.id },
+            status: { S: 'pending' },
+            receivedAt: { S: item.receivedAt },
+            storedAt: { S: new Date().toISOString() },
+            mailFrom: { S: item.mailFrom },
+            rcptTo: { L: item.rcptTo.map((r) => ({ S: r })) },
+            subject: item.subject === null ? { NULL: true } : { S: item.subject.slice(0, 1000) },
+            rawSize: { N: String(item.rawSize) },
+            eventSize: { N: String(item.eventSize) },
+            eventKey: { S: item.eventKey },
+            rawKey: item.rawKey === null ? { NULL: true } : { S: item.rawKey },
+            destinations: { L: item.destinations.map((d) => ({ S: d })) },
+            deliveries: { M: {} },
+            expiresAt: { N: String(expiresAt) },
+          },
+          ConditionExpression: 'attribute_not_exists(id)',
+        }),
+      );
+      return null;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') {
+        return this.getItem(item.id);
+      }
+      throw err;
+    }
+  }
+
+  async markEnqueued(id: string): Promise<void> {
+    await this.dynamo.send(
+      new UpdateItemCommand({
+        TableName: this.settings.table,
+        Key: { id: { S: id } },
+        UpdateExpression: 'SET #s = :e, enqueuedAt = :t',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':e': { S: 'enqueued' }, ':t': { S: new Date().toISOString() } },
+      }),
+    );
+  }
+
+  async markDelivery(id: string, destination: string, outcome: { status: string; attempts?: number; reason?: string }): Promise<void> {
+    const v: Record<string, AttributeValue> = { status: { S: outcome.status }, at: { S: new Date().toISOString() } };
+    if (outcome.attempts !== undefined) v.attempts = { N: String(outcome.attempts) };
+    if (outcome.reason !== undefined) v.reason = { S: outcome.reason.slice(0, 500) };
+    await this.dynamo.send(
+      new UpdateItemCommand({
+        TableName: this.settings.table,
+        Key: { id: { S: id } },
+        UpdateExpression: 'SET deliveries.#d = :v',
+        ExpressionAttributeNames: { '#d': destination },
+        ExpressionAttributeValues: { ':v': { M: v } },
+        ConditionExpression: 'attribute_exists(id)',
+      }),
+    );
+  }
+
+  /** Sends jobs in batches of 10 (the SQS limit); throws if any entry failed. */
+  async enqueue(queueUrl: string, jobs: readonly RouteJob[]): Promise<void> {
+    for (let i = 0; i < jobs.length; i += 10) {
+      const batch = jobs.slice(i, i + 10);
+      const r = await this.sqs.send(
+        new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: batch.map((j, n) => ({ Id: String(n), MessageBody: JSON.stringify(j) })) }),
+      );
+      if (r.Failed?.length) throw new Error(`SQS refused ${r.Failed.length} job(s): ${r.Failed.map((f) => f.Code).join(', ')}`);
+    }
+  }
+}
+
+function fromItem(i: Record<string, AttributeValue>): IndexItem {
+  const s = (a: AttributeValue | undefined) => (a && 'S' in a && a.S !== undefined ? a.S : null);
+  const n = (a: AttributeValue | undefined) => (a && 'N' in a && a.N !== undefined ? Number(a.N) : 0);
+  const deliveries: IndexItem['deliveries'] = {};
+  for (const [k, v] of Object.entries(i.deliveries?.M ?? {})) {
+    const m = v.M ?? {};
+    deliveries[k] = {
+      status: s(m.status) ?? 'unknown',
+      at: s(m.at) ?? '',
+      ...(m.attempts ? { attempts: n(m.attempts) } : {}),
+      ...(m.reason ? { reason: s(m.reason) ?? '' } : {}),
+    };
+  }
+  return {
+    id: s(i.id) ?? '',
+    status: s(i.status) === 'enqueued' ? 'enqueued' : 'pending',
+    receivedAt: s(i.receivedAt) ?? '',
+    mailFrom: s(i.mailFrom) ?? '',
+    rcptTo: (i.rcptTo?.L ?? []).map((a) => s(a) ?? ''),
+    subject: s(i.subject),
+    rawSize: n(i.rawSize),
+    eventSize: n(i.eventSize),
+    eventKey: s(i.eventKey) ?? '',
+    rawKey: s(i.rawKey),
+    destinations: (i.destinations?.L ?? []).map((a) => s(a) ?? ''),
+    deliveries,
+  };
+}

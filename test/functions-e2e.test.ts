@@ -1,0 +1,403 @@
+/**
+ * The serverless side end to end, offline and real: an SMTP client → the
+ * postgate edge → the `ingest` function (serverless.yml, bundled by esbuild,
+ * run by serverless-offline under osls) over its HTTP API and through the
+ * Lambda Invoke API → S3 and SQS (fauxqs) and the index table (dynalite) →
+ * the `route` function → node:http downstream receivers; `redrive` brings
+ * dead letters back.
+ *
+ * serverless-offline does not poll SQS: test/helpers/event-source.ts plays
+ * Lambda's event source mapping. Network faults (SQS or DynamoDB gone) come
+ * from TCP proxies between the functions and the stand-ins.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
+import { CreateQueueCommand, GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { Webhook } from 'standardwebhooks';
+import { RawSmtp, sendMail } from './helpers/smtp-client.js';
+import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { startDynamo, startS3, startServerlessOffline, TEST_REGION, type LocalDynamo, type LocalLambda, type LocalS3 } from './helpers/aws.js';
+import { projectRoot } from './helpers/fixtures.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { pollOnce, pollUntil } from './helpers/event-source.js';
+import { defaultWebhookId, deliveryId } from '../src/message/ids.js';
+import { signPayload, secretKey } from '../src/delivery/signing.js';
+
+const INGEST_SECRET = 'whsec_aW5nZXN0LXNlY3JldC1mb3ItdGhlLWUyZS10ZXN0';
+const DOWN_SECRET = 'whsec_ZG93bnN0cmVhbS1zZWNyZXQtZm9yLWUyZQ==';
+const BUCKET = 'postgate-e2e';
+const TABLE = 'postgate-test-index';
+const MAX_RECEIVES = 3;
+
+interface Item {
+  id: string;
+  status: string;
+  rcptTo: string[];
+  eventKey: string;
+  rawKey: string | null;
+  deliveries: Record<string, string>;
+}
+
+function message(subject: string, size = 0): string {
+  const filler = size ? `${'x'.repeat(70)}\r\n`.repeat(Math.ceil(size / 72)) : '';
+  return `From: Sender <sender@example.org>\r\nTo: someone@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@example.org>\r\nDate: Wed, 02 Dec 2026 10:00:00 +0000\r\n\r\nHello there.\r\n${filler}`;
+}
+
+const rawSha = (body: string) => createHash('sha256').update(Buffer.from(body)).digest('hex');
+
+describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)', { timeout: 300_000 }, () => {
+  let s3: LocalS3;
+  let dyn: LocalDynamo;
+  let sqs: SQSClient;
+  let lambda: LambdaClient;
+  let fn: LocalLambda;
+  let sqsProxy: FaultProxy;
+  let dynProxy: FaultProxy;
+  let good: Receiver;
+  let flaky: Receiver;
+  let flakyStatus = 503;
+  let edge: TestGateway;
+  let dir: string;
+  let queue: { url: string; arn: string };
+  let dlq: { url: string; arn: string };
+
+  const routeFn = () => ({ queueUrl: queue.url, queueArn: queue.arn, functionName: fn.functionName('route') });
+
+  async function send(to: string, body: string) {
+    const c = await RawSmtp.connect(edge.port);
+    await c.read();
+    await c.cmd('EHLO client.example');
+    const { data } = await sendMail(c, 'sender@example.org', [to], body);
+    c.close();
+    assert.ok(data, 'no DATA reply');
+    return data;
+  }
+
+  async function items(): Promise<Item[]> {
+    const r = await dyn.client.send(new ScanCommand({ TableName: TABLE, ConsistentRead: true }));
+    const s = (a: AttributeValue | undefined) => a?.S ?? null;
+    return (r.Items ?? []).map((i) => ({
+      id: s(i.id)!,
+      status: s(i.status)!,
+      rcptTo: (i.rcptTo?.L ?? []).map((a) => a.S!),
+      eventKey: s(i.eventKey)!,
+      rawKey: s(i.rawKey),
+      deliveries: Object.fromEntries(Object.entries(i.deliveries?.M ?? {}).map(([k, v]) => [k, v.M?.status?.S ?? '?'])),
+    }));
+  }
+  const itemFor = async (rcpt: string) => (await items()).filter((i) => i.rcptTo.includes(rcpt));
+
+  async function object(key: string): Promise<Buffer> {
+    const r = await s3.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    return Buffer.from(await r.Body!.transformToByteArray());
+  }
+
+  async function depth(url: string): Promise<number> {
+    const r = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+    return Number(r.Attributes?.ApproximateNumberOfMessages ?? 0) + Number(r.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+  }
+
+  async function invoke(name: string, payload: unknown): Promise<Record<string, unknown>> {
+    const out = await lambda.send(new InvokeCommand({ FunctionName: fn.functionName(name), Payload: Buffer.from(JSON.stringify(payload)) }));
+    const text = Buffer.from(out.Payload ?? []).toString('utf8');
+    assert.equal(out.FunctionError, undefined, `${name} failed: ${text}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  }
+
+  /** A signed POST to the ingest URL, as the edge (or anyone holding the secret) makes it. */
+  async function postIngest(id: string, body: Buffer, opts: { secret?: string; timestamp?: number } = {}) {
+    const ts = opts.timestamp ?? Math.floor(Date.now() / 1000);
+    const res = await fetch(`${fn.httpEndpoint}/ingest`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': id,
+        'webhook-timestamp': String(ts),
+        'webhook-signature': signPayload(secretKey(opts.secret ?? INGEST_SECRET), id, ts, body),
+      },
+      body,
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  }
+
+  function verifiedDownstream(r: Receiver, n: number): { id: string; timestamp: number; event: { type: string; data: { subject: string } } } {
+    const got = r.got[n]!;
+    const headers = Object.fromEntries(Object.entries(got.headers).map(([k, v]) => [k, String(v)]));
+    // An independent implementation of the scheme (the standardwebhooks package) checks our signature.
+    const event = new Webhook(DOWN_SECRET).verify(got.body.toString('utf8'), headers) as { type: string; data: { subject: string } };
+    return { id: headers['webhook-id']!, timestamp: Number(headers['webhook-timestamp']), event };
+  }
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-fn-'));
+    s3 = await startS3();
+    await s3.createBucket(BUCKET);
+    dyn = await startDynamo();
+    await dyn.createSkipTable(TABLE);
+    sqs = new SQSClient({ region: TEST_REGION, endpoint: s3.endpoint });
+    const mk = async (name: string, attrs: Record<string, string>) => {
+      const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attrs }));
+      const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['QueueArn'] }));
+      return { url: QueueUrl!, arn: a.Attributes!.QueueArn! };
+    };
+    // The queues as serverless.yml declares them, with a test-sized maxReceiveCount.
+    dlq = await mk('postgate-test-route-dlq', {});
+    queue = await mk('postgate-test-route', {
+      VisibilityTimeout: '30',
+      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: String(MAX_RECEIVES) }),
+    });
+    sqsProxy = await startFaultProxy(s3.port);
+    dynProxy = await startFaultProxy(Number(new URL(dyn.endpoint).port));
+    good = await startReceiver(() => ({ status: 204 }), { path: '/good' });
+    flaky = await startReceiver(() => ({ status: flakyStatus }), { path: '/flaky' });
+
+    const routesFile = path.join(dir, 'functions.yaml');
+    const hook = (id: string, r: Receiver) => ({ type: 'webhook', id, url: r.url, secret: DOWN_SECRET, timeout: '5s' });
+    await writeFile(
+      routesFile,
+      JSON.stringify({
+        routes: [
+          { recipients: ['*@e2e.example.test', '*@lambda.example.test', '*@big.example.test'], targets: [hook('app', good)] },
+          { recipients: ['*@split.example.test'], targets: [hook('good', good), hook('flaky', flaky)] },
+        ],
+      }),
+    );
+    fn = await startServerlessOffline({
+      serviceDir: projectRoot(),
+      service: 'postgate',
+      stage: 'test',
+      // esbuild bundles the three functions first.
+      startTimeoutMs: 120_000,
+      env: {
+        POSTGATE_BUCKET_NAME: BUCKET,
+        POSTGATE_FUNCTIONS_CONFIG: routesFile,
+        POSTGATE_INGEST_SECRETS: INGEST_SECRET,
+        DOWNSTREAM_SECRET: DOWN_SECRET,
+        // Failed deliveries come back at once (SQS visibility 0) instead of after 30 s, 60 s, ...
+        POSTGATE_RETRY_BASE: '0',
+        POSTGATE_ESBUILD_WORK: '.esbuild-e2e-test',
+        AWS_ENDPOINT_URL_S3: s3.endpoint,
+        AWS_ENDPOINT_URL_SQS: sqsProxy.endpoint,
+        AWS_ENDPOINT_URL_DYNAMODB: dynProxy.endpoint,
+      },
+    });
+    console.log(`serverless-offline (osls + esbuild) ready in ${fn.startMs} ms`);
+    lambda = new LambdaClient({ region: TEST_REGION, endpoint: fn.endpoint });
+    const ingestUrl = `${fn.httpEndpoint}/ingest`;
+    edge = await startGateway({
+      routes: [
+        { name: 'http', recipients: ['*@e2e.example.test', '*@split.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s' }] },
+        { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [{ type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' }] },
+        // Events over 1 KiB go as a claim-check pointer, fetched by ingest from the edge's signed link.
+        { name: 'big', recipients: ['*@big.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s', maxEventSize: '1KiB' }] },
+      ],
+      blobs: { raw: true, signingKey: 'e2e-blob-key' },
+      delivery: { deadline: '8s' },
+    });
+  });
+
+  after(async () => {
+    if (process.env.POSTGATE_E2E_DEBUG) {
+      console.log(fn?.output().slice(-6000));
+      console.log(edge?.logText().split('\n').filter((l) => /"err"/.test(l)).slice(0, 5).join('\n'));
+    }
+    await edge?.close();
+    await fn?.stop();
+    lambda?.destroy();
+    sqs?.destroy();
+    await sqsProxy?.close();
+    await dynProxy?.close();
+    await good?.close();
+    await flaky?.close();
+    await dyn?.stop();
+    await s3?.stop();
+    await rm(dir, { recursive: true, force: true });
+    await rm(path.join(projectRoot(), '.esbuild-e2e-test'), { recursive: true, force: true });
+  });
+
+  test('SMTP → edge → ingest (HTTP): 250 only once the event, the raw message and the index item are stored and the job is queued; route delivers it signed', async () => {
+    const rcpt = 'alice@e2e.example.test';
+    const body = message('first over http');
+    const reply = await send(rcpt, body);
+    assert.equal(reply.code, 250, reply.text);
+    // At the moment of the 250, before anything routes: stored, indexed, enqueued.
+    const [item, ...more] = await itemFor(rcpt);
+    assert.ok(item, 'no index item after the 250');
+    assert.equal(more.length, 0);
+    assert.equal(item.status, 'enqueued');
+    // The item's key is the edge's delivery id (its webhook-id to ingest).
+    assert.equal(item.id, deliveryId('sender@example.org', [rcpt], rawSha(body), defaultWebhookId(`${fn.httpEndpoint}/ingest`)));
+    const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { type: string; data: { subject: string; raw: { sha256: string } } };
+    assert.equal(event.type, 'email.received');
+    assert.equal(event.data.subject, 'first over http');
+    assert.ok(item.rawKey, 'the raw message was not stored');
+    const raw = await object(item.rawKey);
+    assert.equal(createHash('sha256').update(raw).digest('hex'), event.data.raw.sha256);
+    assert.equal(raw.toString('utf8'), body);
+    assert.equal(await depth(queue.url), 1, 'one routing job');
+
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+    const d = verifiedDownstream(good, before);
+    assert.equal(d.event.type, 'email.received');
+    assert.equal(d.event.data.subject, 'first over http');
+    // The downstream webhook-id is the one the edge would use for that destination.
+    assert.equal(d.id, deliveryId('sender@example.org', [rcpt], event.data.raw.sha256, 'app'));
+    const [after1] = await itemFor(rcpt);
+    assert.equal(after1!.deliveries.app, 'delivered');
+    assert.equal(await depth(queue.url), 0);
+  });
+
+  test('a repeated delivery with the same webhook-id stores once and enqueues nothing more; bad signatures and stale timestamps are refused', async () => {
+    const rcpt = 'alice@e2e.example.test';
+    const [item] = await itemFor(rcpt);
+    assert.ok(item);
+    const body = await object(item.eventKey);
+    const again = await postIngest(item.id, body);
+    assert.equal(again.status, 200);
+    assert.equal(again.json.duplicate, true);
+    assert.equal((await itemFor(rcpt)).length, 1);
+    assert.equal(await depth(queue.url), 0, 'no second routing job');
+    const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: item.eventKey.replace(/event\.json$/, '') }));
+    assert.deepEqual((listed.Contents ?? []).map((o) => o.Key!.split('/').pop()).sort(), ['event.json', 'raw.eml']);
+
+    const forged = await postIngest('msg_forged', body, { secret: 'whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==' });
+    assert.equal(forged.status, 401);
+    assert.equal(forged.json.error, 'PG_FN_UNAUTHORIZED');
+    const stale = await postIngest('msg_stale', body, { timestamp: Math.floor(Date.now() / 1000) - 3600 });
+    assert.equal(stale.status, 401);
+    assert.match(String(stale.json.message), /tolerance/);
+    const ids = (await items()).map((i) => i.id);
+    assert.ok(!ids.includes('msg_forged') && !ids.includes('msg_stale'), 'a refused request left an item');
+  });
+
+  test('no 2xx without the index: with DynamoDB unreachable the edge answers 451 and nothing is queued; the sender\'s retry succeeds', async () => {
+    const rcpt = 'carol@e2e.example.test';
+    const body = message('index down');
+    dynProxy.mode = 'refuse';
+    try {
+      const reply = await send(rcpt, body);
+      assert.equal(reply.code, 451, reply.text);
+    } finally {
+      dynProxy.mode = 'pass';
+    }
+    assert.equal((await itemFor(rcpt)).length, 0);
+    assert.equal(await depth(queue.url), 0);
+    const retry = await send(rcpt, body);
+    assert.equal(retry.code, 250, retry.text);
+    const [item] = await itemFor(rcpt);
+    assert.equal(item?.status, 'enqueued');
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+    assert.equal(verifiedDownstream(good, before).event.data.subject, 'index down');
+  });
+
+  test('a crash between the index write and the enqueue (SQS unreachable): 451, the item stays pending, and the retry enqueues and delivers once', async () => {
+    const rcpt = 'bob@e2e.example.test';
+    const body = message('queue down');
+    sqsProxy.mode = 'refuse';
+    try {
+      const reply = await send(rcpt, body);
+      assert.equal(reply.code, 451, reply.text);
+    } finally {
+      sqsProxy.mode = 'pass';
+    }
+    const [pending] = await itemFor(rcpt);
+    assert.equal(pending?.status, 'pending', 'the index write happened, the enqueue did not');
+    assert.equal(await depth(queue.url), 0);
+
+    const retry = await send(rcpt, body);
+    assert.equal(retry.code, 250, retry.text);
+    const list = await itemFor(rcpt);
+    assert.equal(list.length, 1);
+    assert.equal(list[0]!.id, pending!.id, 'the retry carries the same webhook-id');
+    assert.equal(list[0]!.status, 'enqueued');
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), async () => good.got.length > before && (await depth(queue.url)) === 0);
+    assert.equal(good.got.length, before + 1, 'delivered exactly once');
+    assert.equal(verifiedDownstream(good, before).event.data.subject, 'queue down');
+  });
+
+  test('a downstream 503 ends in the dead-letter queue after maxReceiveCount tries; redrive brings it back and never re-sends to the destination that succeeded', async () => {
+    const rcpt = 'dave@split.example.test';
+    const body = message('split delivery');
+    flakyStatus = 503;
+    const goodBefore = good.got.length;
+    const flakyBefore = flaky.got.length;
+    assert.equal((await send(rcpt, body)).code, 250);
+    const [item] = await itemFor(rcpt);
+    assert.ok(item);
+    await pollUntil(sqs, lambda, routeFn(), async () => (await depth(dlq.url)) === 1 && (await depth(queue.url)) === 0);
+    assert.equal(good.got.length, goodBefore + 1, 'the healthy destination got it once');
+    assert.equal(flaky.got.length, flakyBefore + MAX_RECEIVES, `the failing destination was tried ${MAX_RECEIVES} times`);
+    const [failed] = await itemFor(rcpt);
+    assert.equal(failed!.deliveries.good, 'delivered');
+    assert.equal(failed!.deliveries.flaky, undefined);
+
+    // A job for the destination that succeeded lands in the DLQ too (as when a
+    // delivery succeeded but the function died before SQS deleted the job).
+    await sqs.send(
+      new SendMessageCommand({
+        QueueUrl: dlq.url,
+        MessageBody: JSON.stringify({ v: 1, id: item.id, destination: 'good', target: 'good', bucket: BUCKET, key: item.eventKey, receivedAt: new Date().toISOString() }),
+      }),
+    );
+    assert.equal(await depth(dlq.url), 2);
+
+    flakyStatus = 204;
+    const onlyFlaky = await invoke('redrive', { destination: 'flaky' });
+    assert.deepEqual({ moved: onlyFlaky.moved, kept: onlyFlaky.kept }, { moved: 1, kept: 1 });
+    await pollUntil(sqs, lambda, routeFn(), () => flaky.got.length === flakyBefore + MAX_RECEIVES + 1);
+    const first = verifiedDownstream(flaky, flakyBefore);
+    const redriven = verifiedDownstream(flaky, flakyBefore + MAX_RECEIVES);
+    assert.equal(redriven.id, first.id, 'same webhook-id on every attempt');
+    assert.ok(redriven.timestamp >= first.timestamp, 're-signed at send time');
+    assert.equal(redriven.event.data.subject, 'split delivery');
+
+    const rest = await invoke('redrive', {});
+    assert.equal(rest.moved, 1);
+    assert.equal(await depth(dlq.url), 0);
+    for (let i = 0; i < 5; i++) await pollOnce(sqs, lambda, routeFn());
+    assert.equal(await depth(queue.url), 0);
+    assert.equal(good.got.length, goodBefore + 1, 'redrive did not re-send to the destination that had succeeded');
+    const [done] = await itemFor(rcpt);
+    assert.deepEqual(done!.deliveries, { good: 'delivered', flaky: 'delivered' });
+  });
+
+  test('the edge\'s lambda target invokes ingest through the Lambda Invoke API: stored, indexed and routed the same way', async () => {
+    const rcpt = 'erin@lambda.example.test';
+    const body = message('over invoke');
+    const reply = await send(rcpt, body);
+    assert.equal(reply.code, 250, reply.text);
+    const [item] = await itemFor(rcpt);
+    assert.equal(item?.status, 'enqueued');
+    const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { type: string; data: { subject: string } };
+    assert.equal(event.data.subject, 'over invoke');
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+    assert.equal(verifiedDownstream(good, before).event.data.subject, 'over invoke');
+  });
+
+  test('an event over the edge\'s maxEventSize arrives as a claim-check pointer; ingest fetches, checks and stores the whole event', async () => {
+    const rcpt = 'frank@big.example.test';
+    const body = message('claim check', 4000);
+    const reply = await send(rcpt, body);
+    assert.equal(reply.code, 250, reply.text);
+    const [item] = await itemFor(rcpt);
+    assert.ok(item);
+    const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { type: string; data: { subject: string; text: string } };
+    assert.equal(event.type, 'email.received', 'the whole event is stored, not the pointer');
+    assert.equal(event.data.subject, 'claim check');
+    assert.ok(event.data.text.length > 3000);
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+  });
+});

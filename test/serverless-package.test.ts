@@ -1,0 +1,184 @@
+/**
+ * serverless.yml as it deploys: `osls package` (the open-source Serverless
+ * Framework v3 line, offline, no AWS account) bundles the functions with
+ * esbuild and writes the CloudFormation template; this checks the template's
+ * promises (least-privilege roles, encryption, retention, the dead-letter
+ * queue, the exports the edge stack imports) and the artifacts. The shipped
+ * routes file for the functions (deploy/functions.yaml) is loaded as the
+ * functions load it.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { projectRoot } from './helpers/fixtures.js';
+import { loadRoutes, readSettings } from '../src/functions/settings.js';
+
+const run = promisify(execFile);
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
+  let dir: string;
+  let template: Json;
+  const root = projectRoot();
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-sls-'));
+    const osls = path.join(path.dirname(createRequire(import.meta.url).resolve('osls/package.json')), 'bin', 'serverless.js');
+    await run(process.execPath, [osls, 'package', '--stage', 'ci', '--package', dir], {
+      cwd: root,
+      env: {
+        ...process.env,
+        SLS_TELEMETRY_DISABLED: '1',
+        SLS_NOTIFICATIONS_MODE: 'off',
+        POSTGATE_ESBUILD_WORK: '.esbuild-package-test',
+        // The secrets come from SSM at deploy time; packaging offline takes them from here.
+        DOWNSTREAM_SECRET: 'whsec_cGFja2FnZS1jaGVjay1kb3duc3RyZWFt',
+        POSTGATE_INGEST_SECRETS: 'whsec_cGFja2FnZS1jaGVjay1pbmdlc3Q=',
+      },
+      maxBuffer: 10 * 1024 * 1024,
+    });
+    template = JSON.parse(await readFile(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8')) as Json;
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+    await rm(path.join(root, '.esbuild-package-test'), { recursive: true, force: true });
+  });
+
+  const resources = (type: string): [string, Json][] => Object.entries(template.Resources as Json).filter(([, r]) => r.Type === type) as [string, Json][];
+  const res = (name: string): Json => (template.Resources as Json)[name];
+
+  test('three functions on a current Node runtime, arm64, each with its own role; ingest below the HTTP API 30 s limit', () => {
+    const fns = Object.fromEntries(resources('AWS::Lambda::Function')) as Json;
+    assert.deepEqual(Object.keys(fns).sort(), ['IngestLambdaFunction', 'RedriveLambdaFunction', 'RouteLambdaFunction']);
+    for (const [name, f] of Object.entries(fns)) {
+      assert.match(f.Properties.Runtime, /^nodejs(22|24)\.x$/, name);
+      assert.deepEqual(f.Properties.Architectures, ['arm64'], name);
+      assert.equal(f.Properties.Handler.endsWith('.handler'), true);
+    }
+    assert.deepEqual(fns.IngestLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['IngestRole', 'Arn'] });
+    assert.deepEqual(fns.RouteLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['RouteRole', 'Arn'] });
+    assert.deepEqual(fns.RedriveLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['RedriveRole', 'Arn'] });
+    assert.ok(fns.IngestLambdaFunction.Properties.Timeout < 30);
+    const routes = resources('AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties.RouteKey);
+    assert.deepEqual(routes, ['POST /ingest']);
+  });
+
+  test('least privilege: each role allows exactly the calls its function makes, on its own resources, never "*"', () => {
+    const statements = (role: string) =>
+      (res(role).Properties.Policies as Json[]).flatMap((p) => p.PolicyDocument.Statement as Json[]).map((s) => ({ actions: [s.Action].flat().sort(), resource: JSON.stringify(s.Resource) }));
+    const actions = (role: string) => statements(role).flatMap((s) => s.actions).sort();
+    assert.deepEqual(actions('IngestRole'), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:PutObject', 'sqs:GetQueueUrl', 'sqs:SendMessage']);
+    assert.deepEqual(actions('RouteRole'), [
+      'dynamodb:GetItem',
+      'dynamodb:UpdateItem',
+      'logs:CreateLogStream',
+      'logs:PutLogEvents',
+      's3:GetObject',
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+      'sqs:GetQueueUrl',
+      'sqs:GetQueueUrl',
+      'sqs:ReceiveMessage',
+      'sqs:SendMessage',
+    ]);
+    assert.deepEqual(actions('RedriveRole'), [
+      'logs:CreateLogStream',
+      'logs:PutLogEvents',
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueUrl',
+      'sqs:GetQueueUrl',
+      'sqs:ReceiveMessage',
+      'sqs:SendMessage',
+    ]);
+    for (const role of ['IngestRole', 'RouteRole', 'RedriveRole']) {
+      for (const s of statements(role)) {
+        assert.ok(!s.actions.some((a: string) => a.includes('*')), `${role}: wildcard action`);
+        assert.notEqual(s.resource, '"*"', `${role}: wildcard resource`);
+      }
+      assert.deepEqual(res(role).Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'lambda.amazonaws.com' });
+    }
+    // S3 access is limited to the messages/ prefix.
+    for (const role of ['IngestRole', 'RouteRole']) {
+      const s3 = statements(role).find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
+      assert.match(s3.resource, /messages\/\*/);
+    }
+    // Only route may send to the dead-letter queue; only redrive may read it.
+    const redrive = statements('RedriveRole').find((s) => s.actions.includes('sqs:ReceiveMessage'))!;
+    assert.match(redrive.resource, /RouteDeadLetterQueue/);
+  });
+
+  test('bucket encrypted, private, TLS only, with retention and incomplete uploads aborted; table with TTL and encryption', () => {
+    const b = res('MessagesBucket').Properties;
+    assert.equal(b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm, 'AES256');
+    assert.deepEqual(b.PublicAccessBlockConfiguration, { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
+    const rules = b.LifecycleConfiguration.Rules as Json[];
+    assert.equal(rules.find((r) => r.Prefix === 'messages/')?.ExpirationInDays, 30);
+    assert.equal(rules.find((r) => r.AbortIncompleteMultipartUpload)?.AbortIncompleteMultipartUpload.DaysAfterInitiation, 1);
+    const deny = res('MessagesBucketTlsOnly').Properties.PolicyDocument.Statement[0];
+    assert.equal(deny.Effect, 'Deny');
+    assert.deepEqual(deny.Condition, { Bool: { 'aws:SecureTransport': 'false' } });
+    const t = res('IndexTable').Properties;
+    assert.deepEqual(t.TimeToLiveSpecification, { AttributeName: 'expiresAt', Enabled: true });
+    assert.equal(t.SSESpecification.SSEEnabled, true);
+    assert.deepEqual(t.KeySchema, [{ AttributeName: 'id', KeyType: 'HASH' }]);
+  });
+
+  test('routing queue: dead-letter queue after maxAttempts, visibility six times route\'s timeout, partial batch responses', () => {
+    const q = res('RouteQueue').Properties;
+    assert.deepEqual(q.RedrivePolicy, { deadLetterTargetArn: { 'Fn::GetAtt': ['RouteDeadLetterQueue', 'Arn'] }, maxReceiveCount: 8 });
+    assert.equal(q.VisibilityTimeout, 6 * res('RouteLambdaFunction').Properties.Timeout);
+    assert.equal(q.SqsManagedSseEnabled, true);
+    const mapping = resources('AWS::Lambda::EventSourceMapping')[0]?.[1];
+    assert.deepEqual(mapping!.Properties.FunctionResponseTypes, ['ReportBatchItemFailures']);
+    assert.deepEqual(mapping!.Properties.EventSourceArn, { 'Fn::GetAtt': ['RouteQueue', 'Arn'] });
+  });
+
+  test('every export the edge stack (infra/) imports is exported, under the name it imports', async () => {
+    const stack = await readFile(path.join(root, 'infra', 'lib', 'edge-stack.ts'), 'utf8');
+    const imported = [...stack.matchAll(/exp\('([A-Za-z]+)'\)/g)].map((m) => m[1]!);
+    assert.ok(imported.length >= 3, 'edge-stack.ts imports exports through exp(...)');
+    const exported = Object.values(template.Outputs as Json)
+      .map((o) => o.Export?.Name)
+      .filter(Boolean);
+    for (const name of imported) assert.ok(exported.includes(`postgate-ci-${name}`), `postgate-ci-${name} is not exported`);
+  });
+
+  test('artifacts: one bundle per function with the routes file, no node_modules', async () => {
+    for (const fn of ['ingest', 'route', 'redrive']) {
+      const zip = await readFile(path.join(dir, `${fn}.zip`));
+      // File names are stored uncompressed in a zip's headers.
+      assert.ok(zip.includes(`src/functions/${fn}.mjs`), `${fn}.zip lacks its bundle`);
+      assert.ok(zip.includes('deploy/functions.yaml'), `${fn}.zip lacks the routes file`);
+      assert.ok(!zip.includes('node_modules/'), `${fn}.zip ships node_modules`);
+    }
+  });
+
+  test('the shipped routes file loads as the functions load it; missing settings are reported together', async () => {
+    const env = { MAIL_DOMAIN: 'example.com', DOWNSTREAM_URL: 'https://app.example.com/inbound', DOWNSTREAM_SECRET: 'whsec_cGFja2FnZS1jaGVjay1kb3duc3RyZWFt' };
+    const cfg = await loadRoutes(path.join(root, 'deploy', 'functions.yaml'), env);
+    assert.equal(cfg.routes.length, 1);
+    assert.equal(cfg.routes[0]!.targets[0]!.type, 'webhook');
+    assert.throws(
+      () => readSettings({ POSTGATE_BUCKET: 'b', POSTGATE_INGEST_SECRETS: 'nope', POSTGATE_RETRY_BASE: '-1' }),
+      (err: Error & { code?: string }) =>
+        err.code === 'PG_FN_CONFIG' &&
+        /POSTGATE_TABLE is not set/.test(err.message) &&
+        /POSTGATE_QUEUE is not set/.test(err.message) &&
+        /whsec_/.test(err.message) &&
+        /POSTGATE_RETRY_BASE/.test(err.message),
+    );
+    // A route to anything but webhooks is refused: the functions deliver to webhooks only.
+    const file = path.join(dir, 'lambda-routes.yaml');
+    await writeFile(file, 'routes:\n  - recipients: ["*@example.com"]\n    targets:\n      - type: lambda\n        functionName: f\n');
+    await assert.rejects(loadRoutes(file, {}), (err: Error & { code?: string }) => err.code === 'PG_FN_CONFIG' && /webhooks only/.test(err.message));
+  });
+});
