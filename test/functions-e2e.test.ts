@@ -21,7 +21,7 @@ import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { CreateQueueCommand, GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Webhook } from 'standardwebhooks';
-import { RawSmtp, sendMail } from './helpers/smtp-client.js';
+import { sendOne } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startDynamo, startS3, startServerlessOffline, TEST_REGION, type LocalDynamo, type LocalLambda, type LocalS3 } from './helpers/aws.js';
 import { projectRoot } from './helpers/fixtures.js';
@@ -63,6 +63,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
   let dynProxy: FaultProxy;
   let good: Receiver;
   let flaky: Receiver;
+  let other: Receiver;
   let flakyStatus = 503;
   let edge: TestGateway;
   let dir: string;
@@ -71,14 +72,16 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
 
   const routeFn = () => ({ queueUrl: queue.url, queueArn: queue.arn, functionName: fn.functionName('route') });
 
-  async function send(to: string, body: string) {
-    const c = await RawSmtp.connect(edge.port);
-    await c.read();
-    await c.cmd('EHLO client.example');
-    const { data } = await sendMail(c, 'sender@example.org', [to], body);
-    c.close();
-    assert.ok(data, 'no DATA reply');
-    return data;
+  const send = (to: string | string[], body: string) => sendOne(edge.port, to, body);
+
+  /** Sends while the service behind `proxy` is unreachable from the functions. */
+  async function sendWhileDown(proxy: FaultProxy, to: string, body: string) {
+    proxy.mode = 'refuse';
+    try {
+      return await send(to, body);
+    } finally {
+      proxy.mode = 'pass';
+    }
   }
 
   async function items(): Promise<Item[]> {
@@ -158,6 +161,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     dynProxy = await startFaultProxy(Number(new URL(dyn.endpoint).port));
     good = await startReceiver(() => ({ status: 204 }), { path: '/good' });
     flaky = await startReceiver(() => ({ status: flakyStatus }), { path: '/flaky' });
+    other = await startReceiver(() => ({ status: 204 }), { path: '/other' });
 
     const routesFile = path.join(dir, 'functions.yaml');
     const hook = (id: string, r: Receiver) => ({ type: 'webhook', id, url: r.url, secret: DOWN_SECRET, timeout: '5s' });
@@ -167,6 +171,9 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
         routes: [
           { recipients: ['*@e2e.example.test', '*@lambda.example.test', '*@big.example.test'], targets: [hook('app', good)] },
           { recipients: ['*@split.example.test'], targets: [hook('good', good), hook('flaky', flaky)] },
+          // Two tenants, one edge transaction: each destination may see only its own recipients.
+          { recipients: ['*@tenant-a.example.test'], targets: [hook('tenant-a', good)] },
+          { recipients: ['*@tenant-b.example.test'], targets: [hook('tenant-b', other)] },
         ],
       }),
     );
@@ -176,6 +183,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
       stage: 'test',
       // esbuild bundles the three functions first.
       startTimeoutMs: 120_000,
+      waitForHttp: true,
+      // The functions' idea of the last attempt matches the test queue's maxReceiveCount.
+      // --localEnvironment: the handlers see this environment (secrets set directly, no SSM offline).
+      args: ['--param', `maxAttempts=${MAX_RECEIVES}`, '--localEnvironment'],
       env: {
         POSTGATE_BUCKET_NAME: BUCKET,
         POSTGATE_FUNCTIONS_CONFIG: routesFile,
@@ -194,7 +205,11 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     const ingestUrl = `${fn.httpEndpoint}/ingest`;
     edge = await startGateway({
       routes: [
-        { name: 'http', recipients: ['*@e2e.example.test', '*@split.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s' }] },
+        {
+          name: 'http',
+          recipients: ['*@e2e.example.test', '*@split.example.test', '*@tenant-a.example.test', '*@tenant-b.example.test', '*@nowhere.example.test'],
+          targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s' }],
+        },
         { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [{ type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' }] },
         // Events over 1 KiB go as a claim-check pointer, fetched by ingest from the edge's signed link.
         { name: 'big', recipients: ['*@big.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s', maxEventSize: '1KiB' }] },
@@ -217,6 +232,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     await dynProxy?.close();
     await good?.close();
     await flaky?.close();
+    await other?.close();
     await dyn?.stop();
     await s3?.stop();
     await rm(dir, { recursive: true, force: true });
@@ -282,13 +298,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
   test('no 2xx without the index: with DynamoDB unreachable the edge answers 451 and nothing is queued; the sender\'s retry succeeds', async () => {
     const rcpt = 'carol@e2e.example.test';
     const body = message('index down');
-    dynProxy.mode = 'refuse';
-    try {
-      const reply = await send(rcpt, body);
-      assert.equal(reply.code, 451, reply.text);
-    } finally {
-      dynProxy.mode = 'pass';
-    }
+    const reply = await sendWhileDown(dynProxy, rcpt, body);
+    assert.equal(reply.code, 451, reply.text);
     assert.equal((await itemFor(rcpt)).length, 0);
     assert.equal(await depth(queue.url), 0);
     const retry = await send(rcpt, body);
@@ -303,13 +314,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
   test('a crash between the index write and the enqueue (SQS unreachable): 451, the item stays pending, and the retry enqueues and delivers once', async () => {
     const rcpt = 'bob@e2e.example.test';
     const body = message('queue down');
-    sqsProxy.mode = 'refuse';
-    try {
-      const reply = await send(rcpt, body);
-      assert.equal(reply.code, 451, reply.text);
-    } finally {
-      sqsProxy.mode = 'pass';
-    }
+    const reply = await sendWhileDown(sqsProxy, rcpt, body);
+    assert.equal(reply.code, 451, reply.text);
     const [pending] = await itemFor(rcpt);
     assert.equal(pending?.status, 'pending', 'the index write happened, the enqueue did not');
     assert.equal(await depth(queue.url), 0);
@@ -340,14 +346,14 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(flaky.got.length, flakyBefore + MAX_RECEIVES, `the failing destination was tried ${MAX_RECEIVES} times`);
     const [failed] = await itemFor(rcpt);
     assert.equal(failed!.deliveries.good, 'delivered');
-    assert.equal(failed!.deliveries.flaky, undefined);
+    assert.equal(failed!.deliveries.flaky, 'dead', 'the index says the job was dead-lettered');
 
     // A job for the destination that succeeded lands in the DLQ too (as when a
     // delivery succeeded but the function died before SQS deleted the job).
     await sqs.send(
       new SendMessageCommand({
         QueueUrl: dlq.url,
-        MessageBody: JSON.stringify({ v: 1, id: item.id, destination: 'good', target: 'good', bucket: BUCKET, key: item.eventKey, receivedAt: new Date().toISOString() }),
+        MessageBody: JSON.stringify({ v: 1, id: item.id, destination: 'good', key: item.eventKey, receivedAt: new Date().toISOString() }),
       }),
     );
     assert.equal(await depth(dlq.url), 2);
@@ -370,6 +376,38 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(good.got.length, goodBefore + 1, 'redrive did not re-send to the destination that had succeeded');
     const [done] = await itemFor(rcpt);
     assert.deepEqual(done!.deliveries, { good: 'delivered', flaky: 'delivered' });
+  });
+
+  test('one transaction for two tenants: each destination gets only its own recipient, under the edge\'s webhook-id for it', async () => {
+    const data = await send(['ann@tenant-a.example.test', 'ben@tenant-b.example.test'], message('two tenants'));
+    assert.equal(data.code, 250, data.text);
+    const [item] = await itemFor('ann@tenant-a.example.test');
+    assert.deepEqual(item?.rcptTo, ['ann@tenant-a.example.test', 'ben@tenant-b.example.test']);
+    const [aBefore, bBefore] = [good.got.length, other.got.length];
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > aBefore && other.got.length > bBefore);
+    const a = verifiedDownstream(good, aBefore) as ReturnType<typeof verifiedDownstream> & { event: { data: { envelope: { rcptTo: { address: string }[] } } } };
+    const bGot = other.got[bBefore]!;
+    const b = new Webhook(DOWN_SECRET).verify(bGot.body.toString('utf8'), Object.fromEntries(Object.entries(bGot.headers).map(([k, v]) => [k, String(v)]))) as {
+      data: { envelope: { rcptTo: { address: string }[] }; raw: { sha256: string } };
+    };
+    assert.deepEqual(a.event.data.envelope.rcptTo.map((r) => r.address), ['ann@tenant-a.example.test']);
+    assert.deepEqual(b.data.envelope.rcptTo.map((r) => r.address), ['ben@tenant-b.example.test']);
+    assert.equal(a.id, deliveryId('sender@example.org', ['ann@tenant-a.example.test'], b.data.raw.sha256, 'tenant-a'));
+    assert.equal(String(bGot.headers['webhook-id']), deliveryId('sender@example.org', ['ben@tenant-b.example.test'], b.data.raw.sha256, 'tenant-b'));
+  });
+
+  test('a recipient the functions\' routes do not cover: 451 from the edge, nothing stored, nothing lost', async () => {
+    const rcpt = 'zed@nowhere.example.test';
+    const reply = await send(rcpt, message('no route'));
+    assert.equal(reply.code, 451, reply.text);
+    assert.equal((await itemFor(rcpt)).length, 0);
+    assert.match(fn.output(), /no destination in the routes file for zed@nowhere\.example\.test/);
+  });
+
+  test('redrive refuses a malformed filter', async () => {
+    const out = await lambda.send(new InvokeCommand({ FunctionName: fn.functionName('redrive'), Payload: Buffer.from(JSON.stringify({ since: 'yesterday' })) }));
+    assert.ok(out.FunctionError, 'a bad filter is a function error');
+    assert.match(Buffer.from(out.Payload ?? []).toString('utf8'), /since must be an ISO-8601 date-time/);
   });
 
   test('the edge\'s lambda target invokes ingest through the Lambda Invoke API: stored, indexed and routed the same way', async () => {

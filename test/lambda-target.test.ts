@@ -12,21 +12,13 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { RawSmtp, sendMail, simpleMessage, sendOne } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { freePort, httpGet, startServerlessOffline, TEST_REGION, type LocalLambda } from './helpers/aws.js';
 import { deliveryId } from '../src/message/ids.js';
 import { MessageBytes } from '../src/message/bytes.js';
 
-async function send(port: number, to: string, body: string) {
-  const c = await RawSmtp.connect(port);
-  await c.read();
-  await c.cmd('EHLO client.example');
-  const { data } = await sendMail(c, 'sender@example.org', [to], body);
-  c.close();
-  assert.ok(data, 'no DATA reply');
-  return data;
-}
+const send = sendOne;
 
 const queueIdOf = (text: string) => /queued as ([0-9A-Z]{20})/.exec(text)?.[1];
 

@@ -8,21 +8,13 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { RawSmtp, sendMail, simpleMessage, sendOne } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 import { deliveryId } from '../src/message/ids.js';
 import { validateConfig } from '../src/config/load.js';
 
-async function send(port: number, to: string, body: string) {
-  const c = await RawSmtp.connect(port);
-  await c.read();
-  await c.cmd('EHLO client.example');
-  const { data } = await sendMail(c, 'sender@example.org', [to], body);
-  c.close();
-  assert.ok(data, 'no DATA reply');
-  return data;
-}
+const send = sendOne;
 
 /** The bytes the server receives for `body` sent by sendMail (CRLF, unstuffed). */
 const wireBytes = (body: string) => {

@@ -37,9 +37,6 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
         SLS_TELEMETRY_DISABLED: '1',
         SLS_NOTIFICATIONS_MODE: 'off',
         POSTGATE_ESBUILD_WORK: '.esbuild-package-test',
-        // The secrets come from SSM at deploy time; packaging offline takes them from here.
-        DOWNSTREAM_SECRET: 'whsec_cGFja2FnZS1jaGVjay1kb3duc3RyZWFt',
-        POSTGATE_INGEST_SECRETS: 'whsec_cGFja2FnZS1jaGVjay1pbmdlc3Q=',
       },
       maxBuffer: 10 * 1024 * 1024,
     });
@@ -74,13 +71,25 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     const statements = (role: string) =>
       (res(role).Properties.Policies as Json[]).flatMap((p) => p.PolicyDocument.Statement as Json[]).map((s) => ({ actions: [s.Action].flat().sort(), resource: JSON.stringify(s.Resource) }));
     const actions = (role: string) => statements(role).flatMap((s) => s.actions).sort();
-    assert.deepEqual(actions('IngestRole'), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'logs:CreateLogStream', 'logs:PutLogEvents', 's3:PutObject', 'sqs:GetQueueUrl', 'sqs:SendMessage']);
+    assert.deepEqual(actions('IngestRole'), [
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+      'logs:CreateLogStream',
+      'logs:PutLogEvents',
+      's3:AbortMultipartUpload',
+      's3:PutObject',
+      'sqs:GetQueueUrl',
+      'sqs:SendMessage',
+      'ssm:GetParameter',
+    ]);
     assert.deepEqual(actions('RouteRole'), [
       'dynamodb:GetItem',
       'dynamodb:UpdateItem',
       'logs:CreateLogStream',
       'logs:PutLogEvents',
       's3:GetObject',
+      's3:PutObject',
       'sqs:ChangeMessageVisibility',
       'sqs:DeleteMessage',
       'sqs:GetQueueAttributes',
@@ -88,6 +97,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'sqs:GetQueueUrl',
       'sqs:ReceiveMessage',
       'sqs:SendMessage',
+      'ssm:GetParameter',
     ]);
     assert.deepEqual(actions('RedriveRole'), [
       'logs:CreateLogStream',
@@ -111,9 +121,40 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       const s3 = statements(role).find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
       assert.match(s3.resource, /messages\/\*/);
     }
+    // Each function reads only its own secrets.
+    const ssm = (role: string) => statements(role).find((st) => st.actions.includes('ssm:GetParameter'))?.resource ?? '';
+    assert.match(ssm('IngestRole'), /ingest-secrets/);
+    assert.match(ssm('RouteRole'), /downstream-secret/);
+    assert.doesNotMatch(ssm('RouteRole'), /ingest-secrets/);
     // Only route may send to the dead-letter queue; only redrive may read it.
     const redrive = statements('RedriveRole').find((s) => s.actions.includes('sqs:ReceiveMessage'))!;
     assert.match(redrive.resource, /RouteDeadLetterQueue/);
+  });
+
+  test('every AWS call in src/functions is allowed to some function role (a command added without its permission fails here)', async () => {
+    const { readdir } = await import('node:fs/promises');
+    const dir = path.join(root, 'src', 'functions');
+    const needed = new Set<string>();
+    const service: Record<string, string> = { 'client-s3': 's3', 'client-sqs': 'sqs', 'client-dynamodb': 'dynamodb', 'client-ssm': 'ssm' };
+    for (const f of await readdir(dir)) {
+      const text = await readFile(path.join(dir, f), 'utf8');
+      const commands = new Map<string, string>();
+      for (const m of text.matchAll(/import \{([^}]+)\} from '@aws-sdk\/(client-[a-z0-9]+)'/g)) {
+        for (const name of m[1]!.split(',').map((n) => n.trim().replace(/^type /, ''))) if (name.endsWith('Command')) commands.set(name, service[m[2]!]!);
+      }
+      for (const m of text.matchAll(/new (\w+Command)\(/g)) {
+        const svc = commands.get(m[1]!);
+        assert.ok(svc, `${f}: ${m[1]} from an unknown client`);
+        // Batch commands are authorised by the single action.
+        needed.add(`${svc}:${m[1]!.replace(/Command$/, '').replace(/Batch$/, '')}`);
+      }
+      if (/new Upload\(/.test(text)) ['s3:PutObject', 's3:AbortMultipartUpload'].forEach((a) => needed.add(a));
+    }
+    assert.ok(needed.size >= 10, `found ${needed.size} calls`);
+    const granted = new Set(
+      ['IngestRole', 'RouteRole', 'RedriveRole'].flatMap((r) => (res(r).Properties.Policies as Json[]).flatMap((p) => (p.PolicyDocument.Statement as Json[]).flatMap((st) => [st.Action].flat()))),
+    );
+    for (const a of needed) assert.ok(granted.has(a), `${a} is called but no role allows it`);
   });
 
   test('bucket encrypted, private, TLS only, with retention and incomplete uploads aborted; table with TTL and encryption', () => {

@@ -9,21 +9,13 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { once } from 'node:events';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
+import { RawSmtp, sendMail, simpleMessage, sendOne } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { freePort, startDynamo, TEST_REGION, type LocalDynamo } from './helpers/aws.js';
 import { DynamoSkipStore } from '../src/delivery/dynamo-skip-store.js';
 import { validateConfig } from '../src/config/load.js';
 
-async function send(port: number, to: string, body: string) {
-  const c = await RawSmtp.connect(port);
-  await c.read();
-  await c.cmd('EHLO client.example');
-  const { data } = await sendMail(c, 'sender@example.org', [to], body);
-  c.close();
-  assert.ok(data, 'no DATA reply');
-  return data;
-}
+const send = sendOne;
 
 async function receiver(status: (n: number) => number) {
   const ids: string[] = [];

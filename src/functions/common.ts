@@ -1,13 +1,15 @@
 /**
  * What the three functions share: settings, routes and clients made once per
  * cold start (a failed start is retried by the next invocation, not cached),
- * and one JSON log line per outcome on stdout (CloudWatch Logs).
+ * the destinations of an event, and one JSON log line per outcome on stdout
+ * (CloudWatch Logs).
  */
+import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { routingTableOf } from '../routing/from-config.js';
-import type { RoutingTable } from '../routing/index.js';
+import { headerConditionHolds, resolveTargets, routeRecipient, type RoutingTable } from '../routing/index.js';
 import type { ResolvedConfig } from '../config/load.js';
-import type { TargetConfig } from '../config/schema.js';
-import { loadRoutes, readSettings, type FunctionSettings } from './settings.js';
+import type { TargetConfig, WebhookTargetConfig } from '../config/schema.js';
+import { configError, loadRoutes, readSettings, type FunctionSettings } from './settings.js';
 import { Store } from './store.js';
 
 export interface Runtime {
@@ -22,6 +24,7 @@ let runtime: Promise<Runtime> | null = null;
 export function getRuntime(): Promise<Runtime> {
   if (!runtime) {
     runtime = (async () => {
+      await secretsFromSsm(process.env);
       const settings = readSettings();
       const config = await loadRoutes(settings.configFile);
       return { settings, store: new Store(settings), config, routing: routingTableOf(config) };
@@ -31,6 +34,87 @@ export function getRuntime(): Promise<Runtime> {
     });
   }
   return runtime;
+}
+
+let base: { settings: FunctionSettings; store: Store } | null = null;
+
+/** Settings and clients without the routes (redrive needs no routes and no secrets). */
+export function getBase(): { settings: FunctionSettings; store: Store } {
+  if (!base) {
+    const settings = readSettings();
+    base = { settings, store: new Store(settings) };
+  }
+  return base;
+}
+
+/**
+ * Secrets are fetched from SSM Parameter Store at cold start and kept in
+ * memory: `NAME_SSM=/path/of/parameter` sets `NAME` (unless `NAME` is already
+ * set, as offline). So they appear neither in the CloudFormation template nor
+ * in the function's configuration, and each role may read only its own.
+ */
+export async function secretsFromSsm(env: Record<string, string | undefined>): Promise<void> {
+  const wanted = Object.entries(env).filter(([k, v]) => k.endsWith('_SSM') && v && !env[k.slice(0, -4)]);
+  if (!wanted.length) return;
+  const ssm = new SSMClient({});
+  try {
+    for (const [k, name] of wanted) {
+      try {
+        const r = await ssm.send(new GetParameterCommand({ Name: name, WithDecryption: true }));
+        const value = r.Parameter?.Value;
+        if (!value) throw new Error('empty value');
+        env[k.slice(0, -4)] = value;
+      } catch (err) {
+        throw configError([`${k}: cannot read SSM parameter ${name} (${(err as Error).name}: ${(err as Error).message})`], err);
+      }
+    }
+  } finally {
+    ssm.destroy();
+  }
+}
+
+export interface Destination {
+  /** The destination id: the target id, per resolved URL for templated targets (as at the edge). */
+  id: string;
+  spec: WebhookTargetConfig & { id: string };
+  /** The resolved URL of a templated target, null otherwise. */
+  url: string | null;
+  /** The recipients routed to it, in envelope order. */
+  recipients: string[];
+}
+
+/**
+ * The destinations of an event: the webhook targets of each recipient's
+ * route(s) whose header condition holds, once each, with the recipients
+ * routed to each — the edge's grouping (planDeliveries) for the same
+ * envelope and routes. ingest enqueues one job per destination; route
+ * recomputes them from the stored event, so a job names a destination and
+ * never carries a URL or recipients of its own.
+ */
+export function destinationsOf(
+  rt: Pick<Runtime, 'routing'>,
+  data: { envelope: { mailFrom: string; rcptTo: readonly { address: string }[]; clientAddress?: string }; headers?: readonly { name: string; value: string }[] },
+): { destinations: Destination[]; unrouted: string[] } {
+  const out = new Map<string, Destination>();
+  const unrouted: string[] = [];
+  for (const r of data.envelope.rcptTo) {
+    const decision = routeRecipient(rt.routing, r.address, { mailFrom: data.envelope.mailFrom, clientAddress: data.envelope.clientAddress });
+    if (decision.kind !== 'accept') {
+      unrouted.push(r.address);
+      continue;
+    }
+    let any = false;
+    for (const t of resolveTargets(decision)) {
+      if (t.spec.type !== 'webhook') continue;
+      if (!headerConditionHolds(rt.routing, t.spec.when, data.headers ?? [])) continue;
+      any = true;
+      const d = out.get(t.id);
+      if (!d) out.set(t.id, { id: t.id, spec: t.spec, url: t.templated ? t.url : null, recipients: [r.address] });
+      else if (!d.recipients.includes(r.address)) d.recipients.push(r.address);
+    }
+    if (!any) unrouted.push(r.address);
+  }
+  return { destinations: [...out.values()], unrouted };
 }
 
 export function log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {

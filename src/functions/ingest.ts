@@ -4,8 +4,10 @@
  * Invoke (the edge's lambda target; IAM authorises the caller), and answers
  * 2xx only when all of this holds:
  *
+ *   0. every recipient has a destination in the routes file (otherwise 500:
+ *      the edge defers the message until the routes are fixed);
  *   1. the event JSON is in S3 (and the raw message next to it, when the event
- *      carries or links it);
+ *      carries or links it, checked against its size and SHA-256);
  *   2. the index item exists in DynamoDB;
  *   3. one routing job per destination is on the SQS queue;
  *   4. the item says `enqueued`.
@@ -18,11 +20,11 @@
  * Gateway's 30 s integration limit (docs/functions.md).
  */
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { GatewayError } from '../core/errors.js';
-import { headerConditionHolds, resolveTargets, routeRecipient } from '../routing/index.js';
-import { errorFields, getRuntime, log, type Runtime } from './common.js';
+import { configError } from './settings.js';
+import { destinationsOf, errorFields, getRuntime, log, type Runtime } from './common.js';
 import { Store, type RouteJob } from './store.js';
 import { verifyWebhook } from './verify.js';
 
@@ -128,6 +130,14 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
   const d = event.data;
   const { store } = rt;
 
+  // Every recipient needs a destination here, or the message is refused
+  // (500: the edge defers, the sender keeps it) until the routes file is fixed:
+  // a 2xx for mail that nothing will deliver would lose it.
+  const { destinations, unrouted } = destinationsOf(rt, d);
+  if (unrouted.length || !destinations.length) {
+    throw configError([`no destination in the routes file for ${unrouted.length ? unrouted.join(', ') : 'any recipient'}`]);
+  }
+
   const existing = await store.getItem(id);
   if (existing?.status === 'enqueued') {
     log('info', 'ingest duplicate', { id });
@@ -138,18 +148,16 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
   await store.putObject(keys.event, body, 'application/json');
   let rawKey: string | null = null;
   if (typeof d.raw.content === 'string') {
-    await store.putObject(keys.raw, Buffer.from(d.raw.content, 'base64'), 'message/rfc822');
+    const raw = Buffer.from(d.raw.content, 'base64');
+    if (createHash('sha256').update(raw).digest('hex') !== d.raw.sha256) throw new IngestError(400, 'PG_FN_BAD_EVENT', 'raw.content does not match raw.sha256');
+    await store.putObject(keys.raw, raw, 'message/rfc822');
     rawKey = keys.raw;
   } else if (typeof d.raw.url === 'string') {
-    const res = await fetch(d.raw.url);
-    if (!res.ok || !res.body) throw new Error(`raw message link answered ${res.status}`);
-    await store.putStream(keys.raw, Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), 'message/rfc822');
+    await copyRaw(store, keys.raw, d.raw);
     rawKey = keys.raw;
   }
 
-  const jobs = destinations(rt, event).map(
-    (t): RouteJob => ({ v: 1, id, destination: t.id, target: t.target, ...(t.url ? { url: t.url } : {}), bucket: rt.settings.bucket, key: keys.event, receivedAt: d.receivedAt }),
-  );
+  const jobs = destinations.map((t): RouteJob => ({ v: 1, id, destination: t.id, key: keys.event, receivedAt: d.receivedAt }));
   const item = {
     id,
     receivedAt: d.receivedAt,
@@ -165,10 +173,37 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
   const before = await store.createPending(item);
   if (before?.status === 'enqueued') return { stored: true, duplicate: true, id };
   // New, or `pending` from an attempt that stopped before enqueueing: enqueue (again).
-  if (jobs.length) await store.enqueue(await store.queueUrl(rt.settings.queue), jobs);
+  await store.enqueue(await store.queueUrl(rt.settings.queue), jobs);
   await store.markEnqueued(id);
   log('info', 'ingested', { id, destinations: item.destinations, retried: before !== null });
   return { stored: true, duplicate: false, id, destinations: item.destinations.length };
+}
+
+/** Links in the event come from the edge (signed or IAM-authorised); still, no redirects and a time limit. */
+const FETCH_TIMEOUT_MS = 15_000;
+
+/**
+ * Streams the raw message from the edge's link into S3, checking that the
+ * bytes are the ones the event describes (size and SHA-256) before anything
+ * is acknowledged.
+ */
+async function copyRaw(store: Store, key: string, raw: { size: number; sha256: string; url?: string }): Promise<void> {
+  const res = await fetch(raw.url!, { redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+  if (!res.ok || !res.body) throw new Error(`raw message link answered ${res.status}`);
+  const hash = createHash('sha256');
+  let size = 0;
+  const check = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      size += chunk.length;
+      if (size > raw.size) return cb(new Error(`raw message link served more than raw.size (${raw.size}) bytes`));
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  await store.putStream(key, Readable.fromWeb(res.body as WebReadableStream<Uint8Array>).pipe(check), 'message/rfc822');
+  const sha = hash.digest('hex');
+  // Transient: the link may have served a partial object; the retry fetches again.
+  if (size !== raw.size || sha !== raw.sha256) throw new Error(`raw message link served ${size} bytes with sha256 ${sha}, the event says ${raw.size} / ${raw.sha256}`);
 }
 
 function parseEvent(body: Buffer): EventShape {
@@ -189,35 +224,21 @@ function parseEvent(body: Buffer): EventShape {
 async function fetchEvent(pointer: EventShape, limit: number): Promise<Buffer> {
   const link = pointer.data.event;
   if (!link || typeof link.url !== 'string') throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event without data.event.url');
+  const cap = Math.min(limit, link.size);
   if (link.size > limit) throw new IngestError(400, 'PG_FN_BAD_EVENT', `the event is ${link.size} bytes, above POSTGATE_MAX_FETCH_BYTES`);
-  const res = await fetch(link.url);
-  if (!res.ok) throw new Error(`claim-check link answered ${res.status}`);
-  const body = Buffer.from(await res.arrayBuffer());
+  const res = await fetch(link.url, { redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+  if (!res.ok || !res.body) throw new Error(`claim-check link answered ${res.status}`);
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>)) {
+    size += (chunk as Buffer).length;
+    // Never more than the pointer announced (and never more than the limit).
+    if (size > cap) throw new Error(`claim-check link served more than the ${link.size} bytes announced`);
+    parts.push(chunk as Buffer);
+  }
+  const body = Buffer.concat(parts);
   const sha = createHash('sha256').update(body).digest('hex');
   // A mismatch is transient: the link may have served a partial object.
   if (sha !== link.sha256) throw new Error(`claim-check body has sha256 ${sha}, the pointer says ${link.sha256}`);
   return body;
-}
-
-/**
- * The destinations of an event: the webhook targets of each recipient's
- * route(s) whose header condition holds, once each, as the edge would choose
- * them for the same envelope.
- */
-function destinations(rt: Runtime, event: EventShape): { id: string; target: string; url: string | null }[] {
-  const d = event.data;
-  const out = new Map<string, { id: string; target: string; url: string | null }>();
-  for (const r of d.envelope.rcptTo) {
-    const decision = routeRecipient(rt.routing, r.address, { mailFrom: d.envelope.mailFrom, clientAddress: d.envelope.clientAddress });
-    if (decision.kind !== 'accept') {
-      log('warn', 'recipient has no route here', { rcpt: r.address, decision: decision.kind });
-      continue;
-    }
-    for (const t of resolveTargets(decision)) {
-      if (t.spec.type !== 'webhook') continue;
-      if (!headerConditionHolds(rt.routing, t.spec.when, d.headers ?? [])) continue;
-      if (!out.has(t.id)) out.set(t.id, { id: t.id, target: t.spec.id, url: t.templated ? t.url : null });
-    }
-  }
-  return [...out.values()];
 }

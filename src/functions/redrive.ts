@@ -21,7 +21,7 @@ import {
   type Message,
 } from '@aws-sdk/client-sqs';
 import { GatewayError } from '../core/errors.js';
-import { getRuntime, log } from './common.js';
+import { getBase, log } from './common.js';
 import type { RouteJob } from './store.js';
 
 export interface RedriveInput {
@@ -56,10 +56,10 @@ export async function handler(input: RedriveInput | null | undefined): Promise<R
   if (!Number.isInteger(max) || max < 1) throw badInput('max must be a positive integer');
   if (opts.destination !== undefined && typeof opts.destination !== 'string') throw badInput('destination must be a string');
 
-  const rt = await getRuntime();
-  const { sqs } = rt.store;
-  const dlq = await rt.store.queueUrl(rt.settings.deadLetterQueue);
-  const queue = await rt.store.queueUrl(rt.settings.queue);
+  const { settings, store } = getBase();
+  const { sqs } = store;
+  const dlq = await store.queueUrl(settings.deadLetterQueue);
+  const queue = await store.queueUrl(settings.queue);
   const matches = (body: string): boolean => {
     let job: Partial<RouteJob>;
     try {
@@ -78,13 +78,21 @@ export async function handler(input: RedriveInput | null | undefined): Promise<R
   const seen = new Set<string>();
   let moved = 0;
   let examined = 0;
+  let empty = 0;
   while (moved < max) {
     const r = await sqs.send(
       // The visibility timeout hides what this run has looked at until it ends.
-      new ReceiveMessageCommand({ QueueUrl: dlq, MaxNumberOfMessages: 10, VisibilityTimeout: 300, WaitTimeSeconds: 0 }),
+      // Long polling (1 s) asks every SQS server: a short poll may answer
+      // nothing from a small queue that is not empty.
+      new ReceiveMessageCommand({ QueueUrl: dlq, MaxNumberOfMessages: 10, VisibilityTimeout: 300, WaitTimeSeconds: 1 }),
     );
     const batch = (r.Messages ?? []).filter((m) => m.MessageId && !seen.has(m.MessageId));
-    if (!batch.length) break;
+    if (!batch.length) {
+      // Two empty answers in a row: nothing left that this run has not seen.
+      if (++empty >= 2) break;
+      continue;
+    }
+    empty = 0;
     for (const m of batch) {
       seen.add(m.MessageId!);
       examined++;

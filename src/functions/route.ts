@@ -11,23 +11,29 @@
  * set to an exponential backoff, so the next attempt comes after
  * POSTGATE_RETRY_BASE × 2^(attempt−1) seconds (at most 900). After the
  * queue's maxReceiveCount, SQS moves the job to the dead-letter queue.
- * A permanent refusal (the receiver rejected the message) is not retried:
- * the job goes to the dead-letter queue at once, and the index says why.
+ * A permanent refusal (the receiver rejected the message, or answered 410
+ * Gone) is not retried: the job goes to the dead-letter queue at once, and
+ * the index says why. Every failure is recorded in the index
+ * (`retrying`, then `dead` at the last attempt).
+ *
+ * The destination is recomputed from the stored event and the routes file,
+ * as the edge would group it: a destination that takes only some recipients
+ * gets the event with only those in its envelope, and the edge's delivery id
+ * over them.
  *
  * Before delivering, the index item is read: a destination already marked
  * `delivered` is skipped, so a duplicate job or a redrive never sends twice.
  */
 import { createHash } from 'node:crypto';
 import { ChangeMessageVisibilityCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
-import type { WebhookTargetConfig } from '../config/schema.js';
 import { GatewayError } from '../core/errors.js';
 import { deadline } from '../core/deadline.js';
 import type { ClaimCheck, DeliveryMessage } from '../delivery/types.js';
 import { createPoolCache, WebhookTarget } from '../delivery/webhook.js';
 import { MessageBytes } from '../message/bytes.js';
-import type { EmailEvent } from '../message/event.js';
+import { eventForRecipients, type EmailEvent } from '../message/event.js';
 import { deliveryId } from '../message/ids.js';
-import { errorFields, getRuntime, log, type Runtime } from './common.js';
+import { destinationsOf, errorFields, getRuntime, log, type Runtime } from './common.js';
 import type { RouteJob } from './store.js';
 
 interface SqsRecord {
@@ -42,7 +48,6 @@ export interface SqsBatchResponse {
 }
 
 const pools = createPoolCache();
-const targets = new Map<string, WebhookTarget>();
 
 export async function handler(event: { Records?: SqsRecord[] }): Promise<SqsBatchResponse> {
   const rt = await getRuntime();
@@ -75,26 +80,30 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
   }
   const item = await rt.store.getItem(job.id);
   if (!item) throw new Error(`no index item ${job.id}`);
-  const done = item.deliveries[job.destination];
-  if (done?.status === 'delivered') {
+  if (item.deliveries[job.destination]?.status === 'delivered') {
     log('info', 'route skipped: already delivered', { id: job.id, destination: job.destination });
     return;
   }
-  const found = targetFor(rt, job);
-  if (!found) {
-    await rt.store.markDelivery(job.id, job.destination, { status: 'dead', attempts: attempt, reason: `target ${job.target} is no longer configured` });
+  const stored = await rt.store.getObject(job.key);
+  const full = JSON.parse(stored.toString('utf8')) as EmailEvent;
+  const d = full.data;
+  // The destination as the routes file makes it for this event now: its URL,
+  // its recipients. A destination that is no longer routed is a dead letter.
+  const dest = destinationsOf(rt, d).destinations.find((x) => x.id === job.destination);
+  if (!dest) {
+    await rt.store.markDelivery(job.id, job.destination, { status: 'dead', attempts: attempt, reason: 'the routes file no longer routes this message to this destination' });
     await toDeadLetters(rt, rec.body);
-    log('error', 'route target gone, moved to the dead-letter queue', { id: job.id, destination: job.destination });
+    log('error', 'route destination gone, moved to the dead-letter queue', { id: job.id, destination: job.destination });
     return;
   }
-  const eventJson = await rt.store.getObject(job.bucket, job.key);
-  const event = JSON.parse(eventJson.toString('utf8')) as EmailEvent;
-  const d = event.data;
-  const rcptTo = d.envelope.rcptTo.map((r) => r.address);
+  // Like the edge: a destination that takes only some recipients sees only those.
+  const partial = new Set(d.envelope.rcptTo.map((r) => r.address)).size !== dest.recipients.length;
+  const event = partial ? eventForRecipients(full, new Set(dest.recipients)) : full;
+  const eventJson = partial ? Buffer.from(JSON.stringify(event)) : stored;
   const msg: DeliveryMessage = {
     queueId: d.id,
     mailFrom: d.envelope.mailFrom,
-    rcptTo,
+    rcptTo: dest.recipients,
     receivedAt: new Date(d.receivedAt),
     // The webhook target sends the event, never the message bytes.
     message: MessageBytes.of(),
@@ -102,25 +111,45 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
     event,
     eventJson,
     claimCheck: async (): Promise<ClaimCheck> => {
-      const url = await rt.store.presign(job.bucket, job.key, rt.settings.linkSeconds);
+      // The link serves exactly what this destination may see.
+      let key = job.key;
+      if (partial) {
+        key = job.key.replace(/event\.json$/, `${encodeURIComponent(dest.id)}.json`);
+        await rt.store.putObject(key, eventJson, 'application/json');
+      }
+      const url = await rt.store.presign(key, rt.settings.linkSeconds);
       const sha256 = createHash('sha256').update(eventJson).digest('hex');
       return { url, expiresAt: new Date(Date.now() + rt.settings.linkSeconds * 1000).toISOString(), size: eventJson.length, sha256 };
     },
   };
   // The edge's delivery id for this message and destination: a receiver that
-  // got the message from an edge directly before sees the same webhook-id.
-  const webhookId = deliveryId(msg.mailFrom, rcptTo, d.raw.sha256, job.destination);
-  const limit = deadline(found.timeout, new AbortController().signal);
+  // gets mail from an edge directly too sees the same webhook-id.
+  const webhookId = deliveryId(msg.mailFrom, dest.recipients, d.raw.sha256, dest.id);
+  // A fresh target per job (connections are pooled): a 410 Gone must not
+  // disable the destination for the rest of a warm container's life.
+  const mode = rt.config.delivery.denyPrivateAddresses;
+  const target = new WebhookTarget(
+    { ...dest.spec, url: dest.url ?? dest.spec.url },
+    // delivery.denyPrivateAddresses as at the edge: "templated" guards URLs built from captures only.
+    { pool: pools.pool, now: Date.now, denyPrivate: mode === 'always' || (mode === 'templated' && dest.url !== null) },
+  );
+  const limit = deadline(dest.spec.timeout, new AbortController().signal);
   try {
-    await found.target.deliver(msg, webhookId, limit.signal);
+    await target.deliver(msg, webhookId, limit.signal);
   } catch (err) {
     const e = err instanceof GatewayError ? err : null;
-    if (e && !e.transient) {
-      await rt.store.markDelivery(job.id, job.destination, { status: 'rejected', attempts: attempt, reason: e.message });
+    const reason = e?.message ?? String(err);
+    if ((e && !e.transient) || e?.code === 'PG_TARGET_DISABLED') {
+      // A refusal (or 410 Gone): trying again cannot help.
+      await rt.store.markDelivery(job.id, job.destination, { status: e.code === 'PG_TARGET_DISABLED' ? 'gone' : 'rejected', attempts: attempt, reason });
       await toDeadLetters(rt, rec.body);
       log('warn', 'route refused permanently, moved to the dead-letter queue', { id: job.id, destination: job.destination, ...errorFields(err) });
       return;
     }
+    // After the last attempt SQS moves the job to the dead-letter queue: say so in the index.
+    const last = attempt >= rt.settings.maxAttempts;
+    await rt.store.markDelivery(job.id, job.destination, { status: last ? 'dead' : 'retrying', attempts: attempt, reason }).catch(() => undefined);
+    // Also after the last one: the job is dead-lettered when it next becomes visible.
     await backoff(rt, rec, attempt);
     throw err;
   } finally {
@@ -128,27 +157,6 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
   }
   await rt.store.markDelivery(job.id, job.destination, { status: 'delivered', attempts: attempt });
   log('info', 'routed', { id: job.id, destination: job.destination, attempt, webhookId });
-}
-
-/** The webhook target of a job: the configured one, at the job's resolved URL when templated. */
-function targetFor(rt: Runtime, job: RouteJob): { target: WebhookTarget; timeout: number } | null {
-  const spec = findTarget(rt, job.target);
-  if (!spec) return null;
-  const url = job.url ?? spec.url;
-  const key = `${spec.id}|${url}`;
-  let t = targets.get(key);
-  if (!t) {
-    t = new WebhookTarget({ ...spec, url }, { pool: pools.pool, now: Date.now, denyPrivate: rt.config.delivery.denyPrivateAddresses !== 'never' && job.url !== undefined });
-    targets.set(key, t);
-  }
-  return { target: t, timeout: spec.timeout };
-}
-
-function findTarget(rt: Runtime, id: string): WebhookTargetConfig | null {
-  for (const list of [...rt.config.routes.map((r) => r.targets), rt.config.postmasterTargets]) {
-    for (const t of list) if (t.type === 'webhook' && t.id === id) return t;
-  }
-  return null;
 }
 
 async function backoff(rt: Runtime, rec: SqsRecord, attempt: number): Promise<void> {

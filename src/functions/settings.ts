@@ -27,6 +27,8 @@ export interface FunctionSettings {
   retentionDays: number;
   /** First redelivery delay after a failed delivery, seconds; doubles per attempt up to 900 (SQS visibility). */
   retryBaseSeconds: number;
+  /** The routing queue's maxReceiveCount: the attempt after which SQS dead-letters a job. */
+  maxAttempts: number;
   /** Lifetime of the presigned link a too-large event is sent as, seconds. */
   linkSeconds: number;
   /** Largest event fetched for a claim-check pointer, bytes. */
@@ -76,8 +78,10 @@ export function readSettings(env: Env = process.env): FunctionSettings {
     toleranceSeconds: int('POSTGATE_SIGNATURE_TOLERANCE', 300, 1, 3600),
     retentionDays: int('POSTGATE_RETENTION_DAYS', 30, 1, 3650),
     retryBaseSeconds: int('POSTGATE_RETRY_BASE', 30, 0, 900),
-    // SigV4 presigned URLs live at most 7 days.
-    linkSeconds: int('POSTGATE_LINK_SECONDS', 3600, 60, 604_800),
+    maxAttempts: int('POSTGATE_MAX_ATTEMPTS', 8, 1, 1000),
+    // A link presigned with the function's role credentials stops working when
+    // that session ends (hours), whatever it says: 6 h is the most offered.
+    linkSeconds: int('POSTGATE_LINK_SECONDS', 3600, 60, 21_600),
     maxFetchBytes: int('POSTGATE_MAX_FETCH_BYTES', 100 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     configFile: path.resolve(env.POSTGATE_CONFIG?.trim() || 'postgate.yml'),
   };

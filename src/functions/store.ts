@@ -2,12 +2,15 @@
  * The serverless side's durable state, one place for every AWS call the
  * functions make:
  *
- * - S3: `messages/<yyyy>/<mm>/<dd>/<id>/event.json` (the event exactly as
- *   received and signed) and `raw.eml` next to it when the event carried or
- *   linked the raw message;
+ * - S3: `messages/<yyyy>/<mm>/<dd>/<id>/event.json` (the event as received:
+ *   the signed bytes over HTTP, the parsed payload re-serialised for a direct
+ *   invocation), `raw.eml` next to it when the event carried or linked the raw
+ *   message, and `<destination>.json` for a destination that takes only some
+ *   recipients and needs a claim-check link;
  * - DynamoDB: one index item per delivery id (`id`), with the envelope,
  *   subject, sizes, S3 keys, `status` (`pending` → `enqueued`) and per
- *   destination outcome (`deliveries.<destination>`); `expiresAt` is its TTL;
+ *   destination outcome (`deliveries.<destination>`); `expiresAt` (stored +
+ *   retention) is its TTL;
  * - SQS: one routing job per event and destination, carrying an S3 pointer,
  *   never the event (SQS messages are limited to 256 KiB).
  */
@@ -19,18 +22,19 @@ import { GetQueueUrlCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk
 import type { Readable } from 'node:stream';
 import type { FunctionSettings } from './settings.js';
 
-/** A routing job: what the route function needs to deliver one event to one destination. */
+/**
+ * A routing job: which stored event goes to which destination. It carries no
+ * URL, recipients or bucket: route recomputes the destination from the event
+ * and the routes file, so a job placed on the queue by someone else cannot
+ * send an event elsewhere.
+ */
 export interface RouteJob {
   v: 1;
   /** The index item (the edge's delivery id, its webhook-id). */
   id: string;
   /** Destination id (the target id, per resolved URL for templated ones). */
   destination: string;
-  /** The configured target the destination comes from. */
-  target: string;
-  /** The resolved URL of a templated target (absent: the target's own URL). */
-  url?: string;
-  bucket: string;
+  /** S3 key of the event, in the functions' bucket. */
   key: string;
   /** When the message was received (ISO-8601), for redrive's time filter. */
   receivedAt: string;
@@ -84,18 +88,18 @@ export class Store {
     await this.s3.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: key, Body: body, ContentType: contentType }));
   }
 
-  /** Streams a body of unknown length (multipart upload: never buffered whole). */
+  /** Streams a body of unknown length (multipart upload: never buffered whole; a failed upload is aborted). */
   async putStream(key: string, body: Readable, contentType: string): Promise<void> {
     await new Upload({ client: this.s3, params: { Bucket: this.settings.bucket, Key: key, Body: body, ContentType: contentType } }).done();
   }
 
-  async getObject(bucket: string, key: string): Promise<Buffer> {
-    const r = await this.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  async getObject(key: string): Promise<Buffer> {
+    const r = await this.s3.send(new GetObjectCommand({ Bucket: this.settings.bucket, Key: key }));
     return Buffer.from(await r.Body!.transformToByteArray());
   }
 
-  presign(bucket: string, key: string, seconds: number): Promise<string> {
-    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: seconds });
+  presign(key: string, seconds: number): Promise<string> {
+    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.settings.bucket, Key: key }), { expiresIn: seconds });
   }
 
   async getItem(id: string): Promise<IndexItem | null> {
@@ -150,20 +154,31 @@ export class Store {
     );
   }
 
+  /**
+   * Records a destination's outcome. Only `delivered` may replace
+   * `delivered`: a duplicate job that fails later (jobs are at least once)
+   * must not hide a delivery that happened.
+   */
   async markDelivery(id: string, destination: string, outcome: { status: string; attempts?: number; reason?: string }): Promise<void> {
     const v: Record<string, AttributeValue> = { status: { S: outcome.status }, at: { S: new Date().toISOString() } };
     if (outcome.attempts !== undefined) v.attempts = { N: String(outcome.attempts) };
     if (outcome.reason !== undefined) v.reason = { S: outcome.reason.slice(0, 500) };
-    await this.dynamo.send(
-      new UpdateItemCommand({
-        TableName: this.settings.table,
-        Key: { id: { S: id } },
-        UpdateExpression: 'SET deliveries.#d = :v',
-        ExpressionAttributeNames: { '#d': destination },
-        ExpressionAttributeValues: { ':v': { M: v } },
-        ConditionExpression: 'attribute_exists(id)',
-      }),
-    );
+    const guard = outcome.status === 'delivered' ? '' : ' AND (attribute_not_exists(deliveries.#d) OR deliveries.#d.#st <> :delivered)';
+    try {
+      await this.dynamo.send(
+        new UpdateItemCommand({
+          TableName: this.settings.table,
+          Key: { id: { S: id } },
+          UpdateExpression: 'SET deliveries.#d = :v',
+          ExpressionAttributeNames: { '#d': destination, ...(guard ? { '#st': 'status' } : {}) },
+          ExpressionAttributeValues: { ':v': { M: v }, ...(guard ? { ':delivered': { S: 'delivered' } } : {}) },
+          ConditionExpression: `attribute_exists(id)${guard}`,
+        }),
+      );
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ConditionalCheckFailedException' && guard) return;
+      throw err;
+    }
   }
 
   /** Sends jobs in batches of 10 (the SQS limit); throws if any entry failed. */

@@ -46,3 +46,13 @@ export function buildEvent(opts: {
   });
   return buildEmailEvent(data, opts.receivedAt);
 }
+
+/**
+ * The event as one target sees it when it takes only some of the
+ * transaction's recipients: the envelope lists just those (DESIGN §2), so no
+ * target learns of recipients routed elsewhere.
+ */
+export function eventForRecipients(event: EmailEvent, only: ReadonlySet<string>): EmailEvent {
+  const data = event.data;
+  return { ...event, data: { ...data, envelope: { ...data.envelope, rcptTo: data.envelope.rcptTo.filter((x) => only.has(x.address)) } } };
+}

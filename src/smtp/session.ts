@@ -21,7 +21,7 @@ import type { TargetConfig } from '../config/schema.js';
 import type { ValidateRequest } from '../delivery/rcpt-validate.js';
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
-import { buildEvent, type Envelope } from '../message/event.js';
+import { buildEvent, eventForRecipients, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
@@ -633,9 +633,7 @@ export function planDeliveries(
   return [...groups.values()].map(({ resolved, addresses }) => {
     const target = targetFor(resolved);
     if (addresses.length === all) return { target, msg };
-    const only = new Set(addresses);
-    const data = msg.event.data;
-    const event = { ...msg.event, data: { ...data, envelope: { ...data.envelope, rcptTo: data.envelope.rcptTo.filter((x) => only.has(x.address)) } } };
+    const event = eventForRecipients(msg.event, new Set(addresses));
     const eventJson = Buffer.from(JSON.stringify(event));
     return { target, msg: { ...msg, rcptTo: addresses, event, eventJson, claimCheck: claimCheck(eventJson) } };
   });

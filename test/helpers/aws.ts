@@ -160,6 +160,10 @@ export interface ServerlessOfflineOptions {
   service?: string;
   stage?: string;
   startTimeoutMs?: number;
+  /** More command-line arguments for `osls offline` (`--param name=value`, say). */
+  args?: string[];
+  /** Also wait until the HTTP API listens (services with httpApi events). */
+  waitForHttp?: boolean;
 }
 
 export async function startServerlessOffline(opts: ServerlessOfflineOptions = {}): Promise<LocalLambda> {
@@ -192,6 +196,7 @@ async function startOnce(opts: ServerlessOfflineOptions): Promise<LocalLambda> {
       '--albPort', String(albPort),
       '--noSponsor',
       ...(opts.stage ? ['--stage', opts.stage] : []),
+      ...(opts.args ?? []),
     ],
     {
       cwd: serviceDir,
@@ -249,6 +254,24 @@ async function startOnce(opts: ServerlessOfflineOptions): Promise<LocalLambda> {
     child.once('exit', onExit);
     child.once('error', (err) => fail(err.message));
   });
+  // The Lambda API's ready line can come before the HTTP API listens (a
+  // service with httpApi events; without any, no HTTP server starts).
+  for (let i = 0; opts.waitForHttp && i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(httpPort, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) break;
+    if (i === 99) {
+      await stop();
+      throw new Error(`serverless-offline: the HTTP API on port ${httpPort} did not listen; its output:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const startMs = Math.round(performance.now() - started);
   const service = opts.service ?? 'postgate-test';
   const stage = opts.stage ?? 'test';

@@ -133,6 +133,23 @@ export async function sendMail(c: RawSmtp, from: string, to: string[], body: str
   return { rcpt, data: await c.read(30_000) };
 }
 
+/**
+ * Connects, greets (EHLO client.example) and sends one message from
+ * sender@example.org; returns the DATA reply (throws when no recipient was accepted).
+ */
+export async function sendOne(port: number, to: string | string[], body: string): Promise<Reply> {
+  const c = await RawSmtp.connect(port);
+  try {
+    await c.read();
+    await c.cmd('EHLO client.example');
+    const { data } = await sendMail(c, 'sender@example.org', Array.isArray(to) ? to : [to], body);
+    if (!data) throw new Error('no DATA reply: every recipient was refused');
+    return data;
+  } finally {
+    c.close();
+  }
+}
+
 export function simpleMessage(subject = 'hello', extra = ''): string {
   return `From: Sender <sender@example.org>\r\nTo: someone@localhost\r\nSubject: ${subject}\r\nMessage-ID: <${Math.random().toString(36).slice(2)}@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n${extra}\r\nHello there.\r\n`;
 }
