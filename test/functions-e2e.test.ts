@@ -272,6 +272,22 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(await depth(queue.url), 0);
   });
 
+  test('a message over the edge\'s rawInlineLimit: its raw copy is linked, and ingest streams it into S3 next to the event, checked', async () => {
+    const rcpt = 'gina@e2e.example.test';
+    const body = message('large raw', 100 * 1024);
+    const reply = await send(rcpt, body);
+    assert.equal(reply.code, 250, reply.text);
+    const [item] = await itemFor(rcpt);
+    assert.ok(item?.rawKey, 'no raw.eml');
+    const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { data: { raw: { url?: string; content?: string; sha256: string } } };
+    assert.ok(event.data.raw.url && event.data.raw.content === undefined, 'the edge linked the raw message instead of inlining it');
+    const raw = await object(item.rawKey);
+    assert.equal(raw.length, Buffer.byteLength(body));
+    assert.equal(createHash('sha256').update(raw).digest('hex'), rawSha(body));
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+  });
+
   test('a repeated delivery with the same webhook-id stores once and enqueues nothing more; bad signatures and stale timestamps are refused', async () => {
     const rcpt = 'alice@e2e.example.test';
     const [item] = await itemFor(rcpt);

@@ -200,7 +200,11 @@ async function copyRaw(store: Store, key: string, raw: { size: number; sha256: s
       cb(null, chunk);
     },
   });
-  await store.putStream(key, Readable.fromWeb(res.body as WebReadableStream<Uint8Array>).pipe(check), 'message/rfc822');
+  const source = Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+  // pipe() does not pass a source error on: without this a broken or timed-out
+  // download would leave the upload waiting until the function times out.
+  source.once('error', (err) => check.destroy(err));
+  await store.putStream(key, source.pipe(check), 'message/rfc822');
   const sha = hash.digest('hex');
   // Transient: the link may have served a partial object; the retry fetches again.
   if (size !== raw.size || sha !== raw.sha256) throw new Error(`raw message link served ${size} bytes with sha256 ${sha}, the event says ${raw.size} / ${raw.sha256}`);
