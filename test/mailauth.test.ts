@@ -271,7 +271,7 @@ describe('ARC', () => {
       cv: 'none',
     } as Parameters<typeof sealMessage>[1]);
     const sealed = await verify(Buffer.concat([seal, signed]), env('203.0.113.5'));
-    assert.equal(sealed.arc?.result, 'pass');
+    assert.equal(sealed.arc?.result, 'pass', JSON.stringify(sealed.arc));
     assert.equal(sealed.arc?.instance, 1);
   });
 });
