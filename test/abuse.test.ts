@@ -195,6 +195,53 @@ describe('abuse', () => {
     }
   });
 
+  test('connection floods: one address past its cap gets 421 4.7.0 while other addresses are served; past maxClients new connections get 421 4.3.2 while open sessions go on', async (t) => {
+    const tg = await startGateway({
+      smtp: { maxConnectionsPerIp: 5, maxClients: 30 },
+      routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+    });
+    const open: RawSmtp[] = [];
+    try {
+      // 127.0.2.1 opens 15 connections: 5 admitted, 10 refused per address.
+      let perIpRefused = 0;
+      for (let i = 0; i < 15; i++) {
+        const c = await rawFrom(tg.port, '127.0.2.1');
+        const g = await c.read();
+        if (g.code === 220) open.push(c);
+        else {
+          assert.equal(g.code, 421, g.raw);
+          assert.match(g.raw, /^421 4\.7\.0 /);
+          perIpRefused++;
+          c.close();
+        }
+      }
+      assert.equal(open.length, 5);
+      assert.equal(perIpRefused, 10);
+      // Meanwhile a client from another address completes a transaction.
+      const ms = await transaction(tg.port);
+      // Five more addresses take five connections each: 30 in all, the total cap.
+      for (let a = 2; a <= 6; a++) {
+        for (let i = 0; i < 5; i++) {
+          const c = await rawFrom(tg.port, `127.0.2.${a}`);
+          const g = await c.read();
+          assert.equal(g.code, 220, `127.0.2.${a} #${i}: ${g.raw}`);
+          open.push(c);
+        }
+      }
+      // A fresh address now finds the server full.
+      const late = await rawFrom(tg.port, '127.0.2.50');
+      const r = await late.read();
+      assert.match(r.raw, /^421 4\.3\.2 /, r.raw);
+      late.close();
+      // Every admitted session is still served.
+      for (const c of open) assert.equal((await c.cmd('NOOP')).code, 250);
+      t.diagnostic(`per-address cap: 5 admitted, 10 refused; another address's transaction meanwhile: ${ms.toFixed(0)} ms; 30 open, the 31st refused, all 30 answer NOOP`);
+    } finally {
+      for (const c of open) c.close();
+      await tg.close();
+    }
+  });
+
   test('a pipelining flood (20,000 commands in one write) is answered or cut off with 421; memory stays bounded; others are served meanwhile', async (t) => {
     const tg = await startGateway({ routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }] });
     try {
