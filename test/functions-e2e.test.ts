@@ -174,6 +174,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
           // Two tenants, one edge transaction: each destination may see only its own recipients.
           { recipients: ['*@tenant-a.example.test'], targets: [hook('tenant-a', good)] },
           { recipients: ['*@tenant-b.example.test'], targets: [hook('tenant-b', other)] },
+          // A destination whose id is also a file name next to the stored event, and whose events always go as claim-check pointers.
+          { recipients: ['*@tenant-c.example.test'], targets: [{ ...hook('event', other), maxEventSize: '1KiB' }] },
         ],
       }),
     );
@@ -207,7 +209,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
       routes: [
         {
           name: 'http',
-          recipients: ['*@e2e.example.test', '*@split.example.test', '*@tenant-a.example.test', '*@tenant-b.example.test', '*@nowhere.example.test'],
+          recipients: ['*@e2e.example.test', '*@split.example.test', '*@tenant-a.example.test', '*@tenant-b.example.test', '*@tenant-c.example.test', '*@nowhere.example.test'],
           targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s' }],
         },
         { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [{ type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' }] },
@@ -300,6 +302,20 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(await depth(queue.url), 0, 'no second routing job');
     const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: item.eventKey.replace(/event\.json$/, '') }));
     assert.deepEqual((listed.Contents ?? []).map((o) => o.Key!.split('/').pop()).sort(), ['event.json', 'raw.eml']);
+    // A retry of an enqueued message is acknowledged even when the routes
+    // file would no longer take it (its first 2xx may only have been lost):
+    // here its recipient is one no route covers.
+    const rerouted = JSON.parse(body.toString('utf8')) as { data: { envelope: { rcptTo: { address: string }[] } } };
+    rerouted.data.envelope.rcptTo = [{ address: 'zed@nowhere.example.test' }];
+    const late = await postIngest(item.id, Buffer.from(JSON.stringify(rerouted)));
+    assert.equal(late.status, 200, JSON.stringify(late.json));
+    assert.equal(late.json.duplicate, true);
+    assert.equal(await depth(queue.url), 0, 'still no second routing job');
+    // A pointer must say how large its event is: without a size nothing bounds the download.
+    const unsized = await postIngest('msg_unsized', Buffer.from(JSON.stringify({ type: 'email.received.pointer', timestamp: new Date().toISOString(), data: { receivedAt: new Date().toISOString(), envelope: { rcptTo: [] }, raw: {}, event: { url: 'http://127.0.0.1:9/x', sha256: '0'.repeat(64) } } })));
+    assert.equal(unsized.status, 400);
+    assert.equal(unsized.json.error, 'PG_FN_BAD_EVENT');
+    assert.match(String(unsized.json.message), /data\.event\.size/);
 
     const forged = await postIngest('msg_forged', body, { secret: 'whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==' });
     assert.equal(forged.status, 401);
@@ -410,6 +426,31 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.deepEqual(b.data.envelope.rcptTo.map((r) => r.address), ['ben@tenant-b.example.test']);
     assert.equal(a.id, deliveryId('sender@example.org', ['ann@tenant-a.example.test'], b.data.raw.sha256, 'tenant-a'));
     assert.equal(String(bGot.headers['webhook-id']), deliveryId('sender@example.org', ['ben@tenant-b.example.test'], b.data.raw.sha256, 'tenant-b'));
+  });
+
+  test('a destination named "event" that takes a claim-check pointer for only its own recipient: its copy does not replace the stored event', async () => {
+    const data = await send(['cat@tenant-c.example.test', 'ann@tenant-a.example.test'], message('pointer for one tenant'));
+    assert.equal(data.code, 250, data.text);
+    const [item] = await itemFor('cat@tenant-c.example.test');
+    assert.ok(item);
+    const [aBefore, cBefore] = [good.got.length, other.got.length];
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > aBefore && other.got.length > cBefore);
+    const got = other.got[cBefore]!;
+    const pointer = new Webhook(DOWN_SECRET).verify(got.body.toString('utf8'), Object.fromEntries(Object.entries(got.headers).map(([k, v]) => [k, String(v)]))) as {
+      type: string;
+      data: { envelope: { rcptTo: { address: string }[] }; event: { url: string; sha256: string } };
+    };
+    assert.equal(pointer.type, 'email.received.pointer');
+    assert.deepEqual(pointer.data.envelope.rcptTo.map((r) => r.address), ['cat@tenant-c.example.test']);
+    const linked = Buffer.from(await (await fetch(pointer.data.event.url)).arrayBuffer());
+    assert.equal(createHash('sha256').update(linked).digest('hex'), pointer.data.event.sha256);
+    const copy = JSON.parse(linked.toString('utf8')) as { data: { envelope: { rcptTo: { address: string }[] } } };
+    assert.deepEqual(copy.data.envelope.rcptTo.map((r) => r.address), ['cat@tenant-c.example.test'], 'the link serves only this destination\'s recipient');
+    // The stored event is still the whole one: a redrive of the other destination finds its recipient.
+    const stored = JSON.parse((await object(item.eventKey)).toString('utf8')) as { data: { envelope: { rcptTo: { address: string }[] } } };
+    assert.deepEqual(stored.data.envelope.rcptTo.map((r) => r.address), ['cat@tenant-c.example.test', 'ann@tenant-a.example.test']);
+    const [after] = await itemFor('cat@tenant-c.example.test');
+    assert.deepEqual(after?.deliveries, { event: 'delivered', 'tenant-a': 'delivered' });
   });
 
   test('a recipient the functions\' routes do not cover: 451 from the edge, nothing stored, nothing lost', async () => {

@@ -44,6 +44,7 @@ interface HttpResult {
 
 interface LambdaContext {
   clientContext?: { custom?: Record<string, unknown> } | null;
+  getRemainingTimeInMillis?: () => number;
 }
 
 /** What the edge sends, as far as ingest reads it (docs/payload.md has the whole). */
@@ -98,7 +99,7 @@ export async function handler(event: unknown, context: LambdaContext = {}): Prom
       body = Buffer.from(JSON.stringify(event));
     }
     if (!/^[\w.~:-]{1,200}$/.test(id)) throw new IngestError(400, 'PG_FN_BAD_EVENT', 'webhook-id has characters outside [A-Za-z0-9_.~:-] or is longer than 200');
-    const result = await ingest(rt, id, body);
+    const result = await ingest(rt, id, body, fetchBudget(context));
     return http ? respond(200, result) : result;
   } catch (err) {
     const status = err instanceof IngestError ? err.status : 500;
@@ -118,17 +119,27 @@ function respond(statusCode: number, body: unknown): HttpResult {
   return { statusCode, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
 }
 
-async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record<string, unknown>> {
+async function ingest(rt: Runtime, id: string, received: Buffer, budget: () => AbortSignal): Promise<Record<string, unknown>> {
   let body = received;
   let event = parseEvent(body);
+  const { store } = rt;
+
+  // A retry of what is already enqueued is acknowledged first, before
+  // anything that could have changed since (the routes file, the edge's
+  // links): its 2xx may only have been lost on the way back.
+  const existing = await store.getItem(id);
+  if (existing?.status === 'enqueued') {
+    log('info', 'ingest duplicate', { id });
+    return { stored: true, duplicate: true, id };
+  }
+
   if (event.type === 'email.received.pointer') {
     // The edge sent a claim check: the whole event is at data.event.url.
-    body = await fetchEvent(event, rt.settings.maxFetchBytes);
+    body = await fetchEvent(event, rt.settings.maxFetchBytes, budget());
     event = parseEvent(body);
   }
   if (event.type !== 'email.received') throw new IngestError(400, 'PG_FN_BAD_EVENT', `unexpected event type "${event.type}"`);
   const d = event.data;
-  const { store } = rt;
 
   // Every recipient needs a destination here, or the message is refused
   // (500: the edge defers, the sender keeps it) until the routes file is fixed:
@@ -136,12 +147,6 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
   const { destinations, unrouted } = destinationsOf(rt, d);
   if (unrouted.length || !destinations.length) {
     throw configError([`no destination in the routes file for ${unrouted.length ? unrouted.join(', ') : 'any recipient'}`]);
-  }
-
-  const existing = await store.getItem(id);
-  if (existing?.status === 'enqueued') {
-    log('info', 'ingest duplicate', { id });
-    return { stored: true, duplicate: true, id };
   }
 
   const keys = Store.keys(id, d.receivedAt);
@@ -153,7 +158,10 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
     await store.putObject(keys.raw, raw, 'message/rfc822');
     rawKey = keys.raw;
   } else if (typeof d.raw.url === 'string') {
-    await copyRaw(store, keys.raw, d.raw);
+    if (!Number.isSafeInteger(d.raw.size) || d.raw.size < 0 || typeof d.raw.sha256 !== 'string') {
+      throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a linked raw message needs raw.size (a whole number of bytes) and raw.sha256');
+    }
+    await copyRaw(store, keys.raw, d.raw, budget());
     rawKey = keys.raw;
   }
 
@@ -181,15 +189,39 @@ async function ingest(rt: Runtime, id: string, received: Buffer): Promise<Record
 
 /** Links in the event come from the edge (signed or IAM-authorised); still, no redirects and a time limit. */
 const FETCH_TIMEOUT_MS = 15_000;
+/** Kept back from the function's time limit to store, enqueue and answer after a download. */
+const ANSWER_MARGIN_MS = 4_000;
+
+/**
+ * The time a download of the edge's link may take: what is left of the
+ * invocation, less the margin to finish (15 s where the runtime does not say).
+ * The limit covers the whole body, not just the headers: a download that
+ * cannot finish before the function is stopped is better ended with an error
+ * the edge defers on.
+ */
+function fetchBudget(context: LambdaContext): () => AbortSignal {
+  return () => {
+    const left = context.getRemainingTimeInMillis?.();
+    return AbortSignal.timeout(typeof left === 'number' && Number.isFinite(left) ? Math.max(1_000, left - ANSWER_MARGIN_MS) : FETCH_TIMEOUT_MS);
+  };
+}
+
+/** Reads nothing more of a response that will not be used, so its connection is released at once. */
+async function discard(res: Response): Promise<void> {
+  await res.body?.cancel().catch(() => undefined);
+}
 
 /**
  * Streams the raw message from the edge's link into S3, checking that the
  * bytes are the ones the event describes (size and SHA-256) before anything
  * is acknowledged.
  */
-async function copyRaw(store: Store, key: string, raw: { size: number; sha256: string; url?: string }): Promise<void> {
-  const res = await fetch(raw.url!, { redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-  if (!res.ok || !res.body) throw new Error(`raw message link answered ${res.status}`);
+async function copyRaw(store: Store, key: string, raw: { size: number; sha256: string; url?: string }, signal: AbortSignal): Promise<void> {
+  const res = await fetch(raw.url!, { redirect: 'error', signal });
+  if (!res.ok || !res.body) {
+    await discard(res);
+    throw new Error(`raw message link answered ${res.status}`);
+  }
   const hash = createHash('sha256');
   let size = 0;
   const check = new Transform({
@@ -204,7 +236,13 @@ async function copyRaw(store: Store, key: string, raw: { size: number; sha256: s
   // pipe() does not pass a source error on: without this a broken or timed-out
   // download would leave the upload waiting until the function times out.
   source.once('error', (err) => check.destroy(err));
-  await store.putStream(key, source.pipe(check), 'message/rfc822');
+  try {
+    await store.putStream(key, source.pipe(check), 'message/rfc822');
+  } finally {
+    // Nor does it end the source when the upload fails: the download would
+    // hold its connection until the time limit.
+    source.destroy();
+  }
   const sha = hash.digest('hex');
   // Transient: the link may have served a partial object; the retry fetches again.
   if (size !== raw.size || sha !== raw.sha256) throw new Error(`raw message link served ${size} bytes with sha256 ${sha}, the event says ${raw.size} / ${raw.sha256}`);
@@ -225,13 +263,20 @@ function parseEvent(body: Buffer): EventShape {
   return ev as EventShape;
 }
 
-async function fetchEvent(pointer: EventShape, limit: number): Promise<Buffer> {
+async function fetchEvent(pointer: EventShape, limit: number, signal: AbortSignal): Promise<Buffer> {
   const link = pointer.data.event;
   if (!link || typeof link.url !== 'string') throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event without data.event.url');
+  // Without a size there is no bound on what the link may serve.
+  if (!Number.isSafeInteger(link.size) || link.size < 0 || typeof link.sha256 !== 'string') {
+    throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event needs data.event.size (a whole number of bytes) and data.event.sha256');
+  }
   const cap = Math.min(limit, link.size);
   if (link.size > limit) throw new IngestError(400, 'PG_FN_BAD_EVENT', `the event is ${link.size} bytes, above POSTGATE_MAX_FETCH_BYTES`);
-  const res = await fetch(link.url, { redirect: 'error', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-  if (!res.ok || !res.body) throw new Error(`claim-check link answered ${res.status}`);
+  const res = await fetch(link.url, { redirect: 'error', signal });
+  if (!res.ok || !res.body) {
+    await discard(res);
+    throw new Error(`claim-check link answered ${res.status}`);
+  }
   const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>)) {

@@ -34,7 +34,7 @@ import { MessageBytes } from '../message/bytes.js';
 import { eventForRecipients, type EmailEvent } from '../message/event.js';
 import { deliveryId } from '../message/ids.js';
 import { destinationsOf, errorFields, getRuntime, log, type Runtime } from './common.js';
-import type { RouteJob } from './store.js';
+import { Store, type RouteJob } from './store.js';
 
 interface SqsRecord {
   messageId: string;
@@ -84,7 +84,10 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
     log('info', 'route skipped: already delivered', { id: job.id, destination: job.destination });
     return;
   }
-  const stored = await rt.store.getObject(job.key);
+  // The index item names the event, not the job: a job cannot point route at
+  // another object.
+  if (!item.eventKey) throw new Error(`index item ${job.id} names no event`);
+  const stored = await rt.store.getObject(item.eventKey);
   const full = JSON.parse(stored.toString('utf8')) as EmailEvent;
   const d = full.data;
   // The destination as the routes file makes it for this event now: its URL,
@@ -112,9 +115,9 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
     eventJson,
     claimCheck: async (): Promise<ClaimCheck> => {
       // The link serves exactly what this destination may see.
-      let key = job.key;
+      let key = item.eventKey;
       if (partial) {
-        key = job.key.replace(/event\.json$/, `${encodeURIComponent(dest.id)}.json`);
+        key = Store.destinationKey(item.eventKey, dest.id);
         await rt.store.putObject(key, eventJson, 'application/json');
       }
       const url = await rt.store.presign(key, rt.settings.linkSeconds);

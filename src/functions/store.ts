@@ -5,8 +5,8 @@
  * - S3: `messages/<yyyy>/<mm>/<dd>/<id>/event.json` (the event as received:
  *   the signed bytes over HTTP, the parsed payload re-serialised for a direct
  *   invocation), `raw.eml` next to it when the event carried or linked the raw
- *   message, and `<destination>.json` for a destination that takes only some
- *   recipients and needs a claim-check link;
+ *   message, and `to/<destination>.json` for a destination that takes only
+ *   some recipients and needs a claim-check link;
  * - DynamoDB: one index item per delivery id (`id`), with the envelope,
  *   subject, sizes, S3 keys, `status` (`pending` → `enqueued`) and per
  *   destination outcome (`deliveries.<destination>`); `expiresAt` (stored +
@@ -82,6 +82,16 @@ export class Store {
     const t = Number.isNaN(d.getTime()) ? new Date(0) : d;
     const p = `messages/${t.getUTCFullYear()}/${String(t.getUTCMonth() + 1).padStart(2, '0')}/${String(t.getUTCDate()).padStart(2, '0')}/${encodeURIComponent(id)}`;
     return { event: `${p}/event.json`, raw: `${p}/raw.eml` };
+  }
+
+  /**
+   * The copy of the event made for one destination (one that takes only some
+   * recipients and needs a claim-check link): under `to/`, so no destination
+   * id, however it is spelled (`event`, `raw`), names the event or the raw
+   * message next to it.
+   */
+  static destinationKey(eventKey: string, destination: string): string {
+    return `${eventKey.slice(0, eventKey.lastIndexOf('/') + 1)}to/${encodeURIComponent(destination)}.json`;
   }
 
   async putObject(key: string, body: Buffer, contentType: string): Promise<void> {
