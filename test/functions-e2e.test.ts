@@ -12,7 +12,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +43,7 @@ interface Item {
   rcptTo: string[];
   eventKey: string;
   rawKey: string | null;
+  parts: string[];
   deliveries: Record<string, string>;
 }
 
@@ -93,6 +94,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
       rcptTo: (i.rcptTo?.L ?? []).map((a) => a.S!),
       eventKey: s(i.eventKey)!,
       rawKey: s(i.rawKey),
+      parts: (i.parts?.L ?? []).map((a) => a.S!),
       deliveries: Object.fromEntries(Object.entries(i.deliveries?.M ?? {}).map(([k, v]) => [k, v.M?.status?.S ?? '?'])),
     }));
   }
@@ -216,7 +218,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
         // Events over 1 KiB go as a claim-check pointer, fetched by ingest from the edge's signed link.
         { name: 'big', recipients: ['*@big.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s', maxEventSize: '1KiB' }] },
       ],
-      blobs: { raw: true, signingKey: 'e2e-blob-key' },
+      // Small limits, so that a test message has attachments and bodies linked, not inline.
+      blobs: { raw: true, signingKey: 'e2e-blob-key', inlineLimit: '16KiB', bodyInlineLimit: '16KiB' },
       delivery: { deadline: '8s' },
     });
   });
@@ -290,6 +293,65 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
   });
 
+  test('parts the edge linked (an attachment, a body, the raw message) are copied next to the event, and route links the copies, not the edge', async () => {
+    const rcpt = 'dora@e2e.example.test';
+    const attachment = randomBytes(40 * 1024);
+    const text = `${'Long body line of the linked text part.'.padEnd(70, '.')}\r\n`.repeat(600);
+    const body = [
+      'From: Sender <sender@example.org>',
+      `To: ${rcpt}`,
+      'Subject: linked parts',
+      'Message-ID: <linked-parts@example.org>',
+      'Date: Wed, 02 Dec 2026 10:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b1"',
+      '',
+      '--b1',
+      'Content-Type: text/plain; charset=us-ascii',
+      '',
+      text.slice(0, -2),
+      '--b1',
+      'Content-Type: application/octet-stream',
+      'Content-Disposition: attachment; filename="blob.bin"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      attachment.toString('base64').replace(/.{76}/g, '$&\r\n'),
+      '--b1--',
+      '',
+    ].join('\r\n');
+    const reply = await send(rcpt, body);
+    assert.equal(reply.code, 250, reply.text);
+    const [item] = await itemFor(rcpt);
+    assert.ok(item?.rawKey);
+    type Linked = { url: string; expiresAt: string; size: number; sha256: string };
+    type Ev = { data: { textBlob: Linked | null; attachments: (Linked & { filename: string })[]; raw: Linked } };
+    const stored = JSON.parse((await object(item.eventKey)).toString('utf8')) as Ev;
+    const edgeHost = new URL(stored.data.attachments[0]!.url).host;
+    assert.ok(stored.data.textBlob, 'the edge linked the body');
+    const dir = item.eventKey.replace(/event\.json$/, '');
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    // Stored at the 250, checked against the event's size and digest.
+    assert.deepEqual(item.parts, ['attachment-0', 'text']);
+    assert.equal(sha(await object(`${dir}parts/attachment-0`)), sha(attachment));
+    assert.equal(sha(await object(`${dir}parts/text`)), stored.data.textBlob.sha256);
+
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+    const got = good.got[before]!;
+    const sent = new Webhook(DOWN_SECRET).verify(got.body.toString('utf8'), Object.fromEntries(Object.entries(got.headers).map(([k, v]) => [k, String(v)]))) as Ev;
+    const fetched = async (l: Linked) => {
+      assert.notEqual(new URL(l.url).host, edgeHost, `${l.url} still points at the edge`);
+      assert.ok(Date.parse(l.expiresAt) > Date.now());
+      const res = await fetch(l.url);
+      assert.equal(res.status, 200, l.url);
+      return Buffer.from(await res.arrayBuffer());
+    };
+    assert.equal(sha(await fetched(sent.data.attachments[0]!)), sha(attachment));
+    assert.equal(sent.data.attachments[0]!.filename, 'blob.bin');
+    assert.equal(sha(await fetched(sent.data.textBlob!)), stored.data.textBlob.sha256);
+    assert.equal(sha(await fetched(sent.data.raw)), rawSha(body));
+  });
+
   test('a repeated delivery with the same webhook-id stores once and enqueues nothing more; bad signatures and stale timestamps are refused', async () => {
     const rcpt = 'alice@e2e.example.test';
     const [item] = await itemFor(rcpt);
@@ -315,7 +377,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     const unsized = await postIngest('msg_unsized', Buffer.from(JSON.stringify({ type: 'email.received.pointer', timestamp: new Date().toISOString(), data: { receivedAt: new Date().toISOString(), envelope: { rcptTo: [] }, raw: {}, event: { url: 'http://127.0.0.1:9/x', sha256: '0'.repeat(64) } } })));
     assert.equal(unsized.status, 400);
     assert.equal(unsized.json.error, 'PG_FN_BAD_EVENT');
-    assert.match(String(unsized.json.message), /data\.event\.size/);
+    assert.match(String(unsized.json.message), /^data\.event: url, size .* are required$/);
 
     const forged = await postIngest('msg_forged', body, { secret: 'whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==' });
     assert.equal(forged.status, 401);

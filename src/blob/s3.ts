@@ -19,6 +19,19 @@ import type { BlobKind, BlobSink } from '../message/parse.js';
 /** SigV4 query-string authentication allows at most 7 days (X-Amz-Expires ≤ 604800). */
 const MAX_PRESIGN_S = 7 * 86_400;
 
+/**
+ * A presigned GET link to `key` and its real expiry: the smallest of
+ * `ttlSeconds`, SigV4's 7 days and what the signing credentials have left.
+ */
+export async function presignGet(client: S3Client, bucket: string, key: string, ttlSeconds: number, now: number): Promise<{ url: string; expiresAt: string }> {
+  let s = Math.min(Math.floor(ttlSeconds), MAX_PRESIGN_S);
+  const creds = await client.config.credentials();
+  if (creds.expiration) s = Math.min(s, Math.floor((creds.expiration.getTime() - now) / 1000));
+  const expiresIn = Math.max(1, s);
+  const url = await getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
+  return { url, expiresAt: new Date(now + expiresIn * 1000).toISOString() };
+}
+
 export interface S3BlobStoreOptions {
   client: S3Client;
   bucket: string;
@@ -29,15 +42,6 @@ export interface S3BlobStoreOptions {
 
 export class S3BlobStore implements BlobSink {
   constructor(private readonly opts: S3BlobStoreOptions) {}
-
-  /** Seconds a link may live now: ttl, the SigV4 limit and the credentials' own expiry. */
-  private async lifetime(): Promise<number> {
-    let s = Math.min(Math.floor(this.opts.ttlMs / 1000), MAX_PRESIGN_S);
-    const provider = this.opts.client.config.credentials;
-    const creds = await provider();
-    if (creds.expiration) s = Math.min(s, Math.floor((creds.expiration.getTime() - this.opts.now()) / 1000));
-    return Math.max(1, s);
-  }
 
   async put(
     kind: BlobKind,
@@ -61,8 +65,6 @@ export class S3BlobStore implements BlobSink {
         ...(meta.filename ? { ContentDisposition: `attachment; filename*=UTF-8''${encodeURIComponent(meta.filename)}` } : {}),
       },
     }).done();
-    const expiresIn = await this.lifetime();
-    const url = await getSignedUrl(this.opts.client, new GetObjectCommand({ Bucket: this.opts.bucket, Key: key }), { expiresIn });
-    return { url, expiresAt: new Date(this.opts.now() + expiresIn * 1000).toISOString(), ...tap.result() };
+    return { ...(await presignGet(this.opts.client, this.opts.bucket, key, this.opts.ttlMs / 1000, this.opts.now())), ...tap.result() };
   }
 }

@@ -25,7 +25,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { GatewayError } from '../core/errors.js';
 import { configError } from './settings.js';
 import { destinationsOf, errorFields, getRuntime, log, type Runtime } from './common.js';
-import { Store, type RouteJob } from './store.js';
+import { linkedParts, Store, type PartLink, type RouteJob } from './store.js';
 import { verifyWebhook } from './verify.js';
 
 interface HttpApiEvent {
@@ -59,6 +59,9 @@ interface EventShape {
     headers?: { name: string; value: string }[];
     raw: { size: number; sha256: string; content?: string; url?: string };
     event?: { url: string; size: number; sha256: string };
+    attachments?: unknown[];
+    textBlob?: unknown;
+    htmlBlob?: unknown;
   };
 }
 
@@ -158,12 +161,13 @@ async function ingest(rt: Runtime, id: string, received: Buffer, budget: () => A
     await store.putObject(keys.raw, raw, 'message/rfc822');
     rawKey = keys.raw;
   } else if (typeof d.raw.url === 'string') {
-    if (!Number.isSafeInteger(d.raw.size) || d.raw.size < 0 || typeof d.raw.sha256 !== 'string') {
-      throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a linked raw message needs raw.size (a whole number of bytes) and raw.sha256');
-    }
-    await copyRaw(store, keys.raw, d.raw, budget());
+    await copyLinked(store, keys.raw, checkedLink(d.raw, 'raw'), 'message/rfc822', budget());
     rawKey = keys.raw;
   }
+  // The edge's links die with its blobs.ttl, which a message in the
+  // dead-letter queue can outlive: keep a copy of every linked part.
+  const parts = linkedParts(d);
+  for (const part of parts) await copyLinked(store, Store.partKey(keys.event, part.name), checkedLink(part.link, part.name), part.contentType, budget());
 
   const jobs = destinations.map((t): RouteJob => ({ v: 1, id, destination: t.id, key: keys.event, receivedAt: d.receivedAt }));
   const item = {
@@ -177,6 +181,7 @@ async function ingest(rt: Runtime, id: string, received: Buffer, budget: () => A
     eventKey: keys.event,
     rawKey,
     destinations: jobs.map((j) => j.destination),
+    parts: parts.map((p) => p.name),
   };
   const before = await store.createPending(item);
   if (before?.status === 'enqueued') return { stored: true, duplicate: true, id };
@@ -206,28 +211,37 @@ function fetchBudget(context: LambdaContext): () => AbortSignal {
   };
 }
 
+/** A link with the size and digest that bound and check its download; without them, a 400. */
+function checkedLink(link: { url?: unknown; size?: unknown; sha256?: unknown }, what: string): PartLink {
+  if (typeof link.url !== 'string' || !Number.isSafeInteger(link.size) || (link.size as number) < 0 || typeof link.sha256 !== 'string') {
+    throw new IngestError(400, 'PG_FN_BAD_EVENT', `${what}: url, size (a whole number of bytes) and sha256 are required`);
+  }
+  return link as PartLink;
+}
+
 /** Reads nothing more of a response that will not be used, so its connection is released at once. */
 async function discard(res: Response): Promise<void> {
   await res.body?.cancel().catch(() => undefined);
 }
 
 /**
- * Streams the raw message from the edge's link into S3, checking that the
- * bytes are the ones the event describes (size and SHA-256) before anything
- * is acknowledged.
+ * Streams what an edge link serves (the raw message, a large attachment or
+ * body) into S3, checking that the bytes are the ones the event describes
+ * (size and SHA-256) before anything is acknowledged.
  */
-async function copyRaw(store: Store, key: string, raw: { size: number; sha256: string; url?: string }, signal: AbortSignal): Promise<void> {
-  const res = await fetch(raw.url!, { redirect: 'error', signal });
+async function copyLinked(store: Store, key: string, link: PartLink, contentType: string, signal: AbortSignal): Promise<void> {
+  const what = key.slice(key.lastIndexOf('/') + 1);
+  const res = await fetch(link.url, { redirect: 'error', signal });
   if (!res.ok || !res.body) {
     await discard(res);
-    throw new Error(`raw message link answered ${res.status}`);
+    throw new Error(`the link to ${what} answered ${res.status}`);
   }
   const hash = createHash('sha256');
   let size = 0;
   const check = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       size += chunk.length;
-      if (size > raw.size) return cb(new Error(`raw message link served more than raw.size (${raw.size}) bytes`));
+      if (size > link.size) return cb(new Error(`the link to ${what} served more than the ${link.size} bytes the event says`));
       hash.update(chunk);
       cb(null, chunk);
     },
@@ -245,7 +259,7 @@ async function copyRaw(store: Store, key: string, raw: { size: number; sha256: s
   }
   const sha = hash.digest('hex');
   // Transient: the link may have served a partial object; the retry fetches again.
-  if (size !== raw.size || sha !== raw.sha256) throw new Error(`raw message link served ${size} bytes with sha256 ${sha}, the event says ${raw.size} / ${raw.sha256}`);
+  if (size !== link.size || sha !== link.sha256) throw new Error(`the link to ${what} served ${size} bytes with sha256 ${sha}, the event says ${link.size} / ${link.sha256}`);
 }
 
 function parseEvent(body: Buffer): EventShape {
@@ -264,12 +278,7 @@ function parseEvent(body: Buffer): EventShape {
 }
 
 async function fetchEvent(pointer: EventShape, limit: number, signal: AbortSignal): Promise<Buffer> {
-  const link = pointer.data.event;
-  if (!link || typeof link.url !== 'string') throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event without data.event.url');
-  // Without a size there is no bound on what the link may serve.
-  if (!Number.isSafeInteger(link.size) || link.size < 0 || typeof link.sha256 !== 'string') {
-    throw new IngestError(400, 'PG_FN_BAD_EVENT', 'a pointer event needs data.event.size (a whole number of bytes) and data.event.sha256');
-  }
+  const link = checkedLink(pointer.data.event ?? {}, 'data.event');
   const cap = Math.min(limit, link.size);
   if (link.size > limit) throw new IngestError(400, 'PG_FN_BAD_EVENT', `the event is ${link.size} bytes, above POSTGATE_MAX_FETCH_BYTES`);
   const res = await fetch(link.url, { redirect: 'error', signal });

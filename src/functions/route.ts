@@ -34,7 +34,7 @@ import { MessageBytes } from '../message/bytes.js';
 import { eventForRecipients, type EmailEvent } from '../message/event.js';
 import { deliveryId } from '../message/ids.js';
 import { destinationsOf, errorFields, getRuntime, log, type Runtime } from './common.js';
-import { Store, type RouteJob } from './store.js';
+import { linkedParts, Store, type IndexItem, type RouteJob } from './store.js';
 
 interface SqsRecord {
   messageId: string;
@@ -101,8 +101,12 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
   }
   // Like the edge: a destination that takes only some recipients sees only those.
   const partial = new Set(d.envelope.rcptTo.map((r) => r.address)).size !== dest.recipients.length;
-  const event = partial ? eventForRecipients(full, new Set(dest.recipients)) : full;
-  const eventJson = partial ? Buffer.from(JSON.stringify(event)) : stored;
+  // Links into the edge's blob store give way to fresh links to ingest's copies.
+  const relinked = await relink(rt, item, full);
+  const event = partial ? eventForRecipients(relinked ?? full, new Set(dest.recipients)) : (relinked ?? full);
+  // The stored bytes go out as they are unless this destination's event differs.
+  const own = partial || relinked !== null;
+  const eventJson = own ? Buffer.from(JSON.stringify(event)) : stored;
   const msg: DeliveryMessage = {
     queueId: d.id,
     mailFrom: d.envelope.mailFrom,
@@ -116,13 +120,12 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
     claimCheck: async (): Promise<ClaimCheck> => {
       // The link serves exactly what this destination may see.
       let key = item.eventKey;
-      if (partial) {
+      if (own) {
         key = Store.destinationKey(item.eventKey, dest.id);
         await rt.store.putObject(key, eventJson, 'application/json');
       }
-      const url = await rt.store.presign(key, rt.settings.linkSeconds);
       const sha256 = createHash('sha256').update(eventJson).digest('hex');
-      return { url, expiresAt: new Date(Date.now() + rt.settings.linkSeconds * 1000).toISOString(), size: eventJson.length, sha256 };
+      return { ...(await rt.store.presign(key, rt.settings.linkSeconds)), size: eventJson.length, sha256 };
     },
   };
   // The edge's delivery id for this message and destination: a receiver that
@@ -160,6 +163,28 @@ async function routeOne(rt: Runtime, rec: SqsRecord): Promise<void> {
   }
   await rt.store.markDelivery(job.id, job.destination, { status: 'delivered', attempts: attempt });
   log('info', 'routed', { id: job.id, destination: job.destination, attempt, webhookId });
+}
+
+/**
+ * The event with each part ingest copied (see linkedParts) and a linked raw
+ * message pointing at the copy in the functions' bucket, by a link signed
+ * now; null when the event links nothing ingest copied.
+ */
+async function relink(rt: Runtime, item: IndexItem, event: EmailEvent): Promise<EmailEvent | null> {
+  const d = event.data;
+  const copied = new Set(item.parts);
+  const parts = linkedParts(d).filter((p) => copied.has(p.name));
+  const raw = typeof d.raw.url === 'string' && item.rawKey ? item.rawKey : null;
+  if (!parts.length && !raw) return null;
+  const link = (key: string) => rt.store.presign(key, rt.settings.linkSeconds);
+  const data = { ...d, attachments: [...d.attachments] };
+  for (const p of parts) {
+    const fresh = await link(Store.partKey(item.eventKey, p.name));
+    if (typeof p.at === 'number') data.attachments[p.at] = { ...d.attachments[p.at]!, ...fresh };
+    else data[p.at] = { ...d[p.at]!, ...fresh };
+  }
+  if (raw) data.raw = { ...d.raw, ...(await link(raw)) };
+  return { ...event, data };
 }
 
 async function backoff(rt: Runtime, rec: SqsRecord, attempt: number): Promise<void> {

@@ -5,8 +5,9 @@
  * - S3: `messages/<yyyy>/<mm>/<dd>/<id>/event.json` (the event as received:
  *   the signed bytes over HTTP, the parsed payload re-serialised for a direct
  *   invocation), `raw.eml` next to it when the event carried or linked the raw
- *   message, and `to/<destination>.json` for a destination that takes only
- *   some recipients and needs a claim-check link;
+ *   message, `parts/<name>` for each part the edge linked (see linkedParts),
+ *   and `to/<destination>.json` for a destination whose event differs from
+ *   the stored one (some recipients, fresh links) and needs a claim-check link;
  * - DynamoDB: one index item per delivery id (`id`), with the envelope,
  *   subject, sizes, S3 keys, `status` (`pending` → `enqueued`) and per
  *   destination outcome (`deliveries.<destination>`); `expiresAt` (stored +
@@ -17,9 +18,9 @@
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { GetQueueUrlCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Readable } from 'node:stream';
+import { presignGet } from '../blob/s3.js';
 import type { FunctionSettings } from './settings.js';
 
 /**
@@ -40,6 +41,45 @@ export interface RouteJob {
   receivedAt: string;
 }
 
+/** A link the edge put in an event instead of the content (claim check). */
+export interface PartLink {
+  url: string;
+  size: number;
+  sha256: string;
+}
+
+export interface LinkedPart {
+  /** Its name under `parts/`. */
+  name: string;
+  /** Where it is in the event: an index into `attachments`, or the body field. */
+  at: number | 'textBlob' | 'htmlBlob';
+  link: PartLink;
+  contentType: string;
+}
+
+/**
+ * The parts of an event the edge linked rather than carried: attachments over
+ * its `blobs.inlineLimit`, bodies over `blobs.bodyInlineLimit`. Their links
+ * point into the edge's blob store and die with its `blobs.ttl`, which a
+ * message waiting in the dead-letter queue can outlive; ingest copies each
+ * next to the event (`parts/<name>`) and route links the copies afresh at
+ * every send. The names are positions in the event, so both find the same.
+ */
+export function linkedParts(data: { attachments?: unknown; textBlob?: unknown; htmlBlob?: unknown }): LinkedPart[] {
+  const isLink = (v: unknown): v is PartLink => typeof v === 'object' && v !== null && typeof (v as PartLink).url === 'string';
+  const out: LinkedPart[] = [];
+  if (Array.isArray(data.attachments)) {
+    data.attachments.forEach((a: unknown, i) => {
+      if (!isLink(a)) return;
+      const type = (a as { contentType?: unknown }).contentType;
+      out.push({ name: `attachment-${i}`, at: i, link: a, contentType: typeof type === 'string' ? type : 'application/octet-stream' });
+    });
+  }
+  if (isLink(data.textBlob)) out.push({ name: 'text', at: 'textBlob', link: data.textBlob, contentType: 'text/plain; charset=utf-8' });
+  if (isLink(data.htmlBlob)) out.push({ name: 'html', at: 'htmlBlob', link: data.htmlBlob, contentType: 'text/html; charset=utf-8' });
+  return out;
+}
+
 export interface IndexItem {
   id: string;
   status: 'pending' | 'enqueued';
@@ -52,6 +92,8 @@ export interface IndexItem {
   eventKey: string;
   rawKey: string | null;
   destinations: string[];
+  /** The linked parts ingest copied under `parts/` (route links these copies, not the edge's). */
+  parts: string[];
   deliveries: Record<string, { status: string; at: string; attempts?: number; reason?: string }>;
 }
 
@@ -94,6 +136,11 @@ export class Store {
     return `${eventKey.slice(0, eventKey.lastIndexOf('/') + 1)}to/${encodeURIComponent(destination)}.json`;
   }
 
+  /** ingest's copy of a part the edge linked (see linkedParts), beside the event. */
+  static partKey(eventKey: string, part: string): string {
+    return `${eventKey.slice(0, eventKey.lastIndexOf('/') + 1)}parts/${part}`;
+  }
+
   async putObject(key: string, body: Buffer, contentType: string): Promise<void> {
     await this.s3.send(new PutObjectCommand({ Bucket: this.settings.bucket, Key: key, Body: body, ContentType: contentType }));
   }
@@ -108,8 +155,9 @@ export class Store {
     return Buffer.from(await r.Body!.transformToByteArray());
   }
 
-  presign(key: string, seconds: number): Promise<string> {
-    return getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.settings.bucket, Key: key }), { expiresIn: seconds });
+  /** A presigned GET link and its real expiry (never later than the function's role credentials allow). */
+  presign(key: string, seconds: number): Promise<{ url: string; expiresAt: string }> {
+    return presignGet(this.s3, this.settings.bucket, key, seconds, Date.now());
   }
 
   async getItem(id: string): Promise<IndexItem | null> {
@@ -137,6 +185,7 @@ export class Store {
             eventKey: { S: item.eventKey },
             rawKey: item.rawKey === null ? { NULL: true } : { S: item.rawKey },
             destinations: { L: item.destinations.map((d) => ({ S: d })) },
+            parts: { L: item.parts.map((p) => ({ S: p })) },
             deliveries: { M: {} },
             expiresAt: { N: String(expiresAt) },
           },
@@ -228,6 +277,7 @@ function fromItem(i: Record<string, AttributeValue>): IndexItem {
     eventKey: s(i.eventKey) ?? '',
     rawKey: s(i.rawKey),
     destinations: (i.destinations?.L ?? []).map((a) => s(a) ?? ''),
+    parts: (i.parts?.L ?? []).map((a) => s(a) ?? ''),
     deliveries,
   };
 }
