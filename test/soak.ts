@@ -11,6 +11,8 @@
  *   SOAK_WRITE=0 …                       print only (CI's short run)
  */
 import os from 'node:os';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import path from 'node:path';
 import fc from 'fast-check';
 import { fixturePath, projectRoot } from './helpers/fixtures.js';
@@ -46,12 +48,17 @@ for (let b = 0; mimeDone < N_MIME; b++) {
 const mimeSeconds = (performance.now() - tMime) / 1000;
 
 // ── SMTP ────────────────────────────────────────────────────────────────────
+// What the harness keeps is kept small (a digest per event, no bodies, each
+// session dropped once run), so the heap figures below are the gateway's.
 const events = new Map<string, { sha256: string; size: number }>();
-const hook = await startReceiver((r) => {
-  const e = JSON.parse(r.body.toString('utf8')) as { data: { id: string; raw: { sha256: string; size: number } } };
-  events.set(e.data.id, e.data.raw);
-  return { status: 204 };
-});
+const hook = await startReceiver(
+  (r) => {
+    const e = JSON.parse(r.body.toString('utf8')) as { data: { id: string; raw: { sha256: string; size: number } } };
+    events.set(e.data.id, { sha256: e.data.raw.sha256, size: e.data.raw.size });
+    return { status: 204 };
+  },
+  { keep: false },
+);
 const tg = await startGateway({
   smtp: { maxMessageSize: '1MiB', socketTimeout: '5s', maxConnectionsPerIp: 64 },
   logging: { level: 'warn' },
@@ -62,16 +69,27 @@ let smtpDone = 0;
 let accepted = 0;
 let skippedRepeats = 0;
 const ended: Record<string, number> = {};
+// Heap that survives a full collection: what the process really holds.
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+const heldHeap = () => {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.external;
+};
+const held = { start: heldHeap(), quarter: [] as number[], end: 0 };
 const rss = { start: process.memoryUsage().rss, max: 0, end: 0 };
 const sampler = setInterval(() => (rss.max = Math.max(rss.max, process.memoryUsage().rss)), 200);
 const tSmtp = performance.now();
-const allSessions: Session[] = [];
+const allSessions: (Session | undefined)[] = [];
 for (let b = 0; allSessions.length < N_SMTP; b++) allSessions.push(...fc.sample(sessionArb, { numRuns: Math.min(BATCH, N_SMTP - allSessions.length), seed: SEED + 7919 + b }));
 let next = 0;
 const worker = async () => {
   while (next < allSessions.length) {
     const i = next++;
     const r = await runSession(tg.port, allSessions[i]!);
+    allSessions[i] = undefined;
     ended[r.ended] = (ended[r.ended] ?? 0) + 1;
     if (r.malformed.length) problems.push(`smtp session ${i} (seed ${SEED}): malformed replies ${JSON.stringify(r.malformed.slice(0, 2))}`);
     if (r.ended === 'timeout') problems.push(`smtp session ${i} (seed ${SEED}): did not end in ${r.ms} ms`);
@@ -84,13 +102,15 @@ const worker = async () => {
         skippedRepeats++;
       } else problems.push(`smtp ${a.queueId}: answered 250, never delivered`);
     }
-    if (++smtpDone % 1000 === 0) log(`smtp ${smtpDone}/${N_SMTP} (${Math.round(smtpDone / ((performance.now() - tSmtp) / 1000))}/s), accepted ${accepted}, problems ${problems.length}`);
+    if (++smtpDone % Math.max(1, Math.floor(N_SMTP / 4)) === 0 && held.quarter.length < 3) held.quarter.push(heldHeap());
+    if (smtpDone % 1000 === 0) log(`smtp ${smtpDone}/${N_SMTP} (${Math.round(smtpDone / ((performance.now() - tSmtp) / 1000))}/s), accepted ${accepted}, problems ${problems.length}`);
   }
 };
 await Promise.all(Array.from({ length: 16 }, worker));
 const smtpSeconds = (performance.now() - tSmtp) / 1000;
 clearInterval(sampler);
 rss.end = process.memoryUsage().rss;
+held.end = heldHeap();
 const internal = tg.logs.filter((l) => l.code === 'PG_INTERNAL' || (typeof l.level === 'number' && l.level >= 50));
 for (const l of internal.slice(0, 5)) problems.push(`internal error logged: ${JSON.stringify(l).slice(0, 300)}`);
 await tg.close();
@@ -111,7 +131,8 @@ const lines = [
   `SMTP sessions ended: ${Object.entries(ended).map(([k, v]) => `${k} ${v}`).join(', ')} (timeout = no answer within the session's budget: a failure).`,
   `Messages answered 250: ${accepted.toLocaleString('en-US')}; delivered byte-exact: ${(accepted - skippedRepeats - problems.filter((p) => p.includes('never delivered') || p.includes('bytes differ')).length).toLocaleString('en-US')};`,
   `repeats of bytes already delivered (same sender, recipients and bytes: skipped by the skip-store, same webhook-id): ${skippedRepeats.toLocaleString('en-US')};`,
-  `lost: ${problems.filter((p) => p.includes('never delivered')).length}. Process RSS during the SMTP part: ${mib(rss.start)} MiB at start, ${mib(rss.max)} MiB at most, ${mib(rss.end)} MiB at the end.`,
+  `lost: ${problems.filter((p) => p.includes('never delivered')).length}. Process RSS during the SMTP part: ${mib(rss.start)} MiB at start, ${mib(rss.max)} MiB at most, ${mib(rss.end)} MiB at the end;`,
+  `heap and buffers held after a full collection: ${[held.start, ...held.quarter, held.end].map(mib).join(' → ')} MiB (start, each quarter, end; the harness keeps a digest per event, ${tg.logs.length.toLocaleString('en-US')} captured log lines and the skip-store's ids).`,
   '',
   problems.length ? `Problems (${problems.length}, first 10):\n\n${problems.slice(0, 10).map((p) => `- ${p}`).join('\n')}` : 'No problem found.',
 ];

@@ -24,6 +24,12 @@ export interface QueueWorkerDeps extends QueueDeliveryDeps {
    * item is removed), or dead with the last error (DSN hook). Awaited.
    */
   onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError, content?: { message: MessageBytes; eventJson: Buffer }): Promise<void>;
+  /**
+   * false: no timer of its own; attempts start only when runDue() is called.
+   * For a caller that drives a fake clock, where a real timer firing during a
+   * run would start the attempt the caller meant to start. Default true.
+   */
+  timer?: boolean;
 }
 
 export class QueueWorker {
@@ -131,7 +137,7 @@ export class QueueWorker {
   }
 
   private schedule(inMs?: number): void {
-    if (this.stopped) return;
+    if (this.stopped || this.deps.timer === false) return;
     let wait = inMs;
     if (wait === undefined) {
       let next = Number.POSITIVE_INFINITY;

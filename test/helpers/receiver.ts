@@ -33,9 +33,11 @@ export interface Receiver {
 
 export async function startReceiver(
   handler: (req: Received, n: number) => Answer | Promise<Answer>,
-  opts: { path?: string; tls?: https.ServerOptions } = {},
+  /** keep: false leaves `got` empty (a long run that must not hold every body). */
+  opts: { path?: string; tls?: https.ServerOptions; keep?: boolean } = {},
 ): Promise<Receiver> {
   const state = { got: [] as Received[], inflight: 0, maxInflight: 0 };
+  let dropped = 0;
   const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
     state.inflight++;
     state.maxInflight = Math.max(state.maxInflight, state.inflight);
@@ -44,8 +46,10 @@ export async function startReceiver(
     req.on('end', async () => {
       const cert = (req.socket as TLSSocket).getPeerCertificate?.();
       const r: Received = { headers: req.headers, body: Buffer.concat(chunks), at: Date.now(), ...(cert && cert.subject ? { clientCert: cert.subject.CN as string } : {}) };
-      state.got.push(r);
-      const a = await handler(r, state.got.length);
+      let n = state.got.length + 1;
+      if (opts.keep === false) n = ++dropped;
+      else state.got.push(r);
+      const a = await handler(r, n);
       const done = () => state.inflight--;
       if ('fault' in a) {
         done();
