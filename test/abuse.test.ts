@@ -113,8 +113,11 @@ describe('abuse', () => {
         socks.push(s);
       }
       // each dribbles a byte of a command every 200 ms, never finishing a
-      // line; a tenth of them every 20 ms, as independent clients would be
-      // spread in time rather than all writing in the same millisecond
+      // line: a tenth of them every 20 ms, as independent clients are spread
+      // in time. (All 1,000 in the same millisecond make a ~10 ms burst every
+      // 200 ms; a p99 then measures how long that burst takes, which doubles
+      // when another process has the second core: 30.7 ms against a 30.8 ms
+      // bound in one of four such runs.)
       let next = 0;
       setInterval(() => {
         for (let k = 0; k < 100; k++, next = (next + 1) % socks.length) if (!socks[next].destroyed) socks[next].write('E');

@@ -334,6 +334,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.deepEqual(item.parts, ['attachment-0', 'text']);
     assert.equal(sha(await object(`${dir}parts/attachment-0`)), sha(attachment));
     assert.equal(sha(await object(`${dir}parts/text`)), stored.data.textBlob.sha256);
+    const typeOf = async (key: string) => (await s3.client.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }))).ContentType;
+    assert.equal(await typeOf(`${dir}parts/attachment-0`), 'application/octet-stream');
+    assert.equal(await typeOf(`${dir}parts/text`), 'text/plain; charset=utf-8');
+    assert.equal(await typeOf(item.rawKey), 'message/rfc822');
 
     const before = good.got.length;
     await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);

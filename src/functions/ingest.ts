@@ -251,7 +251,7 @@ async function copyLinked(store: Store, key: string, link: PartLink, contentType
   // download would leave the upload waiting until the function times out.
   source.once('error', (err) => check.destroy(err));
   try {
-    await store.putStream(key, source.pipe(check), 'message/rfc822');
+    await store.putStream(key, source.pipe(check), contentType);
   } finally {
     // Nor does it end the source when the upload fails: the download would
     // hold its connection until the time limit.

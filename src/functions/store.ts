@@ -127,18 +127,23 @@ export class Store {
   }
 
   /**
-   * The copy of the event made for one destination (one that takes only some
-   * recipients and needs a claim-check link): under `to/`, so no destination
-   * id, however it is spelled (`event`, `raw`), names the event or the raw
-   * message next to it.
+   * The copy of the event made for one destination whose event differs from
+   * the stored one (some recipients, fresh links) when it needs a claim-check
+   * link: under `to/`, so no destination id, however it is spelled (`event`,
+   * `raw`), names the event or the raw message next to it.
    */
   static destinationKey(eventKey: string, destination: string): string {
-    return `${eventKey.slice(0, eventKey.lastIndexOf('/') + 1)}to/${encodeURIComponent(destination)}.json`;
+    return `${Store.folderOf(eventKey)}to/${encodeURIComponent(destination)}.json`;
   }
 
   /** ingest's copy of a part the edge linked (see linkedParts), beside the event. */
   static partKey(eventKey: string, part: string): string {
-    return `${eventKey.slice(0, eventKey.lastIndexOf('/') + 1)}parts/${part}`;
+    return `${Store.folderOf(eventKey)}parts/${part}`;
+  }
+
+  /** The message's folder: the event key up to its last `/`. */
+  private static folderOf(eventKey: string): string {
+    return eventKey.slice(0, eventKey.lastIndexOf('/') + 1);
   }
 
   async putObject(key: string, body: Buffer, contentType: string): Promise<void> {
