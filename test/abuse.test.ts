@@ -8,10 +8,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 import { spawn, type ChildProcess } from 'node:child_process';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { heldMemory } from './helpers/memory.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { fixturePath } from './helpers/fixtures.js';
 import { hashPassword } from '../src/auth/password.js';
@@ -168,18 +167,7 @@ describe('abuse', () => {
 
   test('an oversize body (100 MiB against a 1 MiB limit) is drained and answered 552; nothing of it is kept (heap and buffers after a GC), the RSS peak stays below its size; the session goes on', async (t) => {
     // A collection on demand: what survives it is what the gateway kept.
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as () => void;
-    const held = async () => {
-      // Buffers' backing stores are freed after the collection that finds
-      // them dead: collect a few times with turns of the event loop between.
-      for (let i = 0; i < 4; i++) {
-        gc();
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      const m = process.memoryUsage();
-      return m.heapUsed + m.external;
-    };
+    const held = heldMemory;
     const tg = await startGateway({
       smtp: { maxMessageSize: '1MiB' },
       routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],

@@ -11,13 +11,12 @@
  *   SOAK_WRITE=0 …                       print only (CI's short run)
  */
 import os from 'node:os';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import path from 'node:path';
 import fc from 'fast-check';
 import { fixturePath, projectRoot } from './helpers/fixtures.js';
 import { startGateway } from './helpers/gateway.js';
 import { startReceiver } from './helpers/receiver.js';
+import { heldMemory } from './helpers/memory.js';
 import { checkParse, loadCorpus, mutatedMessageArb } from './fuzz/mime.js';
 import { runSession, sessionArb, type Session } from './fuzz/smtp.js';
 import { writeReliabilitySection } from './fuzz/report.js';
@@ -69,16 +68,8 @@ let smtpDone = 0;
 let accepted = 0;
 let skippedRepeats = 0;
 const ended: Record<string, number> = {};
-// Heap that survives a full collection: what the process really holds.
-v8.setFlagsFromString('--expose-gc');
-const gc = vm.runInNewContext('gc') as () => void;
-const heldHeap = () => {
-  gc();
-  gc();
-  const m = process.memoryUsage();
-  return m.heapUsed + m.external;
-};
-const held = { start: heldHeap(), quarter: [] as number[], end: 0 };
+// Heap and buffers that survive full collections: what the process really holds.
+const held = { start: await heldMemory(), quarter: [] as number[], end: 0 };
 const rss = { start: process.memoryUsage().rss, max: 0, end: 0 };
 const sampler = setInterval(() => (rss.max = Math.max(rss.max, process.memoryUsage().rss)), 200);
 const tSmtp = performance.now();
@@ -102,7 +93,7 @@ const worker = async () => {
         skippedRepeats++;
       } else problems.push(`smtp ${a.queueId}: answered 250, never delivered`);
     }
-    if (++smtpDone % Math.max(1, Math.floor(N_SMTP / 4)) === 0 && held.quarter.length < 3) held.quarter.push(heldHeap());
+    if (++smtpDone % Math.max(1, Math.floor(N_SMTP / 4)) === 0 && held.quarter.length < 3) held.quarter.push(await heldMemory());
     if (smtpDone % 1000 === 0) log(`smtp ${smtpDone}/${N_SMTP} (${Math.round(smtpDone / ((performance.now() - tSmtp) / 1000))}/s), accepted ${accepted}, problems ${problems.length}`);
   }
 };
@@ -110,7 +101,7 @@ await Promise.all(Array.from({ length: 16 }, worker));
 const smtpSeconds = (performance.now() - tSmtp) / 1000;
 clearInterval(sampler);
 rss.end = process.memoryUsage().rss;
-held.end = heldHeap();
+held.end = await heldMemory();
 const internal = tg.logs.filter((l) => l.code === 'PG_INTERNAL' || (typeof l.level === 'number' && l.level >= 50));
 for (const l of internal.slice(0, 5)) problems.push(`internal error logged: ${JSON.stringify(l).slice(0, 300)}`);
 await tg.close();

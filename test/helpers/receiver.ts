@@ -37,7 +37,7 @@ export async function startReceiver(
   opts: { path?: string; tls?: https.ServerOptions; keep?: boolean } = {},
 ): Promise<Receiver> {
   const state = { got: [] as Received[], inflight: 0, maxInflight: 0 };
-  let dropped = 0;
+  let count = 0;
   const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
     state.inflight++;
     state.maxInflight = Math.max(state.maxInflight, state.inflight);
@@ -46,10 +46,8 @@ export async function startReceiver(
     req.on('end', async () => {
       const cert = (req.socket as TLSSocket).getPeerCertificate?.();
       const r: Received = { headers: req.headers, body: Buffer.concat(chunks), at: Date.now(), ...(cert && cert.subject ? { clientCert: cert.subject.CN as string } : {}) };
-      let n = state.got.length + 1;
-      if (opts.keep === false) n = ++dropped;
-      else state.got.push(r);
-      const a = await handler(r, n);
+      if (opts.keep !== false) state.got.push(r);
+      const a = await handler(r, ++count);
       const done = () => state.inflight--;
       if ('fault' in a) {
         done();
