@@ -15,7 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import PostalMime from 'postal-mime';
-import { parseMessage, parseMailDate, stripReply, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
+import { parseMessage, parseMailDate, stripReply, stripReplyLines, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
 import { parseAddressList, decodeWords } from '../src/message/address.js';
 import { buildEmailEvent, buildInboundEmail, emailEventSchema, type Address, type AddressListItem, type Group } from '../src/message/schema.js';
 
@@ -660,6 +660,31 @@ describe('strippedText', () => {
     assert.equal(stripReply('Merci\n\nle lundi, Bob a écrit :\n> salut'), 'Merci');
     assert.equal(stripReply('a\rb\r\nc\r\n> quoted'), 'a\nb\nc');
     assert.equal(stripReply('Thanks\u00a0\u3000\n\t\n'), 'Thanks');
+  });
+
+  test('the pre-scan never skips a line the rules would cut at or drop (random texts against the line-by-line rules)', () => {
+    // Lines that trigger each rule, near misses, and plain text, in random order.
+    const pieces = [
+      'plain words here', '', '  ', 'On Mon, 3 Jun 2024 Bob wrote:', 'on monday bob', 'On Mon, 3 Jun 2024 Jane Doe <', 'jane@example.com> wrote:',
+      'Le lun. Bob a écrit :', 'Am Montag schrieb Bob:', 'El lunes Bob escribió:', 'Op maandag schreef Bob:', 'Il lunedì Bob ha scritto:',
+      '-----Original Message-----', ' -- Mensaje original --', '________________________________', ' _____', 'From: Jane', '*From:* Jane', 'De: Jane',
+      'Sent: Monday', 'Date: today', 'Gesendet: heute', '-- ', '--', '--x', '> quoted', '   > indented quote', '>', 'x > y', 'Once upon', 'Oneliner', '\tOn tab',
+      'Van: Jan', 'Da: Gianni', 'Von: Hans', 'mid On line', '\u00a0\u3000',
+    ];
+    let seed = 20261205;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    let cut = 0;
+    for (let i = 0; i < 3000; i++) {
+      const lines = Array.from({ length: 1 + rand(8) }, () => pieces[rand(pieces.length)]!);
+      const text = lines.join(rand(4) === 0 ? '\r\n' : '\n');
+      const expected = stripReplyLines(text.replace(/\r\n?/g, '\n'));
+      assert.equal(stripReply(text), expected, JSON.stringify(text));
+      if (expected !== text.replace(/\r\n?/g, '\n').trimEnd()) cut++;
+    }
+    assert.ok(cut > 1000, `the texts exercise the rules (${cut} of 3000 changed)`);
   });
 });
 

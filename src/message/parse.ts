@@ -712,6 +712,13 @@ const OUTLOOK_FROM = /^\s*\*?(?:From|De|Von|Van|Da):\*?\s/i;
 const OUTLOOK_SENT = /^\s*\*?(?:Sent|Date|Envoyé|Gesendet|Verzonden|Enviado|Inviato):\*?\s/i;
 
 /**
+ * A line that could start any of the cuts in stripReply, or a quoted line
+ * (a superset: `\s*` may run across line ends, and `^` also matches after a
+ * lone CR or U+2028; the per-line rules decide).
+ */
+const MAY_STRIP = /^(?:(?:On|Le|Am|El|Op|Il)\b|\s*(?:>|--|_{10}|\*?(?:From|De|Von|Van|Da):))/im;
+
+/**
  * The new text of a reply: cut at the first quoted-history marker (a
  * Gmail-style "On … wrote:" line, possibly wrapped onto two lines; Outlook's
  * "-----Original Message-----", its "____" rule or its "From: … Sent: …"
@@ -719,7 +726,15 @@ const OUTLOOK_SENT = /^\s*\*?(?:Sent|Date|Envoyé|Gesendet|Verzonden|Enviado|Inv
  * quote marks), and cut the signature at the "-- " separator (RFC 3676 §4.3).
  */
 export function stripReply(text: string): string {
-  const lines = (text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text).split('\n');
+  const normal = text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
+  // Most text has no line any rule below looks at: one scan says so, and the
+  // answer is then the text itself (no split, no per-line tests).
+  return MAY_STRIP.test(normal) ? stripReplyLines(normal) : normal.trimEnd();
+}
+
+/** stripReply's rules line by line, on text with LF line ends (exported for the test that checks the pre-scan). */
+export function stripReplyLines(normal: string): string {
+  const lines = normal.split('\n');
   let end = lines.length;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
@@ -820,7 +835,15 @@ function toReadable(input: Readable | Buffer): Readable {
 const SINGLE = ['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'subject', 'date', 'message-id', 'in-reply-to', 'references'];
 
 function headerFields(headers: HeaderField[], rawHeader: Buffer, report: ProblemSink): Omit<ParsedContent, 'text' | 'html' | 'strippedText' | 'attachments' | 'parseErrors' | 'headers'> {
-  const values = (name: string) => headers.filter((h) => h.name.toLowerCase() === name).map((h) => h.value);
+  // One pass over the fields: every lookup below is by lower-case name.
+  const byName = new Map<string, string[]>();
+  for (const h of headers) {
+    const key = h.name.toLowerCase();
+    const list = byName.get(key);
+    if (list) list.push(h.value);
+    else byName.set(key, [h.value]);
+  }
+  const values = (name: string): readonly string[] => byName.get(name) ?? [];
   for (const name of SINGLE) {
     const n = values(name).length;
     if (n > 1) report('duplicate_header', `${n} ${name} headers (RFC 5322 §3.6 allows one); ${['to', 'cc', 'bcc', 'references'].includes(name) ? 'their values were joined' : 'the first is used'}`);

@@ -33,3 +33,43 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     destination,
   );
 }
+
+type Level = 'debug' | 'info' | 'warn' | 'error';
+
+/**
+ * A child logger made on first use. A session and each transaction carry
+ * their own bindings, yet at the usual levels most of them never write a
+ * line, and pino's child() serialises its bindings when it is made (about
+ * 1 % of the gateway's CPU per message in the benchmark's profile).
+ * The lines written are the same as a child's.
+ */
+export class LazyLog {
+  private made: Logger | null = null;
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Record<string, unknown>,
+  ) {}
+
+  private write(level: Level, obj: object, msg: string): void {
+    if (!this.parent.isLevelEnabled(level)) return;
+    this.made ??= this.parent.child(this.bindings);
+    this.made[level](obj, msg);
+  }
+
+  debug(obj: object, msg: string): void {
+    this.write('debug', obj, msg);
+  }
+
+  info(obj: object, msg: string): void {
+    this.write('info', obj, msg);
+  }
+
+  warn(obj: object, msg: string): void {
+    this.write('warn', obj, msg);
+  }
+
+  error(obj: object, msg: string): void {
+    this.write('error', obj, msg);
+  }
+}

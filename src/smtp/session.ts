@@ -43,7 +43,7 @@ import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
 import type { DsnNotifier } from '../dsn/notifier.js';
 import { type CircuitBreakers, type Delivery, type DeliveryMessage, type SkipStore, type Target } from '../delivery/index.js';
 import { verifyPassword } from '../auth/password.js';
-import type { Logger } from '../ops/logger.js';
+import { LazyLog, type Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
@@ -100,7 +100,7 @@ interface Txn {
   route: ResolvedRoute<RouteTarget> | null;
   /** Accepted recipients by the address as given in RCPT TO. */
   rcpts: Map<string, AcceptedRcpt>;
-  log: Logger;
+  log: LazyLog;
 }
 
 /** smtp-server reads `responseCode` and `message` from a callback error. */
@@ -119,7 +119,7 @@ export function createSmtpServer(
 ): SMTPServer {
   const { cfg, logger, metrics } = ctx;
   const txns = new WeakMap<object, Txn>();
-  const sessionLogs = new WeakMap<object, { log: Logger; started: number; accepted: number; rejected: number; lastError?: string }>();
+  const sessionLogs = new WeakMap<object, { log: LazyLog; started: number; accepted: number; rejected: number; lastError?: string }>();
   const tlsProtocols = new WeakMap<object, string>();
   /** Forward-confirmed client host names (smtp.reverseDns), per session. */
   const hostnames = new WeakMap<object, Promise<string | null>>();
@@ -135,7 +135,7 @@ export function createSmtpServer(
   const sessionLog = (session: SMTPServerSession) => {
     let s = sessionLogs.get(session);
     if (!s) {
-      s = { log: logger.child({ sid: session.id, listener: listener.name }), started: ctx.now(), accepted: 0, rejected: 0 };
+      s = { log: new LazyLog(logger, { sid: session.id, listener: listener.name }), started: ctx.now(), accepted: 0, rejected: 0 };
       sessionLogs.set(session, s);
     }
     return s;
@@ -232,7 +232,7 @@ export function createSmtpServer(
             return cb(replyError(smtpError('PG_SHED_DISK', 452, '4.3.1', 'Insufficient system storage, try again later')));
           }
           const queueId = newQueueId(ctx.now());
-          txns.set(session.envelope, { queueId, route: null, rcpts: new Map(), log: s.log.child({ txn: queueId }) });
+          txns.set(session.envelope, { queueId, route: null, rcpts: new Map(), log: new LazyLog(logger, { sid: session.id, listener: listener.name, txn: queueId }) });
           cb();
         },
         (err: unknown) => cb(replyError(toGatewayError(err, 'transaction'))),
