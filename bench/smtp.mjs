@@ -78,8 +78,8 @@ function freePort() {
 }
 
 /** A child that prints `ready <port>` and answers `count` on stdin. */
-async function startHelper(script, nodeArgs = []) {
-  const proc = spawn(process.execPath, [...nodeArgs, join(HERE, 'lib', script)], { stdio: ['pipe', 'pipe', 'inherit'] });
+async function startHelper(script, nodeArgs = [], scriptArgs = []) {
+  const proc = spawn(process.execPath, [...nodeArgs, join(HERE, 'lib', script), ...scriptArgs], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = [];
   let waiter = null;
   let buf = '';
@@ -190,6 +190,23 @@ async function startPostgate(tmp, { profileFile } = {}) {
       await stop(proc);
       await receiver.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The baseline's naive gateway (lib/naive.mjs) posting to its own receiver; the receiver counts. */
+async function startNaive() {
+  const receiver = await startHelper('receiver.mjs');
+  const naive = await startHelper('naive.mjs', [], [String(receiver.port)]);
+  return {
+    kind: 'naive',
+    port: naive.port,
+    pid: naive.pid,
+    receiver,
+    count: () => receiver.count(),
+    async stop() {
+      await naive.stop();
+      await receiver.stop();
     },
   };
 }
@@ -411,10 +428,12 @@ for (let round = 0; round < ROUNDS; round++) {
     // outside the target cases one round is enough
     if (round > 0 && !targetKeys.has(key(c))) continue;
     const msg = files[c.msg];
-    const r = results.get(key(c)) ?? { ...c, sink: [], postgate: [] };
+    const r = results.get(key(c)) ?? { ...c, sink: [], postgate: [], naive: [] };
     results.set(key(c), r);
-    for (const kind of round % 2 ? ['postgate', 'sink'] : ['sink', 'postgate']) {
-      const server = kind === 'sink' ? await startSink() : await startPostgate(tmp);
+    // the naive gateway runs in the target cases only; the order rotates each round
+    const kinds = targetKeys.has(key(c)) ? ['sink', 'postgate', 'naive'] : ['sink', 'postgate'];
+    for (const kind of [...kinds.slice(round % kinds.length), ...kinds.slice(0, round % kinds.length)]) {
+      const server = kind === 'sink' ? await startSink() : kind === 'naive' ? await startNaive() : await startPostgate(tmp);
       try {
         const m = await measure(server, msg.file, c.sessions, c.reuse);
         r[kind].push(m);
@@ -447,7 +466,10 @@ const summary = [...results.values()].map((r) => {
     rcvCpu: med('postgate', (m) => m.receiverCpuUsPerMsg),
     sinkRss: Math.max(...r.sink.map((m) => m.peakRss)),
     pgRss: Math.max(...r.postgate.map((m) => m.peakRss)),
-    complete: [...r.sink, ...r.postgate].every((m) => m.ok),
+    complete: [...r.sink, ...r.postgate, ...r.naive].every((m) => m.ok),
+    naiveRate: r.naive.length ? med('naive', (m) => m.rate) : NaN,
+    naiveCpu: r.naive.length ? med('naive', (m) => m.cpuUsPerMsg) : NaN,
+    naiveRatio: median(r.sink.map((x, i) => (r.naive[i] ? r.naive[i].rate / x.rate : NaN)).filter(Number.isFinite)),
   };
 });
 const S = (k) => summary.find((s) => key(s) === k);
@@ -589,6 +611,20 @@ for (const s of summary) {
 }
 L.push('');
 L.push(`★ target case (${ROUNDS} rounds). Messages: composed by bench/messages.mjs (the parse benchmark\'s), sent with \`-F\`.`);
+L.push('');
+L.push('### Against the naive gateway');
+L.push('');
+L.push('The performance baseline\'s naive gateway (bench/lib/naive.mjs: smtp-server, `simpleParser` with its defaults,');
+L.push('the parsed message as JSON posted with undici, `250` after the 2xx; no signature, trace headers, limits or');
+L.push('spool) in the same rounds as the target cases: how far postgate\'s own work is from a few dozen lines of glue.');
+L.push('');
+L.push('| Message | Sessions | Connections | sink msg/s | naive msg/s | naive / sink | postgate msg/s | postgate / sink | naive µs/msg | postgate µs/msg | postgate CPU / naive CPU |');
+L.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+for (const s of summary.filter((x) => x.target)) {
+  L.push(
+    `| ${s.msg} | ${s.sessions} | ${s.reuse ? 'reuse' : 'new'} | ${f0(s.sinkRate)} | ${f0(s.naiveRate)} | ${f2(s.naiveRatio)}× | ${f0(s.pgRate)} | ${f2(s.ratio)}× | ${f0(s.naiveCpu)} | ${f0(s.pgCpu)} | ${f2(s.pgCpu / s.naiveCpu)} |`,
+  );
+}
 L.push('');
 L.push('### Latency');
 L.push('');

@@ -35,10 +35,19 @@ export function summarizeProfile(dir, root) {
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
     const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    // Samples under the preload's own handlers (the inspector starting and
+    // stopping the profiler) are the measurement, not postgate.
+    const tooling = new Set();
+    const mark = (n, inside) => {
+      const here = inside || n.callFrame.url.endsWith('profile-preload.cjs');
+      if (here) tooling.add(n.id);
+      for (const c of n.children ?? []) mark(byId.get(c), here);
+    };
+    mark(p.nodes[0], false);
     for (let i = 0; i < p.samples.length; i++) {
       const node = byId.get(p.samples[i]);
       const dt = p.timeDeltas[i] ?? 0;
-      if (!node || node.callFrame.functionName === '(idle)') continue;
+      if (!node || node.callFrame.functionName === '(idle)' || tooling.has(node.id)) continue;
       const g = groupOf(node.callFrame, root);
       const fn = `${node.callFrame.functionName || '(anonymous)'}${node.callFrame.url ? ` ${node.callFrame.url.split('/').pop()}:${node.callFrame.lineNumber + 1}` : ''}`;
       const m = selfUs.get(g) ?? new Map();

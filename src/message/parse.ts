@@ -638,7 +638,7 @@ function stripComments(s: string): string {
  * does not parse is null, never "now".
  */
 export function parseMailDate(value: string): string | null {
-  const s = stripComments(value).replace(/\s+/g, ' ').trim();
+  const s = (value.includes('(') ? stripComments(value) : value).replace(/\s+/g, ' ').trim();
   const iso = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i.exec(s);
   if (iso) {
     const t = Date.parse(s.replace(' ', 'T').replace(/([+-]\d{2})(\d{2})$/, '$1:$2'));

@@ -1,0 +1,39 @@
+/**
+ * The naive gateway of the performance baseline, for comparison in the same
+ * run: smtp-server, mailparser's simpleParser with its defaults, the parsed
+ * message as JSON posted with undici over a keep-alive pool, `250` after the
+ * receiver's 2xx (451 otherwise). No signature, no trace headers, no
+ * limits, no spool: what a few dozen lines of glue do. Started by
+ * bench/smtp.mjs with the receiver's port as its argument; prints
+ * `ready <port>` and answers `count` on stdin with the messages accepted.
+ */
+import { simpleParser } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
+import { Pool } from 'undici';
+
+const pool = new Pool(`http://127.0.0.1:${process.argv[2]}`, { connections: 64 });
+let count = 0;
+const server = new SMTPServer({
+  authOptional: true,
+  disabledCommands: ['AUTH', 'STARTTLS'],
+  logger: false,
+  size: 100 * 1024 * 1024,
+  onData(stream, session, cb) {
+    simpleParser(stream)
+      .then(async (mail) => {
+        const body = JSON.stringify({ envelope: session.envelope, mail });
+        const res = await pool.request({ method: 'POST', path: '/inbound', headers: { 'content-type': 'application/json' }, body });
+        await res.body.dump();
+        if (res.statusCode >= 300) throw new Error(`receiver answered ${res.statusCode}`);
+        count++;
+        cb(null);
+      })
+      .catch((err) => cb(Object.assign(err, { responseCode: 451 })));
+  },
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write(`ready ${server.server.address().port}\n`));
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (line) => {
+  if (line.trim() === 'count') process.stdout.write(`count ${count}\n`);
+});
+process.on('SIGTERM', () => process.exit(0));
