@@ -10,14 +10,12 @@
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
 import { Pool } from 'undici';
+import { SMTP_OPTIONS, serveHelper } from './helper.mjs';
 
 const pool = new Pool(`http://127.0.0.1:${process.argv[2]}`, { connections: 64 });
 let count = 0;
 const server = new SMTPServer({
-  authOptional: true,
-  disabledCommands: ['AUTH', 'STARTTLS'],
-  logger: false,
-  size: 100 * 1024 * 1024,
+  ...SMTP_OPTIONS,
   onData(stream, session, cb) {
     simpleParser(stream)
       .then(async (mail) => {
@@ -31,9 +29,5 @@ const server = new SMTPServer({
       .catch((err) => cb(Object.assign(err, { responseCode: 451 })));
   },
 });
-server.listen(0, '127.0.0.1', () => process.stdout.write(`ready ${server.server.address().port}\n`));
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (line) => {
-  if (line.trim() === 'count') process.stdout.write(`count ${count}\n`);
-});
-process.on('SIGTERM', () => process.exit(0));
+// bench/smtp.mjs reads the receiver's count; this one answers the same protocol
+serveHelper(server.server, () => count);

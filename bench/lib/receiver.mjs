@@ -4,6 +4,7 @@
  * postgate's. Prints `ready <port>`; answers `count` on stdin.
  */
 import http from 'node:http';
+import { serveHelper } from './helper.mjs';
 
 let count = 0;
 const server = http.createServer((req, res) => {
@@ -14,9 +15,4 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
-server.listen(0, '127.0.0.1', () => process.stdout.write(`ready ${server.address().port}\n`));
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (line) => {
-  if (line.trim() === 'count') process.stdout.write(`count ${count}\n`);
-});
-process.on('SIGTERM', () => process.exit(0));
+serveHelper(server, () => count);

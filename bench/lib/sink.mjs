@@ -4,13 +4,11 @@
  * prints `ready <port>` and answers `count` on stdin with the messages taken.
  */
 import { SMTPServer } from 'smtp-server';
+import { SMTP_OPTIONS, serveHelper } from './helper.mjs';
 
 let count = 0;
 const server = new SMTPServer({
-  authOptional: true,
-  disabledCommands: ['AUTH', 'STARTTLS'],
-  logger: false,
-  size: 100 * 1024 * 1024,
+  ...SMTP_OPTIONS,
   onData(stream, _session, cb) {
     stream.on('data', () => undefined);
     stream.on('end', () => {
@@ -19,9 +17,4 @@ const server = new SMTPServer({
     });
   },
 });
-server.listen(0, '127.0.0.1', () => process.stdout.write(`ready ${server.server.address().port}\n`));
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (line) => {
-  if (line.trim() === 'count') process.stdout.write(`count ${count}\n`);
-});
-process.on('SIGTERM', () => process.exit(0));
+serveHelper(server.server, () => count);
