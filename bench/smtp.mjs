@@ -513,19 +513,26 @@ for (const kind of ['sink', 'postgate']) {
   }
 }
 
-// CPU profiles of postgate in its steady state: 4 KB and realistic MIME, 20 sessions, reuse
+// CPU profiles of postgate in its steady state, 20 sessions: the three
+// throughput target cases with reuse, and 4 KB with one connection per message
 const profiles = {};
-for (const id of ['plain-4k', 'realistic-5k']) {
+for (const [label, id, reuse] of [
+  ['plain-4k', 'plain-4k', true],
+  ['realistic-5k', 'realistic-5k', true],
+  ['plain-100k', 'plain-100k', true],
+  ['plain-4k, one connection per message', 'plain-4k', false],
+]) {
   const dir = mkdtempSync(join(tmp, 'prof-'));
   const server = await startPostgate(tmp, { profileFile: join(dir, `${id}.cpuprofile`) });
   try {
-    const warm = await warmUp(server, files[id].file, 20, true);
+    const warm = await warmUp(server, files[id].file, 20, reuse);
     const written = new Promise((resolve) => server.proc.stdout.on('data', (d) => String(d).includes('profile written') && resolve()));
+    const count = Math.round(warm.rate * (QUICK ? 2 : 4));
     server.proc.kill('SIGUSR1');
-    const run = await smtpSource(server.port, files[id].file, 20, Math.round(warm.rate * (QUICK ? 2 : 4)), true, 'profile@client.bench');
+    const run = await smtpSource(server.port, files[id].file, 20, count, reuse, 'profile@client.bench');
     server.proc.kill('SIGUSR2');
     await written;
-    profiles[id] = { ...summarizeProfile(dir, ROOT), messages: run.code === 0 ? Math.round(warm.rate * (QUICK ? 2 : 4)) : NaN };
+    profiles[label] = { ...summarizeProfile(dir, ROOT), messages: run.code === 0 ? count : NaN };
   } finally {
     await server.stop();
   }
@@ -653,8 +660,9 @@ L.push('');
 L.push('### Where the time goes');
 L.push('');
 L.push('Self time in a CPU profile of postgate (V8\'s sampling profiler, started after the same steady-state warm-up');
-L.push('and stopped after the load, so start-up and the JIT\'s warm-up are not in it) under the 4 KB and the');
-L.push('realistic-MIME load (20 sessions, reuse), grouped by package or postgate module; idle time excluded.');
+L.push('and stopped after the load, so start-up and the JIT\'s warm-up are not in it) under the load of each');
+L.push('throughput target case (20 sessions), grouped by package or postgate module; idle time excluded. Each profile is a');
+L.push('run of its own with the profiler on, which costs CPU itself: its shares are the figure to read, not its µs.');
 L.push('');
 for (const [id, p] of Object.entries(profiles)) {
   L.push(`**${id}** (${f0(p.totalMs)} ms of CPU sampled over ${f0(p.messages)} messages: ${f0((p.totalMs * 1000) / p.messages)} µs per message on the main thread):`);
@@ -665,7 +673,93 @@ for (const [id, p] of Object.entries(profiles)) {
   L.push('');
 }
 const fails = targets.filter(([, , ok]) => !ok);
-L.push(fails.length ? `Targets not met: ${fails.length} of ${targets.length}; see the profile above and docs/decisions.md for why and what would meet them.` : 'Every target met.');
+L.push(...whyNotMet());
+L.push(fails.length ? `Targets not met: ${fails.length} of ${targets.length}.` : 'Every target met.');
+
+/**
+ * For each target this run did not meet: the CPU budget the target implies,
+ * what the profile of that case shows against it (figures from this run),
+ * and what would meet it (docs/decisions.md has the measurements behind it).
+ */
+function whyNotMet() {
+  const out = [];
+  // The profiles come from separate runs with the profiler on (which costs
+  // CPU itself) and sample the main thread only, so their µs per message do
+  // not add up to the figures measured above. Their shares do carry over:
+  // each part below is its share of the profile times the CPU per message
+  // measured from /proc for the same case (all threads).
+  const share = (p, micros) => micros / (p.totalMs * 1000);
+  const fnShare = (p, names, map = p.byFunctionUs) => share(p, names.reduce((a, n) => a + (map.get(n) ?? 0), 0));
+  const ownShare = (p) => p.groups.filter((g) => g.name.startsWith('postgate ')).reduce((a, g) => a + g.share, 0);
+  const part = (x, cpu) => `${f0(x * cpu)} µs (${(x * 100).toFixed(0)} %)`;
+  const SOCKET_WRITES = ['writeUtf8String', 'writev', 'writeBuffer', 'writeLatin1String', 'writeAsciiString'];
+  const breakdown = (p, cpu) => {
+    const writes = fnShare(p, SOCKET_WRITES);
+    const gc = fnShare(p, ['(garbage collector)']);
+    const own = ownShare(p);
+    const ownGroups = p.groups
+      .filter((g) => g.name.startsWith('postgate '))
+      .slice(0, 4)
+      .map((g) => `${g.name.slice(9)} ${f0(g.share * cpu)}`)
+      .join(', ');
+    return (
+      `of the ${f0(cpu)} µs, by the profile's shares: socket writes ${part(writes, cpu)} (\`${SOCKET_WRITES.slice(0, 2).join('`, `')}\`), ` +
+      `garbage collection ${part(gc, cpu)}, postgate's own modules ${part(own, cpu)} (${ownGroups}), ` +
+      `everything else — smtp-server, undici, Node's streams, buffers and timers — ${part(1 - writes - gc - own, cpu)}`
+    );
+  };
+  const throughput = (title, s, target, p, extra, meet) => {
+    if (s.ratio >= target) return;
+    const budget = 1e6 / (target * s.sinkRate);
+    const cpu = s.pgCpu;
+    const outside = (1 - ownShare(p)) * cpu;
+    const own = ownShare(p) * cpu;
+    const need = cpu - budget;
+    out.push(`**${title}: ${f2(s.ratio)}×, target ${f2(target)}×.** ${f2(target)}× of the sink's ${f0(s.sinkRate)} msg/s is ${f0(target * s.sinkRate)} msg/s: on its one core postgate may spend at most ${f0(budget)} µs of CPU per message; it spent ${f0(cpu)} (the naive gateway ${f0(s.naiveCpu)}, the sink ${f0(s.sinkCpu)}).`);
+    out.push(`Where it goes, ${breakdown(p, cpu)}.`);
+    const trimming =
+      outside > budget
+        ? `The part outside postgate's own modules, ${f0(outside)} µs, is over the budget by itself (some of it is work postgate causes: allocations, calls into Node), so trimming postgate's code cannot meet this target.`
+        : need > own
+          ? `The cut needed, ${f0(need)} µs, is more than all ${f0(own)} µs of postgate's own modules, so trimming postgate's code cannot meet this target.`
+          : `Trimming alone would have to take ${f0(need)} µs out of the ${f0(own)} µs of postgate's own modules.`;
+    out.push(`${trimming}${extra ? ` ${extra(p, cpu)}` : ''} What would meet it: ${f0((100 * need) / cpu)} % less CPU per message (${f0(need)} µs); ${meet}`);
+    out.push('');
+  };
+  out.push('### Why the targets not met are not met');
+  out.push('');
+  out.push('From this run\'s figures and the profiles above; docs/decisions.md has the stage-by-stage measurements behind the remedies.');
+  out.push('');
+  const fewerSyscalls = 'the structural levers are fewer syscalls per message and an SMTP layer with less per-command and per-connection work than smtp-server; several processes behind one port raise throughput per machine but not this single-process ratio.';
+  throughput('4 KB, 20 sessions', t4, 0.4, profiles['plain-4k'], null, fewerSyscalls);
+  throughput('Realistic MIME 5 KB, 20 sessions', t5, 0.25, profiles['realistic-5k'], null, fewerSyscalls);
+  throughput(
+    '100 KB, 20 sessions',
+    t100,
+    0.25,
+    profiles['plain-100k'],
+    (p, cpu) =>
+      `The event carries the body twice (\`text\` and \`strippedText\`, equal when nothing is stripped): \`Buffer.from\` of the event's JSON takes ${part(fnShare(p, ['fromStringFast'], p.inclusiveUs), cpu)}, \`deliverMessage\` (whose self time includes the \`JSON.stringify\` builtin) ${part(fnShare(p, ['deliverMessage']), cpu)}, the reply stripper ${part(fnShare(p, ['stripReply'], p.inclusiveUs), cpu)}.`,
+    'not repeating `strippedText` when it equals `text` (a change to the v1 event schema), a JSON body streamed to the socket instead of one large string and buffer, and the lower fixed cost per message the 4 KB target needs.',
+  );
+  if (!(tNew.pgRate >= 1000 && earlyTalker === true)) {
+    const p = profiles['plain-4k, one connection per message'];
+    const sink200 = S('plain-4k/200/new');
+    const sink200r = S('plain-4k/200/reuse');
+    const sinkConn = sink200 && sink200r ? ` The sink, not held by its greeting pause at 200 sessions, pays ${f0(sink200.sinkCpu - sink200r.sinkCpu)} µs per connection itself.` : '';
+    out.push(`**One connection per message: ${f0(tNew.pgRate)} msg/s, target 1,000${earlyTalker === true ? '' : '; the early talker was not caught'}.** 1,000 msg/s on one core allows 1,000 µs of CPU per message and its connection; postgate spent ${f0(tNew.pgCpu)}, ${f0(tNew.pgCpu - t4.pgCpu)} more than per message on a reused connection.${sinkConn}`);
+    out.push(`Where it goes, ${breakdown(p, tNew.pgCpu)}; of the whole, accepting connections and setting up their smtp-server sessions ${part(fnShare(p, ['onconnection'], p.inclusiveUs), tNew.pgCpu)} (with what it calls), closing sockets ${part(fnShare(p, ['close']), tNew.pgCpu)}.`);
+    out.push('What would meet it: less setup and fewer syscalls per connection than smtp-server makes (socket options, address lookups, stream pipes, a greeting and replies written one by one), and the lower per-message cost above.');
+    out.push('');
+  }
+  if (!(added <= 5 && lat.postgate.late === 0)) {
+    const busy = (latRate * t4.pgCpu) / 1e6;
+    out.push(`**Added p99 latency: ${added.toFixed(2)} ms at ${f0(latRate)} msg/s, target ≤ 5 ms${lat.postgate.late ? `, and ${f0(lat.postgate.late)} messages found every connection busy` : ''}.** At this rate postgate's CPU per message (${f0(t4.pgCpu)} µs above) keeps its core ≈ ${f0(busy * 100)} % busy and the sink's ≈ ${f0((latRate * t4.sinkCpu) / 1e4)} %, while the receiver and the latency client run on the same two cores; a message waits behind the others' parse, signature and POST (postgate's p50 ${lat.postgate.p50.toFixed(2)} ms against the sink's ${lat.sink.p50.toFixed(2)} ms).`);
+    out.push('What would meet it: lower CPU per message (the throughput targets above); at a fixed share of its own maximum rate, the wait shrinks with the time one message takes.');
+    out.push('');
+  }
+  return out;
+}
 
 const report = L.join('\n');
 process.stdout.write(`${targets.map(([t, m, ok]) => `${pass(ok)}  ${t}: ${m}`).join('\n')}\n`);

@@ -1,6 +1,7 @@
 /**
  * Summarises V8 CPU profiles (`node --cpu-prof`): self time per package or
- * postgate module, with the heaviest functions of each. Idle time is left out.
+ * postgate module, with the heaviest functions of each, and self and
+ * inclusive time by function name. Idle time is left out.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +32,8 @@ function groupOf(frame, root) {
 
 export function summarizeProfile(dir, root) {
   const selfUs = new Map(); // group → Map(function → µs)
+  const byFunctionUs = new Map(); // bare function name → self µs, across groups
+  const inclusiveUs = new Map(); // bare function name → µs with everything it called
   let total = 0;
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
     const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
@@ -44,6 +47,8 @@ export function summarizeProfile(dir, root) {
       for (const c of n.children ?? []) mark(byId.get(c), here);
     };
     mark(p.nodes[0], false);
+    const parent = new Map();
+    for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n);
     for (let i = 0; i < p.samples.length; i++) {
       const node = byId.get(p.samples[i]);
       const dt = p.timeDeltas[i] ?? 0;
@@ -53,6 +58,15 @@ export function summarizeProfile(dir, root) {
       const m = selfUs.get(g) ?? new Map();
       m.set(fn, (m.get(fn) ?? 0) + dt);
       selfUs.set(g, m);
+      const bare = node.callFrame.functionName || '(anonymous)';
+      byFunctionUs.set(bare, (byFunctionUs.get(bare) ?? 0) + dt);
+      const seen = new Set();
+      for (let n = node; n; n = parent.get(n.id)) {
+        const name = n.callFrame.functionName || '(anonymous)';
+        if (seen.has(name)) continue;
+        seen.add(name);
+        inclusiveUs.set(name, (inclusiveUs.get(name) ?? 0) + dt);
+      }
       total += dt;
     }
   }
@@ -66,5 +80,5 @@ export function summarizeProfile(dir, root) {
       return { name, share: sum / total, top };
     })
     .sort((a, b) => b.share - a.share);
-  return { totalMs: total / 1000, groups };
+  return { totalMs: total / 1000, groups, byFunctionUs, inclusiveUs };
 }
