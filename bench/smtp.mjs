@@ -690,21 +690,21 @@ function whyNotMet() {
   // measured from /proc for the same case (all threads).
   const share = (p, micros) => micros / (p.totalMs * 1000);
   const fnShare = (p, names, map = p.byFunctionUs) => share(p, names.reduce((a, n) => a + (map.get(n) ?? 0), 0));
-  const ownShare = (p) => p.groups.filter((g) => g.name.startsWith('postgate ')).reduce((a, g) => a + g.share, 0);
+  const ownGroups = (p) => p.groups.filter((g) => g.name.startsWith('postgate '));
+  const ownShare = (p) => ownGroups(p).reduce((a, g) => a + g.share, 0);
   const part = (x, cpu) => `${f0(x * cpu)} µs (${(x * 100).toFixed(0)} %)`;
   const SOCKET_WRITES = ['writeUtf8String', 'writev', 'writeBuffer', 'writeLatin1String', 'writeAsciiString'];
   const breakdown = (p, cpu) => {
     const writes = fnShare(p, SOCKET_WRITES);
     const gc = fnShare(p, ['(garbage collector)']);
     const own = ownShare(p);
-    const ownGroups = p.groups
-      .filter((g) => g.name.startsWith('postgate '))
+    const heaviest = ownGroups(p)
       .slice(0, 4)
       .map((g) => `${g.name.slice(9)} ${f0(g.share * cpu)}`)
       .join(', ');
     return (
       `of the ${f0(cpu)} µs, by the profile's shares: socket writes ${part(writes, cpu)} (\`${SOCKET_WRITES.slice(0, 2).join('`, `')}\`), ` +
-      `garbage collection ${part(gc, cpu)}, postgate's own modules ${part(own, cpu)} (${ownGroups}), ` +
+      `garbage collection ${part(gc, cpu)}, postgate's own modules ${part(own, cpu)} (${heaviest}), ` +
       `everything else — smtp-server, undici, Node's streams, buffers and timers — ${part(1 - writes - gc - own, cpu)}`
     );
   };
@@ -712,8 +712,8 @@ function whyNotMet() {
     if (s.ratio >= target) return;
     const budget = 1e6 / (target * s.sinkRate);
     const cpu = s.pgCpu;
-    const outside = (1 - ownShare(p)) * cpu;
     const own = ownShare(p) * cpu;
+    const outside = cpu - own;
     const need = cpu - budget;
     out.push(`**${title}: ${f2(s.ratio)}×, target ${f2(target)}×.** ${f2(target)}× of the sink's ${f0(s.sinkRate)} msg/s is ${f0(target * s.sinkRate)} msg/s: on its one core postgate may spend at most ${f0(budget)} µs of CPU per message; it spent ${f0(cpu)} (the naive gateway ${f0(s.naiveCpu)}, the sink ${f0(s.sinkCpu)}).`);
     out.push(`Where it goes, ${breakdown(p, cpu)}.`);

@@ -38,21 +38,22 @@ export function summarizeProfile(dir, root) {
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
     const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    // Samples under the preload's own handlers (the inspector starting and
-    // stopping the profiler) are the measurement, not postgate.
-    const tooling = new Set();
-    const mark = (n, inside) => {
-      const here = inside || n.callFrame.url.endsWith('profile-preload.cjs');
-      if (here) tooling.add(n.id);
-      for (const c of n.children ?? []) mark(byId.get(c), here);
-    };
-    mark(p.nodes[0], false);
     const parent = new Map();
     for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n);
     for (let i = 0; i < p.samples.length; i++) {
       const node = byId.get(p.samples[i]);
       const dt = p.timeDeltas[i] ?? 0;
-      if (!node || node.callFrame.functionName === '(idle)' || tooling.has(node.id)) continue;
+      if (!node || node.callFrame.functionName === '(idle)') continue;
+      // The sample's stack, each function name once; a sample under the
+      // preload's own handlers (the inspector starting and stopping the
+      // profiler) is the measurement, not postgate, and is left out.
+      const stack = new Set();
+      let tooling = false;
+      for (let n = node; n && !tooling; n = parent.get(n.id)) {
+        tooling = n.callFrame.url.endsWith('profile-preload.cjs');
+        stack.add(n.callFrame.functionName || '(anonymous)');
+      }
+      if (tooling) continue;
       const g = groupOf(node.callFrame, root);
       const fn = `${node.callFrame.functionName || '(anonymous)'}${node.callFrame.url ? ` ${node.callFrame.url.split('/').pop()}:${node.callFrame.lineNumber + 1}` : ''}`;
       const m = selfUs.get(g) ?? new Map();
@@ -60,13 +61,7 @@ export function summarizeProfile(dir, root) {
       selfUs.set(g, m);
       const bare = node.callFrame.functionName || '(anonymous)';
       byFunctionUs.set(bare, (byFunctionUs.get(bare) ?? 0) + dt);
-      const seen = new Set();
-      for (let n = node; n; n = parent.get(n.id)) {
-        const name = n.callFrame.functionName || '(anonymous)';
-        if (seen.has(name)) continue;
-        seen.add(name);
-        inclusiveUs.set(name, (inclusiveUs.get(name) ?? 0) + dt);
-      }
+      for (const name of stack) inclusiveUs.set(name, (inclusiveUs.get(name) ?? 0) + dt);
       total += dt;
     }
   }

@@ -615,6 +615,7 @@ const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 const ZONES: Record<string, number> = { ut: 0, utc: 0, gmt: 0, z: 0, est: -300, edt: -240, cst: -360, cdt: -300, mst: -420, mdt: -360, pst: -480, pdt: -420 };
 
 function stripComments(s: string): string {
+  if (!s.includes('(')) return s; // most values have no comment: no copy
   let out = '';
   let depth = 0;
   for (let i = 0; i < s.length; i++) {
@@ -638,7 +639,7 @@ function stripComments(s: string): string {
  * does not parse is null, never "now".
  */
 export function parseMailDate(value: string): string | null {
-  const s = (value.includes('(') ? stripComments(value) : value).replace(/\s+/g, ' ').trim();
+  const s = stripComments(value).replace(/\s+/g, ' ').trim();
   const iso = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i.exec(s);
   if (iso) {
     const t = Date.parse(s.replace(' ', 'T').replace(/([+-]\d{2})(\d{2})$/, '$1:$2'));
