@@ -10,7 +10,11 @@ import { promisify } from 'node:util';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import fc from 'fast-check';
+import { Webhook } from 'standardwebhooks';
 import { ConfigError, loadConfig, validateConfig } from '../src/config/load.js';
+import { configWarnings, standardWebhooksKey } from '../src/config/warnings.js';
+import { secretKey, signPayload } from '../src/delivery/signing.js';
 import { configJsonSchema } from '../src/cli/index.js';
 import { projectRoot as root } from './helpers/fixtures.js';
 
@@ -316,5 +320,137 @@ describe('configuration: routes (regexes, conditions, templates)', () => {
     assert.equal(r.stop, true);
     assert.deepEqual(r.validate, { url: 'http://127.0.0.1:1/check', timeout: 500, cacheTtl: 300_000 });
     assert.deepEqual(cfg.servedDomains, ['example.org', 'example.test', 'xn--bcher-kva.example']);
+  });
+});
+
+/** A one-route config whose webhook target has these extra fields. */
+const withWebhook = (fields: Record<string, unknown>) => ({
+  routes: [{ recipients: ['a@x.test'], targets: [{ type: 'webhook', url: 'http://127.0.0.1:1/in', ...fields }] }],
+});
+const warningsOf = (fields: Record<string, unknown>) => configWarnings(validateConfig(withWebhook(fields))).map((w) => `${w.path}: ${w.message}`);
+const STRONG = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+
+describe('configuration: warnings', () => {
+  test('a webhook target without secret or signingKey is warned about; signed: false silences it', () => {
+    assert.deepEqual(warningsOf({}), [
+      'routes[0].targets[0]: events are sent unsigned; add a secret from `postgate webhook-secret`, or `signed: false` to send unsigned on purpose',
+    ]);
+    assert.deepEqual(warningsOf({ signed: false }), []);
+    assert.deepEqual(warningsOf({ secret: STRONG }), []);
+    assert.deepEqual(warningsOf({ signingKey: `whsk_${Buffer.alloc(32, 1).toString('base64')}` }), []);
+    // postmaster webhooks too; the default postmaster (the local store) says nothing
+    const pm = validateConfig({ postmaster: { targets: [{ type: 'webhook', url: 'http://127.0.0.1:1/pm' }] } });
+    assert.deepEqual(configWarnings(pm).map((w) => w.path), ['postmaster.targets[0]']);
+    assert.deepEqual(configWarnings(validateConfig({})), []);
+  });
+
+  test('signed: false with a secret or signingKey is a contradiction, reported as an error', async () => {
+    const withSecret = await problemsOf(Promise.resolve().then(() => validateConfig(withWebhook({ signed: false, secret: STRONG }))));
+    assert.deepEqual(withSecret, ['routes[0].targets[0].signed: signed: false contradicts secret: remove one (signed: false sends events unsigned)']);
+    const withKey = await problemsOf(Promise.resolve().then(() => validateConfig(withWebhook({ signed: false, signingKey: `whsk_${Buffer.alloc(32, 1).toString('base64')}` }))));
+    assert.deepEqual(withKey, ['routes[0].targets[0].signed: signed: false contradicts signingKey: remove one (signed: false sends events unsigned)']);
+    const t = validateConfig(withWebhook({ secret: STRONG })).routes[0]!.targets[0]!;
+    assert.equal(t.type === 'webhook' && t.signed, true, 'signed defaults to true');
+  });
+
+  test("a plain secret warns that receivers need {format: 'raw'}; a whsec_ secret with bad base64 or a short key warns too", () => {
+    assert.deepEqual(warningsOf({ secret: 'hunter2' }), [
+      "routes[0].targets[0].secret: a plain secret (no \"whsec_\" prefix) fails Standard Webhooks verification by default: receivers must use {format: 'raw'}; prefer a secret from `postgate webhook-secret`",
+    ]);
+    const list = configWarnings(validateConfig(withWebhook({ secret: [STRONG, 'hunter2', 'whsec_not-base64_url!', 'whsec_c2VjcmV0', 'pässwörd', 'whsk_abcd'] })));
+    assert.deepEqual(
+      list.map((w) => w.path),
+      ['routes[0].targets[0].secret[1]', 'routes[0].targets[0].secret[2]', 'routes[0].targets[0].secret[3]', 'routes[0].targets[0].secret[4]', 'routes[0].targets[0].secret[5]'],
+    );
+    assert.match(list[0]!.message, /format: 'raw'/);
+    assert.match(list[1]!.message, /base64 after "whsec_" is not valid/);
+    assert.match(list[2]!.message, /only 6 bytes/);
+    assert.match(list[3]!.message, /non-ASCII/);
+    assert.match(list[4]!.message, /signingKey/);
+    for (const w of list) assert.match(w.message, /postgate webhook-secret/, 'every secret warning names the fix');
+  });
+
+  test('warnings never contain the secret, also when it comes from ${ENV}', async () => {
+    const file = await tmpFile('plain.yml', 'routes:\n  - recipients: ["a@x.test"]\n    targets: [{ type: webhook, url: "http://h/", secret: "${HOOK_SECRET}" }]\n');
+    for (const secret of ['correct-horse-battery', 'whsec_c2VjcmV0', 'whsec_!!bad!!', 'wörd-with-umlaut', 'whsk_keyinthewrongplace']) {
+      const warnings = configWarnings(await loadConfig({ file, env: { HOOK_SECRET: secret } }));
+      assert.equal(warnings.length, 1, `${secret}: ${JSON.stringify(warnings)}`);
+      const text = JSON.stringify(warnings);
+      const body = secret.replace(/^wh(sec|sk)_/, '');
+      assert.ok(!text.includes(body), `the secret leaks into ${text}`);
+      assert.equal(warnings[0]!.path, 'routes[0].targets[0].secret');
+    }
+  });
+
+  test('the whsec_ check agrees with the standardwebhooks library: no warning exactly when it signs as postgate does', () => {
+    const chars = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ !é'];
+    const body = Buffer.from('{"type":"email.received"}');
+    const ts = 1_700_000_000;
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...chars), { maxLength: 24 }).map((a) => a.join('')), (rest) => {
+        const secret = `whsec_${rest}`;
+        let libSignature: string | null;
+        try {
+          libSignature = new Webhook(secret).sign('msg_1', new Date(ts * 1000), body.toString());
+        } catch {
+          libSignature = null;
+        }
+        const agrees = libSignature === signPayload(secretKey(secret), 'msg_1', ts, body);
+        const key = standardWebhooksKey(secret);
+        assert.equal(key !== null && key.equals(secretKey(secret)), agrees, `${JSON.stringify(secret)}: library ${libSignature}`);
+        const warned = configWarnings(validateConfig(withWebhook({ secret }))).some((w) => w.message.includes('is not valid'));
+        assert.equal(warned, !agrees, JSON.stringify(secret));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('configuration: one clear message per problem', () => {
+  test('a port out of range says so; port 0 (any free port) stays valid', async () => {
+    for (const [listen, port] of [['127.0.0.1:99999', '99999'], [':65536', '65536'], ['[::1]:1234567', '1234567']] as const) {
+      const problems = await problemsOf(Promise.resolve().then(() => validateConfig({ smtp: { listen } })));
+      assert.deepEqual(problems, [`smtp.listen: port ${port} is out of range (1–65535, or 0 for any free port)`]);
+    }
+    const http = await problemsOf(Promise.resolve().then(() => validateConfig({ http: { listen: '127.0.0.1:70000' } })));
+    assert.deepEqual(http, ['http.listen: port 70000 is out of range (1–65535, or 0 for any free port)']);
+    assert.equal(validateConfig({ smtp: { listen: '127.0.0.1:0' } }).resolvedListeners[0]!.port, 0);
+    assert.equal(validateConfig({ smtp: { listen: '[::]:65535' } }).resolvedListeners[0]!.port, 65535);
+    const malformed = await problemsOf(Promise.resolve().then(() => validateConfig({ smtp: { listen: 'nowhere' } })));
+    assert.deepEqual(malformed, ['smtp.listen: expected host:port, e.g. "127.0.0.1:2525" or "[::]:25"']);
+  });
+
+  test('a bad url is one problem, not two', async () => {
+    const notUrl = await problemsOf(Promise.resolve().then(() => validateConfig(withWebhook({ url: 'not a url' }))));
+    assert.deepEqual(notUrl, ['routes[0].targets[0].url: not a URL (a webhook url is http:// or https://)']);
+    const ftp = await problemsOf(Promise.resolve().then(() => validateConfig(withWebhook({ url: 'ftp://example.test/x#frag' }))));
+    assert.deepEqual(ftp, ['routes[0].targets[0].url: webhook url must be http:// or https://']);
+    const validate = await problemsOf(
+      Promise.resolve().then(() => validateConfig({ routes: [{ recipients: ['a@x.test'], validate: { url: 'nope' }, targets: [{ type: 'local' }] }] })),
+    );
+    assert.deepEqual(validate, ['routes[0].validate.url: not a URL (a validate url is http:// or https://)']);
+    const endpoint = await problemsOf(
+      Promise.resolve().then(() => validateConfig({ routes: [{ recipients: ['a@x.test'], targets: [{ type: 'lambda', functionName: 'f', endpoint: 'nope' }] }] })),
+    );
+    assert.deepEqual(endpoint, ['routes[0].targets[0].endpoint: not a URL (an endpoint is http:// or https://)']);
+  });
+
+  test('an empty value is reported as empty only, not also as a malformed one', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          auth: { users: [{ username: 'u', password: '' }], allowInsecure: true },
+          routes: [
+            { recipients: ['a@x.test'], targets: [{ type: 'local' }, { type: 'webhook', url: 'http://h/', signingKey: '', when: { header: '' } }] },
+            { recipients: ['b@x.test'], targets: [{ type: 's3', bucket: 'b', emlKey: '' }] },
+          ],
+        }),
+      ),
+    );
+    const paths = problems.map((p) => p.slice(0, p.indexOf(': ')));
+    assert.deepEqual(paths, [...new Set(paths)], `one problem per path:\n${problems.join('\n')}`);
+    for (const p of ['auth.users[0].password', 'routes[0].targets[1].when.header', 'routes[1].targets[0].emlKey']) {
+      assert.ok(paths.includes(p), `${p} in\n${problems.join('\n')}`);
+    }
   });
 });

@@ -224,6 +224,20 @@ function withTargetIds(targets: TargetConfig[], storagePath: string): TargetConf
 }
 
 /**
+ * One line per problem: a safety net under the schema's own `abort`s, so two
+ * checks that reach the same verdict on one option never print it twice.
+ */
+function uniqueProblems(problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const key = `${p.path}\n${p.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/**
  * Validates a parsed document (after env refs and overrides) and derives the
  * resolved config. Throws ConfigError with every problem at once.
  */
@@ -244,7 +258,7 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
         problems.push({ path: formatPath(issue.path), message: issue.message });
       }
     }
-    throw new ConfigError('PG_CONFIG_INVALID', problems);
+    throw new ConfigError('PG_CONFIG_INVALID', uniqueProblems(problems));
   }
   const cfg = result.data;
   const cwd = opts.cwd ?? process.cwd();

@@ -47,10 +47,25 @@ const duration = (description: string, min = 1) =>
       return n;
     });
 
+/**
+ * Why a listen address is not one, or null. A port past 65535 is named as
+ * such (TCP ports are 16 bits, RFC 9293 §3.1), not as a malformed address;
+ * port 0 stays valid: the system picks a free port (tests use it).
+ */
+function listenAddressProblem(v: string): string | null {
+  if (parseHostPort(v) !== null) return null;
+  const port = /^(?:\[[0-9a-f:.]+\]|[^:[\]\s]*):(\d+)$/i.exec(v.trim())?.[1];
+  if (port !== undefined) return `port ${port.replace(/^0+(?=\d)/, '')} is out of range (1–65535, or 0 for any free port)`;
+  return 'expected host:port, e.g. "127.0.0.1:2525" or "[::]:25"';
+}
+
 const listenAddress = z
   .string()
   .describe('host:port to listen on, e.g. "127.0.0.1:2525", "[::]:25", ":25" (all interfaces).')
-  .refine((v) => parseHostPort(v) !== null, { message: 'expected host:port, e.g. "127.0.0.1:2525" or "[::]:25"' });
+  .superRefine((v, ctx) => {
+    const problem = listenAddressProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 // RFC 1035 §2.3.1 preferred name syntax (lenient on label starts, as real mail is).
 const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9_](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
@@ -104,7 +119,7 @@ const recipientPattern = z.union([
 /** Routes send recipients of a transaction here only when a header of the message matches (after DATA). */
 const targetWhen = z
   .strictObject({
-    header: z.string().min(1).regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'not a header field name' }).describe('Header field name (case-insensitive).'),
+    header: z.string().min(1, { abort: true }).regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'not a header field name' }).describe('Header field name (case-insensitive).'),
     matches: z
       .string()
       .optional()
@@ -118,7 +133,11 @@ const targetWhen = z
   .optional()
   .describe('Header condition, evaluated after DATA: the target receives the message only when it holds. A route keeps at least one required target without one.');
 
-const secretRef = z.string().min(1);
+// abort: an empty value is reported as empty, not also as every format check after it.
+const secretRef = z.string().min(1, { abort: true });
+
+/** `${NAME}`, resolved from the environment by load.ts before validation (left as written only when NAME is unset). */
+const ENV_REF_RE = /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
 
 const oneOrMany = (item: z.ZodType<string>) => z.union([item, z.array(item).min(1)]);
 
@@ -128,8 +147,9 @@ const webhookTarget = z
     id: z.string().min(1).optional().describe('Stable target id (part of the idempotent delivery id). Default: "webhook:<url>".'),
     url: z
       .string()
-      .url()
-      .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://' })
+      // abort: one problem per URL ("not a url" is not also "must be http").
+      .url({ abort: true, message: 'not a URL (a webhook url is http:// or https://)' })
+      .refine((u) => /^https?:/i.test(u), { message: 'webhook url must be http:// or https://', abort: true })
       .superRefine((u, ctx) => {
         const problem = urlTemplateProblem(u);
         if (problem) ctx.addIssue({ code: 'custom', message: problem });
@@ -142,13 +162,19 @@ const webhookTarget = z
       ),
     signingKey: oneOrMany(
       secretRef.superRefine((v, ctx) => {
-        if (/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(v)) return;
+        if (ENV_REF_RE.test(v)) return;
         const key = parseSigningKey(v);
         if (typeof key === 'string') ctx.addIssue({ code: 'custom', message: key });
       }),
     )
       .optional()
       .describe('Standard Webhooks v1a ed25519 private key ("whsk_" + base64, from "postgate webhook-keys"), or a list during a rotation.'),
+    signed: z
+      .boolean()
+      .default(true)
+      .describe(
+        'false: send events without a webhook-signature on purpose (no secret, no signingKey), which silences the "unsigned" warning. Default true: a target without a secret or signingKey is warned about.',
+      ),
     headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
     timeout: duration('Time allowed for one attempt (connect, answer and body).').default(25_000),
     concurrency: z.number().int().positive().default(64).describe('Requests in flight to this target at once; more wait (within the delivery deadline).'),
@@ -171,6 +197,16 @@ const webhookTarget = z
       .describe('TLS settings for https URLs: a private CA and/or a client certificate (mTLS).'),
     required: z.boolean().default(true).describe('The 250 waits for this target. Every route needs at least one.'),
     when: targetWhen,
+  })
+  .superRefine((t, ctx) => {
+    // "Unsigned on purpose" and a key to sign with contradict each other: which one was meant?
+    if (t.signed === false && (t.secret !== undefined || t.signingKey !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['signed'],
+        message: `signed: false contradicts ${t.secret !== undefined ? 'secret' : 'signingKey'}: remove one (signed: false sends events unsigned)`,
+      });
+    }
   })
   .describe('POST the event as JSON with Standard Webhooks headers.');
 
@@ -212,7 +248,7 @@ export function keyTemplateProblem(t: string): string | null {
 const keyTemplate = (description: string, dflt: string) =>
   z
     .string()
-    .min(1)
+    .min(1, { abort: true })
     .superRefine((v, ctx) => {
       const problem = keyTemplateProblem(v);
       if (problem) ctx.addIssue({ code: 'custom', message: problem });
@@ -227,7 +263,7 @@ const awsRegion = z
   .describe('AWS region. Default: the SDK\'s (AWS_REGION, the shared config file).');
 const awsEndpoint = z
   .string()
-  .url()
+  .url({ abort: true, message: 'not a URL (an endpoint is http:// or https://)' })
   .refine((u) => /^https?:/i.test(u), { message: 'endpoint must be http:// or https://' })
   .optional()
   .describe('Service endpoint URL, for a local or compatible service instead of AWS.');
@@ -299,7 +335,7 @@ export function defaultS3Id(t: { bucket: string; prefix: string }): string {
 export const targetSchema = z.discriminatedUnion('type', [webhookTarget, localTarget, lambdaTarget, s3Target]);
 
 /**
- * Where delivery ids that succeeded are remembered (DESIGN §2): in-process, or
+ * Where delivery ids that succeeded are remembered (docs/architecture.md §2.5): in-process, or
  * a DynamoDB table shared by every instance, so a sender's retry on any
  * instance re-runs only the targets that failed.
  */
@@ -355,7 +391,7 @@ const routeSchema = z.strictObject({
     .strictObject({
       url: z
         .string()
-        .url()
+        .url({ abort: true, message: 'not a URL (a validate url is http:// or https://)' })
         .refine((u) => /^https?:/i.test(u), { message: 'validate url must be http:// or https://' })
         .describe('Endpoint that answers whether a recipient exists (POST {address, mailFrom, clientAddress}).'),
       timeout: duration('Time allowed for the answer; past it RCPT gets 451 4.4.3.').default(2_000),
@@ -408,7 +444,7 @@ const userSchema = z.strictObject({
   password: secretRef
     .describe('scrypt hash from "postgate hash-password" (PHC format "$scrypt$..."), or "${ENV_NAME}" holding one.')
     // Plain-text passwords in a config file end up in backups and tickets.
-    .refine((v) => isPasswordHash(v) || /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(v), {
+    .refine((v) => isPasswordHash(v) || ENV_REF_RE.test(v), {
       message: 'expected a scrypt hash: run "postgate hash-password" and paste its output',
     }),
 });
@@ -578,7 +614,12 @@ export const configSchema = z
         relay: z
           .strictObject({
             host: z.string().min(1).describe('Outbound SMTP relay that sends the reports.'),
-            port: z.number().int().min(1).max(65535).default(25),
+            port: z
+              .number()
+              .int()
+              .min(1, { message: 'port out of range (1–65535)' })
+              .max(65535, { message: 'port out of range (1–65535)' })
+              .default(25),
             secure: z.boolean().default(false).describe('Implicit TLS (port 465); otherwise STARTTLS when offered.'),
             requireTls: z.boolean().default(false).describe('Refuse to send without STARTTLS.'),
             user: z.string().min(1).optional().describe('AUTH user at the relay.'),
