@@ -1,5 +1,5 @@
 /**
- * The acknowledgement contract (DESIGN §2) as a property, over random
+ * The acknowledgement contract (docs/architecture.md §2) as a property, over random
  * per-target behaviour: two required webhook targets and an optional one,
  * each answering every attempt with 2xx, a JSON reject, a JSON tempfail,
  * 500, 404, silence (timeout) or a reset connection; and sometimes the

@@ -1,5 +1,5 @@
 /**
- * The local blob store for claim checks (DESIGN §4): content too large to
+ * The local blob store for claim checks (docs/architecture.md §3.4): content too large to
  * carry inside the event (big attachments, the raw message) is written under
  * `<storage.path>/blobs/` and the event carries a signed, expiring URL served
  * by postgate's own HTTP endpoint instead.

@@ -1,9 +1,9 @@
 /**
- * Keeps the message as received for the event's `raw` (DESIGN §4): inline
- * (base64 `raw.content`) up to `inlineLimit` bytes, otherwise streamed to the
- * blob store *while DATA/BDAT arrives* (claim check), so the upload of a
- * 40 MB message is done, or nearly, when the last byte comes in, instead of
- * starting then.
+ * Keeps the message as received for the event's `raw` (docs/payload.md,
+ * "raw"; docs/architecture.md §3.4): inline (base64 `raw.content`) up to
+ * `inlineLimit` bytes, otherwise streamed to the blob store *while DATA/BDAT
+ * arrives* (claim check), so the upload of a 40 MB message is done, or
+ * nearly, when the last byte comes in, instead of starting then.
  *
  * The capture starts uploading at the first chunk that takes the size past the
  * limit (writing what came before first); `abort()` stops an upload of a

@@ -1,6 +1,6 @@
 /**
  * Fan-out of one accepted transaction to its route's targets under one
- * deadline, and the outcome that becomes the SMTP reply (DESIGN §2):
+ * deadline, and the outcome that becomes the SMTP reply (docs/architecture.md §2):
  * every required target acknowledged → 250; a permanent refusal → 5xx;
  * anything else (failure, timeout, deadline) → 4xx, and the sender retries.
  */
@@ -42,7 +42,7 @@ export function createTarget(cfg: TargetConfig, deps: TargetDeps): Target {
 }
 
 /**
- * Per-target health (DESIGN §3 RCPT row): after `failures` consecutive
+ * Per-target health (docs/smtp.md, command table, RCPT `451 4.4.1`): after `failures` consecutive
  * transient failures a target is "known down" for `cooldownMs`; meanwhile RCPT
  * for a route that needs it answers 451 4.4.1 at once, instead of every sender
  * sending the whole message and waiting for the deadline. After the cooldown
@@ -219,7 +219,7 @@ export async function deliverToTargets(
     opts.onTarget?.(t, outcome);
     return outcome;
   };
-  // Optional targets never hold the reply (DESIGN §2): they run on, bounded by
+  // Optional targets never hold the reply (docs/architecture.md §2.1): they run on, bounded by
   // the same deadline, and report through onTarget.
   const optional = deliveries.filter((d) => !d.target.required).map(runOne);
   const required = deliveries.filter((d) => d.target.required).map(runOne);

@@ -1,5 +1,5 @@
 /**
- * Delivery ids that already succeeded (DESIGN §2, "at-least-once, with
+ * Delivery ids that already succeeded (docs/architecture.md §2.5, "at least once, with
  * idempotency"): when a sender retries a transaction after a lost 250, or
  * after another target of the route failed, targets that already have the
  * message are skipped. Receivers still deduplicate on `webhook-id`.

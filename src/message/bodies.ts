@@ -1,6 +1,6 @@
 /**
  * Large text and HTML bodies leave the event for the blob store (claim check,
- * DESIGN §4), so a 5 MB newsletter does not turn every webhook call into a
+ * docs/payload.md "Large bodies"), so a 5 MB newsletter does not turn every webhook call into a
  * 5 MB POST (or a pointer event the receiver must fetch first). The body is
  * stored as UTF-8; `text`/`html` become null and `textBlob`/`htmlBlob` carry
  * the link, size and SHA-256 of exactly the stored bytes.

@@ -1,5 +1,5 @@
 /**
- * The event a target receives (DESIGN §4): `{type, timestamp, data}` with
+ * The event a target receives (docs/payload.md): `{type, timestamp, data}` with
  * `data` an InboundEmail of schema postgate.email.v1 (src/message/schema.ts is
  * the one source of its types and JSON Schema). This joins the SMTP envelope,
  * the trace headers postgate added, and the parsed message.
@@ -49,7 +49,7 @@ export function buildEvent(opts: {
 
 /**
  * The event as one target sees it when it takes only some of the
- * transaction's recipients: the envelope lists just those (DESIGN §2), so no
+ * transaction's recipients: the envelope lists just those (docs/architecture.md §2.3), so no
  * target learns of recipients routed elsewhere.
  */
 export function eventForRecipients(event: EmailEvent, only: ReadonlySet<string>): EmailEvent {

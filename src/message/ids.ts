@@ -35,7 +35,7 @@ function randomByte(): number {
 }
 
 /**
- * The deterministic delivery id of DESIGN §2: equal across the sender's
+ * The deterministic delivery id of docs/architecture.md §2.5: equal across the sender's
  * retries and across edge instances, never derived from Message-ID (which
  * senders reuse and attackers choose).
  */

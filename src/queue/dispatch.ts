@@ -1,5 +1,5 @@
 /**
- * A route's delivery mode decides what the 250 means (DESIGN §2):
+ * A route's delivery mode decides what the 250 means (docs/architecture.md §2.1):
  *
  * - `sync`: every required target acknowledged.
  * - `queue`: the message is durably spooled (one item per target); the retry

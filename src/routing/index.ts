@@ -74,7 +74,7 @@ export interface Route<T extends RoutableTarget = RoutableTarget> {
 
 /** The routes that take a recipient, in order: usually one. */
 export interface ResolvedRoute<T extends RoutableTarget = RoutableTarget> {
-  /** Equal for recipients that may share a transaction (DESIGN §2). */
+  /** Equal for recipients that may share a transaction (docs/architecture.md §2.3). */
   key: string;
   name: string;
   routes: readonly Route<T>[];

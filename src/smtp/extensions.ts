@@ -285,7 +285,7 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     const send = this.send;
     this.send = function (code, data, context) {
       if (code === 250 && Array.isArray(data)) {
-        // RFC 4954 §4 / DESIGN §3: AUTH is offered only over TLS (unless
+        // RFC 4954 §4 / docs/security.md: AUTH is offered only over TLS (unless
         // explicitly allowed), so no client is invited to send a password in clear.
         const clearAuth = !this.secure && !this._server.options.allowInsecureAuth;
         data = [...data.filter((l) => !(clearAuth && /^AUTH\b/.test(l))), 'CHUNKING', 'BINARYMIME'];
