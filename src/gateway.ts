@@ -16,6 +16,7 @@ import type { BlobSink } from './message/parse.js';
 import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
+import { configWarnings } from './config/warnings.js';
 import { routingTableOf } from './routing/from-config.js';
 import { routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
@@ -31,7 +32,7 @@ import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
-import { createLogger, type Logger } from './ops/logger.js';
+import { createLogger, flushLogs, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
@@ -443,6 +444,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     async start() {
       if (started) return;
       started = true;
+      // Once per gateway, before listening: the same lines `postgate check` prints.
+      for (const w of configWarnings(cfg)) logger.warn({ path: w.path }, w.message);
       for (const [i, l] of cfg.resolvedListeners.entries()) {
         await listenOne(netServers[i]!.server, l);
       }
@@ -457,6 +460,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         },
         'postgate listening',
       );
+      flushLogs(logger);
     },
     addresses() {
       return netServers.map(({ server, name, role }) => {
@@ -511,6 +515,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       await skip.close();
       if (!deps.aws) aws.destroy();
       logger.info({ inflightLeft: inflight }, 'stopped');
+      flushLogs(logger);
     },
   };
   return gw;

@@ -1,7 +1,7 @@
 /**
  * The SMTP transaction handlers of one listener: connection admission, AUTH,
  * MAIL (load shedding), RCPT (routing, one route per transaction), DATA
- * (bounded read, trace headers, delivery, the reply of DESIGN §2).
+ * (bounded read, trace headers, delivery, the reply of docs/architecture.md §2).
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -96,7 +96,7 @@ interface AcceptedRcpt {
 
 interface Txn {
   queueId: string;
-  /** Fixed by the first accepted recipient (DESIGN §2). */
+  /** Fixed by the first accepted recipient (docs/architecture.md §2.3). */
   route: ResolvedRoute<RouteTarget> | null;
   /** Accepted recipients by the address as given in RCPT TO. */
   rcpts: Map<string, AcceptedRcpt>;
@@ -249,7 +249,7 @@ export function createSmtpServer(
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
       if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision, address.address));
-      // RFC 5321 §4.5.3.1.10 / DESIGN §2: one reply after DATA covers every
+      // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.
       if (txn.route && txn.route.key !== decision.route.key) {
@@ -289,7 +289,7 @@ export function createSmtpServer(
       const route = txn.route;
       const hash = createHash('sha256');
       // The message stays in memory up to storage.spillAbove; the rest goes to
-      // a file, so a 50 MB message does not hold 50 MB (DESIGN §4).
+      // a file, so a 50 MB message does not hold 50 MB (docs/decisions.md, spill to disk).
       const spill = new SpillBuffer(ctx.spillDir, txn.queueId, cfg.storage.spillAbove);
       let size = 0;
       let held = 0;
@@ -531,7 +531,7 @@ export function createSmtpServer(
           (json) => claimCheckOnce(json, ctx.blobs),
         );
         // Config validation guarantees a required target without a condition;
-        // should that ever fail, defer rather than answer 250 for nothing (DESIGN §2).
+        // should that ever fail, defer rather than answer 250 for nothing (docs/architecture.md §2.1).
         if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
         const result = await dispatch(
           // A chain (stop: false) is delivered in the mode of its first route.
@@ -558,10 +558,11 @@ export function createSmtpServer(
                 txn.log.warn({ target: t.id, cooldownMs: cfg.delivery.breaker.cooldown, code: 'PG_TARGET_DOWN' }, 'target marked down');
               }
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
-              txn.log.info(
-                { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), attempts: o.attempts, ...(o.error ? { code: o.error.code, err: o.error.message } : {}) },
-                'delivery',
-              );
+              // At info a message that goes well writes one line ('accepted'
+              // below); a target's own line is for failures, or for debug.
+              const line = { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), attempts: o.attempts, ...(o.error ? { code: o.error.code, err: o.error.message } : {}) };
+              if (o.ok) txn.log.debug(line, 'delivery');
+              else txn.log.info(line, 'delivery');
             },
           },
         );
@@ -569,7 +570,7 @@ export function createSmtpServer(
         // RFC 3461 NOTIFY=SUCCESS: every required target has it now (what was
         // spooled reports when the queue delivers it).
         if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message.headerBlock(HEADER_SCAN_BYTES));
-        txn.log.info({ route: route.name, size: received.size, rcpts: rcptTo.length, from: mailFrom, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
+        txn.log.info({ route: route.name, size: received.size, rcpts: rcptTo.length, from: mailFrom, targets: deliveries.length, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
         return `2.0.0 Ok: queued as ${txn.queueId}`;
       };
     },
@@ -605,7 +606,7 @@ export function createSmtpServer(
 
 /**
  * One delivery per resolved target, each with only its own recipients
- * (DESIGN §2: the delivery id hashes the recipients routed to that target).
+ * (docs/architecture.md §2.5: the delivery id hashes the recipients routed to that target).
  * Targets whose header condition fails are left out; recipients resolving to
  * the same target (same URL) share one delivery. A target that takes every
  * recipient shares the transaction's message and serialized event.
