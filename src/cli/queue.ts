@@ -2,25 +2,15 @@
  * `postgate queue list|show|retry|replay|purge`: the operator's view of the
  * spool of queued mode. Works on the spool directory directly, so it runs
  * with or without a gateway: a running gateway picks up revived and replayed
- * items within 30 seconds and forgets purged ones.
+ * items within 30 seconds and forgets purged ones. The subcommands are
+ * declared here as tables (options, help, run); index.ts parses the command
+ * line and prints the help for every command alike.
  */
-import { parseArgs } from 'node:util';
+import type { CommandGroup, LeafCommand, OptionSpecs, RunContext } from './index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { parseDuration } from '../config/units.js';
 import { LocalSpool, type SpoolArea, type SpoolEntry } from '../queue/spool.js';
 import { deliveryId } from '../message/ids.js';
-
-export const QUEUE_HELP = `Usage:
-  postgate queue list   [filters] [--json]
-  postgate queue show   ITEM
-  postgate queue retry  [filters] [--dry-run]             (dead letters back into the queue, due now)
-  postgate queue replay --target ID [filters] [--dry-run] (copies to another target id, e.g. staging)
-  postgate queue purge  [filters] [--dry-run]
-
-Filters: --status active|dead|all  --route NAME  --target ID  --rcpt ADDRESS
-         --since TIME  --until TIME  (TIME: ISO-8601, or a duration ago such as 2h or 3d)
-The spool is taken from --config FILE (or POSTGATE_CONFIG), or given with --spool DIR.
-`;
 
 interface Filters {
   status: SpoolArea | 'all';
@@ -57,37 +47,108 @@ function progress(done: number, total: number, verb: string): void {
   process.stderr.write(`\r${verb} [${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}${done === total ? '\n' : ''}`);
 }
 
-export async function queueCommand(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', short: 'c' },
-        spool: { type: 'string' },
-        status: { type: 'string' },
-        route: { type: 'string' },
-        target: { type: 'string' },
-        rcpt: { type: 'string' },
-        since: { type: 'string' },
-        until: { type: 'string' },
-        json: { type: 'boolean' },
-        'dry-run': { type: 'boolean' },
-      },
-    });
-  } catch (err) {
-    process.stderr.write(`postgate queue: ${(err as Error).message}\n\n${QUEUE_HELP}`);
-    return 2;
-  }
-  const { values: v, positionals } = parsed;
-  const sub = positionals[0];
-  const usage = (why: string) => {
-    process.stderr.write(`postgate queue: ${why}\n\n${QUEUE_HELP}`);
-    return 2;
-  };
-  if (!sub || !['list', 'show', 'retry', 'replay', 'purge'].includes(sub)) return usage(sub ? `unknown subcommand "${sub}"` : 'a subcommand is required');
+/** What each subcommand reads; parsed by the dispatcher in index.ts from the option tables below. */
+interface QueueValues {
+  config?: string;
+  spool?: string;
+  status?: string;
+  route?: string;
+  target?: string;
+  rcpt?: string;
+  since?: string;
+  until?: string;
+  json?: boolean;
+  'dry-run'?: boolean;
+}
 
+type Subcommand = 'list' | 'show' | 'retry' | 'replay' | 'purge';
+
+const SPOOL_OPTIONS: OptionSpecs = {
+  config: { type: 'string', short: 'c', value: 'FILE', help: 'the configuration whose queue.path is the spool (or POSTGATE_CONFIG)' },
+  spool: { type: 'string', value: 'DIR', help: 'the spool directory itself, without a configuration' },
+};
+
+const FILTER_OPTIONS: OptionSpecs = {
+  status: { type: 'string', value: 'active|dead|all', help: 'queued items, dead letters or both (default: all)' },
+  route: { type: 'string', value: 'NAME', help: 'items of this route' },
+  target: { type: 'string', value: 'ID', help: 'items for this target id' },
+  rcpt: { type: 'string', value: 'ADDRESS', help: 'items with this recipient' },
+  since: { type: 'string', value: 'TIME', help: 'received at or after TIME: ISO-8601, or a duration ago such as 2h or 3d' },
+  until: { type: 'string', value: 'TIME', help: 'received at or before TIME' },
+};
+
+const DRY_RUN: OptionSpecs = { 'dry-run': { type: 'boolean', help: 'print what would be done, change nothing' } };
+
+const subcommand = (name: Subcommand, spec: Omit<LeafCommand, 'run'>): LeafCommand => ({
+  ...spec,
+  run: (values, args, ctx) => queueCommand(name, values as QueueValues, args, ctx),
+});
+
+/** `postgate queue`: the subcommands with their own options and help. */
+export const QUEUE_COMMAND: CommandGroup = {
+  synopsis: 'queue SUBCOMMAND [options]',
+  summary: 'list and manage the spool of queued routes (docs/queue.md)',
+  about:
+    'Works on the spool directory directly, with or without a running gateway: a running\n' +
+    'gateway picks up revived and replayed items within 30 seconds and forgets purged ones.\n' +
+    'The spool is taken from --config FILE (or POSTGATE_CONFIG), or given with --spool DIR.',
+  subcommands: {
+    list: subcommand('list', {
+      synopsis: 'queue list [filters] [--json]',
+      summary: 'the items, one tab-separated line each',
+      options: { ...SPOOL_OPTIONS, ...FILTER_OPTIONS, json: { type: 'boolean', help: 'one JSON array instead of lines' } },
+      maxArgs: 0,
+    }),
+    show: subcommand('show', {
+      synopsis: 'queue show ITEM',
+      summary: 'one item: its state, attempts and message header',
+      options: SPOOL_OPTIONS,
+      maxArgs: 1,
+    }),
+    retry: subcommand('retry', {
+      synopsis: 'queue retry [filters] [--dry-run]',
+      summary: 'dead letters back into the queue, due now',
+      about: 'Queued items run on their schedule (ETRN starts them at once), so retry takes dead letters only.',
+      options: { ...SPOOL_OPTIONS, ...FILTER_OPTIONS, status: { type: 'string', value: 'dead', help: 'dead letters (the only choice)' }, ...DRY_RUN },
+      maxArgs: 0,
+    }),
+    replay: subcommand('replay', {
+      synopsis: 'queue replay --target ID [filters] [--dry-run]',
+      summary: 'copies items to another target id, e.g. staging',
+      options: {
+        ...SPOOL_OPTIONS,
+        ...FILTER_OPTIONS,
+        // Here --target names the target that gets the copies, not a filter.
+        target: { type: 'string', value: 'ID', help: 'the target id that gets the copies (required)' },
+        ...DRY_RUN,
+      },
+      maxArgs: 0,
+    }),
+    purge: subcommand('purge', {
+      synopsis: 'queue purge [filters] [--dry-run]',
+      summary: 'removes items from the spool',
+      options: { ...SPOOL_OPTIONS, ...FILTER_OPTIONS, ...DRY_RUN },
+      maxArgs: 0,
+    }),
+  },
+};
+
+async function queueCommand(sub: Subcommand, v: QueueValues, positionals: string[], ctx: RunContext): Promise<number> {
+  const out = process.stdout;
+  const usage = ctx.usage;
+  if (sub === 'show' && !positionals[0]) return usage('give the ITEM id (see "postgate queue list")');
+  const now = Date.now();
+  const since = parseTime(v.since, now);
+  const until = parseTime(v.until, now);
+  if (since === null || until === null) return usage('--since/--until take an ISO-8601 time or a duration such as 2h');
+  const defaultStatus = sub === 'retry' ? 'dead' : 'all';
+  const status = (v.status ?? defaultStatus) as Filters['status'];
+  if (!['active', 'dead', 'all'].includes(status)) return usage('--status is active, dead or all');
+  if (sub === 'retry' && status !== 'dead') return usage('retry works on dead letters; queued items run on their schedule (ETRN starts them at once)');
+  if (sub === 'replay' && !v.target) return usage('replay needs --target ID (the target that gets the copies)');
+  const filters: Filters = { status, route: v.route, target: sub === 'replay' ? undefined : v.target, rcpt: v.rcpt, since, until };
+
+  // The command line is sound; only now read a configuration for the spool's place.
   let root = v.spool;
   if (!root) {
     try {
@@ -102,15 +163,6 @@ export async function queueCommand(argv: string[], out: NodeJS.WritableStream = 
     }
   }
   const spool = new LocalSpool(root);
-  const now = Date.now();
-  const since = parseTime(v.since, now);
-  const until = parseTime(v.until, now);
-  if (since === null || until === null) return usage('--since/--until take an ISO-8601 time or a duration such as 2h');
-  const defaultStatus = sub === 'retry' ? 'dead' : 'all';
-  const status = (v.status ?? defaultStatus) as Filters['status'];
-  if (!['active', 'dead', 'all'].includes(status)) return usage('--status is active, dead or all');
-  if (sub === 'retry' && status !== 'dead') return usage('retry works on dead letters; queued items run on their schedule (ETRN starts them at once)');
-  const filters: Filters = { status, route: v.route, target: sub === 'replay' ? undefined : v.target, rcpt: v.rcpt, since, until };
   const areas: SpoolArea[] = status === 'all' ? ['active', 'dead'] : [status];
   const select = async () => {
     const found: Array<{ area: SpoolArea; e: SpoolEntry }> = [];
@@ -145,8 +197,7 @@ export async function queueCommand(argv: string[], out: NodeJS.WritableStream = 
       return 0;
     }
     case 'show': {
-      const id = positionals[1];
-      if (!id) return usage('show needs an item id (see "postgate queue list")');
+      const id = positionals[0]!;
       for (const area of ['active', 'dead'] as const) {
         if (await spool.exists(area, id)) {
           const e = await spool.entry(area, id);
@@ -163,7 +214,6 @@ export async function queueCommand(argv: string[], out: NodeJS.WritableStream = 
     case 'retry':
     case 'purge':
     case 'replay': {
-      if (sub === 'replay' && !v.target) return usage('replay needs --target ID (the target that gets the copies)');
       const items = await select();
       const verb = sub === 'retry' ? 'retrying' : sub === 'purge' ? 'purging' : 'replaying';
       if (v['dry-run']) {
