@@ -17,6 +17,7 @@ import nodemailer from 'nodemailer';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startGateway, listFiles, type TestGateway } from './helpers/gateway.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { OLD_CLIENT, clientSpeaksTls11, tryHandshake } from './helpers/tls.js';
 import { hashPassword } from '../src/auth/password.js';
 
 const fingerprint = (pem: string) => new X509Certificate(pem).fingerprint256;
@@ -144,11 +145,47 @@ describe('listener roles, TLS and AUTH', () => {
     assert.ok(!Buffer.concat(chunks).toString('latin1').startsWith('220'));
   });
 
-  test('a TLS 1.1 client is refused (TLS 1.2+)', async () => {
-    const s = tls.connect({ port: tg.ports[2]!, host: '127.0.0.1', rejectUnauthorized: false, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' });
-    const [err] = (await once(s, 'error')) as [Error];
-    assert.ok(err);
-    s.destroy();
+  test('a TLS 1.1 client is refused by the server (TLS 1.2+), on smtps and after STARTTLS; a TLS 1.2 client on the same listeners is served', async (t) => {
+    // Control: this Node/OpenSSL speaks TLS 1.1 to a server that allows it;
+    // otherwise a failed handshake would only show that the client refused.
+    if (!(await clientSpeaksTls11())) {
+      t.skip('this OpenSSL build cannot negotiate TLS 1.1 even with a permissive server');
+      return;
+    }
+    const refusals = () => tg.logs.filter((l) => /TLS handshake failed|smtp connection error/.test(String(l.msg)) && /unsupported protocol/i.test(String(l.err)));
+    const before = refusals().length;
+    // smtps: implicit TLS from the first byte
+    const old = await tryHandshake(tg.ports[2]!, OLD_CLIENT);
+    assert.equal(old.ok, false, 'TLS 1.1 handshake on smtps completed');
+    // the client got the server's protocol_version alert (RFC 8446 §6.2), not a failure of its own
+    assert.equal(!old.ok && old.error.code, 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', !old.ok ? old.error.message : '');
+    // mx: STARTTLS, then the same client hello
+    const c = await RawSmtp.connect(tg.ports[0]!);
+    await c.read();
+    await c.cmd('EHLO old.example');
+    await assert.rejects(c.startTls(OLD_CLIENT), (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', err.message);
+      return true;
+    });
+    c.close();
+    // ...and the server logged its side: it refused the protocol version
+    const deadline = Date.now() + 10_000;
+    while (refusals().length < before + 2) {
+      assert.ok(Date.now() < deadline, `the server did not log both refusals: ${JSON.stringify(refusals())}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The same listeners serve a TLS 1.2 client.
+    const modern = await RawSmtp.connect(tg.ports[2]!, '127.0.0.1', { tls: { maxVersion: 'TLSv1.2' } });
+    assert.equal((modern.socket as tls.TLSSocket).getProtocol(), 'TLSv1.2');
+    assert.equal((await modern.read()).code, 220);
+    modern.close();
+    const m = await RawSmtp.connect(tg.ports[0]!);
+    await m.read();
+    await m.cmd('EHLO modern.example');
+    const secure = await m.startTls({ maxVersion: 'TLSv1.2' });
+    assert.equal(secure.getProtocol(), 'TLSv1.2');
+    assert.equal((await m.cmd('EHLO modern.example')).code, 250);
+    m.close();
   });
 });
 

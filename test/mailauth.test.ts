@@ -304,8 +304,11 @@ describe('DNS trouble', () => {
 
   test('a resolver that never answers times out within the budget', async () => {
     const hang = () => new Promise<never>(() => {});
+    const signed = await sign(plain());
     const started = performance.now();
-    const r = await verify(await sign(plain()), env('192.0.2.10'), { resolver: hang, timeoutMs: 200 });
+    // 100 ms: without the budget it would never end, with the default one
+    // (10 s) after 10 s; the bound leaves 20 budgets for a busy machine.
+    const r = await verify(signed, env('192.0.2.10'), { resolver: hang, timeoutMs: 100 });
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 2000, `took ${elapsed} ms`);
     assert.equal(r.spf.mailFrom.result, 'temperror');
@@ -341,15 +344,23 @@ describe('Authentication-Results header', () => {
     assert.equal(formatAuthResultsHeader('a; x=y (c; d) z="q; r"; w=1'), 'Authentication-Results: a;\r\n x=y (c; d) z="q; r";\r\n w=1\r\n');
   });
 
-  test('timing with the fixture resolver', async (t) => {
+  test('50 verifications with the fixture resolver: the same verdicts and DNS queries each time (timing printed, not asserted)', async (t) => {
     const signed = await sign(plain());
-    await verify(signed, env('192.0.2.10')); // warm-up
+    const first = fixtureResolver();
+    const expected = await verifyMessage(signed, env('192.0.2.10'), { authservId: AUTHSERV, resolver: first.resolver });
+    assert.match(expected.authenticationResults, /dkim=pass/);
+    assert.ok(first.queries.length > 0);
     const n = 50;
+    let same = 0;
     const started = performance.now();
-    for (let i = 0; i < n; i++) await verifyMessage(signed, env('192.0.2.10'), { authservId: AUTHSERV, resolver: fixtureResolver().resolver });
+    for (let i = 0; i < n; i++) {
+      const f = fixtureResolver();
+      const r = await verifyMessage(signed, env('192.0.2.10'), { authservId: AUTHSERV, resolver: f.resolver });
+      if (r.authenticationResults === expected.authenticationResults && JSON.stringify(f.queries.sort()) === JSON.stringify([...first.queries].sort())) same++;
+    }
     const per = (performance.now() - started) / n;
-    t.diagnostic(`verifyMessage: ${per.toFixed(2)} ms per signed message (fixture resolver, ${n} runs)`);
-    assert.ok(per < 500, `${per} ms`);
+    t.diagnostic(`verifyMessage: ${per.toFixed(2)} ms per signed message (fixture resolver, ${n} runs; measured, not asserted)`);
+    assert.equal(same, n);
   });
 });
 

@@ -818,18 +818,23 @@ describe('broken and hostile input never throws', () => {
   });
 });
 
-describe('throughput', () => {
-  test('1000 parses of a 5 KB text+html message', async (t) => {
+describe('repeated parses', () => {
+  // How fast this is, is bench/parse.mjs's to measure (the same ~5 KB
+  // text+html newsletter, against mailparser): a bound on milliseconds here
+  // would depend on how busy the machine is.
+  test('1000 parses of a 5 KB text+html message give the same result each time (no state carried between parses)', async (t) => {
     const para = 'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ';
     const raw = await compose({ from: 'Alice <alice@example.com>', to: 'Bob <bob@example.org>, carol@example.net', subject: 'Quarterly report – Q3', text: para.repeat(20), html: `<p>${para.repeat(16)}</p>` });
     assert.ok(raw.length > 4500 && raw.length < 6000, `${raw.length} bytes`);
-    for (let i = 0; i < 20; i++) await parseMessage(raw);
+    const first = await parseMessage(raw);
+    assert.ok(first.text?.startsWith('Lorem'));
+    assert.ok(first.html?.includes(para.trim()));
+    const expected = JSON.stringify(first);
     const start = process.hrtime.bigint();
-    let ok = 0;
-    for (let i = 0; i < 1000; i++) if ((await parseMessage(raw)).text?.startsWith('Lorem')) ok++;
+    let same = 0;
+    for (let i = 0; i < 1000; i++) if (JSON.stringify(await parseMessage(raw)) === expected) same++;
     const perMessage = Number(process.hrtime.bigint() - start) / 1e6 / 1000;
-    t.diagnostic(`${raw.length}-byte message: ${perMessage.toFixed(3)} ms per parse`);
-    assert.equal(ok, 1000);
-    assert.ok(perMessage < 25, `${perMessage} ms per message`);
+    t.diagnostic(`${raw.length}-byte message: ${perMessage.toFixed(3)} ms per parse and comparison (measured, not asserted; see bench/parse.mjs)`);
+    assert.equal(same, 1000);
   });
 });

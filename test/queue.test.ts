@@ -120,11 +120,22 @@ describe('queue mode', () => {
 describe('sync-then-queue', () => {
   test('fast success: 250 and nothing spooled; refusal: 5xx; slow receiver: spooled at the deadline, 250, delivered later', async () => {
     let behaviour: Answer = { status: 204 };
-    const hook = await startReceiver(() => behaviour);
+    // slowOnce: the next request is held for a minute; gate: requests wait until it opens.
+    let slowOnce = false;
+    let gate: Promise<void> | null = null;
+    let openGate = () => {};
+    const hook = await startReceiver(async () => {
+      if (slowOnce) {
+        slowOnce = false;
+        return { status: 204, delayMs: 60_000 };
+      }
+      if (gate) await gate;
+      return behaviour;
+    });
     const tg = await startGateway({
       delivery: { deadline: '400ms' },
       queue: QUICK,
-      routes: [{ recipients: ['*@q.test'], mode: 'sync-then-queue', targets: [{ type: 'webhook', url: hook.url, timeout: '2s' }] }],
+      routes: [{ recipients: ['*@q.test'], mode: 'sync-then-queue', targets: [{ type: 'webhook', url: hook.url, timeout: '2m' }] }],
     });
     const spool = path.join(tg.dataDir, 'spool', 'active');
     try {
@@ -134,17 +145,26 @@ describe('sync-then-queue', () => {
       const refused = await send(tg.port, 'refused');
       assert.equal(refused.data?.code, 550);
       assert.equal((await readdir(spool)).length, 0);
-      behaviour = { status: 204, delayMs: 1000 };
+      // The receiver holds the first attempt for a minute (the target's
+      // timeout is two): the 250 must come at the deadline, before the
+      // receiver answered it. The queued attempts wait for the gate, so the
+      // spooled message is still there to be seen.
+      behaviour = { status: 204 };
+      slowOnce = true;
+      gate = new Promise<void>((resolve) => (openGate = resolve));
+      const requestsBefore = hook.got.length;
       const started = Date.now();
       const slow = await send(tg.port, 'slow');
       assert.equal(slow.data?.code, 250);
       const waited = Date.now() - started;
-      assert.ok(waited >= 350 && waited < 1000, `answered at the deadline (${waited} ms)`);
+      assert.ok(waited >= 350, `answered at the deadline, not before it (${waited} ms)`);
+      assert.equal(hook.got[requestsBefore]!.answeredAt, undefined, `answered at the deadline (${waited} ms), before the receiver`);
       assert.equal((await readdir(spool)).length, 1);
-      behaviour = { status: 204 };
+      openGate();
       await waitFor(async () => (await readdir(spool)).length === 0, 5000, 'queued delivery');
       assert.ok(tg.logs.some((l) => l.msg === 'queued delivery succeeded'));
     } finally {
+      openGate();
       await tg.close();
       await hook.close();
     }

@@ -10,13 +10,29 @@ import { startGateway } from './helpers/gateway.js';
 import { startReceiver } from './helpers/receiver.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 
-function fixture(records: Record<string, string[]>, delayMs = 0): { resolver: (name: string, rrtype: string) => Promise<unknown>; asked: string[] } {
+function fixture(
+  records: Record<string, string[]>,
+  delayMs = 0,
+): { resolver: (name: string, rrtype: string) => Promise<unknown>; asked: string[]; answered: () => number; cancel: () => void } {
   const asked: string[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  let answered = 0;
   return {
     asked,
+    answered: () => answered,
+    /** Drops the answers still waiting for their delay (they would keep the process alive). */
+    cancel: () => timers.forEach((t) => clearTimeout(t)),
     resolver: async (name, rrtype) => {
       asked.push(`${name} ${rrtype}`);
-      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      if (delayMs)
+        await new Promise<void>((r) => {
+          const t = setTimeout(() => {
+            timers.delete(t);
+            r();
+          }, delayMs);
+          timers.add(t);
+        });
+      answered++;
       const r = records[`${name} ${rrtype}`];
       if (!r) throw Object.assign(new Error(`queryNotFound ${name}`), { code: 'ENOTFOUND' });
       return r;
@@ -39,10 +55,15 @@ describe('reverse DNS (forward-confirmed)', () => {
     const second = fixture({ '25.2.0.192.in-addr.arpa PTR': ['a.example', 'b.example'], 'b.example A': ['192.0.2.25'] });
     assert.equal(await confirmedHostname('::ffff:192.0.2.25', 1000, second.resolver), 'b.example', 'IPv4-mapped address, second PTR confirmed');
     assert.equal(await confirmedHostname('192.0.2.25', 1000, fixture({}).resolver), null, 'no PTR');
-    const slow = fixture({ '25.2.0.192.in-addr.arpa PTR': ['mail.example.com'], 'mail.example.com A': ['192.0.2.25'] }, 500);
-    const t0 = Date.now();
-    assert.equal(await confirmedHostname('192.0.2.25', 100, slow.resolver), null, 'past the timeout: left out');
-    assert.ok(Date.now() - t0 < 450, 'the timeout bounds the wait');
+    // The slow resolver answers after a minute: only the 100 ms timeout can end the wait before that.
+    const slow = fixture({ '25.2.0.192.in-addr.arpa PTR': ['mail.example.com'], 'mail.example.com A': ['192.0.2.25'] }, 60_000);
+    try {
+      assert.equal(await confirmedHostname('192.0.2.25', 100, slow.resolver), null, 'past the timeout: left out');
+      assert.deepEqual(slow.asked, ['25.2.0.192.in-addr.arpa PTR']);
+      assert.equal(slow.answered(), 0, 'the timeout bounds the wait: the lookup returned before the resolver answered');
+    } finally {
+      slow.cancel();
+    }
   });
 
   test('the Received header and envelope.clientHostname carry the confirmed name; without the option no lookup is made', async () => {

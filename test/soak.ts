@@ -3,8 +3,10 @@
  * through the parser (the full check — stream input, both parser paths — on
  * every hundredth, the Buffer parse and schema on the rest), then random SMTP
  * sessions against a real gateway over loopback, 16 at a time, with the same
- * properties as test/fuzz-smtp.test.ts, while the process's RSS is sampled.
- * Writes its results into docs/reliability.md (section "soak").
+ * properties as test/fuzz-smtp.test.ts, while the process's RSS is sampled;
+ * last, a normal client's latency alone and beside 1,000 slowloris
+ * connections (measured, not asserted). Writes its results into
+ * docs/reliability.md (section "soak").
  *
  *   npm run soak                         defaults: SOAK_MIME=1000000 SOAK_SMTP=20000
  *   SOAK_MIME=100000 SOAK_SMTP=2000 SOAK_SEED=42 npm run soak
@@ -17,6 +19,7 @@ import { fixturePath, projectRoot } from './helpers/fixtures.js';
 import { startGateway } from './helpers/gateway.js';
 import { startReceiver } from './helpers/receiver.js';
 import { heldMemory } from './helpers/memory.js';
+import { startSlowClients, timedTransaction } from './helpers/slow-clients.js';
 import { checkParse, loadCorpus, mutatedMessageArb } from './fuzz/mime.js';
 import { runSession, sessionArb, type Session } from './fuzz/smtp.js';
 import { writeReliabilitySection } from './fuzz/report.js';
@@ -105,6 +108,48 @@ held.end = await heldMemory();
 const internal = tg.logs.filter((l) => l.code === 'PG_INTERNAL' || (typeof l.level === 'number' && l.level >= 50));
 for (const l of internal.slice(0, 5)) problems.push(`internal error logged: ${JSON.stringify(l).slice(0, 300)}`);
 await tg.close();
+
+// ── Slowloris: a normal client's latency ────────────────────────────────────
+// Measured and printed, not a pass/fail bound: it depends on how busy the
+// machine is. (npm test asserts the behaviour: test/abuse.test.ts "slowloris".)
+// Alone and under 1,000 slow connections from 50 addresses (each dribbling a
+// byte every 200 ms), interleaved in three rounds of 50 transactions each, so
+// anything else running on the machine slows both conditions alike; 150 per
+// condition, so the p99 is the 2nd-slowest, not the single slowest.
+const slowTg = await startGateway({
+  smtp: { maxClients: 1100, maxConnectionsPerIp: 20, socketTimeout: '60s' },
+  logging: { level: 'warn' },
+  routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }],
+});
+const slow = startSlowClients(slowTg.port);
+const alone: number[] = [];
+const during: number[] = [];
+const slowloris = async (n: number, into: number[]) => {
+  for (let i = 0; i < n; i++) {
+    try {
+      into.push(await timedTransaction(slowTg.port));
+    } catch (err) {
+      problems.push(`slowloris: a normal transaction failed: ${(err as Error).message}`);
+    }
+  }
+};
+try {
+  await slowloris(30, []); // warm-up
+  for (let round = 1; round <= 3; round++) {
+    await slowloris(50, alone);
+    await slow.dribble();
+    await slowloris(50, during);
+    const alive = await slow.close();
+    if (alive !== 1000) problems.push(`slowloris round ${round}: ${1000 - alive} of the 1,000 slow connections were dropped`);
+    await new Promise((r) => setTimeout(r, 300)); // the gateway closes the 1,000 sockets
+  }
+} finally {
+  await slow.stop();
+  await slowTg.close();
+}
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * q))] ?? NaN;
+const ms = (x: number) => `${x.toFixed(1)} ms`;
+log(`slowloris: p99 ${ms(quantile(alone, 0.99))} alone, ${ms(quantile(during, 0.99))} with 1,000 slow connections`);
 await hook.close();
 
 const mib = (n: number) => (n / 1024 / 1024).toFixed(0);
@@ -117,13 +162,16 @@ const lines = [
   '| Part | Inputs | Time | Rate | Problems |',
   '|---|---:|---:|---:|---:|',
   `| Mutated MIME through the parser (full check on every 100th) | ${mimeDone.toLocaleString('en-US')} | ${mimeSeconds.toFixed(0)} s | ${Math.round(mimeDone / mimeSeconds).toLocaleString('en-US')}/s | ${problems.filter((p) => p.startsWith('mime')).length} |`,
-  `| Random SMTP sessions over loopback, 16 at a time | ${smtpDone.toLocaleString('en-US')} | ${smtpSeconds.toFixed(0)} s | ${Math.round(smtpDone / smtpSeconds).toLocaleString('en-US')}/s | ${problems.filter((p) => !p.startsWith('mime')).length} |`,
+  `| Random SMTP sessions over loopback, 16 at a time | ${smtpDone.toLocaleString('en-US')} | ${smtpSeconds.toFixed(0)} s | ${Math.round(smtpDone / smtpSeconds).toLocaleString('en-US')}/s | ${problems.filter((p) => !p.startsWith('mime') && !p.startsWith('slowloris')).length} |`,
   '',
   `SMTP sessions ended: ${Object.entries(ended).map(([k, v]) => `${k} ${v}`).join(', ')} (timeout = no answer within the session's budget: a failure).`,
   `Messages answered 250: ${accepted.toLocaleString('en-US')}; delivered byte-exact: ${(accepted - skippedRepeats - problems.filter((p) => p.includes('never delivered') || p.includes('bytes differ')).length).toLocaleString('en-US')};`,
   `repeats of bytes already delivered (same sender, recipients and bytes: skipped by the skip-store, same webhook-id): ${skippedRepeats.toLocaleString('en-US')};`,
   `lost: ${problems.filter((p) => p.includes('never delivered')).length}. Process RSS during the SMTP part: ${mib(rss.start)} MiB at start, ${mib(rss.max)} MiB at most, ${mib(rss.end)} MiB at the end;`,
   `heap and buffers held after a full collection: ${[held.start, ...held.quarter, held.end].map(mib).join(' → ')} MiB (start, each quarter, end; the harness keeps a digest per event, ${tg.logs.length.toLocaleString('en-US')} captured log lines and the skip-store's ids).`,
+  '',
+  `Slowloris (docs/security.md): a normal client's time from MAIL to the final 250, over ${alone.length} transactions alone and ${during.length} with 1,000 slow connections from 50 addresses open (each dribbling a byte every 200 ms), interleaved in three rounds:`,
+  `p99 ${ms(quantile(alone, 0.99))} alone, ${ms(quantile(during, 0.99))} under the 1,000; medians ${ms(quantile(alone, 0.5))} and ${ms(quantile(during, 0.5))}; problems (a failed transaction, a slow connection dropped): ${problems.filter((p) => p.startsWith('slowloris')).length}.`,
   '',
   problems.length ? `Problems (${problems.length}, first 10):\n\n${problems.slice(0, 10).map((p) => `- ${p}`).join('\n')}` : 'No problem found.',
 ];

@@ -16,6 +16,7 @@ import { GatewayError } from '../src/core/errors.js';
 import { CertificateStore } from '../src/tls/certificates.js';
 import type { CertificateSpec, CertificateStoreOptions } from '../src/tls/certificates.js';
 import { fixturePath } from './helpers/fixtures.js';
+import { OLD_CLIENT, clientSpeaksTls11 } from './helpers/tls.js';
 
 const fx = (name: string): string => fixturePath('tls', name);
 const spec = (name: string): CertificateSpec => ({ cert: fx(`${name}.pem`), key: fx(`${name}-key.pem`) });
@@ -88,9 +89,6 @@ function handshake(port: number, opts: tls.ConnectionOptions = {}): Promise<Hand
     socket.once('error', reject);
   });
 }
-
-/** A client that offers TLS 1.0/1.1 only, and would really use them (OpenSSL 3 needs SECLEVEL=0 for that). */
-const OLD_CLIENT: tls.ConnectionOptions = { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' };
 
 /** Replaces a file the way renewal tools do: write aside, then rename over it. */
 async function replaceFile(target: string, source: string): Promise<void> {
@@ -167,31 +165,7 @@ describe('CertificateStore over real TLS connections', () => {
   test('a TLS 1.1 client fails the handshake, refused by the server', async (t) => {
     // Control: this Node/OpenSSL can speak TLS 1.1 at all; otherwise the
     // failure below would prove nothing about our server.
-    const lax = net.createServer((raw) => {
-      raw.on('error', () => {});
-      const s = new tls.TLSSocket(raw, {
-        isServer: true,
-        secureContext: tls.createSecureContext({
-          cert: readFileSync(fx('mx.pem')),
-          key: readFileSync(fx('mx-key.pem')),
-          minVersion: 'TLSv1',
-          ciphers: 'DEFAULT@SECLEVEL=0',
-        }),
-      });
-      s.on('error', () => {});
-      s.on('secure', () => s.end());
-    });
-    lax.listen(0, '127.0.0.1');
-    await once(lax, 'listening');
-    let controlProtocol: string | null = null;
-    try {
-      controlProtocol = (await handshake((lax.address() as AddressInfo).port, OLD_CLIENT)).protocol;
-    } catch {
-      controlProtocol = null;
-    } finally {
-      lax.close();
-    }
-    if (controlProtocol !== 'TLSv1.1') {
+    if (!(await clientSpeaksTls11())) {
       t.skip('this OpenSSL build cannot negotiate TLS 1.1 even with a permissive server');
       return;
     }
@@ -202,8 +176,9 @@ describe('CertificateStore over real TLS connections', () => {
       return true;
     });
     await assert.rejects(handshake(server.port, { ...OLD_CLIENT, servername: 'mx2.example.test' }));
-    // Give the server side a moment to record its end of the failures.
-    for (let i = 0; i < 50 && server.errors.length < before + 2; i++) await sleep(10);
+    // Give the server side a moment to record its end of the failures (it
+    // usually has by now; the wait ends as soon as both are in).
+    for (let i = 0; i < 500 && server.errors.length < before + 2; i++) await sleep(10);
     const codes = server.errors.slice(before).map((e) => (e as NodeJS.ErrnoException).code);
     assert.deepEqual(codes, ['ERR_SSL_UNSUPPORTED_PROTOCOL', 'ERR_SSL_UNSUPPORTED_PROTOCOL']);
   });
@@ -378,8 +353,11 @@ describe('CertificateStore hot reload', () => {
   };
 
   test('a renewed certificate and key are served after a reload', async () => {
-    const { store, server, cert, key, reloadErrors } = await setup();
-    const reloaded = once(store, 'reload', { signal: AbortSignal.timeout(5000) });
+    // Polls every 250 ms: the two writes below, a few ms apart, must fall
+    // within one interval for a single reload (a mismatch error otherwise),
+    // with room for a busy machine to stretch the gap.
+    const { store, server, cert, key, reloadErrors } = await setup(undefined, 250);
+    const reloaded = once(store, 'reload', { signal: AbortSignal.timeout(10_000) });
     // Certificate first, then key: the order that would briefly mismatch
     // without the debounce.
     await replaceFile(cert, fx('mx-renewed.pem'));
@@ -394,14 +372,16 @@ describe('CertificateStore hot reload', () => {
   });
 
   test('a key written a moment after its certificate lands in the same reload (debounce)', async () => {
-    // Polls run every 250 ms from load(). The certificate is written at
-    // about 325 ms and the key 200 ms later, so the poll at 500 ms sees the
+    // Polls run every 500 ms from load(). The certificate is written at
+    // about 900 ms and the key 200 ms later, so the poll at 1000 ms sees the
     // new certificate with the old key. The store must wait until the files
     // have stayed unchanged for a whole interval before reading them, so
-    // there is no attempt with a mismatched pair.
-    const { store, server, cert, key, reloadErrors } = await setup(undefined, 250);
-    const reloaded = once(store, 'reload', { signal: AbortSignal.timeout(5000) });
-    await sleep(325);
+    // there is no attempt with a mismatched pair. (A busy machine can only
+    // stretch the 200 ms gap; it would take 300 ms more to span two polls.)
+    const loading = performance.now();
+    const { store, server, cert, key, reloadErrors } = await setup(undefined, 500);
+    const reloaded = once(store, 'reload', { signal: AbortSignal.timeout(10_000) });
+    await sleep(Math.max(0, loading + 900 - performance.now()));
     await replaceFile(cert, fx('mx-renewed.pem'));
     await sleep(200);
     await replaceFile(key, fx('mx-renewed-key.pem'));

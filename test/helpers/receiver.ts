@@ -14,6 +14,8 @@ export interface Received {
   at: number;
   /** Subject CN of the client certificate (https with requestCert). */
   clientCert?: string;
+  /** When the response was sent (Date.now()); unset while a delayed answer waits, and for a reset or silence. */
+  answeredAt?: number;
 }
 
 export type Answer =
@@ -38,6 +40,9 @@ export async function startReceiver(
 ): Promise<Receiver> {
   const state = { got: [] as Received[], inflight: 0, maxInflight: 0 };
   let count = 0;
+  // Answers still waiting for their delayMs: cleared on close, so a long
+  // delay does not keep the test process alive after the test.
+  const delayed = new Set<NodeJS.Timeout>();
   const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
     state.inflight++;
     state.maxInflight = Math.max(state.maxInflight, state.inflight);
@@ -57,12 +62,18 @@ export async function startReceiver(
       }
       const send = () => {
         done();
+        r.answeredAt = Date.now();
         if (a.json !== undefined) {
           res.writeHead(a.status, { 'content-type': 'application/json', ...a.headers }).end(JSON.stringify(a.json));
         } else res.writeHead(a.status, a.headers).end();
       };
-      if (a.delayMs) setTimeout(send, a.delayMs);
-      else send();
+      if (a.delayMs) {
+        const timer = setTimeout(() => {
+          delayed.delete(timer);
+          send();
+        }, a.delayMs);
+        delayed.add(timer);
+      } else send();
     });
   };
   const server = opts.tls ? https.createServer(opts.tls, listener) : http.createServer(listener);
@@ -85,6 +96,8 @@ export async function startReceiver(
       return state.maxInflight;
     },
     async close() {
+      for (const t of delayed) clearTimeout(t);
+      delayed.clear();
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
