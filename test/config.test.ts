@@ -15,7 +15,7 @@ import { Webhook } from 'standardwebhooks';
 import { ConfigError, loadConfig, validateConfig } from '../src/config/load.js';
 import { configWarnings, standardWebhooksKey } from '../src/config/warnings.js';
 import { secretKey, signPayload } from '../src/delivery/signing.js';
-import { configJsonSchema } from '../src/cli/index.js';
+import { configJsonSchema } from '../src/config/json-schema.js';
 import { projectRoot as root } from './helpers/fixtures.js';
 
 const projectRoot = root();

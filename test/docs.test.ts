@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES } from '../src/core/errors.js';
-import { configJsonSchema } from '../src/cli/index.js';
+import { configJsonSchema } from '../src/config/json-schema.js';
 import { projectRoot } from './helpers/fixtures.js';
 
 const root = projectRoot();

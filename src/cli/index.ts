@@ -17,11 +17,7 @@ import { isIP } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { z } from 'zod';
-import { ConfigError, loadConfig, redactConfig } from '../config/load.js';
-import { configSchema } from '../config/schema.js';
-import { configWarnings } from '../config/warnings.js';
-import { parseSigningKey, publicKeyText } from '../delivery/signing.js';
+import { ConfigError } from '../config/errors.js';
 import { QUEUE_COMMAND } from './queue.js';
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../core/errors.js';
@@ -190,6 +186,7 @@ const COMMANDS: Record<string, Command> = {
     run: async () => {
       // Standard Webhooks v1a: the gateway signs with whsk_ (the 32-byte
       // seed), receivers verify with whpk_ (the 32-byte public key).
+      const { parseSigningKey, publicKeyText } = await import('../delivery/signing.js');
       const seed = randomBytes(32);
       const key = parseSigningKey(`whsk_${seed.toString('base64')}`);
       if (typeof key === 'string') throw new Error(key);
@@ -204,6 +201,7 @@ const COMMANDS: Record<string, Command> = {
     options: {},
     maxArgs: 0,
     run: async () => {
+      const { configJsonSchema } = await import('../config/json-schema.js');
       process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
       return 0;
     },
@@ -529,6 +527,7 @@ async function check(flags: ServeFlags, print: boolean, ctx: RunContext): Promis
     store.close();
   }
   // Valid but questionable: said on standard error, so the exit code and the summary stay as they are.
+  const [{ configWarnings }, { redactConfig }] = await Promise.all([import('../config/warnings.js'), import('../config/load.js')]);
   for (const w of configWarnings(cfg)) process.stderr.write(`postgate: warning: ${w.path}: ${w.message}\n`);
   process.stdout.write(
     `${flags.config}: ok — ${cfg.resolvedListeners.length} listener(s), ${cfg.routes.length} route(s), domains: ${cfg.servedDomains.join(', ') || '(none)'}\n`,
@@ -554,13 +553,11 @@ async function routeCommand(address: string | undefined, flags: ServeFlags, opts
   return accepted ? 0 : 1;
 }
 
-export function configJsonSchema(): Record<string, unknown> {
-  return {
-    ...z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }),
-    $id: 'https://postgate.dev/schema/config.json',
-    title: 'postgate configuration',
-  };
-}
+/**
+ * The configuration loader, on first use: it brings zod, the schema and the
+ * YAML parser, about two thirds of what `postgate --help` would otherwise load.
+ */
+const loadConfig = async (...args: Parameters<typeof import('../config/load.js').loadConfig>) => (await import('../config/load.js')).loadConfig(...args);
 
 // ---------------------------------------------------------------------------
 // The process.

@@ -7,7 +7,7 @@
  * line and prints the help for every command alike.
  */
 import type { CommandGroup, LeafCommand, OptionSpecs, RunContext } from './index.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError } from '../config/errors.js';
 import { parseDuration } from '../config/units.js';
 import { LocalSpool, type SpoolArea, type SpoolEntry } from '../queue/spool.js';
 import { deliveryId } from '../message/ids.js';
@@ -152,6 +152,7 @@ async function queueCommand(sub: Subcommand, v: QueueValues, positionals: string
   let root = v.spool;
   if (!root) {
     try {
+      const { loadConfig } = await import('../config/load.js');
       const cfg = await loadConfig({ file: v.config ?? (process.env.POSTGATE_CONFIG || undefined) });
       root = cfg.queue.path!;
     } catch (err) {

@@ -9,30 +9,14 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { GatewayError } from '../core/errors.js';
 import { parseHostPort } from './units.js';
 import { configSchema, defaultLambdaId, defaultS3Id, type Config, type ConfigInput, type TargetConfig } from './schema.js';
 import { defaultWebhookId } from '../message/ids.js';
 import { patternDomains } from '../routing/index.js';
 
-export interface ConfigProblem {
-  path: string;
-  message: string;
-}
+import { ConfigError, type ConfigProblem } from './errors.js';
 
-export class ConfigError extends GatewayError {
-  readonly problems: ConfigProblem[];
-  constructor(code: 'PG_CONFIG_INVALID' | 'PG_CONFIG_READ', problems: ConfigProblem[], cause?: unknown) {
-    super({
-      code,
-      message: problems.map((p) => (p.path ? `${p.path}: ${p.message}` : p.message)).join('\n'),
-      transient: false,
-      cause,
-    });
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
+export { ConfigError, type ConfigProblem };
 
 /**
  * Keys people bring from other tools or older drafts, with what to write
