@@ -396,6 +396,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     const worker: QueueWorker = new QueueWorker({
       ...queueDeps,
       spool,
+      rescanMs: cfg.queue.rescanInterval,
       onFinal: notifier ? (entry, delivered, error, content) => queueReport(notifier, spool, worker, entry, delivered, error, content) : undefined,
     });
     const { recovered, discarded } = await worker.start();

@@ -568,6 +568,10 @@ export const configSchema = z
           })
           .prefault({}),
         concurrency: z.number().int().positive().default(8).describe('Queued deliveries attempted at once.'),
+        rescanInterval: duration(
+          'How often a running gateway re-reads its spool directory: items revived, replayed or purged by `postgate queue` take effect within it, also when nothing else is queued.',
+          100,
+        ).default(30_000),
         backend: z
           .discriminatedUnion('type', [
             z.strictObject({ type: z.literal('local') }).describe('The spool directory queue.path on this instance.'),

@@ -14,7 +14,7 @@ import type { MessageBytes } from '../message/bytes.js';
 
 export { retryDelay, type QueuePolicy } from './attempt.js';
 
-/** How often the spool directory is re-read for items added or purged by `postgate queue`. */
+/** Default of queue.rescanInterval: how often the spool directory is re-read for items added or purged by `postgate queue`. */
 const RESCAN_MS = 30_000;
 
 export interface QueueWorkerDeps extends QueueDeliveryDeps {
@@ -30,6 +30,12 @@ export interface QueueWorkerDeps extends QueueDeliveryDeps {
    * run would start the attempt the caller meant to start. Default true.
    */
   timer?: boolean;
+  /**
+   * How often the spool directory is re-read (queue.rescanInterval), so
+   * items revived, replayed or purged by `postgate queue` are seen within it,
+   * also when nothing else is queued. Default 30 s.
+   */
+  rescanMs?: number;
 }
 
 export class QueueWorker {
@@ -113,7 +119,7 @@ export class QueueWorker {
 
   /** Starts every due item (up to the concurrency cap) and waits for those attempts. */
   async runDue(): Promise<number> {
-    if (this.deps.now() - this.lastScan >= RESCAN_MS) await this.rescan().catch(() => undefined);
+    if (this.deps.now() - this.lastScan >= this.rescanMs) await this.rescan().catch(() => undefined);
     const now = this.deps.now();
     const due = [...this.index.values()]
       .filter((e) => !this.running.has(e.meta.itemId) && e.state.nextAt <= now)
@@ -136,17 +142,27 @@ export class QueueWorker {
     return started.length;
   }
 
+  private get rescanMs(): number {
+    return this.deps.rescanMs ?? RESCAN_MS;
+  }
+
+  /**
+   * Arms the one timer: at the earliest due item, and never later than the
+   * next rescan of the spool. An idle worker (nothing in its index) still
+   * wakes for the rescan: an item that `postgate queue retry` or `replay`
+   * puts into active/ is seen within rescanMs even when nothing else is
+   * queued (without it, such an item waited for the next unrelated message).
+   */
   private schedule(inMs?: number): void {
     if (this.stopped || this.deps.timer === false) return;
-    let wait = inMs;
-    if (wait === undefined) {
-      let next = Number.POSITIVE_INFINITY;
-      for (const e of this.index.values()) if (!this.running.has(e.meta.itemId)) next = Math.min(next, e.state.nextAt);
-      if (next === Number.POSITIVE_INFINITY) return;
-      wait = next - this.deps.now();
+    const untilRescan = this.lastScan + this.rescanMs - this.deps.now();
+    let wait = inMs ?? untilRescan;
+    if (inMs === undefined) {
+      for (const e of this.index.values()) if (!this.running.has(e.meta.itemId)) wait = Math.min(wait, e.state.nextAt - this.deps.now());
     }
-    // Re-check at least every 30 s (clock changes, flushes from other paths).
-    wait = Math.min(Math.max(wait + 1, 0), 30_000);
+    // +1: timers may fire a millisecond early. At most one rescan interval
+    // away (clock changes, flushes from other paths).
+    wait = Math.min(Math.max(wait + 1, 0), this.rescanMs);
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
