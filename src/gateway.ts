@@ -37,7 +37,8 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
 import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './smtp/extensions.js';
-import { createSmtpServer, recipientRefusal, type SessionContext } from './smtp/session.js';
+import { createSmtpServer, type SessionContext } from './smtp/session.js';
+import { RCPT_REFUSALS, reply, type Reply } from './transaction/replies.js';
 import { createListener } from './smtp/listener.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { SkipStoreConfig, TargetConfig } from './config/schema.js';
@@ -168,9 +169,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         ? (address) => {
             // RFC 5321 §3.5.3: 250 names a deliverable mailbox; otherwise RCPT's own refusal.
             const d = routeRecipient(routing, address);
-            if (d.kind === 'accept') return [250, `2.1.5 <${address}>`];
-            const refusal = recipientRefusal(d, address);
-            return [refusal.smtp!.code, refusal.replyText];
+            if (d.kind === 'accept') return reply('PG_VRFY_DELIVERABLE', { address });
+            return reply(RCPT_REFUSALS[d.kind], { address });
           }
         : null,
     onEarlyTalker: (client) => {
@@ -198,9 +198,9 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     logger.info({ activeConnections, socketTimeout: busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout }, busy ? 'busy: idle timeout lowered' : 'load normal: idle timeout restored');
   };
   const admission = {
-    admit(address: string): string | null {
-      if (activeConnections >= cfg.smtp.maxClients) return `421 4.3.2 ${cfg.hostname} Too many connected clients, try again later`;
-      if ((perIp.get(address) ?? 0) >= cfg.smtp.maxConnectionsPerIp) return `421 4.7.0 ${cfg.hostname} Too many connections from your address`;
+    admit(address: string): Reply | null {
+      if (activeConnections >= cfg.smtp.maxClients) return reply('PG_TOO_MANY_CONNECTIONS', { hostname: cfg.hostname });
+      if ((perIp.get(address) ?? 0) >= cfg.smtp.maxConnectionsPerIp) return reply('PG_TOO_MANY_CONNECTIONS_FROM_ADDRESS', { hostname: cfg.hostname });
       activeConnections++;
       perIp.set(address, (perIp.get(address) ?? 0) + 1);
       setBusy();
@@ -489,10 +489,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       }
       // Idle sessions (and any transaction past the grace period, whose
       // sender has no 250 and so still holds the message) get 421 and close.
+      const bye = reply('PG_SHUTTING_DOWN', { hostname: cfg.hostname });
       for (const smtp of smtpServers) {
         for (const conn of internals(smtp).connections) {
           try {
-            conn.send(421, `4.3.2 ${cfg.hostname} Service shutting down, try again later`);
+            conn.send(bye.code, bye.lines[0]!);
           } catch {
             conn.close();
           }

@@ -7,7 +7,7 @@
 import type { ResolvedConfig } from '../config/load.js';
 import type { TargetConfig } from '../config/schema.js';
 import { resolveTargets, routeRecipient, type RoutingTable, type SenderContext } from '../routing/index.js';
-import { recipientRefusal } from '../smtp/session.js';
+import { recipientRefusal } from '../transaction/replies.js';
 
 type RouteTarget = TargetConfig & { id: string };
 
@@ -22,7 +22,7 @@ export function describeRoute(cfg: ResolvedConfig, table: RoutingTable<RouteTarg
   const lines: string[] = [];
   const notChecked = [ctx.mailFrom === undefined ? 'sender (no --from)' : '', ctx.clientAddress === undefined ? 'client network (no --client)' : ''].filter(Boolean);
   if (d.kind !== 'accept') {
-    const refusal = recipientRefusal(d, address);
+    const refusal = recipientRefusal(d.kind, address);
     const reply = { code: refusal.smtp!.code, enhanced: refusal.smtp!.enhanced, text: refusal.replyText };
     lines.push(`${address}: refused`, `  reply        ${reply.code} ${reply.text}`, `  code         ${refusal.code}`);
     const passedOver = d.kind === 'unknown-user' ? d.passedOver : [];

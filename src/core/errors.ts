@@ -8,6 +8,10 @@
  * the sender bounces it. When in doubt a site chooses transient: deferring mail
  * costs minutes, bouncing it loses it (docs/errors.md).
  *
+ * The replies themselves are rows of src/transaction/replies.ts
+ * (docs/architecture.md §3.14), which makes a GatewayError from a row
+ * (`failure`) and turns any other failure into PG_INTERNAL (`toGatewayError`).
+ *
  * Leaf module: imports nothing from the rest of postgate.
  */
 
@@ -113,25 +117,3 @@ export const ERROR_CODES = {
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
-
-/** Short constructor used at failure sites: `smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', '…')`. */
-export function smtpError(code: ErrorCode, reply: number, enhanced: string, message: string, cause?: unknown): GatewayError {
-  return new GatewayError({ code, message, smtp: { code: reply, enhanced }, transient: reply < 500, cause });
-}
-
-/**
- * Any failure that is not already a GatewayError is an internal fault: the
- * message is deferred (451 4.3.0), never accepted, and the reply says nothing
- * of the cause, which is kept for the log.
- */
-export function toGatewayError(err: unknown, context = 'internal error'): GatewayError {
-  if (err instanceof GatewayError) return err;
-  return new GatewayError({
-    code: 'PG_INTERNAL',
-    message: `${context}: ${err instanceof Error ? err.message : String(err)}`,
-    publicMessage: 'Internal error, try again later',
-    smtp: { code: 451, enhanced: '4.3.0' },
-    transient: true,
-    cause: err,
-  });
-}

@@ -11,6 +11,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import type { FailureName } from '../transaction/replies.js';
 
 export interface AwsLocation {
   /** Default: the SDK's chain (AWS_REGION, the shared config file). */
@@ -79,16 +80,20 @@ export function sdkErrorInfo(err: unknown): { name: string; status: number | und
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /**
- * Why an SDK call failed, in a word for the log, and the enhanced status code
- * (RFC 3463) for the 451: 4.4.1 no answer from the host, 4.4.2 a bad
- * connection or timeout, 4.3.0 anything the service itself answered.
+ * Why an SDK call failed, in a word for the log, and the reply of the 451
+ * (RFC 3463 §3.5, §3.4): no answer from the host (4.4.1), a bad connection
+ * or timeout (4.4.2), anything the service itself answered (4.3.0).
  */
-export function sdkFailure(err: unknown): { why: string; enhanced: string; network: boolean } {
+export function sdkFailure(err: unknown): {
+  why: string;
+  reply: Extract<FailureName, 'PG_DELIVERY_NO_ANSWER' | 'PG_DELIVERY_CONNECTION_BROKEN' | 'PG_DELIVERY_RECEIVER_FAULT'>;
+  network: boolean;
+} {
   const { name, status, code } = sdkErrorInfo(err);
-  if (name === 'AbortError' || name === 'TimeoutError') return { why: 'timeout', enhanced: '4.4.2', network: true };
+  if (name === 'AbortError' || name === 'TimeoutError') return { why: 'timeout', reply: 'PG_DELIVERY_CONNECTION_BROKEN', network: true };
   if (status === undefined) {
-    if (code && UNREACHABLE.has(code)) return { why: code, enhanced: '4.4.1', network: true };
-    return { why: code ?? name, enhanced: '4.4.2', network: true };
+    if (code && UNREACHABLE.has(code)) return { why: code, reply: 'PG_DELIVERY_NO_ANSWER', network: true };
+    return { why: code ?? name, reply: 'PG_DELIVERY_CONNECTION_BROKEN', network: true };
   }
-  return { why: `${name} (HTTP ${status})`, enhanced: '4.3.0', network: false };
+  return { why: `${name} (HTTP ${status})`, reply: 'PG_DELIVERY_RECEIVER_FAULT', network: false };
 }

@@ -5,7 +5,7 @@
  * the target gets a small pointer event instead, with a signed, expiring link.
  */
 import { Readable } from 'node:stream';
-import { GatewayError } from '../core/errors.js';
+import { failure } from '../transaction/replies.js';
 import type { EmailEvent } from '../message/event.js';
 import type { BlobSink } from '../message/parse.js';
 import type { ClaimCheck } from './types.js';
@@ -19,13 +19,7 @@ export function claimCheckOnce(eventJson: Buffer, blobs: BlobSink | null): () =>
   return () => {
     if (!blobs) {
       return Promise.reject(
-        new GatewayError({
-          code: 'PG_EVENT_TOO_LARGE',
-          message: 'the event is too large for the target and no blob store is configured for a claim check (http is disabled)',
-          publicMessage: 'Message too large for its destination',
-          smtp: { code: 552, enhanced: '5.3.4' },
-          transient: false,
-        }),
+        failure('PG_EVENT_TOO_LARGE', { message: 'the event is too large for the target and no blob store is configured for a claim check (http is disabled)' }),
       );
     }
     stored ??= blobs

@@ -5,7 +5,8 @@
  * anything else (failure, timeout, deadline) → 4xx, and the sender retries.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GatewayError, toGatewayError } from '../core/errors.js';
+import type { GatewayError } from '../core/errors.js';
+import { failure, toGatewayError } from '../transaction/replies.js';
 import { deliveryId } from '../message/ids.js';
 import type { TargetConfig } from '../config/schema.js';
 import { LocalStoreTarget } from './local.js';
@@ -193,14 +194,7 @@ export async function deliverToTargets(
           let error = toGatewayError(err, `target ${t.id}`);
           if (signal.aborted && error.transient) {
             // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
-            error = new GatewayError({
-              code: 'PG_DELIVERY_FAILED',
-              message: `delivery deadline of ${opts.deadlineMs} ms passed after ${attempts} attempt(s) (${error.message})`,
-              publicMessage: 'Delivery time expired, try again later',
-              smtp: { code: 451, enhanced: '4.4.7' },
-              transient: true,
-              cause: err,
-            });
+            error = failure('PG_DELIVERY_EXPIRED', { message: `delivery deadline of ${opts.deadlineMs} ms passed after ${attempts} attempt(s) (${error.message})`, cause: err });
           }
           const pause = error.retryable && !signal.aborted && opts.retry !== false ? retryPause(attempts, error, deadlineAt - performance.now(), opts) : null;
           if (pause === null) {

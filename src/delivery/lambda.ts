@@ -17,27 +17,19 @@
  */
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import { GatewayError } from '../core/errors.js';
+import { failure, type FailureName } from '../transaction/replies.js';
 import { defaultLambdaId, type LambdaTargetConfig } from '../config/schema.js';
 import { pointerEvent } from './claim-check.js';
 import { interpretReceiverAnswer } from './reply.js';
 import { createAwsClients, sdkErrorInfo, sdkFailure, type AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
 
-const PUBLIC_DEFERRED = 'Temporary delivery failure, try again later';
+type Deferral = Extract<FailureName, 'PG_DELIVERY_CONGESTED' | 'PG_DELIVERY_NO_ANSWER' | 'PG_DELIVERY_CONNECTION_BROKEN' | 'PG_DELIVERY_RECEIVER_FAULT'>;
 
-function deferred(message: string, enhanced: string, cause?: unknown, retryAfterMs?: number, retryable = true): GatewayError {
-  return new GatewayError({
-    code: 'PG_DELIVERY_FAILED',
-    message,
-    // The sender learns nothing of our function names or errors.
-    publicMessage: PUBLIC_DEFERRED,
-    smtp: { code: 451, enhanced },
-    transient: true,
-    retryAfterMs,
-    // A code bug or a misconfiguration is not fixed by trying again within seconds.
-    retryable,
-    cause,
-  });
+function deferred(message: string, reply: Deferral, cause?: unknown, retryAfterMs?: number, retryable = true): GatewayError {
+  // The sender learns nothing of our function names or errors: the reply's text is the table's.
+  // A code bug or a misconfiguration is not fixed by trying again within seconds (retryable).
+  return failure(reply, { message, retryAfterMs, retryable, cause });
 }
 
 export class LambdaTarget implements Target {
@@ -111,12 +103,12 @@ export class LambdaTarget implements Target {
     if (name === 'TooManyRequestsException' || status === 429) {
       // RFC 3463 X.4.5: mail system congestion. Lambda may say when to retry.
       const after = Number((err as { retryAfterSeconds?: unknown }).retryAfterSeconds);
-      return deferred(`${this.name}: throttled (${name})`, '4.4.5', err, Number.isFinite(after) && after > 0 ? after * 1000 : undefined);
+      return deferred(`${this.name}: throttled (${name})`, 'PG_DELIVERY_CONGESTED', err, Number.isFinite(after) && after > 0 ? after * 1000 : undefined);
     }
     // ResourceNotFound, AccessDenied, a function still being created, a
     // service error: an operator's matter, never a reason to bounce.
     const f = sdkFailure(err);
-    return deferred(`${this.name}: ${f.why}`, f.enhanced, err, undefined, !(status !== undefined && status >= 400 && status < 500));
+    return deferred(`${this.name}: ${f.why}`, f.reply, err, undefined, !(status !== undefined && status >= 400 && status < 500));
   }
 
   private outcome(out: InvokeCommandOutput): void {
@@ -131,10 +123,10 @@ export class LambdaTarget implements Target {
       } catch {
         /* not JSON: the type alone is logged */
       }
-      throw deferred(`${this.name}: function error ${out.FunctionError}${detail ? ` (${detail})` : ''}`, '4.3.0', undefined, undefined, false);
+      throw deferred(`${this.name}: function error ${out.FunctionError}${detail ? ` (${detail})` : ''}`, 'PG_DELIVERY_RECEIVER_FAULT', undefined, undefined, false);
     }
     if (out.StatusCode !== undefined && (out.StatusCode < 200 || out.StatusCode > 299)) {
-      throw deferred(`${this.name}: invoke answered status ${out.StatusCode}`, '4.3.0');
+      throw deferred(`${this.name}: invoke answered status ${out.StatusCode}`, 'PG_DELIVERY_RECEIVER_FAULT');
     }
     let body: unknown = null;
     try {

@@ -8,7 +8,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { syncDir, tmpName, writeDurably } from '../core/durable.js';
 import path from 'node:path';
-import { GatewayError } from '../core/errors.js';
+import { failure } from '../transaction/replies.js';
 import type { DeliveryMessage, Target } from './types.js';
 
 export function storedPaths(root: string, queueId: string, receivedAt: Date): { dir: string; eml: string; json: string } {
@@ -51,14 +51,7 @@ export class LocalStoreTarget implements Target {
       this.made.delete(dir);
       // Disk full, permissions, a vanished mount: all fixable by an operator,
       // so the sender keeps the message and retries (451), never a bounce.
-      throw new GatewayError({
-        code: 'PG_STORE_WRITE',
-        message: `local store ${this.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        publicMessage: 'Temporary local error, try again later',
-        smtp: { code: 451, enhanced: '4.3.0' },
-        transient: true,
-        cause: err,
-      });
+      throw failure('PG_STORE_WRITE', { message: `local store ${this.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, cause: err });
     }
   }
 

@@ -13,7 +13,7 @@
  * I/O lives here, outside src/routing/, which stays pure.
  */
 import type { Pool } from 'undici';
-import { GatewayError } from '../core/errors.js';
+import { failure } from '../transaction/replies.js';
 
 export interface ValidateConfig {
   url: string;
@@ -55,14 +55,7 @@ export class RecipientValidator {
   private async ask(cfg: ValidateConfig, req: ValidateRequest): Promise<boolean> {
     const url = new URL(cfg.url);
     const unavailable = (why: string, cause?: unknown) =>
-      new GatewayError({
-        code: 'PG_RCPT_VALIDATION_UNAVAILABLE',
-        message: `validation hook ${url.origin}${url.pathname}: ${why}`,
-        publicMessage: `<${req.address}>: Recipient verification unavailable, try again later`,
-        smtp: { code: 451, enhanced: '4.4.3' },
-        transient: true,
-        cause,
-      });
+      failure('PG_RCPT_VALIDATION_UNAVAILABLE', { vars: { address: req.address }, message: `validation hook ${url.origin}${url.pathname}: ${why}`, cause });
     const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'postgate' };
     if (url.username) {
       headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;

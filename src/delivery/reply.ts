@@ -10,7 +10,8 @@
  * enhanced code to the same class (RFC 3463 §2: "the class sub-code ... must
  * match" the basic code), the text to one printable ASCII line.
  */
-import { GatewayError } from '../core/errors.js';
+import type { GatewayError } from '../core/errors.js';
+import { failure, REPLIES } from '../transaction/replies.js';
 
 /** RFC 5321 §4.3.2, DATA: the 5yz replies a receiver may choose (554 is the generic one). */
 const PERMANENT_CODES = new Set([550, 551, 552, 553, 554]);
@@ -52,32 +53,25 @@ export function interpretReceiverAnswer(body: unknown, targetId: string): Receiv
     case 'accept':
       return { action: 'accept' };
     case 'reject': {
-      const code = typeof b.code === 'number' && PERMANENT_CODES.has(b.code) ? b.code : 550;
-      const enhanced = enhancedFor(5, b.enhanced, '5.7.1');
-      const text = sanitizeReplyText(b.message, 'Message rejected by the recipient');
+      const row = REPLIES.PG_TARGET_REJECTED;
+      const code = typeof b.code === 'number' && PERMANENT_CODES.has(b.code) ? b.code : row.code;
+      const enhanced = enhancedFor(5, b.enhanced, row.enhanced);
+      const text = sanitizeReplyText(b.message, row.text);
       return {
         action: 'refuse',
-        error: new GatewayError({
-          code: 'PG_TARGET_REJECTED',
-          message: `target ${targetId} rejected the message: ${code} ${enhanced} ${text}`,
-          publicMessage: text,
-          smtp: { code, enhanced },
-          transient: false,
-        }),
+        error: failure('PG_TARGET_REJECTED', { message: `target ${targetId} rejected the message: ${code} ${enhanced} ${text}`, chosen: { code, enhanced, text } }),
       };
     }
     case 'tempfail': {
-      const code = typeof b.code === 'number' && TRANSIENT_CODES.has(b.code) ? b.code : 451;
-      const enhanced = enhancedFor(4, b.enhanced, '4.3.0');
-      const text = sanitizeReplyText(b.message, 'Temporary failure at the recipient, try again later');
+      const row = REPLIES.PG_DELIVERY_TEMPFAIL;
+      const code = typeof b.code === 'number' && TRANSIENT_CODES.has(b.code) ? b.code : row.code;
+      const enhanced = enhancedFor(4, b.enhanced, row.enhanced);
+      const text = sanitizeReplyText(b.message, row.text);
       return {
         action: 'refuse',
-        error: new GatewayError({
-          code: 'PG_DELIVERY_FAILED',
+        error: failure('PG_DELIVERY_TEMPFAIL', {
           message: `target ${targetId} asked to defer the message: ${code} ${enhanced} ${text}`,
-          publicMessage: text,
-          smtp: { code, enhanced },
-          transient: true,
+          chosen: { code, enhanced, text },
           // The receiver asked to be left alone: the sender's queue retries later.
           retryable: false,
         }),

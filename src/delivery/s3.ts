@@ -12,7 +12,7 @@
  */
 import type { S3Client, PutObjectCommandInput } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { GatewayError } from '../core/errors.js';
+import { failure } from '../transaction/replies.js';
 import { defaultS3Id, type S3TargetConfig } from '../config/schema.js';
 import { createAwsClients, sdkFailure, type AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
@@ -75,14 +75,7 @@ export class S3Target implements Target {
       const f = sdkFailure(err);
       // A bucket that is missing, a denied permission or a store that is down
       // are all fixed by an operator: the sender keeps the message (451).
-      throw new GatewayError({
-        code: 'PG_DELIVERY_FAILED',
-        message: `s3 ${this.cfg.bucket}/${keys.eml}: ${f.why}`,
-        publicMessage: 'Temporary delivery failure, try again later',
-        smtp: { code: 451, enhanced: f.enhanced },
-        transient: true,
-        cause: err,
-      });
+      throw failure(f.reply, { message: `s3 ${this.cfg.bucket}/${keys.eml}: ${f.why}`, cause: err });
     }
   }
 

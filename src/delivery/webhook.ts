@@ -6,7 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Pool, errors as undiciErrors } from 'undici';
-import { GatewayError } from '../core/errors.js';
+import type { GatewayError } from '../core/errors.js';
+import { failure, REPLIES, type FailureName } from '../transaction/replies.js';
 import { parseSigningKey, secretKey, signatureHeader } from './signing.js';
 import { interpretReceiverAnswer, sanitizeReplyText } from './reply.js';
 import { pointerEvent } from './claim-check.js';
@@ -57,18 +58,11 @@ export function createPoolCache(): { pool(origin: string, tls?: PoolTls, tlsKey?
   };
 }
 
-const DEFER_TEXT = 'Temporary delivery failure, try again later';
+type Deferral = Extract<FailureName, 'PG_DELIVERY_FAILED' | 'PG_DELIVERY_NO_ANSWER' | 'PG_DELIVERY_CONNECTION_BROKEN' | 'PG_DELIVERY_CONGESTED' | 'PG_DELIVERY_MISCONFIGURED'>;
 
-function deferred(enhanced: string, message: string, extra: { retryable?: boolean; retryAfterMs?: number; cause?: unknown } = {}): GatewayError {
-  return new GatewayError({
-    code: 'PG_DELIVERY_FAILED',
-    message,
-    // The sender sees no URL or status of ours, only that it should retry.
-    publicMessage: DEFER_TEXT,
-    smtp: { code: 451, enhanced },
-    transient: true,
-    ...extra,
-  });
+function deferred(reply: Deferral, message: string, extra: { retryable?: boolean; retryAfterMs?: number; cause?: unknown } = {}): GatewayError {
+  // The sender sees no URL or status of ours, only that it should retry: the reply's text is the table's.
+  return failure(reply, { message, ...extra });
 }
 
 /**
@@ -103,47 +97,36 @@ export function webhookOutcome(
   if (status >= 200 && status <= 299) return { kind: 'accepted' };
   const what = `${opts.where} answered ${status}`;
   if (opts.permanentOn.includes(status)) {
-    const text =
-      body && typeof body === 'object' && 'message' in body
-        ? sanitizeReplyText((body as { message: unknown }).message, 'Message rejected by the recipient')
-        : 'Message rejected by the recipient';
-    return {
-      kind: 'failed',
-      error: new GatewayError({
-        code: 'PG_TARGET_REJECTED',
-        message: `${what}, listed in permanentOn`,
-        publicMessage: text,
-        smtp: { code: 550, enhanced: '5.7.1' },
-        transient: false,
-      }),
-    };
+    const fallback = REPLIES.PG_TARGET_REJECTED.text;
+    const text = body && typeof body === 'object' && 'message' in body ? sanitizeReplyText((body as { message: unknown }).message, fallback) : fallback;
+    return { kind: 'failed', error: failure('PG_TARGET_REJECTED', { message: `${what}, listed in permanentOn`, chosen: { text } }) };
   }
   if (status === 413) return { kind: 'too-large' };
   if (status === 410) {
-    return { kind: 'gone', error: new GatewayError({ code: 'PG_TARGET_DISABLED', message: `${what} (Gone): target disabled`, publicMessage: DEFER_TEXT, smtp: { code: 451, enhanced: '4.3.5' }, transient: true, retryable: false }) };
+    return { kind: 'gone', error: failure('PG_TARGET_DISABLED', { message: `${what} (Gone): target disabled`, retryable: false }) };
   }
   const retryAfter = opts.retryAfterMs !== undefined ? { retryAfterMs: opts.retryAfterMs } : {};
   // RFC 3463: X.4.5 mail system congestion; X.4.1 no answer from host; X.4.0 other network status.
-  if (status === 429 || status === 503 || status === 425) return { kind: 'failed', error: deferred('4.4.5', what, retryAfter) };
-  if (status === 408 || status === 504) return { kind: 'failed', error: deferred('4.4.1', what, retryAfter) };
-  if (status >= 500) return { kind: 'failed', error: deferred('4.4.0', what, retryAfter) };
+  if (status === 429 || status === 503 || status === 425) return { kind: 'failed', error: deferred('PG_DELIVERY_CONGESTED', what, retryAfter) };
+  if (status === 408 || status === 504) return { kind: 'failed', error: deferred('PG_DELIVERY_NO_ANSWER', what, retryAfter) };
+  if (status >= 500) return { kind: 'failed', error: deferred('PG_DELIVERY_FAILED', what, retryAfter) };
   // 3xx (never followed: a webhook that moved is a configuration to fix) and
   // every other 4xx (401, 403, 404, 422 ...): X.3.5 "system incorrectly
   // configured". Deferred, never bounced, and not retried within the deadline.
-  return { kind: 'failed', error: deferred('4.3.5', `${what}${status < 400 ? ' (redirects are not followed)' : ''}`, { retryable: false }) };
+  return { kind: 'failed', error: deferred('PG_DELIVERY_MISCONFIGURED', `${what}${status < 400 ? ' (redirects are not followed)' : ''}`, { retryable: false }) };
 }
 
 /** Maps a transport failure to its reply: X.4.1 no answer, X.4.2 bad connection (RFC 3463 §3.5). */
 function transportError(where: string, err: unknown, timedOut: boolean): GatewayError {
   const code = (err as { code?: string }).code;
   if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-    return deferred('4.4.1', `${where}: no answer within the target's timeout`, { cause: err });
+    return deferred('PG_DELIVERY_NO_ANSWER', `${where}: no answer within the target's timeout`, { cause: err });
   }
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
-    return deferred('4.4.1', `${where}: cannot connect (${code})`, { cause: err });
+    return deferred('PG_DELIVERY_NO_ANSWER', `${where}: cannot connect (${code})`, { cause: err });
   }
   const why = code ?? (err instanceof undiciErrors.UndiciError ? err.name : (err as Error).message);
-  return deferred('4.4.2', `${where}: connection failed (${why})`, { cause: err });
+  return deferred('PG_DELIVERY_CONNECTION_BROKEN', `${where}: connection failed (${why})`, { cause: err });
 }
 
 /** A counting semaphore whose waiters give up when the delivery is aborted. */
@@ -243,13 +226,7 @@ export class WebhookTarget implements Target {
         const link = await msg.claimCheck();
         outcome = await this.post(Buffer.from(JSON.stringify(pointerEvent(msg.event, link))), deliveryId, signal);
         if (outcome.kind === 'too-large') {
-          throw new GatewayError({
-            code: 'PG_EVENT_TOO_LARGE',
-            message: `${this.where} answered 413 to the event (${msg.eventJson.length} bytes) and to its claim-check pointer`,
-            publicMessage: 'Message too large for its destination',
-            smtp: { code: 552, enhanced: '5.3.4' },
-            transient: false,
-          });
+          throw failure('PG_EVENT_TOO_LARGE', { message: `${this.where} answered 413 to the event (${msg.eventJson.length} bytes) and to its claim-check pointer` });
         }
       }
       if (outcome.kind === 'gone') {

@@ -8,7 +8,7 @@
  *   failed transiently (or did not answer in time) is spooled, and the
  *   reply is 250. A deliberate refusal still bounces (5xx), as in sync mode.
  */
-import { GatewayError } from '../core/errors.js';
+import { failure } from '../transaction/replies.js';
 import { deliverToTargets, type Delivery, type DeliveryOutcome } from '../delivery/index.js';
 import { deliveryId } from '../message/ids.js';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta } from './spool.js';
@@ -67,13 +67,7 @@ export async function dispatch(
 
 async function spoolDeliveries(queue: Queue, deliveries: readonly Delivery[], opts: DeliverOpts & { route: string }): Promise<void> {
   if (queue.worker.pending() + deliveries.length > queue.maxItems) {
-    throw new GatewayError({
-      code: 'PG_QUEUE_FULL',
-      message: `the spool holds ${queue.worker.pending()} items (queue.maxItems ${queue.maxItems})`,
-      publicMessage: 'Insufficient system storage, try again later',
-      smtp: { code: 452, enhanced: '4.3.1' },
-      transient: true,
-    });
+    throw failure('PG_QUEUE_FULL', { message: `the spool holds ${queue.worker.pending()} items (queue.maxItems ${queue.maxItems})` });
   }
   const now = opts.now();
   const entries: SpoolEntry[] = [];
@@ -97,14 +91,7 @@ async function spoolDeliveries(queue: Queue, deliveries: readonly Delivery[], op
   try {
     await queue.spool.put(items, now);
   } catch (err) {
-    throw new GatewayError({
-      code: 'PG_QUEUE_WRITE',
-      message: `spool ${queue.spool.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      publicMessage: 'Temporary local error, try again later',
-      smtp: { code: 451, enhanced: '4.3.0' },
-      transient: true,
-      cause: err,
-    });
+    throw failure('PG_QUEUE_WRITE', { message: `spool ${queue.spool.root}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, cause: err });
   }
   queue.worker.add(entries);
 }

@@ -30,16 +30,10 @@ import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { GatewayError } from '../core/errors.js';
+import { HELP_TOPICS, HELP_VRFY_ROUTES, reply, REPLIES, SMTP_SERVER_ENHANCED, type Reply } from '../transaction/replies.js';
 
 /** A reply whose text starts with an enhanced code ("4.5.3 …") is sent as written. */
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
-
-/**
- * Replies smtp-server words itself whose table code is wrong for what they
- * mean: 538 is RFC 4954 §6 "Encryption required" (5.7.11); 552 is only ever
- * the size limit here (RFC 3463 5.3.4, "message too big for system").
- */
-const ENHANCED_OVERRIDES: Record<number, string> = { 538: '5.7.11', 552: '5.3.4' };
 
 export const REPLY_HOOK = Symbol.for('postgate.replyHook');
 export const POLICY = Symbol.for('postgate.smtpPolicy');
@@ -66,13 +60,13 @@ export interface SmtpPolicy {
    * ETRN (RFC 1985), advertised only in queued mode: starts the queue for a
    * node and returns the reply. Null: no queue (458).
    */
-  etrn: ((node: string, clientAddress: string) => [number, string]) | null;
+  etrn: ((node: string, clientAddress: string) => Reply) | null;
   onEarlyTalker(remoteAddress: string): void;
   /**
    * VRFY against the routes (smtp.vrfy "routes"): the reply for an address,
    * or null to answer 252 without disclosing anything (the default).
    */
-  vrfy: ((address: string) => [number, string]) | null;
+  vrfy: ((address: string) => Reply) | null;
 }
 
 // ---------------------------------------------------------------------------
@@ -185,6 +179,11 @@ export function installSmtpExtensions(): void {
 // ---------------------------------------------------------------------------
 // Replies
 
+/** Writes a reply of the table (src/transaction/replies.ts) through the wrapped send(). */
+function answer(conn: Conn, r: Reply): void {
+  conn.send(r.code, r.lines.length === 1 ? r.lines[0]! : [...r.lines], false);
+}
+
 function patchSend(proto: Conn): void {
   const originalSend = proto.send;
   proto.send = function send(this: Conn, code, data, context) {
@@ -193,8 +192,9 @@ function patchSend(proto: Conn): void {
     // for the greeting), answered 554 like Postfix's postscreen does.
     if (!this._ready && code === 421 && typeof data === 'string' && data.endsWith('You talk too soon')) {
       this._server[POLICY]?.onEarlyTalker(this.remoteAddress);
-      this._server[REPLY_HOOK]?.(554);
-      originalSend.call(this, 554, `5.7.1 ${this.name} Protocol error: talking before the greeting`, false);
+      const r = reply('PG_EARLY_TALKER', { hostname: this.name });
+      this._server[REPLY_HOOK]?.(r.code);
+      originalSend.call(this, r.code, r.lines[0], false);
       this.close();
       return;
     }
@@ -202,7 +202,7 @@ function patchSend(proto: Conn): void {
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) {
       return originalSend.call(this, code, data, false);
     }
-    const override = ENHANCED_OVERRIDES[code];
+    const override = SMTP_SERVER_ENHANCED[code];
     if (override && context !== false && typeof data === 'string' && this._server.options.hideENHANCEDSTATUSCODES === false) {
       return originalSend.call(this, code, `${override} ${data}`, false);
     }
@@ -218,7 +218,7 @@ function patchInit(proto: Conn): void {
     this._setListeners(() => {
       const opts = this._server.options;
       if (opts.maxClients && this._server.connections.size > opts.maxClients) {
-        return this.send(421, `4.3.2 ${this.name} Too many connected clients, try again in a moment`);
+        return answer(this, reply('PG_LISTENER_FULL', { hostname: this.name }));
       }
       const policy = this._server[POLICY]?.earlyTalker;
       if (!policy || policy.mode === 'off' || policy.passed(this.remoteAddress)) {
@@ -227,7 +227,8 @@ function patchInit(proto: Conn): void {
       if (policy.mode === 'multiline') {
         // Postscreen-style: an honest client waits for the last greeting line
         // (RFC 5321 §4.2.1 multi-line replies); a spam bot talks at the first.
-        this._socket.write(`220-${this.name} ESMTP postgate\r\n`);
+        const first = reply('PG_GREETING_PAUSE', { hostname: this.name });
+        this._socket.write(`${first.code}-${first.lines[0]}\r\n`);
       }
       const timer = setTimeout(() => {
         if (this._closing || this._closed) return;
@@ -242,24 +243,6 @@ function patchInit(proto: Conn): void {
 
 // ---------------------------------------------------------------------------
 // Commands
-
-const HELP_TEXT: Record<string, string> = {
-  HELO: 'HELO <domain> - identify yourself (RFC 5321 section 4.1.1.1)',
-  EHLO: 'EHLO <domain> - identify yourself and list extensions (RFC 5321 section 4.1.1.1)',
-  MAIL: 'MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME|BINARYMIME] [SMTPUTF8] - start a transaction',
-  RCPT: 'RCPT TO:<address> - add a recipient',
-  DATA: 'DATA - send the message, end with <CRLF>.<CRLF>',
-  BDAT: 'BDAT <size> [LAST] - send exactly <size> octets of the message (RFC 3030)',
-  RSET: 'RSET - abort the transaction',
-  NOOP: 'NOOP - do nothing',
-  QUIT: 'QUIT - close the connection',
-  HELP: 'HELP [command] - this help',
-  VRFY: 'VRFY <address> - answers 252: addresses are not disclosed',
-  EXPN: 'EXPN <list> - answers 252: lists are not disclosed',
-  STARTTLS: 'STARTTLS - start TLS (RFC 3207)',
-  AUTH: 'AUTH PLAIN|LOGIN - authenticate, over TLS only (RFC 4954)',
-  ETRN: 'ETRN <domain> - start delivery of queued mail for a domain (RFC 1985)',
-};
 
 const DSN_MAIL_PARAMS = new Set(['RET', 'ENVID']);
 const DSN_RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
@@ -315,7 +298,7 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     if (parsed && parsed.args) {
       for (const key of Object.keys(parsed.args)) {
         if (MAIL_PARAMS.has(key) || (dsn && DSN_MAIL_PARAMS.has(key))) continue;
-        this.send(555, `5.5.4 Unsupported MAIL parameter ${key.slice(0, 32)}`);
+        answer(this, reply('PG_MAIL_PARAM_UNSUPPORTED', { param: key.slice(0, 32) }));
         return cb();
       }
       const body = parsed.args.BODY;
@@ -337,7 +320,7 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     if (parsed && parsed.args) {
       for (const key of Object.keys(parsed.args)) {
         if (dsn && DSN_RCPT_PARAMS.has(key)) continue;
-        this.send(555, `5.5.4 Unsupported RCPT parameter ${key.slice(0, 32)}`);
+        answer(this, reply('PG_RCPT_PARAM_UNSUPPORTED', { param: key.slice(0, 32) }));
         return cb();
       }
     }
@@ -348,15 +331,15 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     // RFC 3030 §3: BDAT and DATA cannot be mixed in one transaction, and a
     // BINARYMIME body can only be sent with BDAT.
     if (this[BDAT_STATE]) {
-      this.send(503, '5.5.1 DATA not allowed after BDAT in one transaction');
+      answer(this, reply('PG_DATA_AFTER_BDAT'));
       return cb();
     }
     if (this.session.envelope.bodyType === 'binarymime') {
-      this.send(503, '5.5.1 BODY=BINARYMIME requires BDAT');
+      answer(this, reply('PG_BINARYMIME_NEEDS_BDAT'));
       return cb();
     }
     if (argWord(command)) {
-      this.send(501, '5.5.4 DATA takes no argument');
+      answer(this, reply('PG_DATA_SYNTAX'));
       return cb();
     }
     origDATA.call(this, command, cb);
@@ -368,7 +351,7 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
   };
 
   proto.handler_HELP = function (this: Conn, command, cb) {
-    const supported = Object.keys(HELP_TEXT).filter((v) => {
+    const supported = Object.keys(HELP_TOPICS).filter((v) => {
       if (v === 'ETRN') return Boolean(this._server[POLICY]?.etrn);
       if (v === 'STARTTLS') return this._isSupported(v) && !this.secure;
       // Same rule as EHLO: AUTH only where it can be used (TLS, or explicitly allowed).
@@ -377,16 +360,16 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
     });
     const topic = argWord(command).toUpperCase();
     if (topic) {
-      let text = supported.includes(topic) ? HELP_TEXT[topic] : undefined;
-      if (topic === 'VRFY' && this._server[POLICY]?.vrfy) text = 'VRFY <address> - 250 if mail for the address is accepted here, 550 if not';
+      let text = supported.includes(topic) ? HELP_TOPICS[topic] : undefined;
+      if (topic === 'VRFY' && this._server[POLICY]?.vrfy) text = HELP_VRFY_ROUTES;
       if (!text) {
-        this.send(504, `5.5.1 HELP topic ${topic.slice(0, 32)} unknown`);
+        answer(this, reply('PG_HELP_UNKNOWN', { topic: topic.slice(0, 32) }));
         return cb();
       }
-      this.send(214, `2.0.0 ${text}`);
+      answer(this, reply('PG_HELP_TOPIC', { help: text }));
       return cb();
     }
-    this.send(214, ['2.0.0 Commands supported:', `2.0.0 ${supported.join(' ')}`, '2.0.0 HELP <command> for more'], false);
+    answer(this, reply('PG_HELP', { commands: supported.join(' ') }));
     cb();
   };
 
@@ -394,27 +377,27 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
   proto.handler_VRFY = function (this: Conn, command, cb) {
     const arg = argWord(command);
     const vrfy = this._server[POLICY]?.vrfy;
-    if (!arg) this.send(501, '5.5.4 Syntax: VRFY <address>');
-    else if (vrfy) this.send(...vrfy(arg.replace(/^<(.*)>$/, '$1').slice(0, 512)));
-    else this.send(252, '2.5.2 Cannot VRFY user, but will accept message and attempt delivery');
+    if (!arg) answer(this, reply('PG_VRFY_SYNTAX'));
+    else if (vrfy) answer(this, vrfy(arg.replace(/^<(.*)>$/, '$1').slice(0, 512)));
+    else answer(this, reply('PG_VRFY_CANNOT'));
     cb();
   };
   proto.handler_EXPN = function (this: Conn, command, cb) {
-    if (!argWord(command)) this.send(501, '5.5.4 Syntax: EXPN <list>');
-    else this.send(252, '2.5.2 Cannot EXPN list, but will accept message and attempt delivery');
+    if (!argWord(command)) answer(this, reply('PG_EXPN_SYNTAX'));
+    else answer(this, reply('PG_EXPN_CANNOT'));
     cb();
   };
 
   // RFC 5321 Appendix F.1: TURN is insecure and removed.
   proto.handler_TURN = function (this: Conn, _command, cb) {
-    this.send(502, '5.5.1 TURN is not supported (RFC 5321 Appendix F.1)');
+    answer(this, reply('PG_TURN_NOT_SUPPORTED'));
     cb();
   };
 
   // RFC 2645 §4: ATRN requires authentication; a gateway holds no mail to turn around.
   proto.handler_ATRN = function (this: Conn, _command, cb) {
-    if (!this.session.user) this.send(530, '5.7.0 Authentication required');
-    else this.send(453, '4.3.0 You have no mail');
+    if (!this.session.user) answer(this, reply('PG_AUTH_REQUIRED'));
+    else answer(this, reply('PG_ATRN_NO_MAIL'));
     cb();
   };
 
@@ -422,19 +405,16 @@ function patchCommands(proto: Conn & Record<string, (this: Conn, command: Buffer
   proto.handler_ETRN = function (this: Conn, command, cb) {
     const node = argWord(command);
     const etrn = this._server[POLICY]?.etrn;
-    if (!node) this.send(501, '5.5.4 Syntax: ETRN <domain>');
-    else if (!etrn) this.send(458, `4.3.0 Unable to queue messages for node ${node.slice(0, 255)}: no queue in this mode`);
-    else {
-      const [code, text] = etrn(node.slice(0, 255), this.remoteAddress);
-      this.send(code, text);
-    }
+    if (!node) answer(this, reply('PG_ETRN_SYNTAX'));
+    else if (!etrn) answer(this, reply('PG_ETRN_UNAVAILABLE', { node: node.slice(0, 255) }));
+    else answer(this, etrn(node.slice(0, 255), this.remoteAddress));
     cb();
   };
 
   // Exchange-internal verbs: never advertised, always refused.
   for (const verb of ['X-EXPS', 'X-EXCH50', 'X-LINK2STATE']) {
     proto[`handler_${verb}`] = function (this: Conn, _command, cb) {
-      this.send(502, '5.5.1 Command not implemented');
+      answer(this, reply('PG_CMD_NOT_IMPLEMENTED'));
       cb();
     };
   }
@@ -536,7 +516,7 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
     if (!m) {
       // RFC 3030 §2: without a valid size the octets that follow cannot be
       // told apart from commands, so the only safe move is to close.
-      this.send(501, '5.5.4 Syntax: BDAT <size> [LAST]; closing connection');
+      answer(this, reply('PG_BDAT_SYNTAX'));
       this.close();
       return cb();
     }
@@ -546,13 +526,13 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
     if (!parser) return cb();
 
     // Decide the chunk's fate now; its bytes are consumed whatever it is.
-    let refusal: [number, string] | null = null;
+    let refusal: Reply | null = null;
     let t = this[BDAT_STATE] ?? null;
-    if (!this.hostNameAppearsAs) refusal = [503, '5.5.1 Error: send HELO/EHLO first'];
-    else if (!this.session.user && this._isSupported('AUTH') && !this._server.options.authOptional) refusal = [530, '5.7.0 Authentication required'];
-    else if (!this.session.envelope.mailFrom) refusal = [503, '5.5.1 Error: need MAIL command'];
-    else if (!this.session.envelope.rcptTo.length) refusal = [503, '5.5.1 Error: need RCPT command'];
-    else if (t?.failed) refusal = [503, '5.5.1 Error: an earlier BDAT chunk of this transaction failed; send RSET'];
+    if (!this.hostNameAppearsAs) refusal = reply('PG_NEED_HELO');
+    else if (!this.session.user && this._isSupported('AUTH') && !this._server.options.authOptional) refusal = reply('PG_AUTH_REQUIRED');
+    else if (!this.session.envelope.mailFrom) refusal = reply('PG_NEED_MAIL');
+    else if (!this.session.envelope.rcptTo.length) refusal = reply('PG_NEED_RCPT');
+    else if (t?.failed) refusal = reply('PG_BDAT_AFTER_FAILURE');
 
     if (!refusal && !t) {
       // First chunk: hand the message stream to onData exactly as DATA would.
@@ -583,7 +563,7 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
       // RFC 3030 §4.2 / RFC 1870: refuse the chunk that passes the limit; the
       // sender must not send more, and later chunks are consumed and refused.
       failBdat(this, t);
-      refusal = [552, `5.3.4 Message size exceeds fixed limit of ${limit} bytes`];
+      refusal = reply('PG_MESSAGE_TOO_BIG', { size: limit });
     }
     const tx = refusal ? null : t;
     if (tx) {
@@ -593,12 +573,12 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
 
     const complete = (resume: () => void) => {
       if (refusal) {
-        this.send(refusal[0], refusal[1]);
+        answer(this, refusal);
         return resume();
       }
       if (!tx || tx.aborted) return resume();
       if (!last) {
-        this.send(250, `2.0.0 ${size} octets received`);
+        answer(this, reply('PG_BDAT_CHUNK', { size }));
         return resume();
       }
       // LAST: the message is complete; the reply is the delivery outcome. While
@@ -606,16 +586,18 @@ function patchBdat(proto: Conn & Record<string, (this: Conn, command: Buffer, cb
       // (RFC 5321 §4.5.3.2.6: the client waits up to 10 minutes for it).
       this._dataStream = tx.stream;
       tx.stream!.end();
-      const reply = () => {
+      const outcome = () => {
         if (tx.aborted) return resume();
         const { err, message } = tx.result!;
-        if (err) this.send(err.responseCode ?? 451, err.message);
-        else this.send(250, typeof message === 'string' ? message : '2.0.0 Ok: queued');
+        // The session's errors carry their reply (src/smtp/session.ts); one without a code is internal.
+        if (err) this.send(err.responseCode ?? REPLIES.PG_INTERNAL.code, err.message);
+        else if (typeof message === 'string') this.send(REPLIES.PG_QUEUED.code, message);
+        else answer(this, reply('PG_QUEUED_WITHOUT_ID'));
         endTransaction(this);
         resume();
       };
-      if (tx.result) reply();
-      else tx.onResult = reply;
+      if (tx.result) outcome();
+      else tx.onResult = outcome;
     };
 
     if (size === 0) {

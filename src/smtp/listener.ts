@@ -17,6 +17,7 @@ import { readProxyHeader } from '../net/proxy-protocol.js';
 import type { CertificateStore } from '../tls/certificates.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
+import { reply, type Reply } from '../transaction/replies.js';
 import { internals } from './extensions.js';
 
 export interface ListenerContext {
@@ -26,8 +27,8 @@ export interface ListenerContext {
   hostname: string;
   isDraining(): boolean;
   handshakeTimeoutMs: number;
-  /** Connection limits (all listeners, per client address): a reply line to refuse with, or null. */
-  admission: { admit(address: string): string | null; release(address: string): void };
+  /** Connection limits (all listeners, per client address): the reply to refuse with, or null. */
+  admission: { admit(address: string): Reply | null; release(address: string): void };
   /**
    * Runs `fn` once when the SMTP session `sessionId` closes. The raw socket's
    * 'close' cannot be used: smtp-server's STARTTLS strips its listeners.
@@ -46,7 +47,7 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
     if (refusal) {
       ctx.metrics.shed.inc({ reason: 'connections' });
       log.warn({ client, code: 'PG_TOO_MANY_CONNECTIONS' }, 'connection limit reached, refused');
-      socket.end(`${refusal}\r\n`);
+      socket.end(`${refusal.line}\r\n`);
       return;
     }
     ctx.metrics.activeConnections.inc({ listener: l.name });
@@ -99,7 +100,7 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
       // RFC 5321 §3.8: 421 tells the client to come back later (plaintext even
       // on smtps: there is no session to protect yet and the client learns why).
       if (l.role === 'smtps') socket.destroy();
-      else socket.end(`421 4.3.2 ${ctx.hostname} Service shutting down, try again later\r\n`);
+      else socket.end(`${reply('PG_SHUTTING_DOWN', { hostname: ctx.hostname }).line}\r\n`);
       return;
     }
     if (!l.proxyProtocol) return proceed(socket);

@@ -6,13 +6,13 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
-import { GatewayError, smtpError, toGatewayError } from '../core/errors.js';
+import type { GatewayError } from '../core/errors.js';
+import { failure, recipientRefusal, reply, REPLIES, toGatewayError } from '../transaction/replies.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
 import {
   headerConditionHolds,
   resolveTargets,
   routeRecipient,
-  type RcptDecision,
   type ResolvedRoute,
   type ResolvedTarget,
   type RoutingTable,
@@ -103,13 +103,13 @@ interface Txn {
   log: LazyLog;
 }
 
-/** smtp-server reads `responseCode` and `message` from a callback error. */
+/** smtp-server reads `responseCode` and `message` from a callback error; one without a reply is internal. */
 function replyError(err: GatewayError): Error & { responseCode: number } {
-  return Object.assign(new Error(err.replyText), { responseCode: err.smtp?.code ?? 451 });
+  return Object.assign(new Error(err.replyText), { responseCode: err.smtp?.code ?? REPLIES.PG_INTERNAL.code });
 }
 
 function shuttingDown(hostname: string): Error & { responseCode: number } {
-  return replyError(smtpError('PG_SHUTTING_DOWN', 421, '4.3.2', `${hostname} Service shutting down, try again later`));
+  return replyError(failure('PG_SHUTTING_DOWN', { vars: { hostname } }));
 }
 
 export function createSmtpServer(
@@ -173,7 +173,7 @@ export function createSmtpServer(
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
         s.log.warn({ inflightBytes: ctx.memory.inUse }, 'memory budget exhausted, refusing connection');
-        return cb(replyError(smtpError('PG_SHED_MEMORY', 421, '4.3.2', `${cfg.hostname} Too busy, try again later`)));
+        return cb(replyError(failure('PG_SHED_MEMORY_CONNECTION', { vars: { hostname: cfg.hostname } })));
       }
       cb();
     },
@@ -192,12 +192,12 @@ export function createSmtpServer(
       if (!authThrottle.allowed(client)) {
         sessionLog(session).log.warn({ user: auth.username, method: auth.method, code: 'PG_AUTH_THROTTLED' }, 'authentication refused: too many failures from this address');
         // RFC 4954 §6: 454 4.7.0 temporary authentication failure
-        return cb(replyError(smtpError('PG_AUTH_THROTTLED', 454, '4.7.0', 'Too many authentication failures, try again later')));
+        return cb(replyError(failure('PG_AUTH_THROTTLED')));
       }
       const fail = () => {
         const delay = authThrottle.failed(client);
         sessionLog(session).log.warn({ user: auth.username, method: auth.method, delayMs: delay }, 'authentication failed');
-        setTimeout(() => cb(replyError(smtpError('PG_AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid'))), delay).unref();
+        setTimeout(() => cb(replyError(failure('PG_AUTH_FAILED'))), delay).unref();
       };
       if (stored === undefined || typeof auth.password !== 'string') {
         // Spend the same time as a real check (same parameters as a configured
@@ -221,7 +221,7 @@ export function createSmtpServer(
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
-        return cb(replyError(smtpError('PG_SHED_MEMORY', 451, '4.3.2', 'Too busy, try again later')));
+        return cb(replyError(failure('PG_SHED_MEMORY')));
       }
       ctx.disk.low().then(
         (low) => {
@@ -229,7 +229,7 @@ export function createSmtpServer(
             metrics.shed.inc({ reason: 'disk' });
             s.log.warn({ minFreeDisk: cfg.limits.minFreeDisk }, 'free disk under the floor, deferring');
             // RFC 5321 §4.2.5 / RFC 3463 4.3.1: mail system full.
-            return cb(replyError(smtpError('PG_SHED_DISK', 452, '4.3.1', 'Insufficient system storage, try again later')));
+            return cb(replyError(failure('PG_SHED_DISK')));
           }
           const queueId = newQueueId(ctx.now());
           txns.set(session.envelope, { queueId, route: null, rcpts: new Map(), log: new LazyLog(logger, { sid: session.id, listener: listener.name, txn: queueId }) });
@@ -241,28 +241,28 @@ export function createSmtpServer(
 
     onRcptTo(address: SMTPServerAddress, session, cb) {
       const txn = txns.get(session.envelope);
-      if (!txn) return cb(replyError(smtpError('PG_INTERNAL', 451, '4.3.0', 'Transaction state lost, try again')));
+      if (!txn) return cb(replyError(failure('PG_TRANSACTION_LOST')));
       const refuseRcpt = (err: GatewayError) => {
         txn.log.info({ rcpt: address.address, code: err.code, reply: err.smtp?.code }, 'recipient refused');
         cb(replyError(err));
       };
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
-      if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision, address.address));
+      if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision.kind, address.address));
       // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.
       if (txn.route && txn.route.key !== decision.route.key) {
-        return refuseRcpt(smtpError('PG_RCPT_OTHER_ROUTE', 452, '4.5.3', `<${address.address}>: Too many recipients (other route), send it in a new transaction`));
+        return refuseRcpt(failure('PG_RCPT_OTHER_ROUTE', { vars: { address: address.address } }));
       }
       if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
-        return refuseRcpt(smtpError('PG_RCPT_TOO_MANY', 452, '4.5.3', 'Too many recipients'));
+        return refuseRcpt(failure('PG_RCPT_TOO_MANY'));
       }
       const resolved = resolveTargets(decision);
       // A templated target is another destination per recipient, so each is checked.
       if (resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
         // RFC 3463 4.4.1: no answer from host; the sender retries later.
-        return refuseRcpt(smtpError('PG_TARGET_DOWN', 451, '4.4.1', `<${address.address}>: Destination temporarily unavailable, try again later`));
+        return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
       }
       const take = () => {
         txn.route = decision.route;
@@ -273,7 +273,7 @@ export function createSmtpServer(
       ctx
         .validateRecipient(decision.route.routes, { address: decision.address?.address ?? address.address, mailFrom, clientAddress: session.remoteAddress })
         .then(
-          (ok) => (ok ? take() : refuseRcpt(recipientRefusal({ kind: 'unknown-user', domain: decision.address?.domain ?? '', passedOver: [] }, address.address))),
+          (ok) => (ok ? take() : refuseRcpt(recipientRefusal('unknown-user', address.address))),
           (err: unknown) => refuseRcpt(toGatewayError(err, 'recipient validation')),
         );
     },
@@ -283,7 +283,7 @@ export function createSmtpServer(
       const s = sessionLog(session);
       if (!txn || !txn.route) {
         stream.resume();
-        return cb(replyError(smtpError('PG_INTERNAL', 451, '4.3.0', 'Transaction state lost, try again')));
+        return cb(replyError(failure('PG_TRANSACTION_LOST')));
       }
       ctx.transactionStarted();
       const route = txn.route;
@@ -402,23 +402,23 @@ export function createSmtpServer(
       stream.once('error', (err: Error & { code?: string }) => {
         if (err.code === 'ETOOBIG') {
           // BDAT over the limit: the client already has its 552 (RFC 3030 §4.2).
-          return finish(smtpError('PG_MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${cfg.smtp.maxMessageSize} bytes`));
+          return finish(failure('PG_MESSAGE_TOO_BIG', { vars: { size: cfg.smtp.maxMessageSize } }));
         }
         if (err.code === 'ECONNECTION' || err.code === 'EABORTED') {
           // The client left or reset: there is nobody to reply to and nothing was accepted.
-          return finish(new GatewayError({ code: 'PG_TRANSACTION_ABORTED', message: err.message, transient: true, smtp: { code: 451, enhanced: '4.3.0' } }), undefined, 'aborted');
+          return finish(failure('PG_TRANSACTION_ABORTED', { message: err.message }), undefined, 'aborted');
         }
         finish(toGatewayError(err, 'transaction'));
       });
       stream.once('end', () => {
         if (outcome === 'too-big' || stream.sizeExceeded) {
-          return finish(smtpError('PG_MESSAGE_TOO_BIG', 552, '5.3.4', `Message size exceeds fixed limit of ${cfg.smtp.maxMessageSize} bytes`));
+          return finish(failure('PG_MESSAGE_TOO_BIG', { vars: { size: cfg.smtp.maxMessageSize } }));
         }
         if (outcome === 'memory') {
-          return finish(smtpError('PG_SHED_MEMORY', 451, '4.3.2', 'Too busy, try again later'));
+          return finish(failure('PG_SHED_MEMORY'));
         }
         if (outcome === 'bare-eol') {
-          return finish(smtpError('PG_MESSAGE_BARE_EOL', 554, '5.6.0', 'Message contains a bare CR or LF (RFC 5321 section 2.3.8)'));
+          return finish(failure('PG_MESSAGE_BARE_EOL'));
         }
         parseInput.end();
         const rawSha256 = hash.digest('hex');
@@ -428,7 +428,7 @@ export function createSmtpServer(
             const hops = countReceived(received.headerBlock(HEADER_SCAN_BYTES));
             if (hops > cfg.smtp.maxReceivedHeaders) {
               // RFC 5321 §6.3: a message with too many trace headers is looping.
-              throw smtpError('PG_MAIL_LOOP', 554, '5.4.6', `Too many Received headers (${hops}): mail loop detected`);
+              throw failure('PG_MAIL_LOOP', { vars: { hops } });
             }
             return deliverMessage(received, rawSha256);
           })
@@ -571,7 +571,7 @@ export function createSmtpServer(
         // spooled reports when the queue delivers it).
         if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message.headerBlock(HEADER_SCAN_BYTES));
         txn.log.info({ route: route.name, size: received.size, rcpts: rcptTo.length, from: mailFrom, targets: deliveries.length, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
-        return `2.0.0 Ok: queued as ${txn.queueId}`;
+        return reply('PG_QUEUED', { queueId: txn.queueId }).lines[0]!;
       };
     },
 
@@ -638,21 +638,6 @@ export function planDeliveries(
     const eventJson = Buffer.from(JSON.stringify(event));
     return { target, msg: { ...msg, rcptTo: addresses, event, eventJson, claimCheck: claimCheck(eventJson) } };
   });
-}
-
-/**
- * The reply for a recipient no route accepts, shared by RCPT and VRFY:
- * never an open relay (550 5.7.1), unknown users 550 5.1.1 (RFC 5321 §3.5.3).
- */
-export function recipientRefusal(decision: Exclude<RcptDecision<RouteTarget>, { kind: 'accept' }>, address: string): GatewayError {
-  switch (decision.kind) {
-    case 'invalid':
-      return smtpError('PG_RCPT_SYNTAX', 553, '5.1.3', `<${address}>: Bad recipient address syntax`);
-    case 'relay-denied':
-      return smtpError('PG_RCPT_RELAY_DENIED', 550, '5.7.1', `<${address}>: Relay access denied`);
-    case 'unknown-user':
-      return smtpError('PG_RCPT_UNKNOWN_USER', 550, '5.1.1', `<${address}>: Recipient address rejected: User unknown`);
-  }
 }
 
 /** A CR not followed by LF, or an LF not preceded by CR; `prev` is the byte before the chunk. */
