@@ -43,10 +43,17 @@ export interface DispatchResult extends DeliveryOutcome {
 
 type DeliverOpts = Parameters<typeof deliverToTargets>[1];
 
+interface DispatchOpts extends DeliverOpts {
+  queue: Queue | null;
+  route: string;
+  /** The circuit breaker's view of a target (delivery.breaker): marked down. */
+  isDown?: (targetId: string) => boolean;
+}
+
 export async function dispatch(
   mode: DeliveryMode,
   deliveries: readonly Delivery[],
-  opts: DeliverOpts & { queue: Queue | null; route: string },
+  opts: DispatchOpts,
 ): Promise<DispatchResult> {
   if (mode === 'sync' || !opts.queue) return { ...(await deliverToTargets(deliveries, opts)), queued: 0 };
   const queue = opts.queue;
@@ -54,14 +61,24 @@ export async function dispatch(
     await spoolDeliveries(queue, deliveries, opts);
     return { ok: true, targets: [], queued: deliveries.length };
   }
-  const result = await deliverToTargets(deliveries, opts);
-  if (result.ok) return { ...result, queued: 0 };
+  // A target marked down would most likely fail again, after making the
+  // sender wait up to the deadline: its deliveries go to the spool at once,
+  // and the retry worker finds out when it is back.
+  const down = opts.isDown ? deliveries.filter((d) => opts.isDown!(d.target.id)) : [];
+  const now = down.length ? deliveries.filter((d) => !down.includes(d)) : deliveries;
+  if (!now.some((d) => d.target.required)) {
+    await spoolDeliveries(queue, deliveries, opts);
+    return { ok: true, targets: [], queued: deliveries.length };
+  }
+  const result = await deliverToTargets(now, opts);
   if (result.error && !result.error.transient) return { ...result, queued: 0 };
   // Transient trouble within the deadline: keep the message ourselves and
   // retry it, instead of handing the retries to the sender's queue.
-  const failed = new Set(result.targets.filter((t) => !t.ok).map((t) => t.targetId));
-  const rest = deliveries.filter((d) => failed.has(d.target.id));
-  await spoolDeliveries(queue, rest, opts);
+  // (When every required target acknowledged, a failed optional one is not
+  // spooled: as in sync mode, it never holds the reply.)
+  const failed = new Set(result.ok ? [] : result.targets.filter((t) => !t.ok).map((t) => t.targetId));
+  const rest = [...down, ...now.filter((d) => failed.has(d.target.id))];
+  if (rest.length) await spoolDeliveries(queue, rest, opts);
   return { ok: true, targets: result.targets, queued: rest.length };
 }
 

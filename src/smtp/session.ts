@@ -259,8 +259,13 @@ export function createSmtpServer(
         return refuseRcpt(failure('PG_RCPT_TOO_MANY'));
       }
       const resolved = resolveTargets(decision);
+      // The circuit breaker refuses where a refusal helps the sender: a sync
+      // route, whose 250 waits for the target. A queued route keeps
+      // accepting while a target is down (its spool holds the message;
+      // docs/queue.md), as a chain is delivered in its first route's mode.
       // A templated target is another destination per recipient, so each is checked.
-      if (resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
+      const mode = ctx.routeModes.get(decision.route.routes[0]?.name ?? decision.route.name) ?? 'sync';
+      if (mode === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
         // RFC 3463 4.4.1: no answer from host; the sender retries later.
         return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
       }
@@ -540,6 +545,7 @@ export function createSmtpServer(
           {
             queue: ctx.queue,
             route: route.name,
+            isDown: (id) => ctx.breakers.isDown(id),
             deadlineMs: cfg.delivery.deadline,
             skip: ctx.skip,
             now: ctx.now,
