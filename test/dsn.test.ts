@@ -10,6 +10,7 @@ import { simpleParser } from 'mailparser';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { RawSmtp, type Reply } from './helpers/smtp-client.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { waitFor } from './helpers/wait.js';
 
 interface Relayed {
   from: string | false;
@@ -34,14 +35,6 @@ async function startRelay(): Promise<{ port: number; got: Relayed[]; close(): Pr
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.server.address() as { port: number }).port;
   return { port, got, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
-
-async function waitFor(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /** One transaction with DSN parameters, by hand. */

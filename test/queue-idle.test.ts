@@ -8,36 +8,16 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startReceiver } from './helpers/receiver.js';
-import { projectRoot } from './helpers/fixtures.js';
+import { queueCli } from './helpers/cli.js';
+import { waitFor } from './helpers/wait.js';
 
-const CLI = path.join(projectRoot(), 'dist/src/cli/index.js');
 const subjectOf = (body: Buffer) => /"subject":"([^"]*)"/.exec(body.toString('utf8'))?.[1];
-
-function queueCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, 'queue', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
-  });
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('queue: an idle gateway picks up revived and replayed items', () => {
   test('a dead letter revived by `postgate queue retry`, then a copy made by `queue replay`, each delivered within queue.rescanInterval with nothing else queued', async () => {

@@ -12,14 +12,7 @@ import { startGateway } from './helpers/gateway.js';
 import { startReceiver } from './helpers/receiver.js';
 import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { waitFor } from './helpers/wait.js';
 
 const subjectOf = (body: Buffer) => /"subject":"([^"]*)"/.exec(body.toString('utf8'))?.[1];
 

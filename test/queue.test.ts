@@ -15,14 +15,14 @@ import { startGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startReceiver, type Answer } from './helpers/receiver.js';
 import { projectRoot } from './helpers/fixtures.js';
+import { CLI, queueCli } from './helpers/cli.js';
+import { waitFor } from './helpers/wait.js';
 import { QueueWorker, retryDelay } from '../src/queue/worker.js';
 import { LocalSpool } from '../src/queue/spool.js';
 import { MemorySkipStore, type Target } from '../src/delivery/index.js';
 import { GatewayError } from '../src/core/errors.js';
 import { createLogger } from '../src/ops/logger.js';
 import { MessageBytes } from '../src/message/bytes.js';
-
-const CLI = path.join(projectRoot(), 'dist/src/cli/index.js');
 
 async function send(port: number, subject: string, rcpt = 'in@q.test') {
   const c = await RawSmtp.connect(port);
@@ -32,14 +32,6 @@ async function send(port: number, subject: string, rcpt = 'in@q.test') {
     return await sendMail(c, 'sender@example.org', [rcpt], simpleMessage(subject));
   } finally {
     c.close();
-  }
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 
@@ -437,15 +429,7 @@ describe('ETRN (RFC 1985) in queued mode', () => {
 });
 
 describe('postgate queue (CLI)', () => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number; out: string; err: string }>((resolve) => {
-      const p = spawn(process.execPath, [CLI, 'queue', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      p.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
-    });
+  const run = queueCli;
 
   test('list, show, retry (dead letters), replay to another target, purge; filters and --dry-run', async () => {
     const hook = await startReceiver((r) => (subjectOf(r.body)?.startsWith('bad') ? { status: 200, json: { action: 'reject' } } : { status: 503 }));

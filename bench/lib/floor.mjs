@@ -10,7 +10,7 @@
  */
 import { SMTPServer } from 'smtp-server';
 import { Pool } from 'undici';
-import { SMTP_OPTIONS, serveHelper } from './helper.mjs';
+import { SMTP_OPTIONS, postThenReply, serveHelper } from './helper.mjs';
 
 const pool = new Pool(`http://127.0.0.1:${process.argv[2]}`, { connections: 64 });
 let count = 0;
@@ -19,17 +19,7 @@ const server = new SMTPServer({
   onData(stream, session, cb) {
     const chunks = [];
     stream.on('data', (c) => chunks.push(c));
-    stream.on('end', () => {
-      pool
-        .request({ method: 'POST', path: '/inbound', headers: { 'content-type': 'message/rfc822' }, body: Buffer.concat(chunks) })
-        .then(async (res) => {
-          await res.body.dump();
-          if (res.statusCode >= 300) throw new Error(`receiver answered ${res.statusCode}`);
-          count++;
-          cb(null);
-        })
-        .catch((err) => cb(Object.assign(err, { responseCode: 451 })));
-    });
+    stream.on('end', () => postThenReply(pool, 'message/rfc822', Buffer.concat(chunks), cb, () => count++));
   },
 });
 serveHelper(server.server, () => count);

@@ -14,6 +14,24 @@ export const SMTP_OPTIONS = {
 };
 
 /**
+ * POSTs `body` to the receiver through `pool` and settles smtp-server's
+ * DATA callback `cb`: `250` after a 2xx, `451` otherwise. `count` runs on
+ * success. What the naive gateway and the floor do with a message once
+ * they have its body.
+ */
+export function postThenReply(pool, contentType, body, cb, count) {
+  pool
+    .request({ method: 'POST', path: '/inbound', headers: { 'content-type': contentType }, body })
+    .then(async (res) => {
+      await res.body.dump();
+      if (res.statusCode >= 300) throw new Error(`receiver answered ${res.statusCode}`);
+      count();
+      cb(null);
+    })
+    .catch((err) => cb(Object.assign(err, { responseCode: 451 })));
+}
+
+/**
  * Listens on a free loopback port, prints `ready <port>`, answers `count` on
  * stdin with `count <n>` from `getCount()`, and exits on SIGTERM.
  * `server` is a net.Server (or anything with its listen/address).

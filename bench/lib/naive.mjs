@@ -10,23 +10,17 @@
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
 import { Pool } from 'undici';
-import { SMTP_OPTIONS, serveHelper } from './helper.mjs';
+import { SMTP_OPTIONS, postThenReply, serveHelper } from './helper.mjs';
 
 const pool = new Pool(`http://127.0.0.1:${process.argv[2]}`, { connections: 64 });
 let count = 0;
 const server = new SMTPServer({
   ...SMTP_OPTIONS,
   onData(stream, session, cb) {
-    simpleParser(stream)
-      .then(async (mail) => {
-        const body = JSON.stringify({ envelope: session.envelope, mail });
-        const res = await pool.request({ method: 'POST', path: '/inbound', headers: { 'content-type': 'application/json' }, body });
-        await res.body.dump();
-        if (res.statusCode >= 300) throw new Error(`receiver answered ${res.statusCode}`);
-        count++;
-        cb(null);
-      })
-      .catch((err) => cb(Object.assign(err, { responseCode: 451 })));
+    simpleParser(stream).then(
+      (mail) => postThenReply(pool, 'application/json', JSON.stringify({ envelope: session.envelope, mail }), cb, () => count++),
+      (err) => cb(Object.assign(err, { responseCode: 451 })),
+    );
   },
 });
 // bench/smtp.mjs reads the receiver's count; this one answers the same protocol
