@@ -6,7 +6,7 @@
  * declared here as tables (options, help, run); index.ts parses the command
  * line and prints the help for every command alike.
  */
-import type { CommandGroup, LeafCommand, OptionSpecs, RunContext } from './index.js';
+import type { CommandGroup, LeafCommand, OptionSpecs, RunContext } from './command.js';
 import { ConfigError } from '../config/errors.js';
 import { parseDuration } from '../config/units.js';
 import { LocalSpool, type SpoolArea, type SpoolEntry } from '../queue/spool.js';
