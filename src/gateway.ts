@@ -28,6 +28,7 @@ import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
 import { DsnNotifier } from './dsn/notifier.js';
 import { queueReport } from './dsn/queue-report.js';
+import { announceLocalOutcome } from './queue/outcome.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
@@ -397,7 +398,10 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       ...queueDeps,
       spool,
       rescanMs: cfg.queue.rescanInterval,
-      onFinal: notifier ? (entry, delivered, error, content) => queueReport(notifier, spool, worker, entry, delivered, error, content) : undefined,
+      onFinal: notifier
+        ? (entry, delivered, error, content) =>
+            announceLocalOutcome(spool, (qid) => worker.pending((m) => m.queueId === qid && m.required), entry, delivered, error, content, (o) => queueReport(notifier, o))
+        : undefined,
     });
     const { recovered, discarded } = await worker.start();
     if (recovered || discarded) logger.info({ recovered, discarded, spool: spool.root }, 'spool recovered');

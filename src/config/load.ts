@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { parseHostPort } from './units.js';
-import { configSchema, defaultLambdaId, defaultS3Id, type Config, type ConfigInput, type TargetConfig } from './schema.js';
-import { defaultWebhookId } from '../message/ids.js';
+import { configSchema, type Config, type ConfigInput, type TargetConfig } from './schema.js';
+import { defaultLambdaId, defaultS3Id, defaultWebhookId } from '../message/ids.js';
 import { patternDomains } from '../routing/index.js';
 
 import { ConfigError, type ConfigProblem } from './errors.js';

@@ -322,16 +322,6 @@ const s3Target = z
   })
   .describe('Archive the raw .eml and the JSON event in an S3 bucket (or an S3-compatible store).');
 
-/** The default id of a lambda target (logged; part of every delivery id). */
-export function defaultLambdaId(t: { functionName: string; qualifier?: string | undefined }): string {
-  return `lambda:${t.functionName}${t.qualifier ? `:${t.qualifier}` : ''}`;
-}
-
-/** The default id of an s3 target (logged; part of every delivery id). */
-export function defaultS3Id(t: { bucket: string; prefix: string }): string {
-  return `s3:${t.bucket}/${t.prefix}`;
-}
-
 export const targetSchema = z.discriminatedUnion('type', [webhookTarget, localTarget, lambdaTarget, s3Target]);
 
 /**

@@ -18,7 +18,8 @@
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import { GatewayError } from '../core/errors.js';
 import { failure, type FailureName } from '../transaction/replies.js';
-import { defaultLambdaId, type LambdaTargetConfig } from '../config/schema.js';
+import type { LambdaTargetConfig } from '../config/schema.js';
+import { defaultLambdaId } from '../message/ids.js';
 import { pointerEvent } from './claim-check.js';
 import { interpretReceiverAnswer } from './reply.js';
 import { createAwsClients, sdkErrorInfo, sdkFailure, type AwsClientCache } from './aws-clients.js';

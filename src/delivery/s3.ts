@@ -13,7 +13,8 @@
 import type { S3Client, PutObjectCommandInput } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { failure } from '../transaction/replies.js';
-import { defaultS3Id, type S3TargetConfig } from '../config/schema.js';
+import type { S3TargetConfig } from '../config/schema.js';
+import { defaultS3Id } from '../message/ids.js';
 import { createAwsClients, sdkFailure, type AwsClientCache } from './aws-clients.js';
 import type { DeliveryMessage, Target } from './types.js';
 

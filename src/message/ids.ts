@@ -60,3 +60,13 @@ export function defaultWebhookId(url: string): string {
   const u = new URL(url);
   return `webhook:${u.origin}${u.pathname}#${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
 }
+
+/** The default id of a lambda target (logged; part of every delivery id). */
+export function defaultLambdaId(t: { functionName: string; qualifier?: string | undefined }): string {
+  return `lambda:${t.functionName}${t.qualifier ? `:${t.qualifier}` : ''}`;
+}
+
+/** The default id of an s3 target (logged; part of every delivery id). */
+export function defaultS3Id(t: { bucket: string; prefix: string }): string {
+  return `s3:${t.bucket}/${t.prefix}`;
+}
