@@ -37,7 +37,7 @@ import { createLogger, flushLogs, type Logger } from './ops/logger.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
-import { installSmtpExtensions, internals, PassCache, type SmtpPolicy } from './smtp/extensions.js';
+import { installSmtpExtensions, PassCache, sayToEverySession, setDefaultSecureContext, setIdleTimeout, type SmtpPolicy } from './smtp/extensions.js';
 import { createSmtpServer, type SessionContext } from './smtp/session.js';
 import { RCPT_REFUSALS, reply, type Reply } from './transaction/replies.js';
 import { createListener } from './smtp/listener.js';
@@ -190,12 +190,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     const nowBusy = activeConnections > cfg.smtp.maxClients * 0.8;
     if (nowBusy === busy) return;
     busy = nowBusy;
-    for (const smtp of smtpServers) {
-      const srv = internals(smtp);
-      srv.options.socketTimeout = busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout;
-      // Open sessions too: their idle timers were armed with the old value.
-      for (const conn of srv.connections) conn._armTimeout();
-    }
+    for (const smtp of smtpServers) setIdleTimeout(smtp, busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout);
     logger.info({ activeConnections, socketTimeout: busy ? cfg.smtp.busySocketTimeout : cfg.smtp.socketTimeout }, busy ? 'busy: idle timeout lowered' : 'load normal: idle timeout restored');
   };
   const admission = {
@@ -264,7 +259,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const netServers: { server: net.Server; name: string; role: string }[] = [];
   for (const l of cfg.resolvedListeners) {
     const smtp = createSmtpServer(l, sessionCtx, certs ? { sniCallback: certs.sniCallback } : null);
-    if (certs) internals(smtp).secureContext.set('*', certs.defaultContext);
+    if (certs) setDefaultSecureContext(smtp, certs.defaultContext);
     smtpServers.push(smtp);
     const server = createListener(l, smtp, {
       logger,
@@ -280,7 +275,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   }
   // A renewed certificate also becomes the default for STARTTLS without SNI.
   certs?.on('reload', () => {
-    for (const smtp of smtpServers) internals(smtp).secureContext.set('*', certs.defaultContext);
+    for (const smtp of smtpServers) setDefaultSecureContext(smtp, certs.defaultContext);
   });
 
   const readiness = () => {
@@ -494,15 +489,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       // Idle sessions (and any transaction past the grace period, whose
       // sender has no 250 and so still holds the message) get 421 and close.
       const bye = reply('PG_SHUTTING_DOWN', { hostname: cfg.hostname });
-      for (const smtp of smtpServers) {
-        for (const conn of internals(smtp).connections) {
-          try {
-            conn.send(bye.code, bye.lines[0]!);
-          } catch {
-            conn.close();
-          }
-        }
-      }
+      for (const smtp of smtpServers) sayToEverySession(smtp, bye.code, bye.lines[0]!);
       await Promise.all(
         netServers.map(({ server }) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))),
       );

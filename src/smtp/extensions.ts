@@ -625,6 +625,37 @@ export function internals(server: SMTPServer): SmtpServerInternals {
   return server as unknown as SmtpServerInternals;
 }
 
+// Named operations on smtp-server's private state for the rest of the
+// gateway, so that every use of an internal stays in smtp/ (checked at
+// start-up by installSmtpExtensions; docs/architecture.md §4.2).
+
+/**
+ * The idle timeout of every session, open ones included: their timers were
+ * armed with the old value (RFC 5321 §4.5.3.2 gives the minimums; under
+ * load the gateway cuts idle sessions sooner to make room).
+ */
+export function setIdleTimeout(server: SMTPServer, ms: number): void {
+  const srv = internals(server);
+  srv.options.socketTimeout = ms;
+  for (const conn of srv.connections) conn._armTimeout();
+}
+
+/** The certificate STARTTLS presents to a client that sends no SNI. */
+export function setDefaultSecureContext(server: SMTPServer, context: unknown): void {
+  internals(server).secureContext.set('*', context);
+}
+
+/** Sends one reply line to every open session (the 421 at shutdown); a session that cannot take it is closed. */
+export function sayToEverySession(server: SMTPServer, code: number, text: string): void {
+  for (const conn of internals(server).connections) {
+    try {
+      conn.send(code, text);
+    } catch {
+      conn.close();
+    }
+  }
+}
+
 /**
  * The set of client addresses that passed the early-talker test, with an
  * expiry (like postscreen's cache): a sender that opens one connection per
