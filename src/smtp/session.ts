@@ -597,7 +597,7 @@ export function createSmtpServer(
     },
   };
   const server = new SMTPServer(options);
-  internals(server)[REPLY_HOOK] = (code: number) => metrics.replies.inc({ code: String(code) });
+  internals(server)[REPLY_HOOK] = (code: number) => metrics.countReply(code);
   internals(server)[POLICY] = ctx.policy;
   // smtp-server reports socket errors here; they are per-connection and never fatal.
   server.on('error', (err: Error) => logger.debug({ listener: listener.name, err: err.message }, 'smtp connection error'));
