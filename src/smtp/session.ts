@@ -37,7 +37,7 @@ import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
 export const HEADER_SCAN_BYTES = 1024 * 1024;
 import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
-import { parseHeaderBlock } from '../message/headers.js';
+import { countFields } from '../message/headers.js';
 import { claimCheckOnce } from '../delivery/claim-check.js';
 import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
 import type { DsnNotifier } from '../dsn/notifier.js';
@@ -671,7 +671,7 @@ export function hasBareLineEnding(chunk: Buffer, prev: number): boolean {
 
 /** Received header fields in the header block (cheap scan, no full parse). */
 export function countReceived(message: Buffer): number {
-  return parseHeaderBlock(message).filter((f) => f.name.toLowerCase() === 'received').length;
+  return countFields(message, 'received');
 }
 
 
