@@ -9,6 +9,7 @@ import { parseBytes, parseDuration, parseHostPort } from '../src/config/units.js
 import { buildRoutingTable, routeRecipient } from '../src/routing/index.js';
 import { deliveryId, newQueueId } from '../src/message/ids.js';
 import { hasBareLineEnding, countReceived } from '../src/smtp/session.js';
+import { parseHeaderBlock } from '../src/message/headers.js';
 import { assertSmtpServerInternals } from '../src/smtp/extensions.js';
 import { GatewayError } from '../src/core/errors.js';
 
@@ -102,6 +103,25 @@ describe('bare line endings', () => {
   test('Received headers are counted in the header block only', () => {
     const msg = b('Received: a\r\nReceived: b\r\n  folded\r\nSubject: x\r\n\r\nReceived: not a header\r\n');
     assert.equal(countReceived(msg), 2);
+  });
+  test('the count on the bytes equals the count of the parsed header fields', () => {
+    // What loop detection counted before it scanned bytes: the fields of
+    // parseHeaderBlock named "received", whatever the case, spacing, line ends.
+    const parts = ['Received', 'received', 'RECEIVED', 'Received ', 'Received\t', 'Received\u00a0', 'Received\u2003', 'Receivedx', ' Received', '\tReceived', 'Re ceived', 'X', ':', 'Subject'];
+    const tails = [': a', ':', ':b:c', ' no colon', ''];
+    const ends = ['\r\n', '\n', '\r', '\r\r\n'];
+    let seed = 7;
+    const pick = <T>(xs: readonly T[]): T => xs[(seed = (seed * 1103515245 + 12345) & 0x7fffffff) % xs.length]!;
+    for (let i = 0; i < 3000; i++) {
+      let text = '';
+      for (let j = pick([0, 1, 2, 3, 5, 8]); j > 0; j--) text += pick(parts) + pick(tails) + pick(ends);
+      text += pick(['', '\r\n', '\n', '\r\n\r\nReceived: body\r\n', '\n\nReceived: body\n']);
+      const buf = Buffer.from(text, 'utf8');
+      const expected = parseHeaderBlock(buf).filter((f) => f.name.toLowerCase() === 'received').length;
+      assert.equal(countReceived(buf), expected, JSON.stringify(text));
+    }
+    // bytes that are not UTF-8 after the name
+    assert.equal(countReceived(Buffer.from([...Buffer.from('Received'), 0xc2, 0x3a, 0x20, 0x61, 0x0d, 0x0a])), 0);
   });
 });
 

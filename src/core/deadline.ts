@@ -14,12 +14,20 @@ export interface Deadline {
   done(): void;
 }
 
-export function deadline(ms: number, parent?: AbortSignal): Deadline {
+/**
+ * `onTimeout`, when given, is called with the abort reason when this
+ * deadline's own timer fires: what a listener on the signal would learn,
+ * without adding one (a listener on an AbortSignal costs an EventTarget
+ * registration per deadline, and the fan-out makes one per message).
+ */
+export function deadline(ms: number, parent?: AbortSignal, onTimeout?: (reason: Error) => void): Deadline {
   const ac = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    ac.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError'));
+    const reason = new DOMException('The operation was aborted due to timeout', 'TimeoutError');
+    ac.abort(reason);
+    onTimeout?.(reason);
   }, ms);
   timer.unref();
   const onParent = () => ac.abort(parent!.reason);

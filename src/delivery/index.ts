@@ -164,16 +164,15 @@ export async function deliverToTargets(
     retry?: RetryPolicy | false;
   },
 ): Promise<DeliveryOutcome> {
-  const dl = deadline(opts.deadlineMs);
+  // Some targets cannot be interrupted (an fsync); the deadline still decides
+  // the reply: `expired` rejects when the deadline's timer fires (the signal
+  // has no parent, so that is the only way it aborts).
+  let fail!: (reason: Error) => void;
+  const expired = new Promise<never>((_, reject) => (fail = reject));
+  expired.catch(() => undefined);
+  const dl = deadline(opts.deadlineMs, undefined, fail);
   const signal = dl.signal;
   const deadlineAt = performance.now() + opts.deadlineMs;
-  // Some targets cannot be interrupted (an fsync); the deadline still decides the reply.
-  const expired = new Promise<never>((_, reject) => {
-    const fail = () => reject(signal.reason instanceof Error ? signal.reason : new Error('deadline'));
-    if (signal.aborted) fail();
-    else signal.addEventListener('abort', fail, { once: true });
-  });
-  expired.catch(() => undefined);
   const runOne = async ({ target: t, msg }: Delivery): Promise<TargetOutcome> => {
     const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
     const started = performance.now();

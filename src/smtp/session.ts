@@ -37,7 +37,7 @@ import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
 export const HEADER_SCAN_BYTES = 1024 * 1024;
 import { formatAuthResultsHeader, stripOwnAuthResults, verifyMessage, type AuthResults } from '../message/mailauth.js';
 import type { ParsedContent } from '../message/schema.js';
-import { parseHeaderBlock } from '../message/headers.js';
+import { countFields } from '../message/headers.js';
 import { claimCheckOnce } from '../delivery/claim-check.js';
 import { dispatch, type DeliveryMode, type Queue } from '../queue/dispatch.js';
 import type { DsnNotifier } from '../dsn/notifier.js';
@@ -603,7 +603,7 @@ export function createSmtpServer(
     },
   };
   const server = new SMTPServer(options);
-  internals(server)[REPLY_HOOK] = (code: number) => metrics.replies.inc({ code: String(code) });
+  internals(server)[REPLY_HOOK] = (code: number) => metrics.countReply(code);
   internals(server)[POLICY] = ctx.policy;
   // smtp-server reports socket errors here; they are per-connection and never fatal.
   server.on('error', (err: Error) => logger.debug({ listener: listener.name, err: err.message }, 'smtp connection error'));
@@ -662,7 +662,7 @@ export function hasBareLineEnding(chunk: Buffer, prev: number): boolean {
 
 /** Received header fields in the header block (cheap scan, no full parse). */
 export function countReceived(message: Buffer): number {
-  return parseHeaderBlock(message).filter((f) => f.name.toLowerCase() === 'received').length;
+  return countFields(message, 'received');
 }
 
 
