@@ -506,7 +506,7 @@ async function routeCommand(address: string | undefined, flags: ServeFlags, opts
   if (opts.client !== undefined && !isIP(opts.client)) return ctx.usage(`--client ${JSON.stringify(opts.client)} is not an IP address`);
   configFile = flags.config;
   const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
-  const [{ routingTableOf }, { describeRoute }] = await Promise.all([import('../gateway.js'), import('./route.js')]);
+  const [{ routingTableOf }, { describeRoute }] = await Promise.all([import('../routing/from-config.js'), import('./route.js')]);
   const { text, json, accepted } = describeRoute(cfg, routingTableOf(cfg), address, { mailFrom: opts.from === '<>' ? '' : opts.from, clientAddress: opts.client });
   process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   return accepted ? 0 : 1;
