@@ -419,6 +419,7 @@ describe('ETRN (RFC 1985) in queued mode', () => {
       await d.cmd('EHLO client.example');
       const denied = await d.cmd('ETRN q.test');
       assert.equal(denied.code, 459);
+      assert.match(denied.text, /^4\.7\.1 Node q\.test not allowed/, 'a transient reply with a class 4 enhanced code (RFC 3463 §3.1)');
       d.close();
     } finally {
       await tg.close();

@@ -132,11 +132,9 @@ export const REPLIES = {
   PG_ETRN_SYNTAX_QUEUE: { code: 501, enhanced: '5.5.4', text: 'Syntax: ETRN #<queue name>' },
   PG_ETRN_STARTED: { code: 253, enhanced: '2.0.0', text: 'OK, {count} pending messages for node {node} started' },
   PG_ETRN_NOTHING_WAITING: { code: 251, enhanced: '2.0.0', text: 'OK, no messages waiting for node {node}' },
-  /**
-   * The enhanced class (5) disagrees with the basic one (4), against RFC 3463
-   * §3.1; kept as it is on the wire today. test/replies.test.ts names it.
-   */
-  PG_ETRN_NOT_ALLOWED: { code: 459, enhanced: '5.7.1', text: 'Node {node} not allowed: this client may not start the queue' },
+  // 459 is a transient reply (RFC 1985 §5), so its enhanced code is of class
+  // 4 too (RFC 3463 §3.1): 4.7.1, delivery not authorized.
+  PG_ETRN_NOT_ALLOWED: { code: 459, enhanced: '4.7.1', text: 'Node {node} not allowed: this client may not start the queue' },
   PG_ETRN_UNAVAILABLE: { code: 458, enhanced: '4.3.0', text: 'Unable to queue messages for node {node}: no queue in this mode' },
   // RFC 5321 Appendix F.1: TURN is insecure and removed. RFC 2645 §4: ATRN requires authentication.
   PG_TURN_NOT_SUPPORTED: { code: 502, enhanced: '5.5.1', text: 'TURN is not supported (RFC 5321 Appendix F.1)' },
