@@ -1,10 +1,12 @@
 /**
  * The serverless side end to end, offline and real: an SMTP client → the
  * postgate edge → the `ingest` function (serverless.yml, bundled by esbuild,
- * run by serverless-offline under osls) over its HTTP API and through the
- * Lambda Invoke API → S3 and SQS (fauxqs) and the index table (dynalite) →
- * the `route` function → node:http downstream receivers; `redrive` brings
- * dead letters back.
+ * run by serverless-offline under osls) through the Lambda Invoke API, as
+ * the edge on AWS calls it → S3 and SQS (fauxqs) and the index table
+ * (dynalite) → the `route` function → node:http downstream receivers;
+ * `redrive` brings dead letters back. serverless.yml publishes no HTTP API;
+ * ingest's handling of signed HTTP events (for an HTTP front an operator adds
+ * in front of it) is exercised by invoking it with the HTTP API's event.
  *
  * serverless-offline does not poll SQS: test/helpers/event-source.ts plays
  * Lambda's event source mapping. Network faults (SQS or DynamoDB gone) come
@@ -28,7 +30,7 @@ import { projectRoot } from './helpers/fixtures.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { pollOnce, pollUntil } from './helpers/event-source.js';
-import { defaultWebhookId, deliveryId } from '../src/message/ids.js';
+import { defaultLambdaId, deliveryId } from '../src/message/ids.js';
 import { signPayload, secretKey } from '../src/delivery/signing.js';
 
 const INGEST_SECRET = 'whsec_aW5nZXN0LXNlY3JldC1mb3ItdGhlLWUyZS10ZXN0';
@@ -127,20 +129,29 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     return JSON.parse(text) as Record<string, unknown>;
   }
 
-  /** A signed POST to the ingest URL, as the edge (or anyone holding the secret) makes it. */
+  /**
+   * A signed POST to ingest, as an HTTP front (API Gateway's HTTP API,
+   * payload 2.0) hands it to the function: the event it would invoke ingest
+   * with, and the HTTP answer the function returns.
+   */
   async function postIngest(id: string, body: Buffer, opts: { secret?: string; timestamp?: number } = {}) {
     const ts = opts.timestamp ?? Math.floor(Date.now() / 1000);
-    const res = await fetch(`${fn.httpEndpoint}/ingest`, {
-      method: 'POST',
+    const event = {
+      version: '2.0',
+      routeKey: 'POST /ingest',
+      rawPath: '/ingest',
       headers: {
         'content-type': 'application/json',
         'webhook-id': id,
         'webhook-timestamp': String(ts),
         'webhook-signature': signPayload(secretKey(opts.secret ?? INGEST_SECRET), id, ts, body),
       },
-      body,
-    });
-    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+      requestContext: { http: { method: 'POST', path: '/ingest' } },
+      body: body.toString('base64'),
+      isBase64Encoded: true,
+    };
+    const res = await invoke('ingest', event);
+    return { status: Number(res.statusCode), json: JSON.parse(String(res.body)) as Record<string, unknown> };
   }
 
   function verifiedDownstream(r: Receiver, n: number): { id: string; timestamp: number; event: { type: string; data: { subject: string } } } {
@@ -197,7 +208,6 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
       stage: 'test',
       // esbuild bundles the three functions first.
       startTimeoutMs: 120_000,
-      waitForHttp: true,
       // The functions' idea of the last attempt matches the test queue's maxReceiveCount.
       // --localEnvironment: the handlers see this environment (secrets set directly, no SSM offline).
       args: ['--param', `maxAttempts=${MAX_RECEIVES}`, '--localEnvironment'],
@@ -216,17 +226,18 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     });
     console.log(`serverless-offline (osls + esbuild) ready in ${fn.startMs} ms`);
     lambda = new LambdaClient({ region: TEST_REGION, endpoint: fn.endpoint });
-    const ingestUrl = `${fn.httpEndpoint}/ingest`;
+    // The edge's lambda target, as deploy/edge.yaml ships it, pointed at serverless-offline's Lambda API.
+    const ingestTarget = { type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' };
     edge = await startGateway({
       routes: [
         {
-          name: 'http',
+          name: 'ingest',
           recipients: ['*@e2e.example.test', '*@split.example.test', '*@tenant-a.example.test', '*@tenant-b.example.test', '*@tenant-c.example.test', '*@nowhere.example.test'],
-          targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s' }],
+          targets: [ingestTarget],
         },
-        { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [{ type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' }] },
+        { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [ingestTarget] },
         // Events over 1 KiB go as a claim-check pointer, fetched by ingest from the edge's signed link.
-        { name: 'big', recipients: ['*@big.example.test'], targets: [{ type: 'webhook', url: ingestUrl, secret: INGEST_SECRET, timeout: '6s', maxEventSize: '1KiB' }] },
+        { name: 'big', recipients: ['*@big.example.test'], targets: [{ ...ingestTarget, maxEventSize: '1KiB' }] },
       ],
       // Small limits, so that a test message has attachments and bodies linked, not inline.
       blobs: { raw: true, signingKey: 'e2e-blob-key', inlineLimit: '16KiB', bodyInlineLimit: '16KiB' },
@@ -254,9 +265,9 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     await rm(path.join(projectRoot(), '.esbuild-e2e-test'), { recursive: true, force: true });
   });
 
-  test('SMTP → edge → ingest (HTTP): 250 only once the event, the raw message and the index item are stored and the job is queued; route delivers it signed', async () => {
+  test('SMTP → edge → ingest (Invoke): 250 only once the event, the raw message and the index item are stored and the job is queued; route delivers it signed', async () => {
     const rcpt = 'alice@e2e.example.test';
-    const body = message('first over http');
+    const body = message('first message');
     const reply = await send(rcpt, body);
     assert.equal(reply.code, 250, reply.text);
     // At the moment of the 250, before anything routes: stored, indexed, enqueued.
@@ -264,11 +275,11 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.ok(item, 'no index item after the 250');
     assert.equal(more.length, 0);
     assert.equal(item.status, 'enqueued');
-    // The item's key is the edge's delivery id (its webhook-id to ingest).
-    assert.equal(item.id, deliveryId('sender@example.org', [rcpt], rawSha(body), defaultWebhookId(`${fn.httpEndpoint}/ingest`)));
+    // The item's key is the edge's delivery id (the client context's deliveryId of its invocation).
+    assert.equal(item.id, deliveryId('sender@example.org', [rcpt], rawSha(body), defaultLambdaId({ functionName: fn.functionName('ingest') })));
     const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { type: string; data: { subject: string; raw: { sha256: string } } };
     assert.equal(event.type, 'email.received');
-    assert.equal(event.data.subject, 'first over http');
+    assert.equal(event.data.subject, 'first message');
     assert.ok(item.rawKey, 'the raw message was not stored');
     const raw = await object(item.rawKey);
     assert.equal(createHash('sha256').update(raw).digest('hex'), event.data.raw.sha256);
@@ -279,7 +290,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
     const d = verifiedDownstream(good, before);
     assert.equal(d.event.type, 'email.received');
-    assert.equal(d.event.data.subject, 'first over http');
+    assert.equal(d.event.data.subject, 'first message');
     // The downstream webhook-id is the one the edge would use for that destination.
     assert.equal(d.id, deliveryId('sender@example.org', [rcpt], event.data.raw.sha256, 'app'));
     const [after1] = await itemFor(rcpt);
@@ -366,7 +377,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(sha(await fetched(sent.data.raw)), rawSha(body));
   });
 
-  test('a repeated delivery with the same webhook-id stores once and enqueues nothing more; bad signatures and stale timestamps are refused', async () => {
+  test('a repeated delivery with the same id stores once and enqueues nothing more; over HTTP, bad signatures and stale timestamps are refused', async () => {
     const rcpt = 'alice@e2e.example.test';
     const [item] = await itemFor(rcpt);
     assert.ok(item);
@@ -432,7 +443,7 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.equal(retry.code, 250, retry.text);
     const list = await itemFor(rcpt);
     assert.equal(list.length, 1);
-    assert.equal(list[0]!.id, pending!.id, 'the retry carries the same webhook-id');
+    assert.equal(list[0]!.id, pending!.id, 'the retry carries the same delivery id');
     assert.equal(list[0]!.status, 'enqueued');
     const before = good.got.length;
     await pollUntil(sqs, lambda, routeFn(), async () => good.got.length > before && (await depth(queue.url)) === 0);

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { projectRoot } from './helpers/fixtures.js';
 import { loadRoutes, readSettings } from '../src/functions/settings.js';
+import { loadConfig } from '../src/config/load.js';
 
 const run = promisify(execFile);
 
@@ -51,7 +52,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
   const resources = (type: string): [string, Json][] => Object.entries(template.Resources as Json).filter(([, r]) => r.Type === type) as [string, Json][];
   const res = (name: string): Json => (template.Resources as Json)[name];
 
-  test('three functions on a current Node runtime, arm64, each with its own role; ingest below the HTTP API 30 s limit', () => {
+  test('three functions on a current Node runtime, arm64, each with its own role; no HTTP API', () => {
     const fns = Object.fromEntries(resources('AWS::Lambda::Function')) as Json;
     assert.deepEqual(Object.keys(fns).sort(), ['IngestLambdaFunction', 'RedriveLambdaFunction', 'RouteLambdaFunction']);
     for (const [name, f] of Object.entries(fns)) {
@@ -62,9 +63,69 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     assert.deepEqual(fns.IngestLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['IngestRole', 'Arn'] });
     assert.deepEqual(fns.RouteLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['RouteRole', 'Arn'] });
     assert.deepEqual(fns.RedriveLambdaFunction.Properties.Role, { 'Fn::GetAtt': ['RedriveRole', 'Arn'] });
-    assert.ok(fns.IngestLambdaFunction.Properties.Timeout < 30);
-    const routes = resources('AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties.RouteKey);
-    assert.deepEqual(routes, ['POST /ingest']);
+    // The edge invokes ingest through the Lambda API (IAM): nothing public in front of it.
+    const api = Object.values(template.Resources as Json).filter((r) => /^AWS::(ApiGateway|ApiGatewayV2)::/.test(r.Type) || r.Type === 'AWS::Lambda::Url');
+    assert.deepEqual(api, []);
+    assert.ok(!resources('AWS::Lambda::Permission').some(([, r]) => r.Properties.FunctionName?.['Fn::GetAtt']?.[0] === 'IngestLambdaFunction'), 'no service may invoke ingest by a resource policy');
+  });
+
+  test('concurrency: ingest keeps its own (no other function can take it), the route trigger cannot take more than its share', () => {
+    const ingest = res('IngestLambdaFunction').Properties;
+    assert.equal(ingest.ReservedConcurrentExecutions, 50);
+    const mapping = resources('AWS::Lambda::EventSourceMapping')[0]![1];
+    assert.deepEqual(mapping.Properties.FunctionName, { 'Fn::GetAtt': ['RouteLambdaFunction', 'Arn'] });
+    assert.deepEqual(mapping.Properties.ScalingConfig, { MaximumConcurrency: 10 });
+    assert.ok(mapping.Properties.ScalingConfig.MaximumConcurrency < ingest.ReservedConcurrentExecutions);
+  });
+
+  test('the edge stops waiting for ingest before ingest\'s own timeout, and within its delivery deadline', async () => {
+    const env = {
+      MAIL_HOSTNAME: 'mx.example.com',
+      MAIL_DOMAIN: 'example.com',
+      TRUSTED_PROXY_CIDR: '10.0.0.0/16',
+      BLOB_SIGNING_KEY: Buffer.alloc(32, 7).toString('base64'),
+      BLOB_BUCKET: 'postgate-ci-bucket',
+      INGEST_FUNCTION_ARN: 'arn:aws:lambda:us-east-1:123456789012:function:postgate-ci-ingest',
+    };
+    const edge = await loadConfig({ file: path.join(root, 'deploy', 'edge.yaml'), env });
+    const targets = [...edge.routes.flatMap((r) => r.targets), ...(edge.postmaster?.targets ?? [])].filter((t) => t.type === 'lambda');
+    assert.ok(targets.length >= 2, 'the route and postmaster both invoke ingest');
+    const ingestTimeoutMs = res('IngestLambdaFunction').Properties.Timeout * 1000;
+    for (const t of targets) {
+      assert.ok(t.timeout < ingestTimeoutMs, `edge invoke timeout ${t.timeout} ms must be below ingest's ${ingestTimeoutMs} ms`);
+      assert.ok(t.timeout <= edge.delivery.deadline, 'the deadline would cut a longer wait anyway');
+    }
+  });
+
+  test('alarms: dead letters, ingest errors and throttles, the oldest routing job, each notifying the alarm topic; the email subscription only when given', () => {
+    const alarms = Object.fromEntries(resources('AWS::CloudWatch::Alarm')) as Json;
+    const metric = (a: Json) => `${a.Properties.Namespace} ${a.Properties.MetricName} ${JSON.stringify(a.Properties.Dimensions[0].Value)}`;
+    assert.deepEqual(Object.values(alarms).map(metric).sort(), [
+      'AWS/Lambda Errors {"Ref":"IngestLambdaFunction"}',
+      'AWS/Lambda Throttles {"Ref":"IngestLambdaFunction"}',
+      'AWS/SQS ApproximateAgeOfOldestMessage {"Fn::GetAtt":["RouteQueue","QueueName"]}',
+      'AWS/SQS ApproximateNumberOfMessagesVisible {"Fn::GetAtt":["RouteDeadLetterQueue","QueueName"]}',
+    ]);
+    for (const [name, a] of Object.entries(alarms) as [string, Json][]) {
+      assert.deepEqual(a.Properties.AlarmActions, [{ Ref: 'AlarmTopic' }], name);
+      assert.deepEqual(a.Properties.OKActions, [{ Ref: 'AlarmTopic' }], name);
+      assert.equal(a.Properties.TreatMissingData, 'notBreaching', `${name}: no data is no trouble`);
+    }
+    const dlq = Object.values(alarms).find((a: Json) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible') as Json;
+    assert.equal(dlq.Properties.Threshold, 0);
+    assert.equal(dlq.Properties.ComparisonOperator, 'GreaterThanThreshold');
+    // The oldest job alarms only past the whole retry schedule: 30 s doubling, capped at 900 s, over maxAttempts receives.
+    let schedule = 0;
+    for (let i = 0; i < 8 - 1; i++) schedule += Math.min(900, 30 * 2 ** i);
+    const age = Object.values(alarms).find((a: Json) => a.Properties.MetricName === 'ApproximateAgeOfOldestMessage') as Json;
+    assert.ok(age.Properties.Threshold > schedule, `${age.Properties.Threshold} s vs a retry schedule of ${schedule} s`);
+    assert.equal(res('AlarmTopic').Type, 'AWS::SNS::Topic');
+    const policy = JSON.stringify(res('AlarmTopicPolicy').Properties.PolicyDocument);
+    assert.match(policy, /cloudwatch\.amazonaws\.com/);
+    assert.match(policy, /aws:SecureTransport/);
+    // Packaged without --param alarmEmail: the subscription's condition is false.
+    assert.equal(res('AlarmEmailSubscription').Condition, 'HasAlarmEmail');
+    assert.deepEqual(template.Conditions.HasAlarmEmail, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] });
   });
 
   test('least privilege: each role allows exactly the calls its function makes, on its own resources, never "*"', () => {

@@ -15,6 +15,8 @@ new EdgeStack(app, `postgate-edge-${stage}`, {
   stage,
   mailDomain: String(app.node.tryGetContext('mailDomain') ?? 'example.com'),
   submission: String(app.node.tryGetContext('submission') ?? 'false') === 'true',
+  ...(app.node.tryGetContext('config') ? { configFile: String(app.node.tryGetContext('config')) } : {}),
+  ...(app.node.tryGetContext('alarmEmail') ? { alarmEmail: String(app.node.tryGetContext('alarmEmail')) } : {}),
   env: account && region ? { account: String(account), region: String(region) } : undefined,
   description: `postgate SMTP edge (${stage}): NLB + ECS Fargate`,
 });

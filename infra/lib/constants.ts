@@ -3,15 +3,15 @@
  * configuration baked into the image); test/stack.test.ts checks both agree.
  */
 
-/** Port the container's mx listener binds: non-root processes cannot bind below 1024. */
-export const SMTP_CONTAINER_PORT = 2525;
-/** Submission (587) and implicit TLS (465) listeners, when enabled. */
-export const SUBMISSION_CONTAINER_PORT = 2587;
-export const SMTPS_CONTAINER_PORT = 2465;
+/**
+ * Public port of the NLB for each listener role of deploy/edge.yaml. The
+ * container ports come from the file itself (infra/lib/edge-config.ts): the
+ * container runs as a non-root user and listens above 1024.
+ */
+export type ListenerRole = 'mx' | 'submission' | 'smtps';
+export const PUBLIC_PORT_BY_ROLE: Record<ListenerRole, number> = { mx: 25, submission: 587, smtps: 465 };
 
-/** The operations endpoint (http.listen): /healthz, /readyz, /metrics. */
-export const OPS_PORT = 9025;
-/** /readyz answers 503 while draining or shedding load, so the NLB stops sending new flows. */
+/** The NLB's health check path on the operations endpoint (http.listen in the file). /readyz answers 503 while draining or shedding load, so the NLB stops sending new flows. */
 export const HEALTH_PATH = '/readyz';
 
 /** delivery.deadline in deploy/edge.yaml (the schema default): budget for all targets of a message. */
@@ -37,6 +37,15 @@ export const MAX_STOP_TIMEOUT_SECONDS = 120;
  */
 export const DEREGISTRATION_DELAY_SECONDS = DELIVERY_DEADLINE_SECONDS + DRAIN_MARGIN_SECONDS;
 
+/**
+ * A task whose /readyz fails (draining, or shedding load when its memory
+ * budget is used up) gets no new flows, but the NLB would by default reset
+ * every flow it has, transactions in DATA included. With connection
+ * termination off, open flows stay this long in "unhealthy.draining": as
+ * long as a deregistered task's, so a transaction reaches its reply either way.
+ */
+export const UNHEALTHY_DRAINING_SECONDS = DEREGISTRATION_DELAY_SECONDS;
+
 /** smtp.maxClients default: concurrent connections one task accepts. */
 export const MAX_CLIENTS_PER_TASK = 1000;
 /** Scale out before a task reaches its connection ceiling. */
@@ -52,3 +61,6 @@ export const BLOB_PREFIX = 'blobs/';
 
 /** VPC address range; the PROXY header is trusted only from inside it (the NLB's nodes). */
 export const VPC_CIDR = '10.40.0.0/16';
+
+/** Seconds between the container's SMTP health checks; three failures in a row and ECS replaces the task. */
+export const SMTP_PROBE_INTERVAL_SECONDS = 15;

@@ -15,8 +15,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Construct } from 'constructs';
 import * as C from './constants.js';
+import { checkSubmission, readEdgeConfig } from './edge-config.js';
+import { acknowledgeEdgeFindings } from './nag.js';
 
 /** The repository root: the Docker build context of the image. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -26,25 +31,22 @@ export interface EdgeStackProps extends StackProps {
   stage: string;
   /** Mail domain the edge accepts (recipients *@domain). */
   mailDomain: string;
-  /** Also listen on 587 (submission) and 465 (smtps); needs TLS and AUTH users in the config secret. */
+  /**
+   * The configuration baked into the image, relative to the repository root
+   * (default deploy/edge.yaml). Its listeners decide the NLB's ports.
+   */
+  configFile?: string;
+  /**
+   * Insist on 587 (submission) and 465 (smtps): synth fails unless the
+   * configuration has those listeners (they need TLS and AUTH users).
+   */
   submission: boolean;
+  /** Subscribed by email to the alarm topic; the topic exists either way. */
+  alarmEmail?: string;
 }
 
-/** One public port of the NLB and the container port behind it. */
-interface PortMap {
-  name: string;
-  publicPort: number;
-  containerPort: number;
-}
-
-export function edgePorts(submission: boolean): PortMap[] {
-  const ports: PortMap[] = [{ name: 'Smtp', publicPort: 25, containerPort: C.SMTP_CONTAINER_PORT }];
-  if (submission) {
-    ports.push({ name: 'Submission', publicPort: 587, containerPort: C.SUBMISSION_CONTAINER_PORT });
-    ports.push({ name: 'Smtps', publicPort: 465, containerPort: C.SMTPS_CONTAINER_PORT });
-  }
-  return ports;
-}
+/** Construct id of a role's listener and target group ("Smtp" keeps the mx ids of earlier deploys). */
+const ID_BY_ROLE = { mx: 'Smtp', submission: 'Submission', smtps: 'Smtps' } as const;
 
 export class EdgeStack extends Stack {
   constructor(scope: Construct, id: string, props: EdgeStackProps) {
@@ -53,7 +55,11 @@ export class EdgeStack extends Stack {
     const bucketArn = exp('BucketArn');
     const bucketName = exp('BucketName');
     const ingestFunctionArn = exp('IngestFunctionArn');
-    const ports = edgePorts(props.submission);
+    const config = readEdgeConfig(REPO_ROOT, props.configFile ?? 'deploy/edge.yaml');
+    checkSubmission(config, props.submission);
+    const ports = config.listeners.map((l) => ({ ...l, id: ID_BY_ROLE[l.role] }));
+    const mx = ports.find((p) => p.role === 'mx');
+    if (!mx) throw new Error(`${config.file}: no mx listener, so nothing would receive mail on port 25`);
 
     // Two AZs, public subnets for the NLB, private subnets with one NAT gateway
     // for the tasks' outbound HTTPS (Lambda, S3, image pulls).
@@ -71,7 +77,7 @@ export class EdgeStack extends Stack {
 
     const logKey = new kms.Key(this, 'LogKey', {
       enableKeyRotation: true,
-      description: 'postgate edge log group encryption',
+      description: 'postgate edge log group and alarm topic encryption',
     });
     // CloudWatch Logs must be allowed to use the key
     // (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html).
@@ -82,10 +88,28 @@ export class EdgeStack extends Stack {
         resources: ['*'],
       }),
     );
+    // CloudWatch alarms publish to the encrypted alarm topic
+    // (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html).
+    logKey.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
     const logGroup = new logs.LogGroup(this, 'Logs', {
       retention: logs.RetentionDays.ONE_MONTH,
       encryptionKey: logKey,
       removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // Refused packets only: what probes the tasks or the NLB on other ports.
+    // Accepted SMTP traffic is in postgate's own log with the real client
+    // address, so logging it again per flow would only add ingestion cost.
+    vpc.addFlowLog('RejectedFlows', {
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(
+        new logs.LogGroup(this, 'FlowLogs', { retention: logs.RetentionDays.ONE_MONTH, encryptionKey: logKey, removalPolicy: RemovalPolicy.DESTROY }),
+      ),
     });
 
     // Values the operator keeps out of the template (blob signing key, TLS
@@ -121,7 +145,7 @@ export class EdgeStack extends Stack {
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'edge' }),
       stopTimeout: Duration.seconds(C.STOP_TIMEOUT_SECONDS),
       environment: {
-        POSTGATE_CONFIG: '/app/deploy/edge.yaml',
+        POSTGATE_CONFIG: `/app/${config.file}`,
         MAIL_DOMAIN: props.mailDomain,
         MAIL_HOSTNAME: `mx.${props.mailDomain}`,
         INGEST_FUNCTION_ARN: ingestFunctionArn,
@@ -133,9 +157,23 @@ export class EdgeStack extends Stack {
         BLOB_SIGNING_KEY: ecs.Secret.fromSecretsManager(secret, 'BLOB_SIGNING_KEY'),
       },
       portMappings: [
-        ...ports.map((p) => ({ containerPort: p.containerPort, protocol: ecs.Protocol.TCP, name: p.name.toLowerCase() })),
-        { containerPort: C.OPS_PORT, protocol: ecs.Protocol.TCP, name: 'ops' },
+        ...ports.map((p) => ({ containerPort: p.containerPort, protocol: ecs.Protocol.TCP, name: p.id.toLowerCase() })),
+        { containerPort: config.opsPort, protocol: ecs.Protocol.TCP, name: 'ops' },
       ],
+      // The NLB's check asks /readyz, which the operations server answers:
+      // it says whether the task should get new flows, not whether the SMTP
+      // listener answers (a target group has one health check, and a TCP
+      // connect is accepted by the kernel even when the process is stuck).
+      // This check speaks SMTP: a PROXY v2 LOCAL header, then it waits for
+      // the greeting (220, or 421 while draining or shedding load, both
+      // alive). ECS replaces a task that fails it.
+      healthCheck: {
+        command: ['CMD', 'node', '/app/deploy/smtp-probe.mjs', String(mx.containerPort)],
+        interval: Duration.seconds(C.SMTP_PROBE_INTERVAL_SECONDS),
+        timeout: Duration.seconds(5),
+        retries: 3,
+        startPeriod: Duration.seconds(30),
+      },
     });
 
     const nlbSg = new ec2.SecurityGroup(this, 'NlbSg', { vpc, allowAllOutbound: false, description: 'postgate NLB: public SMTP ports' });
@@ -145,8 +183,8 @@ export class EdgeStack extends Stack {
       nlbSg.addEgressRule(taskSg, ec2.Port.tcp(p.containerPort), `to tasks ${p.containerPort}`);
       taskSg.addIngressRule(nlbSg, ec2.Port.tcp(p.containerPort), `SMTP ${p.publicPort} via NLB`);
     }
-    nlbSg.addEgressRule(taskSg, ec2.Port.tcp(C.OPS_PORT), 'health check');
-    taskSg.addIngressRule(nlbSg, ec2.Port.tcp(C.OPS_PORT), 'NLB health check on the ops port');
+    nlbSg.addEgressRule(taskSg, ec2.Port.tcp(config.opsPort), 'health check');
+    taskSg.addIngressRule(nlbSg, ec2.Port.tcp(config.opsPort), 'NLB health check on the ops port');
 
     const service = new ecs.FargateService(this, 'Service', {
       cluster,
@@ -171,8 +209,8 @@ export class EdgeStack extends Stack {
 
     const targetGroups: elbv2.NetworkTargetGroup[] = [];
     for (const p of ports) {
-      const listener = nlb.addListener(`${p.name}Listener`, { port: p.publicPort, protocol: elbv2.Protocol.TCP });
-      const tg = listener.addTargets(`${p.name}Targets`, {
+      const listener = nlb.addListener(`${p.id}Listener`, { port: p.publicPort, protocol: elbv2.Protocol.TCP });
+      const tg = listener.addTargets(`${p.id}Targets`, {
         port: p.containerPort,
         protocol: elbv2.Protocol.TCP,
         // The client address reaches postgate in the PROXY v2 header
@@ -185,7 +223,7 @@ export class EdgeStack extends Stack {
         targets: [service.loadBalancerTarget({ containerName: 'edge', containerPort: p.containerPort })],
         healthCheck: {
           protocol: elbv2.Protocol.HTTP,
-          port: String(C.OPS_PORT),
+          port: String(config.opsPort),
           path: C.HEALTH_PATH,
           healthyHttpCodes: '200',
           interval: Duration.seconds(10),
@@ -193,8 +231,13 @@ export class EdgeStack extends Stack {
           unhealthyThresholdCount: 2,
         },
       });
+      // An unhealthy target (draining, or shedding load) keeps its open
+      // flows for the drain instead of having them reset (constants.ts).
+      tg.setAttribute('target_health_state.unhealthy.connection_termination.enabled', 'false');
+      tg.setAttribute('target_health_state.unhealthy.draining_interval_seconds', String(C.UNHEALTHY_DRAINING_SECONDS));
       targetGroups.push(tg);
     }
+    const mxTargets = targetGroups[ports.indexOf(mx)]!;
 
     const scaling = service.autoScaleTaskCount({ minCapacity: 2, maxCapacity: 20 });
     scaling.scaleOnCpuUtilization('Cpu', {
@@ -209,7 +252,7 @@ export class EdgeStack extends Stack {
       period: Duration.minutes(1),
       usingMetrics: {
         flows: nlb.metrics.activeFlowCount({ statistic: 'Average', period: Duration.minutes(1) }),
-        hosts: targetGroups[0]!.metrics.healthyHostCount({ statistic: 'Minimum', period: Duration.minutes(1) }),
+        hosts: mxTargets.metrics.healthyHostCount({ statistic: 'Minimum', period: Duration.minutes(1) }),
       },
     });
     scaling.scaleOnMetric('Connections', {
@@ -237,8 +280,22 @@ export class EdgeStack extends Stack {
     const accepted = filter('AcceptedFilter', '{ $.msg = "accepted" }', 'Accepted');
     const temp = filter('TempFailFilter', '{ $.msg = "transaction not accepted" && $.reply = "4*" }', 'Replies4xx');
     const perm = filter('PermFailFilter', '{ $.msg = "transaction not accepted" && $.reply = "5*" }', 'Replies5xx');
+    // Every alarm of the stack notifies this topic; an address given at
+    // deploy (-c alarmEmail=...) is subscribed, others can be added later.
+    const alarmTopic = new sns.Topic(this, 'AlarmTopic', {
+      displayName: `postgate edge alarms (${props.stage})`,
+      masterKey: logKey,
+      enforceSSL: true,
+    });
+    if (props.alarmEmail) alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    const notify = (alarm: cloudwatch.Alarm) => {
+      alarm.addAlarmAction(new cwActions.SnsAction(alarmTopic));
+      alarm.addOkAction(new cwActions.SnsAction(alarmTopic));
+      return alarm;
+    };
+
     const rate = (id: string, m: cloudwatch.Metric, threshold: number, what: string) =>
-      new cloudwatch.Alarm(this, id, {
+      notify(new cloudwatch.Alarm(this, id, {
         metric: new cloudwatch.MathExpression({
           expression: 'IF(bad + ok > 0, 100 * bad / (bad + ok), 0)',
           usingMetrics: { bad: m, ok: accepted },
@@ -251,12 +308,27 @@ export class EdgeStack extends Stack {
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
         alarmDescription: `More than ${threshold}% of SMTP transactions answered ${what} (postgate edge, ${props.stage}).`,
-      });
+      }));
     rate('Reply4xxAlarm', temp, 5, '4xx');
     rate('Reply5xxAlarm', perm, 2, '5xx');
+    // No task passes /readyz: port 25 is answered by nobody (or, as the NLB
+    // then sends to every target, by tasks that are all shedding load).
+    notify(
+      new cloudwatch.Alarm(this, 'NoHealthyTaskAlarm', {
+        metric: mxTargets.metrics.healthyHostCount({ statistic: 'Maximum', period: Duration.minutes(1) }),
+        threshold: 1,
+        evaluationPeriods: 3,
+        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        alarmDescription: `No healthy postgate edge task behind the NLB for 3 minutes (${props.stage}).`,
+      }),
+    );
 
     new CfnOutput(this, 'NlbDnsName', { value: nlb.loadBalancerDnsName, description: 'Point the MX host (A/ALIAS) here.' });
     new CfnOutput(this, 'LogGroupName', { value: logGroup.logGroupName });
     new CfnOutput(this, 'SecretArn', { value: secret.secretArn });
+    new CfnOutput(this, 'AlarmTopicArn', { value: alarmTopic.topicArn, description: 'Subscribe more endpoints to the edge alarms here.' });
+
+    acknowledgeEdgeFindings({ nlb, nlbSg, taskDef, secret, blobPrefix: C.BLOB_PREFIX, stage: props.stage });
   }
 }

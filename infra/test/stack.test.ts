@@ -4,34 +4,43 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { EdgeStack, REPO_ROOT } from '../lib/edge-stack.js';
+import { EdgeStack, REPO_ROOT, type EdgeStackProps } from '../lib/edge-stack.js';
+import { readEdgeConfig } from '../lib/edge-config.js';
 import * as C from '../lib/constants.js';
 
 type Res = { Type: string; Properties: Record<string, any> };
 
-function synth(submission: boolean): Template {
+/** A configuration with submission and smtps listeners, as an operator with a certificate writes it. */
+const SUBMISSION_CONFIG = 'infra/test/fixtures/edge-submission.yaml';
+
+function synth(opts: Partial<EdgeStackProps> = {}): Template {
   const app = new App({ context: { stage: 'test' } });
-  const stack = new EdgeStack(app, `edge-${submission}`, {
+  const stack = new EdgeStack(app, `edge-${app.node.addr}`, {
     stage: 'test',
     mailDomain: 'example.com',
-    submission,
+    submission: false,
     env: { account: '123456789012', region: 'us-east-1' },
+    ...opts,
   });
   return Template.fromStack(stack);
 }
 
-const full = synth(true);
-const mxOnly = synth(false);
+const full = synth({ submission: true, configFile: SUBMISSION_CONFIG, alarmEmail: 'ops@example.com' });
+const mxOnly = synth();
+/** The shipped configuration, as the stack reads it. */
+const shipped = readEdgeConfig(REPO_ROOT, 'deploy/edge.yaml');
+const OPS_PORT = shipped.opsPort;
+const MX_PORT = shipped.listeners.find((l) => l.role === 'mx')!.containerPort;
 
 function ofType(t: Template, type: string): Res[] {
   return Object.values(t.findResources(type)) as Res[];
 }
 
-test('public ports map to unprivileged container ports: 25 -> 2525 (and 587, 465 when enabled)', () => {
+test('the NLB publishes exactly the listeners of the configuration: 25 -> 2525 as shipped, 587 and 465 only with such listeners', () => {
   const listeners = ofType(full, 'AWS::ElasticLoadBalancingV2::Listener');
   const tgs = full.findResources('AWS::ElasticLoadBalancingV2::TargetGroup');
   const map = new Map<number, number>();
@@ -42,19 +51,47 @@ test('public ports map to unprivileged container ports: 25 -> 2525 (and 587, 465
   }
   assert.deepEqual([...map.entries()].sort((a, b) => a[0] - b[0]), [[25, 2525], [465, 2465], [587, 2587]]);
   for (const containerPort of map.values()) assert.ok(containerPort >= 1024, 'non-root cannot bind below 1024');
-  // Without submission only port 25 is published.
-  assert.deepEqual(ofType(mxOnly, 'AWS::ElasticLoadBalancingV2::Listener').map((l) => l.Properties.Port), [25]);
-  // The container declares the same ports.
+  // deploy/edge.yaml has one mx listener: only port 25 is published, to the file's port.
+  assert.deepEqual(shipped.listeners.map((l) => [l.role, l.publicPort, l.containerPort]), [['mx', 25, MX_PORT]]);
+  const shippedListeners = ofType(mxOnly, 'AWS::ElasticLoadBalancingV2::Listener');
+  assert.deepEqual(shippedListeners.map((l) => l.Properties.Port), [25]);
+  assert.deepEqual(ofType(mxOnly, 'AWS::ElasticLoadBalancingV2::TargetGroup').map((t) => t.Properties.Port), [MX_PORT]);
+  // The container declares the same ports, and the configuration it runs is the one read.
   const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
   const ports = td.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort();
-  assert.deepEqual(ports, [2465, 2525, 2587, C.OPS_PORT].sort());
+  assert.deepEqual(ports, [2465, 2525, 2587, OPS_PORT].sort());
+  const env = (t: Template) => ofType(t, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
+  assert.equal(env(full).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, `/app/${SUBMISSION_CONFIG}`);
+  assert.equal(env(mxOnly).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, '/app/deploy/edge.yaml');
+  assert.deepEqual(ofType(mxOnly, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort(), [MX_PORT, OPS_PORT].sort());
+});
+
+test('-c submission=true without submission and smtps listeners fails synth instead of publishing dead ports', () => {
+  assert.throws(() => synth({ submission: true }), (err: Error) => /submission=true: deploy\/edge\.yaml has no submission or smtps listener/.test(err.message) && /587 and 465/.test(err.message) && /tls\.certificates and auth\.users/.test(err.message));
+});
+
+test('a configuration the NLB cannot serve is refused at synth: a listener without PROXY protocol, a port below 1024, a file outside the repository', () => {
+  const dir = path.join(REPO_ROOT, 'infra', 'dist', 'test-configs');
+  mkdirSync(dir, { recursive: true });
+  const write = (name: string, text: string) => {
+    writeFileSync(path.join(dir, name), text);
+    return path.relative(REPO_ROOT, path.join(dir, name));
+  };
+  const noProxy = write('no-proxy.yaml', 'listeners:\n  - role: mx\n    listen: 0.0.0.0:2525\nhttp:\n  listen: 0.0.0.0:9025\n');
+  assert.throws(() => readEdgeConfig(REPO_ROOT, noProxy), /no proxyProtocol/);
+  const low = write('low.yaml', 'listeners:\n  - role: mx\n    listen: 0.0.0.0:25\n    proxyProtocol: { trustedSources: ["10.0.0.0/8"] }\nhttp:\n  listen: 0.0.0.0:9025\n');
+  assert.throws(() => readEdgeConfig(REPO_ROOT, low), /below 1024/);
+  const none = write('none.yaml', 'http:\n  listen: 0.0.0.0:9025\n');
+  assert.throws(() => readEdgeConfig(REPO_ROOT, none), /has none/);
+  assert.throws(() => readEdgeConfig(REPO_ROOT, '../elsewhere.yaml'), /inside the repository/);
 });
 
 test('the baked-in config listens on 0.0.0.0:2525 with PROXY protocol and serves /readyz on the ops port', () => {
   const yaml = readFileSync(path.join(REPO_ROOT, 'deploy', 'edge.yaml'), 'utf8');
-  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${C.SMTP_CONTAINER_PORT}\\b`));
-  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${C.OPS_PORT}\\b`));
-  assert.match(yaml, /proxyProtocol:\s*\n\s*#[^\n]*\n\s*trustedSources: \["\$\{TRUSTED_PROXY_CIDR\}"\]/);
+  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${MX_PORT}\\b`));
+  assert.match(yaml, new RegExp(`listen: 0\\.0\\.0\\.0:${OPS_PORT}\\b`));
+  // The VPC range (the NLB's nodes) and loopback (the container's SMTP health check) only.
+  assert.match(yaml, /proxyProtocol:\s*\n(?:\s*#[^\n]*\n)*\s*trustedSources: \["\$\{TRUSTED_PROXY_CIDR\}", "127\.0\.0\.1\/32"\]/);
   const env = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
   assert.deepEqual(env.find((e) => e.Name === 'TRUSTED_PROXY_CIDR')?.Value, C.VPC_CIDR);
   assert.equal(ofType(full, 'AWS::EC2::VPC')[0]!.Properties.CidrBlock, C.VPC_CIDR);
@@ -76,7 +113,7 @@ test('every target group has PROXY protocol v2 enabled', () => {
 test('health checks are HTTP GET /readyz on the ops port, not a bare TCP connect', () => {
   for (const tg of ofType(full, 'AWS::ElasticLoadBalancingV2::TargetGroup')) {
     assert.equal(tg.Properties.HealthCheckProtocol, 'HTTP');
-    assert.equal(tg.Properties.HealthCheckPort, String(C.OPS_PORT));
+    assert.equal(tg.Properties.HealthCheckPort, String(OPS_PORT));
     assert.equal(tg.Properties.HealthCheckPath, '/readyz');
     assert.equal(tg.Properties.Matcher?.HttpCode, '200');
   }
@@ -125,7 +162,7 @@ test('security groups: the internet reaches only the SMTP ports on the NLB; task
     assert.equal(r.cidr, undefined);
     assert.equal(r.from, r.to);
   }
-  assert.deepEqual(taskRules.map((r) => r.from).sort((a, b) => a - b), [2465, 2525, 2587, C.OPS_PORT]);
+  assert.deepEqual(taskRules.map((r) => r.from).sort((a, b) => a - b), [2465, 2525, 2587, OPS_PORT]);
   const svc = ofType(full, 'AWS::ECS::Service')[0]!;
   assert.equal(svc.Properties.NetworkConfiguration.AwsvpcConfiguration.AssignPublicIp, 'DISABLED');
 });
@@ -160,8 +197,11 @@ test('the serverless stack is referenced by its exports only', () => {
 });
 
 test('encryption: logs with a rotating KMS key; the blob signing key from Secrets Manager, not the template', () => {
-  const lg = ofType(full, 'AWS::Logs::LogGroup')[0]!;
-  assert.ok(lg.Properties.KmsKeyId?.['Fn::GetAtt'], 'log group encrypted with the stack key');
+  const groups = ofType(full, 'AWS::Logs::LogGroup');
+  assert.equal(groups.length, 2, 'the tasks\' log and the rejected-flows log');
+  for (const lg of groups) assert.ok(lg.Properties.KmsKeyId?.['Fn::GetAtt'], 'log group encrypted with the stack key');
+  const flowLogs = ofType(full, 'AWS::EC2::FlowLog');
+  assert.deepEqual(flowLogs.map((f) => f.Properties.TrafficType), ['REJECT']);
   const keys = ofType(full, 'AWS::KMS::Key');
   assert.equal(keys.length, 1);
   assert.equal(keys[0]!.Properties.EnableKeyRotation, true);
@@ -208,11 +248,64 @@ test('the Dockerfile runs as non-root and exposes the ports the stack routes to'
   assert.ok(userAt > lines.lastIndexOf(froms.at(-1)!) && userAt < cmdAt, 'USER node in the runtime stage, before CMD');
   assert.equal(lines[cmdAt], 'CMD ["node", "dist/src/cli/index.js", "serve"]');
   const exposed = lines.filter((l) => l.startsWith('EXPOSE ')).flatMap((l) => l.slice(7).trim().split(/\s+/)).map(Number).sort();
-  assert.deepEqual(exposed, [C.SMTP_CONTAINER_PORT, C.OPS_PORT].sort());
+  assert.deepEqual(exposed, [MX_PORT, OPS_PORT].sort());
   assert.ok(lines.some((l) => l === 'ENV POSTGATE_CONFIG=/app/deploy/edge.yaml'));
   assert.ok(/npm ci --omit=dev/.test(df), 'runtime stage installs production dependencies only');
   // cdk synth stages the build context; without these it would copy
   // node_modules and its own output (cdk.out) into itself.
   const ignore = readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
   for (const entry of ['**/node_modules', 'infra', '.git']) assert.ok(ignore.includes(entry), `.dockerignore lists ${entry}`);
+});
+
+const attrsOf = (tg: Res) => Object.fromEntries((tg.Properties.TargetGroupAttributes as { Key: string; Value: string }[]).map((a) => [a.Key, a.Value]));
+
+test('an unhealthy target keeps its open flows for the drain instead of having them reset, within the stop timeout', () => {
+  const stopTimeout = ofType(full, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].StopTimeout as number;
+  for (const t of [full, mxOnly]) {
+    for (const tg of ofType(t, 'AWS::ElasticLoadBalancingV2::TargetGroup')) {
+      const attrs = attrsOf(tg);
+      // /readyz turns 503 while shedding load: by default the NLB would then reset every flow, in-DATA transactions included.
+      assert.equal(attrs['target_health_state.unhealthy.connection_termination.enabled'], 'false', `target group on ${tg.Properties.Port}`);
+      const draining = Number(attrs['target_health_state.unhealthy.draining_interval_seconds']);
+      assert.equal(draining, C.UNHEALTHY_DRAINING_SECONDS);
+      assert.ok(draining >= C.DELIVERY_DEADLINE_SECONDS, 'a transaction in DATA reaches its reply before the flow is cut');
+      assert.ok(draining <= stopTimeout);
+    }
+  }
+});
+
+test('the container health check speaks SMTP to the mx port (the NLB checks /readyz); the probe ships in the image', () => {
+  const c = ofType(mxOnly, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0];
+  assert.deepEqual(c.HealthCheck.Command, ['CMD', 'node', '/app/deploy/smtp-probe.mjs', String(MX_PORT)]);
+  assert.equal(c.HealthCheck.Interval, C.SMTP_PROBE_INTERVAL_SECONDS);
+  assert.ok(c.HealthCheck.Timeout < c.HealthCheck.Interval);
+  assert.ok(c.HealthCheck.Retries >= 2, 'one slow answer does not replace a task');
+  // The probe is in deploy/, which the Dockerfile copies to /app/deploy.
+  const probe = readFileSync(path.join(REPO_ROOT, 'deploy', 'smtp-probe.mjs'), 'utf8');
+  assert.match(probe, /\b220\|421\b/);
+  assert.ok(readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8').includes('COPY deploy ./deploy'));
+});
+
+test('every alarm but the scaling ones notifies the alarm topic; the topic is encrypted and TLS-only; the email is subscribed only when given', () => {
+  for (const [t, email] of [[full, true], [mxOnly, false]] as const) {
+    const topics = t.findResources('AWS::SNS::Topic');
+    assert.equal(Object.keys(topics).length, 1);
+    const [topicId, topic] = Object.entries(topics)[0]!;
+    assert.ok(topic.Properties.KmsMasterKeyId, 'encrypted with the stack key (CloudWatch cannot publish to an aws/sns-encrypted topic)');
+    const subs = ofType(t, 'AWS::SNS::Subscription');
+    assert.deepEqual(subs.map((s) => [s.Properties.Protocol, s.Properties.Endpoint]), email ? [['email', 'ops@example.com']] : []);
+    const policy = ofType(t, 'AWS::SNS::TopicPolicy')[0]!;
+    assert.ok(JSON.stringify(policy.Properties.PolicyDocument).includes('aws:SecureTransport'));
+    const scalingPolicies = new Set(Object.keys(t.findResources('AWS::ApplicationAutoScaling::ScalingPolicy')));
+    const alarms = ofType(t, 'AWS::CloudWatch::Alarm').filter((a) => !(a.Properties.AlarmActions as { Ref?: string }[]).some((x) => scalingPolicies.has(x.Ref ?? '')));
+    assert.ok(alarms.length >= 3, 'the 4xx and 5xx reply rates, no healthy task');
+    for (const a of alarms) {
+      assert.deepEqual(a.Properties.AlarmActions, [{ Ref: topicId }], a.Properties.AlarmDescription);
+      assert.deepEqual(a.Properties.OKActions, [{ Ref: topicId }]);
+    }
+    assert.ok(alarms.some((a) => a.Properties.MetricName === 'HealthyHostCount' && a.Properties.ComparisonOperator === 'LessThanThreshold'));
+    // CloudWatch may use the key to publish.
+    const key = ofType(t, 'AWS::KMS::Key')[0]!;
+    assert.ok(JSON.stringify(key.Properties.KeyPolicy).includes('cloudwatch.amazonaws.com'));
+  }
 });
