@@ -14,16 +14,7 @@ import { loadConfig, validateConfig, type ResolvedConfig } from '../src/config/l
 import { routingTableOf } from '../src/gateway.js';
 import { describeRoute } from '../src/cli/route.js';
 import { projectRoot } from './helpers/fixtures.js';
-
-/** What infra/lib/edge-stack.ts puts in the task's environment, with example values. */
-const TASK_ENV = {
-  MAIL_HOSTNAME: 'mx.example.com',
-  MAIL_DOMAIN: 'example.com',
-  TRUSTED_PROXY_CIDR: '10.0.0.0/16',
-  BLOB_SIGNING_KEY: Buffer.alloc(32, 7).toString('base64'),
-  BLOB_BUCKET: 'postgate-prod-bucket',
-  INGEST_FUNCTION_ARN: 'arn:aws:lambda:eu-west-1:123456789012:function:postgate-prod-ingest',
-};
+import { EDGE_TASK_ENV as TASK_ENV } from './helpers/edge-env.js';
 
 /**
  * Where each of these recipients ends if accepted: a problem per target that

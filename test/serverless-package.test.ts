@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { projectRoot } from './helpers/fixtures.js';
 import { loadRoutes, readSettings } from '../src/functions/settings.js';
 import { loadConfig } from '../src/config/load.js';
+import { EDGE_TASK_ENV } from './helpers/edge-env.js';
 
 const run = promisify(execFile);
 
@@ -79,15 +80,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
   });
 
   test('the edge stops waiting for ingest before ingest\'s own timeout, and within its delivery deadline', async () => {
-    const env = {
-      MAIL_HOSTNAME: 'mx.example.com',
-      MAIL_DOMAIN: 'example.com',
-      TRUSTED_PROXY_CIDR: '10.0.0.0/16',
-      BLOB_SIGNING_KEY: Buffer.alloc(32, 7).toString('base64'),
-      BLOB_BUCKET: 'postgate-ci-bucket',
-      INGEST_FUNCTION_ARN: 'arn:aws:lambda:us-east-1:123456789012:function:postgate-ci-ingest',
-    };
-    const edge = await loadConfig({ file: path.join(root, 'deploy', 'edge.yaml'), env });
+    const edge = await loadConfig({ file: path.join(root, 'deploy', 'edge.yaml'), env: EDGE_TASK_ENV });
     const targets = [...edge.routes.flatMap((r) => r.targets), ...(edge.postmaster?.targets ?? [])].filter((t) => t.type === 'lambda');
     assert.ok(targets.length >= 2, 'the route and postmaster both invoke ingest');
     const ingestTimeoutMs = res('IngestLambdaFunction').Properties.Timeout * 1000;
