@@ -64,20 +64,21 @@ export async function dispatch(
   // A target marked down would most likely fail again, after making the
   // sender wait up to the deadline: its deliveries go to the spool at once,
   // and the retry worker finds out when it is back.
-  const down = opts.isDown ? deliveries.filter((d) => opts.isDown!(d.target.id)) : [];
-  const now = down.length ? deliveries.filter((d) => !down.includes(d)) : deliveries;
-  if (!now.some((d) => d.target.required)) {
+  const down: Delivery[] = [];
+  const tryNow: Delivery[] = [];
+  for (const d of deliveries) (opts.isDown?.(d.target.id) ? down : tryNow).push(d);
+  if (!tryNow.some((d) => d.target.required)) {
     await spoolDeliveries(queue, deliveries, opts);
     return { ok: true, targets: [], queued: deliveries.length };
   }
-  const result = await deliverToTargets(now, opts);
+  const result = await deliverToTargets(tryNow, opts);
   if (result.error && !result.error.transient) return { ...result, queued: 0 };
   // Transient trouble within the deadline: keep the message ourselves and
   // retry it, instead of handing the retries to the sender's queue.
   // (When every required target acknowledged, a failed optional one is not
   // spooled: as in sync mode, it never holds the reply.)
   const failed = new Set(result.ok ? [] : result.targets.filter((t) => !t.ok).map((t) => t.targetId));
-  const rest = [...down, ...now.filter((d) => failed.has(d.target.id))];
+  const rest = [...down, ...tryNow.filter((d) => failed.has(d.target.id))];
   if (rest.length) await spoolDeliveries(queue, rest, opts);
   return { ok: true, targets: result.targets, queued: rest.length };
 }

@@ -127,6 +127,8 @@ export function createSmtpServer(
   const authThrottle = ctx.authThrottle;
   const timingHash = users.values().next().value ?? DUMMY_HASH;
   const authservId = cfg.mailAuth.authservId ?? cfg.hostname;
+  /** A route's delivery mode; a chain (stop: false) is delivered in the mode of its first route. */
+  const modeOf = (route: ResolvedRoute<RouteTarget>): DeliveryMode => ctx.routeModes.get(route.routes[0]?.name ?? route.name) ?? 'sync';
 
   const disabled = ['WIZ', 'SHELL', 'KILL'];
   if (!tls || listener.role === 'smtps') disabled.push('STARTTLS');
@@ -262,10 +264,9 @@ export function createSmtpServer(
       // The circuit breaker refuses where a refusal helps the sender: a sync
       // route, whose 250 waits for the target. A queued route keeps
       // accepting while a target is down (its spool holds the message;
-      // docs/queue.md), as a chain is delivered in its first route's mode.
+      // docs/queue.md).
       // A templated target is another destination per recipient, so each is checked.
-      const mode = ctx.routeModes.get(decision.route.routes[0]?.name ?? decision.route.name) ?? 'sync';
-      if (mode === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
+      if (modeOf(decision.route) === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
         // RFC 3463 4.4.1: no answer from host; the sender retries later.
         return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
       }
@@ -539,8 +540,7 @@ export function createSmtpServer(
         // should that ever fail, defer rather than answer 250 for nothing (docs/architecture.md §2.1).
         if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
         const result = await dispatch(
-          // A chain (stop: false) is delivered in the mode of its first route.
-          ctx.routeModes.get(route.routes[0]?.name ?? route.name) ?? 'sync',
+          modeOf(route),
           deliveries,
           {
             queue: ctx.queue,
