@@ -194,35 +194,22 @@ async function startPostgate(tmp, { profileFile } = {}) {
   };
 }
 
-/** The baseline's naive gateway (lib/naive.mjs) posting to its own receiver; the receiver counts. */
-async function startNaive() {
+/**
+ * A competitor that posts each message to its own receiver, which counts:
+ * the baseline's naive gateway (lib/naive.mjs) or the floor of one POST per
+ * message (lib/floor.mjs).
+ */
+async function startPosting(kind, script) {
   const receiver = await startHelper('receiver.mjs');
-  const naive = await startHelper('naive.mjs', [], [String(receiver.port)]);
+  const server = await startHelper(script, [], [String(receiver.port)]);
   return {
-    kind: 'naive',
-    port: naive.port,
-    pid: naive.pid,
+    kind,
+    port: server.port,
+    pid: server.pid,
     receiver,
     count: () => receiver.count(),
     async stop() {
-      await naive.stop();
-      await receiver.stop();
-    },
-  };
-}
-
-/** The floor (lib/floor.mjs): smtp-server posting each message's raw bytes once; the receiver counts. */
-async function startFloor() {
-  const receiver = await startHelper('receiver.mjs');
-  const floor = await startHelper('floor.mjs', [], [String(receiver.port)]);
-  return {
-    kind: 'floor',
-    port: floor.port,
-    pid: floor.pid,
-    receiver,
-    count: () => receiver.count(),
-    async stop() {
-      await floor.stop();
+      await server.stop();
       await receiver.stop();
     },
   };
@@ -451,7 +438,7 @@ for (let round = 0; round < ROUNDS; round++) {
     const kinds = targetKeys.has(key(c)) ? ['sink', 'postgate', 'floor', 'naive'] : ['sink', 'postgate'];
     for (const kind of [...kinds.slice(round % kinds.length), ...kinds.slice(0, round % kinds.length)]) {
       const server =
-        kind === 'sink' ? await startSink() : kind === 'naive' ? await startNaive() : kind === 'floor' ? await startFloor() : await startPostgate(tmp);
+        kind === 'sink' ? await startSink() : kind === 'naive' || kind === 'floor' ? await startPosting(kind, `${kind}.mjs`) : await startPostgate(tmp);
       try {
         const m = await measure(server, msg.file, c.sessions, c.reuse);
         r[kind].push(m);
