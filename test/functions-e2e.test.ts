@@ -21,7 +21,7 @@ import path from 'node:path';
 import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
-import { CreateQueueCommand, GetQueueAttributesCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Webhook } from 'standardwebhooks';
 import { sendOne } from './helpers/smtp-client.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
@@ -497,6 +497,43 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.deepEqual(done!.deliveries, { good: 'delivered', flaky: 'delivered' });
   });
 
+  test('a dead letter the dead-letter queue no longer holds (SQS retention passed) is resent from the index by redrive from: "index", once', async () => {
+    const rcpt = 'erin@split.example.test';
+    const since = new Date(Date.now() - 1000).toISOString();
+    flakyStatus = 503;
+    const flakyBefore = flaky.got.length;
+    assert.equal((await send(rcpt, message('expired dead letter'))).code, 250);
+    await pollUntil(sqs, lambda, routeFn(), async () => (await depth(dlq.url)) === 1 && (await depth(queue.url)) === 0);
+    const [item] = await itemFor(rcpt);
+    assert.equal(item!.deliveries.flaky, 'dead');
+    // SQS drops the dead letter after its retention: here, take it out by hand.
+    for (let left = await depth(dlq.url); left > 0; left = await depth(dlq.url)) {
+      const r = await sqs.send(new ReceiveMessageCommand({ QueueUrl: dlq.url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
+      for (const m of r.Messages ?? []) await sqs.send(new DeleteMessageCommand({ QueueUrl: dlq.url, ReceiptHandle: m.ReceiptHandle! }));
+    }
+    // The queue form of redrive has nothing left to move.
+    assert.equal((await invoke('redrive', { since })).moved, 0);
+    // A filter that matches nothing moves nothing and leaves the mark as it was.
+    const other = await invoke('redrive', { from: 'index', since, destination: 'good' });
+    assert.equal(other.moved, 0);
+    assert.equal((await itemFor(rcpt))[0]!.deliveries.flaky, 'dead');
+
+    flakyStatus = 204;
+    const resent = await invoke('redrive', { from: 'index', since });
+    assert.deepEqual({ moved: resent.moved, examined: resent.examined }, { moved: 1, examined: 1 });
+    assert.equal((await itemFor(rcpt))[0]!.deliveries.flaky, 'redriven');
+    await pollUntil(sqs, lambda, routeFn(), () => flaky.got.length === flakyBefore + MAX_RECEIVES + 1);
+    const first = verifiedDownstream(flaky, flakyBefore);
+    const again = verifiedDownstream(flaky, flakyBefore + MAX_RECEIVES);
+    assert.equal(again.id, first.id, 'the same webhook-id as the attempts that died');
+    assert.equal(again.event.data.subject, 'expired dead letter');
+    assert.equal((await itemFor(rcpt))[0]!.deliveries.flaky, 'delivered');
+    // Delivered now: a second run finds nothing dead.
+    assert.equal((await invoke('redrive', { from: 'index', since })).moved, 0);
+    for (let i = 0; i < 3; i++) await pollOnce(sqs, lambda, routeFn());
+    assert.equal(flaky.got.length, flakyBefore + MAX_RECEIVES + 1, 'sent once');
+  });
+
   test('one transaction for two tenants: each destination gets only its own recipient, under the edge\'s webhook-id for it', async () => {
     const data = await send(['ann@tenant-a.example.test', 'ben@tenant-b.example.test'], message('two tenants'));
     assert.equal(data.code, 250, data.text);
@@ -548,10 +585,13 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.match(fn.output(), /no destination in the routes file for zed@nowhere\.example\.test/);
   });
 
-  test('redrive refuses a malformed filter', async () => {
+  test('redrive refuses a malformed filter or an unknown source', async () => {
     const out = await lambda.send(new InvokeCommand({ FunctionName: fn.functionName('redrive'), Payload: Buffer.from(JSON.stringify({ since: 'yesterday' })) }));
     assert.ok(out.FunctionError, 'a bad filter is a function error');
     assert.match(Buffer.from(out.Payload ?? []).toString('utf8'), /since must be an ISO-8601 date-time/);
+    const source = await lambda.send(new InvokeCommand({ FunctionName: fn.functionName('redrive'), Payload: Buffer.from(JSON.stringify({ from: 's3' })) }));
+    assert.ok(source.FunctionError, 'an unknown source is a function error');
+    assert.match(JSON.parse(Buffer.from(source.Payload ?? []).toString('utf8')).errorMessage, /from must be "dlq" or "index"/);
   });
 
   test('the edge\'s lambda target invokes ingest through the Lambda Invoke API: stored, indexed and routed the same way', async () => {

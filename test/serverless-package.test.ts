@@ -154,6 +154,8 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'ssm:GetParameter',
     ]);
     assert.deepEqual(actions('RedriveRole'), [
+      'dynamodb:Scan',
+      'dynamodb:UpdateItem',
       'logs:CreateLogStream',
       'logs:PutLogEvents',
       'sqs:ChangeMessageVisibility',
@@ -183,6 +185,9 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     // Only route may send to the dead-letter queue; only redrive may read it.
     const redrive = statements('RedriveRole').find((s) => s.actions.includes('sqs:ReceiveMessage'))!;
     assert.match(redrive.resource, /RouteDeadLetterQueue/);
+    // Only redrive may scan the index (its from: "index" form), and only the index.
+    assert.match(statements('RedriveRole').find((s) => s.actions.includes('dynamodb:Scan'))!.resource, /IndexTable/);
+    assert.ok(!statements('IngestRole').concat(statements('RouteRole')).some((s) => s.actions.includes('dynamodb:Scan')), 'only redrive scans');
   });
 
   test('every AWS call in src/functions is allowed to some function role (a command added without its permission fails here)', async () => {

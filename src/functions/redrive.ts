@@ -12,6 +12,15 @@
  * destinations already delivered, and signs each delivery when it sends it.
  * Jobs that do not match stay in the dead-letter queue (made visible again
  * at the end of the run).
+ *
+ * `from: "index"` resends what the dead-letter queue no longer holds: SQS
+ * drops a dead letter after its retention (14 days), while the event stays
+ * in S3 and the index keeps the destination's status (`dead`, `rejected`,
+ * `gone`: DEAD_LETTER_STATUSES) until the message's retention ends. Each
+ * such destination gets a new job (the stored event, the same delivery id)
+ * and is marked `redriven`; the same filters apply. The job is sent before
+ * the mark, so a crash in between leaves a second job on the next run,
+ * which `route` skips once delivered.
  */
 import {
   ChangeMessageVisibilityBatchCommand,
@@ -25,6 +34,8 @@ import { getBase, log } from './common.js';
 import type { RouteJob } from './store.js';
 
 export interface RedriveInput {
+  /** Where dead deliveries are found: the dead-letter queue (default) or the index. */
+  from?: 'dlq' | 'index';
   destination?: string;
   since?: string;
   until?: string;
@@ -55,23 +66,56 @@ export async function handler(input: RedriveInput | null | undefined): Promise<R
   const max = opts.max === undefined ? 1000 : Number(opts.max);
   if (!Number.isInteger(max) || max < 1) throw badInput('max must be a positive integer');
   if (opts.destination !== undefined && typeof opts.destination !== 'string') throw badInput('destination must be a string');
+  const from = opts.from ?? 'dlq';
+  if (from !== 'dlq' && from !== 'index') throw badInput('from must be "dlq" or "index"');
 
-  const { settings, store } = getBase();
-  const { sqs } = store;
-  const dlq = await store.queueUrl(settings.deadLetterQueue);
-  const queue = await store.queueUrl(settings.queue);
-  const matches = (body: string): boolean => {
-    let job: Partial<RouteJob>;
-    try {
-      job = JSON.parse(body) as Partial<RouteJob>;
-    } catch {
-      return false;
-    }
+  const wanted = (job: Partial<RouteJob>): boolean => {
     if (opts.destination !== undefined && job.destination !== opts.destination) return false;
     const at = typeof job.receivedAt === 'string' ? Date.parse(job.receivedAt) : NaN;
     if (since !== null && !(at >= since)) return false;
     if (until !== null && !(at < until)) return false;
     return true;
+  };
+  const result = from === 'index' ? await fromIndex(wanted, max) : await fromDeadLetters(wanted, max);
+  log('info', 'redrive', { ...result, from, filter: { destination: opts.destination, since: opts.since, until: opts.until } });
+  return result;
+}
+
+/** Resends the destinations the index marks dead-lettered (see the module comment). */
+async function fromIndex(wanted: (job: Partial<RouteJob>) => boolean, max: number): Promise<RedriveResult> {
+  const { settings, store } = getBase();
+  const queue = await store.queueUrl(settings.queue);
+  let moved = 0;
+  let kept = 0;
+  let examined = 0;
+  for await (const d of store.deadDeliveries()) {
+    examined++;
+    const job: RouteJob = { v: 1, id: d.id, destination: d.destination, key: d.eventKey, receivedAt: d.receivedAt };
+    if (moved >= max || !wanted(job)) {
+      kept++;
+      continue;
+    }
+    await store.sqs.send(new SendMessageCommand({ QueueUrl: queue, MessageBody: JSON.stringify(job) }));
+    // False when a route attempt changed the destination's status meanwhile:
+    // the job just sent is then a duplicate that route skips once delivered.
+    await store.markRedriven(d.id, d.destination);
+    moved++;
+  }
+  return { moved, kept, examined };
+}
+
+/** Moves jobs from the dead-letter queue back to the routing queue. */
+async function fromDeadLetters(wanted: (job: Partial<RouteJob>) => boolean, max: number): Promise<RedriveResult> {
+  const { settings, store } = getBase();
+  const { sqs } = store;
+  const dlq = await store.queueUrl(settings.deadLetterQueue);
+  const queue = await store.queueUrl(settings.queue);
+  const matches = (body: string): boolean => {
+    try {
+      return wanted(JSON.parse(body) as Partial<RouteJob>);
+    } catch {
+      return false;
+    }
   };
 
   const kept: Message[] = [];
@@ -116,7 +160,5 @@ export async function handler(input: RedriveInput | null | undefined): Promise<R
       )
       .catch(() => undefined);
   }
-  const result = { moved, kept: kept.length, examined };
-  log('info', 'redrive', { ...result, filter: { destination: opts.destination, since: opts.since, until: opts.until } });
-  return result;
+  return { moved, kept: kept.length, examined };
 }

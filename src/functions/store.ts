@@ -15,7 +15,7 @@
  * - SQS: one routing job per event and destination, carrying an S3 pointer,
  *   never the event (SQS messages are limited to 256 KiB).
  */
-import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand, PutItemCommand, ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { GetQueueUrlCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -79,6 +79,13 @@ export function linkedParts(data: { attachments?: unknown; textBlob?: unknown; h
   if (isLink(data.htmlBlob)) out.push({ name: 'html', at: 'htmlBlob', link: data.htmlBlob, contentType: 'text/html; charset=utf-8' });
   return out;
 }
+
+/**
+ * A destination's statuses in the index whose job went to the dead-letter
+ * queue: `dead` (retries exhausted, or no longer routed), `rejected` (a
+ * permanent refusal), `gone` (410).
+ */
+export const DEAD_LETTER_STATUSES: ReadonlySet<string> = new Set(['dead', 'rejected', 'gone']);
 
 export interface IndexItem {
   id: string;
@@ -243,6 +250,65 @@ export class Store {
       if ((err as { name?: string }).name === 'ConditionalCheckFailedException' && guard) return;
       throw err;
     }
+  }
+
+  /**
+   * Marks a destination `redriven` only while the index still says it was
+   * dead-lettered (DEAD_LETTER_STATUSES):
+   * false when something else (a route attempt of a job that was still in
+   * the dead-letter queue) has changed it since it was read.
+   */
+  async markRedriven(id: string, destination: string): Promise<boolean> {
+    try {
+      await this.dynamo.send(
+        new UpdateItemCommand({
+          TableName: this.settings.table,
+          Key: { id: { S: id } },
+          UpdateExpression: 'SET deliveries.#d.#st = :r, deliveries.#d.#at = :t, deliveries.#d.#why = :why',
+          ExpressionAttributeNames: { '#d': destination, '#st': 'status', '#at': 'at', '#why': 'reason' },
+          ExpressionAttributeValues: {
+            ':r': { S: 'redriven' },
+            ':dead': { S: 'dead' },
+            ':rejected': { S: 'rejected' },
+            ':gone': { S: 'gone' },
+            ':t': { S: new Date().toISOString() },
+            ':why': { S: 'sent again from the index by redrive' },
+          },
+          ConditionExpression: 'deliveries.#d.#st IN (:dead, :rejected, :gone)',
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ConditionalCheckFailedException') return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Every destination the index marks dead-lettered, page by page. A Scan reads the
+   * whole table: this serves an operator's redrive after an outage, never a
+   * message's way through (docs/functions.md, "redrive").
+   */
+  async *deadDeliveries(): AsyncGenerator<{ id: string; destination: string; eventKey: string; receivedAt: string }> {
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const r = await this.dynamo.send(
+        new ScanCommand({
+          TableName: this.settings.table,
+          ProjectionExpression: '#id, eventKey, receivedAt, deliveries',
+          ExpressionAttributeNames: { '#id': 'id' },
+          ConsistentRead: true,
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      for (const raw of r.Items ?? []) {
+        const item = fromItem(raw);
+        for (const [destination, d] of Object.entries(item.deliveries)) {
+          if (DEAD_LETTER_STATUSES.has(d.status) && item.eventKey) yield { id: item.id, destination, eventKey: item.eventKey, receivedAt: item.receivedAt };
+        }
+      }
+      start = r.LastEvaluatedKey;
+    } while (start);
   }
 
   /** Sends jobs in batches of 10 (the SQS limit); throws if any entry failed. */
