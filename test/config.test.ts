@@ -107,6 +107,25 @@ describe('configuration', () => {
     assert.ok(problems.some((p) => p.startsWith('smtp.maxRecipients: ')), problems.join('\n'));
   });
 
+  test('requireTls without certificates is refused for a listener and for a route (STARTTLS would never be offered)', async () => {
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          listeners: [{ role: 'mx', listen: '127.0.0.1:25', requireTls: true }],
+          routes: [{ recipients: ['a@x.test'], targets: [{ type: 'local' }], requireTls: true }],
+        }),
+      ),
+    );
+    assert.ok(problems.some((p) => p.startsWith('listeners[0].requireTls: requireTls needs tls.certificates')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('routes[0].requireTls: requireTls needs tls.certificates')), problems.join('\n'));
+    const ok = validateConfig({
+      listeners: [{ role: 'mx', listen: '127.0.0.1:25', requireTls: true }],
+      tls: { certificates: [{ cert: 'mx.pem', key: 'mx-key.pem' }] },
+      routes: [{ recipients: ['a@x.test'], targets: [{ type: 'local' }], requireTls: true }],
+    });
+    assert.equal(ok.routes[0]!.requireTls, true);
+  });
+
   test('renamed keys get a hint', async () => {
     const problems = await problemsOf(
       Promise.resolve().then(() => validateConfig({ routes: [{ match: ['a@x.test'], webhooks: [], recipients: ['a@x.test'], targets: [{ type: 'webhook', endpoint: 'x', url: 'http://h/' }] }] })),

@@ -189,6 +189,73 @@ describe('listener roles, TLS and AUTH', () => {
   });
 });
 
+describe('requireTls (RFC 3207 §4): per listener at MAIL, per route at RCPT', () => {
+  let tg: TestGateway;
+  before(async () => {
+    tg = await startGateway({
+      listeners: [
+        { name: 'open', role: 'mx', listen: '127.0.0.1:0' },
+        { name: 'tls-only', role: 'mx', listen: '127.0.0.1:0', requireTls: true },
+        { name: 'implicit', role: 'smtps', listen: '127.0.0.1:0', auth: false },
+      ],
+      tls: { certificates: [{ cert: fixturePath('tls', 'mx.pem'), key: fixturePath('tls', 'mx-key.pem') }], watch: false },
+      routes: [
+        { name: 'private', recipients: ['*@private.example.test'], targets: [{ type: 'local' }], requireTls: true },
+        { recipients: ['*@example.test'], targets: [{ type: 'local' }] },
+      ],
+    });
+  });
+  after(() => tg.close());
+
+  const queuedIds = async () => (await storedEvents(tg.dataDir)).map((e) => String(e.data.envelope.queueId));
+
+  test('a listener with requireTls answers MAIL 530 5.7.0 until STARTTLS, then takes the message', async () => {
+    const c = await RawSmtp.connect(tg.ports[1]!);
+    await c.read();
+    const ehlo = await c.cmd('EHLO plain.example');
+    assert.ok(ehlo.lines.some((l) => /STARTTLS/.test(l)), 'STARTTLS is offered');
+    const mail = await c.cmd('MAIL FROM:<a@b.example>');
+    assert.equal(mail.code, 530);
+    assert.equal(mail.text, '5.7.0 Must issue a STARTTLS command first');
+    assert.equal((await c.cmd('NOOP')).code, 250, 'the session stays open');
+    await c.startTls();
+    await c.cmd('EHLO plain.example');
+    const { data } = await sendMail(c, 'a@b.example', ['x@example.test'], simpleMessage('after starttls'));
+    assert.equal(data?.code, 250);
+    assert.ok((await queuedIds()).includes(/queued as (\S+)/.exec(data!.text)![1]!));
+    c.close();
+  });
+
+  test('a route with requireTls refuses its recipients on a plaintext session and takes the other routes\' recipients', async () => {
+    const c = await RawSmtp.connect(tg.ports[0]!);
+    await c.read();
+    await c.cmd('EHLO plain.example');
+    assert.equal((await c.cmd('MAIL FROM:<a@b.example>')).code, 250, 'the listener does not require TLS');
+    const secret = await c.cmd('RCPT TO:<ann@private.example.test>');
+    assert.equal(secret.code, 530);
+    assert.equal(secret.text, '5.7.0 <ann@private.example.test>: Must issue a STARTTLS command first');
+    assert.ok(tg.logs.some((l) => l.msg === 'recipient refused' && l.code === 'PG_TLS_REQUIRED'), 'logged under its code');
+    assert.equal((await c.cmd('RCPT TO:<bob@example.test>')).code, 250);
+    assert.equal((await c.cmd('RSET')).code, 250);
+    await c.startTls();
+    await c.cmd('EHLO plain.example');
+    const { rcpt, data } = await sendMail(c, 'a@b.example', ['ann@private.example.test'], simpleMessage('private over tls'));
+    assert.equal(rcpt[0]!.code, 250);
+    assert.equal(data?.code, 250);
+    c.close();
+  });
+
+  test('implicit TLS (port 465 style) counts as TLS: the route\'s recipient is taken at once', async () => {
+    const c = await RawSmtp.connect(tg.ports[2]!, '127.0.0.1', { tls: { servername: 'mx.example.test' } });
+    await c.read();
+    await c.cmd('EHLO implicit.example');
+    const { rcpt, data } = await sendMail(c, 'a@b.example', ['ann@private.example.test'], simpleMessage('private over smtps'));
+    assert.equal(rcpt[0]!.code, 250);
+    assert.equal(data?.code, 250);
+    c.close();
+  });
+});
+
 describe('PROXY protocol', () => {
   let tg: TestGateway;
   before(async () => {

@@ -177,6 +177,8 @@ export interface ResolvedListener {
   host: string;
   port: number;
   auth: boolean;
+  /** MAIL only after STARTTLS (RFC 3207 §4). */
+  requireTls: boolean;
   proxyProtocol: { trustedSources: string[]; timeout: number } | undefined;
 }
 
@@ -247,7 +249,7 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
   const cfg = result.data;
   const cwd = opts.cwd ?? process.cwd();
   const storagePath = path.resolve(cwd, cfg.storage.path);
-  const listeners: ResolvedListener[] = (cfg.listeners ?? [{ role: 'mx' as const, listen: cfg.smtp.listen }]).map((l, i) => {
+  const listeners: ResolvedListener[] = (cfg.listeners ?? [{ role: 'mx' as const, listen: cfg.smtp.listen, requireTls: false }]).map((l, i) => {
     // The schema has validated the form already.
     const { host, port } = parseHostPort(l.listen)!;
     const role = l.role ?? 'mx';
@@ -257,6 +259,7 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
       host,
       port,
       auth: role === 'submission' ? true : (l.auth ?? role !== 'mx'),
+      requireTls: l.requireTls,
       proxyProtocol: 'proxyProtocol' in l ? l.proxyProtocol : undefined,
     };
   });

@@ -377,6 +377,10 @@ const routeSchema = z.strictObject({
     .optional()
     .describe('Only for SMTP clients in these networks (CIDR ranges or addresses). Default: any client.'),
   stop: z.boolean().default(true).describe('false: a recipient this route takes is also offered to the next matching route, whose targets receive the message too.'),
+  requireTls: z
+    .boolean()
+    .default(false)
+    .describe('Refuse this route\'s recipients with 530 5.7.0 on a session without TLS (RFC 3207 §4): mail for it never crosses the network in plaintext.'),
   validate: z
     .strictObject({
       url: z
@@ -413,6 +417,10 @@ const listenerSchema = z.strictObject({
   listen: listenAddress,
   proxyProtocol: proxyProtocolSchema.optional().describe('Require a PROXY v1/v2 header (behind a load balancer).'),
   auth: z.boolean().optional().describe('Offer AUTH on this listener. Default: true for submission and smtps, false for mx.'),
+  requireTls: z
+    .boolean()
+    .default(false)
+    .describe('Refuse MAIL with 530 5.7.0 until the client has issued STARTTLS (RFC 3207 §4); smtps sessions are always TLS. Not for a public MX: see docs/smtp.md.'),
 });
 
 const certificateSchema = z.strictObject({
@@ -724,6 +732,9 @@ export const configSchema = z
           // RFC 4954 §4: passwords only over TLS; without certificates AUTH could never be used.
           ctx.addIssue({ code: 'custom', path: ['listeners', i], message: `role "${role}" offers AUTH, which needs tls.certificates (or auth.allowInsecure for testing)` });
         }
+        if (l.requireTls === true && role !== 'smtps' && !cfg.tls) {
+          ctx.addIssue({ code: 'custom', path: ['listeners', i, 'requireTls'], message: 'requireTls needs tls.certificates (without them STARTTLS is never offered and every MAIL would be refused)' });
+        }
         if (role === 'submission' && l.auth === false) {
           ctx.addIssue({ code: 'custom', path: ['listeners', i, 'auth'], message: 'a submission listener always requires AUTH' });
         }
@@ -743,6 +754,11 @@ export const configSchema = z
       };
       const routes = arr<unknown>(cfg.routes).map(obj);
       routes.forEach((r, i) => checkRequired(r.targets, ['routes', i, 'targets']));
+      routes.forEach((r, i) => {
+        if (r.requireTls === true && !cfg.tls) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'requireTls'], message: 'requireTls needs tls.certificates (without them STARTTLS is never offered and every recipient of the route would be refused)' });
+        }
+      });
       checkRequired(obj(cfg.postmaster).targets, ['postmaster', 'targets']);
       // A pattern listed by two routes would make the route of a recipient depend on order.
       const seen = new Map<string, number>();

@@ -85,6 +85,7 @@ export const ERROR_CODES = {
   PG_RCPT_OTHER_ROUTE: 'RCPT TO belongs to another route than the transaction\'s (452 4.5.3).',
   PG_RCPT_VALIDATION_UNAVAILABLE: 'The route\'s RCPT validation hook did not answer in time or failed; the recipient is deferred (451 4.4.3).',
   PG_RCPT_TOO_MANY: 'Too many recipients in one transaction (452 4.5.3).',
+  PG_TLS_REQUIRED: 'MAIL or RCPT on a session without TLS where the listener or the route sets requireTls (530 5.7.0).',
   PG_MESSAGE_TOO_BIG: 'The message exceeds the size limit (552 5.3.4).',
   PG_MESSAGE_BARE_EOL: 'The message has a bare CR or LF and smtp.bareLineEndings is "reject" (554 5.6.0).',
   PG_MAIL_LOOP: 'More Received headers than smtp.maxReceivedHeaders: a mail loop (554 5.4.6).',

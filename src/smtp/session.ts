@@ -221,6 +221,9 @@ export function createSmtpServer(
     onMailFrom(_address: SMTPServerAddress, session, cb) {
       const s = sessionLog(session);
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
+      // RFC 3207 §4: 530 to a command that needs TLS; EHLO, STARTTLS, NOOP,
+      // RSET and QUIT stay open, so the client can upgrade and go on.
+      if (listener.requireTls && !session.secure) return cb(replyError(failure('PG_TLS_REQUIRED')));
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
         return cb(replyError(failure('PG_SHED_MEMORY')));
@@ -251,6 +254,9 @@ export function createSmtpServer(
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
       if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision.kind, address.address));
+      if (!session.secure && decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.requireTls)) {
+        return refuseRcpt(failure('PG_RCPT_TLS_REQUIRED', { vars: { address: address.address } }));
+      }
       // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
       // recipient, so a transaction only takes recipients of one route; the
       // sender retries the others in a new transaction.

@@ -63,6 +63,8 @@ export const REPLIES = {
   PG_SHED_MEMORY: { code: 451, enhanced: '4.3.2', text: TOO_BUSY },
   PG_SHED_DISK: { code: 452, enhanced: '4.3.1', text: STORAGE_FULL },
   PG_MAIL_PARAM_UNSUPPORTED: { code: 555, enhanced: '5.5.4', text: 'Unsupported MAIL parameter {param}' },
+  /** RFC 3207 §4: the reply to a command that needs a TLS session. */
+  PG_TLS_REQUIRED: { code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' },
 
   // --- RCPT
   PG_RCPT_SYNTAX: { code: 553, enhanced: '5.1.3', text: '<{address}>: Bad recipient address syntax' },
@@ -73,6 +75,7 @@ export const REPLIES = {
   PG_RCPT_VALIDATION_UNAVAILABLE: { code: 451, enhanced: '4.4.3', text: '<{address}>: Recipient verification unavailable, try again later' },
   PG_TARGET_DOWN: { code: 451, enhanced: '4.4.1', text: '<{address}>: Destination temporarily unavailable, try again later' },
   PG_RCPT_PARAM_UNSUPPORTED: { code: 555, enhanced: '5.5.4', text: 'Unsupported RCPT parameter {param}' },
+  PG_RCPT_TLS_REQUIRED: { code: 530, enhanced: '5.7.0', text: '<{address}>: Must issue a STARTTLS command first', raises: 'PG_TLS_REQUIRED' },
 
   // --- DATA and BDAT (RFC 3030)
   PG_DATA_SYNTAX: { code: 501, enhanced: '5.5.4', text: 'DATA takes no argument' },
