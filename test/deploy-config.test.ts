@@ -63,6 +63,11 @@ describe('deploy/edge.yaml: nothing accepted ends on the task\'s disk', () => {
     }
   });
 
+  test('the message as received travels with the event, so ingest archives raw.eml by default', () => {
+    assert.equal(cfg.blobs.raw, true);
+    assert.equal(cfg.blobs.store?.type, 's3', 'a raw message over the inline limit is linked from the blob store');
+  });
+
   test('the check itself flags a config that stores postmaster@ locally (the default without postmaster.targets)', () => {
     const local = validateConfig({
       routes: [{ recipients: ['*@example.com'], targets: [{ type: 'lambda', functionName: TASK_ENV.INGEST_FUNCTION_ARN }] }],
