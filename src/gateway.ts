@@ -381,6 +381,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       prefix: backend.prefix,
       queueUrl: backend.queueUrl,
       pollWaitS: Math.min(20, Math.round(backend.pollWait / 1000)),
+      rescanMs: cfg.queue.rescanInterval,
       ...queueDeps,
     });
     await sqsQueue.start();

@@ -13,6 +13,10 @@ import { startReceiver } from './helpers/receiver.js';
 import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { waitFor } from './helpers/wait.js';
+import { queueCli } from './helpers/cli.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 
 const subjectOf = (body: Buffer) => /"subject":"([^"]*)"/.exec(body.toString('utf8'))?.[1];
 
@@ -70,6 +74,97 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       await a.close().catch(() => undefined);
       await b?.close();
       await hook.close();
+    }
+  });
+
+  test('postgate queue on the S3 + SQS backend: list, show, replay and retry a dead letter, purge a waiting item; the oldest item\'s age is measured', async () => {
+    const QueueUrl = await createQueue('postgate-cli');
+    let mode: 'reject' | 'down' | 'up' = 'reject';
+    const hook = await startReceiver(() => (mode === 'reject' ? { status: 200, json: { action: 'reject', message: 'no' } } : mode === 'down' ? { status: 503 } : { status: 204 }));
+    const copy = await startReceiver(() => ({ status: 204 }));
+    const doc = {
+      queue: {
+        retry: { initialDelay: '500ms', maxDelay: '1s', maxAge: '1h' },
+        rescanInterval: '500ms',
+        backend: { type: 's3-sqs', bucket: 'spool', prefix: 'cli/', queueUrl: QueueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
+      },
+      routes: [
+        { recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url, timeout: '2s' }] },
+        { recipients: ['*@copy.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'copy', url: copy.url, timeout: '2s' }] },
+      ],
+    };
+    const g = await startGateway(doc);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-cli-'));
+    const config = path.join(dir, 'postgate.yaml');
+    await writeFile(config, JSON.stringify({ ...doc, storage: { path: dir } }));
+    const cli = (...args: string[]) => queueCli([...args, '--config', config]);
+    const send = async (to: string, subject: string) => {
+      const c = await RawSmtp.connect(g.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      const { data } = await sendMail(c, 's@example.org', [to], simpleMessage(subject));
+      c.close();
+      assert.equal(data?.code, 250);
+    };
+    const oldest = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${g.opsPort}/metrics`)).text();
+      return Number(/^postgate_queue_oldest_seconds (\S+)$/m.exec(text)?.[1]);
+    };
+    try {
+      await send('x@q.test', 'to retry');
+      await waitFor(async () => (await keys('cli/dead/')).length === 1, 10_000, 'a dead letter');
+      mode = 'down';
+      await send('y@q.test', 'to purge');
+      await waitFor(() => hook.got.some((r) => subjectOf(r.body) === 'to purge'), 10_000, 'a first attempt of the waiting item');
+      await waitFor(async () => (await oldest()) > 0, 10_000, 'the oldest item measured');
+
+      const listed = await cli('list', '--json');
+      assert.equal(listed.code, 0, listed.err);
+      const items = JSON.parse(listed.out) as Array<{ status: string; itemId: string; rcptTo: string[]; attempts: number; deadReason?: string }>;
+      const dead = items.find((i) => i.status === 'dead')!;
+      const waiting = items.find((i) => i.status === 'active')!;
+      assert.deepEqual([dead.rcptTo, dead.deadReason], [['x@q.test'], 'refused by the target']);
+      assert.deepEqual(waiting.rcptTo, ['y@q.test']);
+      assert.equal(items.length, 2);
+      const shown = await cli('show', dead.itemId);
+      assert.equal(shown.code, 0, shown.err);
+      assert.match(shown.out, /"deadReason": "refused by the target"/);
+      assert.match(shown.out, /Subject: to retry/);
+
+      // Purge the waiting item: its work item is dropped when next received, never delivered.
+      const purged = await cli('purge', '--status', 'active');
+      assert.equal(purged.code, 0, purged.err);
+      assert.match(purged.err, /1 item\(s\) purged/);
+      await waitFor(() => g.logs.some((l) => l.msg === 'queued item purged, work item dropped'), 15_000, 'the purged work item dropped');
+      const purgedAttempts = () => hook.got.filter((r) => subjectOf(r.body) === 'to purge').length;
+      const attemptsBefore = purgedAttempts();
+      mode = 'up';
+
+      // Replay the dead letter to the other target: a copy with its own delivery id.
+      const dry = await cli('replay', '--target', 'copy', '--dry-run');
+      assert.match(dry.out, new RegExp(`would replay ${dead.itemId} \\(dead, hook\\)`));
+      assert.equal(copy.got.length, 0, 'a dry run changes nothing');
+      assert.equal((await cli('replay', '--target', 'copy')).code, 0);
+      await waitFor(() => copy.got.some((r) => subjectOf(r.body) === 'to retry'), 15_000, 'the copy delivered');
+
+      // Retry the dead letter: delivered to its own target with its own webhook-id.
+      const triedBefore = hook.got.length;
+      const retried = await cli('retry');
+      assert.equal(retried.code, 0, retried.err);
+      assert.match(retried.err, /1 item\(s\) due now/);
+      await waitFor(() => hook.got.slice(triedBefore).some((r) => subjectOf(r.body) === 'to retry'), 15_000, 'the retried item delivered');
+      const firstId = hook.got.find((r) => subjectOf(r.body) === 'to retry')!.headers['webhook-id'];
+      assert.equal(hook.got.at(-1)!.headers['webhook-id'], firstId, 'the same delivery id as the attempt that died');
+      assert.notEqual(copy.got.find((r) => subjectOf(r.body) === 'to retry')!.headers['webhook-id'], firstId, 'the copy has its own');
+      await waitFor(async () => (await keys('cli/items/')).length === 0 && (await keys('cli/dead/')).length === 0, 10_000, 'nothing left stored');
+      assert.equal((await cli('list')).out.trim().split('\n').length, 1, 'only the header line is left');
+      assert.equal(purgedAttempts(), attemptsBefore, 'the purged item was never sent again');
+      await waitFor(async () => (await oldest()) === 0, 10_000, 'no item left: the oldest age is 0');
+    } finally {
+      await g.close();
+      await hook.close();
+      await copy.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

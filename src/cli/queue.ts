@@ -1,8 +1,10 @@
 /**
  * `postgate queue list|show|retry|replay|purge`: the operator's view of the
- * spool of queued mode. Works on the spool directory directly, so it runs
- * with or without a gateway: a running gateway picks up revived and replayed
- * items within 30 seconds and forgets purged ones. The subcommands are
+ * spool of queued mode. Works on the stored items directly — the spool
+ * directory, or with `queue.backend.type: s3-sqs` the bucket and the queue —
+ * so it runs with or without a gateway: a running gateway picks up revived
+ * and replayed items within 30 seconds (at once on S3 + SQS) and forgets
+ * purged ones. The subcommands are
  * declared here as tables (options, help, run); index.ts parses the command
  * line and prints the help for every command alike.
  */
@@ -10,6 +12,7 @@ import type { CommandGroup, LeafCommand, OptionSpecs, RunContext } from './comma
 import { ConfigError } from '../config/errors.js';
 import { parseDuration } from '../config/units.js';
 import { LocalSpool, type SpoolArea, type SpoolEntry } from '../queue/spool.js';
+import type { S3Spool } from '../queue/s3-spool.js';
 import { deliveryId } from '../message/ids.js';
 
 interface Filters {
@@ -64,7 +67,7 @@ interface QueueValues {
 type Subcommand = 'list' | 'show' | 'retry' | 'replay' | 'purge';
 
 const SPOOL_OPTIONS: OptionSpecs = {
-  config: { type: 'string', short: 'c', value: 'FILE', help: 'the configuration whose queue.path is the spool (or POSTGATE_CONFIG)' },
+  config: { type: 'string', short: 'c', value: 'FILE', help: 'the configuration whose queue to work on: queue.path, or the S3 + SQS backend (or POSTGATE_CONFIG)' },
   spool: { type: 'string', value: 'DIR', help: 'the spool directory itself, without a configuration' },
 };
 
@@ -89,9 +92,10 @@ export const QUEUE_COMMAND: CommandGroup = {
   synopsis: 'queue SUBCOMMAND [options]',
   summary: 'list and manage the spool of queued routes (docs/queue.md)',
   about:
-    'Works on the spool directory directly, with or without a running gateway: a running\n' +
+    'Works on the stored items directly, with or without a running gateway: a running\n' +
     'gateway picks up revived and replayed items within 30 seconds and forgets purged ones.\n' +
-    'The spool is taken from --config FILE (or POSTGATE_CONFIG), or given with --spool DIR.',
+    'The queue is taken from --config FILE (or POSTGATE_CONFIG): the spool directory, or the\n' +
+    'bucket and SQS queue of queue.backend s3-sqs; or given with --spool DIR.',
   subcommands: {
     list: subcommand('list', {
       synopsis: 'queue list [filters] [--json]',
@@ -149,12 +153,24 @@ async function queueCommand(sub: Subcommand, v: QueueValues, positionals: string
   const filters: Filters = { status, route: v.route, target: sub === 'replay' ? undefined : v.target, rcpt: v.rcpt, since, until };
 
   // The command line is sound; only now read a configuration for the spool's place.
-  let root = v.spool;
-  if (!root) {
+  let spool: LocalSpool | S3Spool;
+  let release = () => {};
+  if (v.spool) {
+    spool = new LocalSpool(v.spool);
+  } else {
     try {
       const { loadConfig } = await import('../config/load.js');
       const cfg = await loadConfig({ file: v.config ?? (process.env.POSTGATE_CONFIG || undefined) });
-      root = cfg.queue.path!;
+      const backend = cfg.queue.backend;
+      if (backend.type === 's3-sqs') {
+        const [{ S3Spool }, { createAwsClients }] = await Promise.all([import('../queue/s3-spool.js'), import('../delivery/aws-clients.js')]);
+        const aws = createAwsClients();
+        const at = { region: backend.region, endpoint: backend.endpoint };
+        spool = new S3Spool({ s3: aws.s3({ ...at, forcePathStyle: backend.forcePathStyle }), sqs: aws.sqs(at), bucket: backend.bucket, prefix: backend.prefix, queueUrl: backend.queueUrl });
+        release = () => aws.destroy();
+      } else {
+        spool = new LocalSpool(cfg.queue.path!);
+      }
     } catch (err) {
       if (err instanceof ConfigError) {
         process.stderr.write(`postgate queue: the configuration is invalid; run "postgate check"\n`);
@@ -163,7 +179,15 @@ async function queueCommand(sub: Subcommand, v: QueueValues, positionals: string
       throw err;
     }
   }
-  const spool = new LocalSpool(root);
+  try {
+    return await runOn(spool, sub, v, positionals, filters, status, now);
+  } finally {
+    release();
+  }
+}
+
+async function runOn(spool: LocalSpool | S3Spool, sub: Subcommand, v: QueueValues, positionals: string[], filters: Filters, status: Filters['status'], now: number): Promise<number> {
+  const out = process.stdout;
   const areas: SpoolArea[] = status === 'all' ? ['active', 'dead'] : [status];
   const select = async () => {
     const found: Array<{ area: SpoolArea; e: SpoolEntry }> = [];
@@ -187,7 +211,8 @@ async function queueCommand(sub: Subcommand, v: QueueValues, positionals: string
             area,
             e.meta.receivedAt,
             e.state.attempts,
-            area === 'active' ? new Date(e.state.nextAt).toISOString() : '-',
+            // No state yet (S3 + SQS: not tried, or its first attempt is running): due now.
+            area === 'active' ? (e.state.nextAt ? new Date(e.state.nextAt).toISOString() : 'now') : '-',
             e.meta.targetId,
             e.meta.rcptTo.join(','),
             last ? `${last.reply ?? last.code ?? ''} ${e.state.deadReason ?? ''}`.trim() : '-',

@@ -11,21 +11,25 @@
  * A crash between the two leaves objects without a work item: the sender got
  * no 250 and retries; a bucket lifecycle rule removes the orphans.
  *
+ * The objects and their keys are S3Spool's (s3-spool.ts), which `postgate
+ * queue` uses too; a work item whose objects are gone was purged and is
+ * dropped.
+ *
  * Retries: a failed attempt hides its SQS message for the backoff delay
  * (ChangeMessageVisibility, at most 12 hours as SQS allows); the attempt count
  * is SQS's ApproximateReceiveCount, the history is in state.json.
  */
-import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
 import {
   ChangeMessageVisibilityCommand,
   DeleteMessageCommand,
   GetQueueAttributesCommand,
   ReceiveMessageCommand,
-  SendMessageCommand,
   type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+import { S3Spool } from './s3-spool.js';
 import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
 import { MessageBytes } from '../message/bytes.js';
 
@@ -41,52 +45,39 @@ export interface SqsQueueOptions extends QueueDeliveryDeps {
   queueUrl: string;
   /** Long-poll wait of ReceiveMessage, seconds (0–20). */
   pollWaitS: number;
+  /** How often the age of the oldest stored item is measured (a listing of the bucket's items). */
+  rescanMs?: number;
 }
 
 export class SqsQueue {
   readonly root: string;
+  readonly store: S3Spool;
   private stopped = false;
   private running = 0;
   private loop: Promise<void> | null = null;
   private readonly inflight = new Set<Promise<void>>();
   private depth = 0;
   private dead = 0;
+  private oldestAt: number | null = null;
+  private oldestTimer: NodeJS.Timeout | null = null;
   private abort = new AbortController();
 
   constructor(private readonly o: SqsQueueOptions) {
-    this.root = `s3://${o.bucket}/${o.prefix}`;
-  }
-
-  private key(itemId: string, file: string): string {
-    return `${this.o.prefix}items/${itemId}/${file}`;
+    this.store = new S3Spool(o);
+    this.root = this.store.root;
   }
 
   async start(): Promise<{ recovered: number; discarded: number }> {
     await this.refreshDepth();
+    await this.refreshOldest();
     this.loop = this.poll();
     return { recovered: this.depth, discarded: 0 };
   }
 
   async put(items: readonly NewSpoolItem[], _firstAttemptAt: number): Promise<void> {
-    for (const it of items) {
-      const id = it.meta.itemId;
-      const put = async (file: string, body: Buffer | string | MessageBytes, type: string) =>
-        this.o.s3.send(
-          new PutObjectCommand({
-            Bucket: this.o.bucket,
-            Key: this.key(id, file),
-            Body: body instanceof MessageBytes ? await body.content() : body,
-            ContentType: type,
-            ContentLength: body instanceof MessageBytes ? body.size : Buffer.byteLength(body),
-          }),
-        );
-      await Promise.all([put('message.eml', it.message, 'message/rfc822'), put('event.json', it.eventJson, 'application/json'), put('meta.json', JSON.stringify(it.meta), 'application/json')]);
-    }
-    // Work items only once every object is stored: a work item never points at nothing.
-    for (const it of items) {
-      await this.o.sqs.send(new SendMessageCommand({ QueueUrl: this.o.queueUrl, MessageBody: JSON.stringify({ itemId: it.meta.itemId, meta: it.meta }) }));
-      this.depth++;
-    }
+    await this.store.put(items);
+    this.depth += items.length;
+    if (this.oldestAt === null && items.length) this.oldestAt = this.o.now();
   }
 
   /** New items are visible in SQS at once; nothing to schedule. */
@@ -103,7 +94,22 @@ export class SqsQueue {
   }
 
   stats(): { depth: number; oldestAgeMs: number; dead: number; running: number } {
-    return { depth: this.depth, oldestAgeMs: 0, dead: this.dead, running: this.running };
+    return { depth: this.depth, oldestAgeMs: this.oldestAt === null ? 0 : Math.max(0, this.o.now() - this.oldestAt), dead: this.dead, running: this.running };
+  }
+
+  /**
+   * The oldest stored item that is not a dead letter, from a listing of the
+   * bucket (every instance sees every item); measured again every rescanMs.
+   */
+  private async refreshOldest(): Promise<void> {
+    try {
+      this.oldestAt = await this.store.oldestStoredAt();
+    } catch (err) {
+      this.o.logger.warn({ err: (err as Error).message, code: 'PG_QUEUE_READ' }, 'could not measure the oldest queued item');
+    }
+    if (this.stopped) return;
+    this.oldestTimer = setTimeout(() => void this.refreshOldest(), this.o.rescanMs ?? 30_000);
+    this.oldestTimer.unref();
   }
 
   private async refreshDepth(): Promise<void> {
@@ -154,31 +160,30 @@ export class SqsQueue {
     }
   }
 
-  private async getText(key: string): Promise<Buffer | null> {
-    try {
-      const r = await this.o.s3.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: key }));
-      return Buffer.from(await r.Body!.transformToByteArray());
-    } catch (err) {
-      if ((err as { name?: string }).name === 'NoSuchKey') return null;
-      throw err;
-    }
-  }
-
   private async attempt(m: Message): Promise<void> {
     const { meta } = JSON.parse(m.Body ?? '{}') as { meta: SpoolMeta };
     const log = this.o.logger.child({ queueId: meta.queueId, item: meta.itemId, target: meta.targetId });
     const attempts = Number(m.Attributes?.ApproximateReceiveCount ?? 1);
-    const prev = await this.getText(this.key(meta.itemId, 'state.json'));
-    const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
-    const [message, eventJson] = await Promise.all([this.getText(this.key(meta.itemId, 'message.eml')), this.getText(this.key(meta.itemId, 'event.json'))]);
-    const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
     const done = () => this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle! }));
+    const [prev, message, eventJson, metaObject] = await Promise.all(
+      (['state.json', 'message.eml', 'event.json', 'meta.json'] as const).map((f) => this.store.get(this.store.itemKey(meta.itemId, f))),
+    );
+    if (!metaObject && !message && !eventJson) {
+      // Its objects are gone: `postgate queue purge` removed the item (or a
+      // lifecycle rule expired it). Nothing is left to deliver.
+      await done();
+      this.depth = Math.max(0, this.depth - 1);
+      log.info({ attempts }, 'queued item purged, work item dropped');
+      return;
+    }
+    const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
+    const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
     if (!error) {
       await done();
       await this.o.s3.send(
         new DeleteObjectsCommand({
           Bucket: this.o.bucket,
-          Delete: { Objects: ['message.eml', 'event.json', 'meta.json', 'state.json'].map((f) => ({ Key: this.key(meta.itemId, f) })) },
+          Delete: { Objects: (['message.eml', 'event.json', 'meta.json', 'state.json'] as const).map((f) => ({ Key: this.store.itemKey(meta.itemId, f) })) },
         }),
       );
       log.info({ attempts }, 'queued delivery succeeded');
@@ -189,8 +194,7 @@ export class SqsQueue {
     const reason = deadReason(meta, error, attempts, this.o);
     if (reason) {
       state.deadReason = reason;
-      const body = JSON.stringify({ meta, state });
-      await this.o.s3.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: `${this.o.prefix}dead/${meta.itemId}.json`, Body: body, ContentType: 'application/json', ContentLength: Buffer.byteLength(body) }));
+      await this.store.putObject(this.store.deadKey(meta.itemId), JSON.stringify({ meta, state }), 'application/json');
       await done();
       this.dead++;
       log.warn({ attempts, reason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
@@ -199,8 +203,7 @@ export class SqsQueue {
     }
     const delayMs = retryDelay(attempts, this.o.policy, this.o.random ?? Math.random, error.retryAfterMs);
     state.nextAt = this.o.now() + delayMs;
-    const body = JSON.stringify(state);
-    await this.o.s3.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: this.key(meta.itemId, 'state.json'), Body: body, ContentType: 'application/json', ContentLength: Buffer.byteLength(body) }));
+    await this.store.putObject(this.store.itemKey(meta.itemId, 'state.json'), JSON.stringify(state), 'application/json');
     await this.o.sqs.send(
       new ChangeMessageVisibilityCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: Math.min(MAX_VISIBILITY_S, Math.ceil(delayMs / 1000)) }),
     );
@@ -210,6 +213,7 @@ export class SqsQueue {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.oldestTimer) clearTimeout(this.oldestTimer);
     this.abort.abort();
     await this.loop?.catch(() => undefined);
     await Promise.all([...this.inflight]);

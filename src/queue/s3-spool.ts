@@ -1,0 +1,186 @@
+/**
+ * The S3 + SQS backend's items as stored (docs/queue.md, "Several
+ * instances"): what SqsQueue writes and reads, and what `postgate queue`
+ * lists, shows, retries, replays and purges — the same operations as the
+ * local spool (LocalSpool), so the command works on either backend.
+ *
+ *   s3://<bucket>/<prefix>items/<itemId>/{message.eml,event.json,meta.json,state.json}
+ *   s3://<bucket>/<prefix>dead/<itemId>.json      dead letter: meta + state
+ *   SQS: {"itemId", "meta"} per item that is waiting (visible or hidden)
+ *
+ * A dead letter keeps its objects under items/ (a retry or replay needs the
+ * message); "active" are the items under items/ without a dead letter.
+ * Items hidden in SQS cannot be reached from here (only their receiver holds
+ * a receipt handle), so a purge of an active item deletes its objects and
+ * the instance that next receives its work item drops it (SqsQueue).
+ */
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+  type _Object,
+} from '@aws-sdk/client-s3';
+import { SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { Readable } from 'node:stream';
+import type { NewSpoolItem, SpoolArea, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+import { MessageBytes } from '../message/bytes.js';
+
+export interface S3SpoolOptions {
+  s3: S3Client;
+  sqs: SQSClient;
+  bucket: string;
+  prefix: string;
+  queueUrl: string;
+}
+
+const ITEM_FILES = ['message.eml', 'event.json', 'meta.json', 'state.json'] as const;
+
+export class S3Spool {
+  readonly root: string;
+
+  constructor(private readonly o: S3SpoolOptions) {
+    this.root = `s3://${o.bucket}/${o.prefix}`;
+  }
+
+  itemKey(itemId: string, file: (typeof ITEM_FILES)[number]): string {
+    return `${this.o.prefix}items/${itemId}/${file}`;
+  }
+
+  deadKey(itemId: string): string {
+    return `${this.o.prefix}dead/${itemId}.json`;
+  }
+
+  /** Stores each item's objects, then its work item: a work item never points at nothing. */
+  async put(items: readonly NewSpoolItem[], _firstAttemptAt?: number): Promise<void> {
+    for (const it of items) {
+      const id = it.meta.itemId;
+      await Promise.all([
+        this.putObject(this.itemKey(id, 'message.eml'), await it.message.content(), 'message/rfc822', it.message.size),
+        this.putObject(this.itemKey(id, 'event.json'), it.eventJson, 'application/json'),
+        this.putObject(this.itemKey(id, 'meta.json'), JSON.stringify(it.meta), 'application/json'),
+      ]);
+    }
+    for (const it of items) await this.enqueue(it.meta);
+  }
+
+  /** The work item of an item whose objects are stored. */
+  async enqueue(meta: SpoolMeta): Promise<void> {
+    await this.o.sqs.send(new SendMessageCommand({ QueueUrl: this.o.queueUrl, MessageBody: JSON.stringify({ itemId: meta.itemId, meta }) }));
+  }
+
+  /** `length` is required for a stream (S3 needs it up front). */
+  async putObject(key: string, body: Buffer | string | Readable, contentType: string, length?: number): Promise<void> {
+    const ContentLength = length ?? (body instanceof Readable ? undefined : Buffer.byteLength(body));
+    await this.o.s3.send(new PutObjectCommand({ Bucket: this.o.bucket, Key: key, Body: body, ContentType: contentType, ContentLength }));
+  }
+
+  /** An object's bytes, or null when it does not exist. */
+  async get(key: string): Promise<Buffer | null> {
+    try {
+      const r = await this.o.s3.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: key }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    } catch (err) {
+      if ((err as { name?: string }).name === 'NoSuchKey') return null;
+      throw err;
+    }
+  }
+
+  private async listAll(prefix: string): Promise<_Object[]> {
+    const out: _Object[] = [];
+    let token: string | undefined;
+    do {
+      const r = await this.o.s3.send(new ListObjectsV2Command({ Bucket: this.o.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      out.push(...(r.Contents ?? []));
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  private async deadIds(): Promise<string[]> {
+    const base = `${this.o.prefix}dead/`;
+    return (await this.listAll(base)).map((o) => o.Key!.slice(base.length)).filter((k) => k.endsWith('.json') && !k.includes('/')).map((k) => k.slice(0, -5));
+  }
+
+  /** Each stored item's meta.json object (the item's id and when it was stored). */
+  private async metaObjects(): Promise<Array<{ id: string; storedAt: number }>> {
+    const base = `${this.o.prefix}items/`;
+    return (await this.listAll(base))
+      .filter((o) => o.Key!.endsWith('/meta.json'))
+      .map((o) => ({ id: o.Key!.slice(base.length, -'/meta.json'.length), storedAt: o.LastModified?.getTime() ?? 0 }));
+  }
+
+  /** Item ids in an area, oldest first (ids start with the time-sortable queue id). */
+  async ids(area: SpoolArea): Promise<string[]> {
+    const dead = await this.deadIds();
+    if (area === 'dead') return dead.sort();
+    const isDead = new Set(dead);
+    return (await this.metaObjects())
+      .map((m) => m.id)
+      .filter((id) => !isDead.has(id))
+      .sort();
+  }
+
+  async list(area: SpoolArea): Promise<SpoolEntry[]> {
+    const out: SpoolEntry[] = [];
+    for (const id of await this.ids(area)) {
+      const e = await this.entry(area, id).catch(() => null);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  async entry(area: SpoolArea, itemId: string): Promise<SpoolEntry> {
+    if (area === 'dead') {
+      const body = await this.get(this.deadKey(itemId));
+      if (!body) throw new Error(`no dead letter ${itemId}`);
+      return JSON.parse(body.toString('utf8')) as SpoolEntry;
+    }
+    const [meta, state] = await Promise.all([this.get(this.itemKey(itemId, 'meta.json')), this.get(this.itemKey(itemId, 'state.json'))]);
+    if (!meta) throw new Error(`no item ${itemId}`);
+    // No state.json yet: not tried, or its first attempt is running.
+    const st: SpoolState = state ? (JSON.parse(state.toString('utf8')) as SpoolState) : { attempts: 0, nextAt: 0, history: [] };
+    return { meta: JSON.parse(meta.toString('utf8')) as SpoolMeta, state: st };
+  }
+
+  async content(_area: SpoolArea, itemId: string): Promise<{ message: MessageBytes; eventJson: Buffer }> {
+    const [message, eventJson] = await Promise.all([this.get(this.itemKey(itemId, 'message.eml')), this.get(this.itemKey(itemId, 'event.json'))]);
+    if (!message || !eventJson) throw new Error(`item ${itemId}: its message or event is missing`);
+    return { message: MessageBytes.of(message), eventJson };
+  }
+
+  async exists(area: SpoolArea, itemId: string): Promise<boolean> {
+    if (area === 'dead') return (await this.get(this.deadKey(itemId))) !== null;
+    return (await this.get(this.itemKey(itemId, 'meta.json'))) !== null && (await this.get(this.deadKey(itemId))) === null;
+  }
+
+  /**
+   * A dead letter back into the queue (`postgate queue retry`): its history
+   * kept in state.json, a new work item, then the dead letter removed. In
+   * that order, a crash leaves an item that is both queued and listed dead,
+   * never one that is neither.
+   */
+  async revive(itemId: string, nextAt: number): Promise<void> {
+    const e = await this.entry('dead', itemId);
+    const { deadReason: _gone, ...rest } = e.state;
+    await this.putObject(this.itemKey(itemId, 'state.json'), JSON.stringify({ ...rest, nextAt }), 'application/json');
+    await this.enqueue(e.meta);
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: this.deadKey(itemId) }] } }));
+  }
+
+  /** Removes an item's objects (and its dead letter); a waiting work item is dropped when next received. */
+  async purge(area: SpoolArea, itemId: string): Promise<void> {
+    const keys = ITEM_FILES.map((f) => ({ Key: this.itemKey(itemId, f) }));
+    if (area === 'dead') keys.push({ Key: this.deadKey(itemId) });
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: keys } }));
+  }
+
+  /** When the oldest item that is not a dead letter was stored (epoch ms), or null when there is none. */
+  async oldestStoredAt(): Promise<number | null> {
+    const dead = new Set(await this.deadIds());
+    let oldest: number | null = null;
+    for (const m of await this.metaObjects()) if (!dead.has(m.id) && (oldest === null || m.storedAt < oldest)) oldest = m.storedAt;
+    return oldest;
+  }
+}
