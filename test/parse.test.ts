@@ -15,7 +15,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import PostalMime from 'postal-mime';
-import { parseMessage, parseMailDate, stripReply, stripReplyLines, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
+import { parseMessage, parseMailDate, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
+import { stripReply, stripReplyLines } from '../src/message/reply.js';
 import { parseAddressList, decodeWords } from '../src/message/address.js';
 import { buildEmailEvent, buildInboundEmail, emailEventSchema, type Address, type AddressListItem, type Group } from '../src/message/schema.js';
 
