@@ -242,7 +242,10 @@ export function htmlToText(html: string): string {
     for (let i = 0; i < words.length; i++) {
       const w = words[i]!;
       if (i > 0) space = true;
-      if (w) write(w.replace(/\u00a0/g, ' '));
+      const v = w.replace(/\u00a0/g, ' ');
+      // a paragraph holding only &nbsp; (Outlook's empty lines) is an empty line, not text
+      if (v.trim()) write(v);
+      else if (v) space = true;
     }
   };
   const block = (k: number) => {
@@ -300,7 +303,10 @@ export function htmlToText(html: string): string {
       let href = (link.href ?? '').trim();
       if (/^mailto:/i.test(href)) href = href.slice(7);
       if (!href || href.startsWith('#') || /^javascript:/i.test(href) || href === shown) return;
-      if (shown) write(`[${href}]`);
+      if (shown) {
+        space = true;
+        write(`[${href}]`);
+      }
       // an <a> with no text (an image without alt) shows nothing: its URL alone reads as noise
       return;
     }
@@ -315,7 +321,12 @@ export function htmlToText(html: string): string {
     else if (BLOCK.has(name)) block(1);
   });
   // trailing white space of each line goes (a "-- " signature line reads as "--", which the reply stripper knows)
-  return out.join('').replace(/[ \t]+\n/g, '\n').trimEnd();
+  // and no more than one blank line in a row, as a browser shows empty paragraphs and <br>s in a row
+  return out
+    .join('')
+    .replace(/[ \t]+\n/g, '\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trimEnd();
 }
 
 // ── the reply's HTML without the quoted part ────────────────────────────────
