@@ -200,7 +200,9 @@ export function htmlToText(html: string): string {
   let linkText = ''; // text written inside the innermost open link
 
   const prefix = () => (quote ? '> '.repeat(quote) : '');
+  let gapQuote = 0; // quote depth where the owed breaks began: a blank line before a quote is not quoted
   const need = (k: number) => {
+    if (!breaks) gapQuote = quote;
     if (k > breaks) breaks = k;
   };
   const write = (s: string) => {
@@ -211,7 +213,8 @@ export function htmlToText(html: string): string {
       out.push(prefix());
     } else if (breaks) {
       // a quoted blank line is ">" (no trailing space)
-      for (let b = 0; b < breaks; b++) out.push(b < breaks - 1 ? `\n${quote ? '>'.repeat(quote) : ''}` : `\n${prefix()}`);
+      const gap = Math.min(gapQuote, quote);
+      for (let b = 0; b < breaks; b++) out.push(b < breaks - 1 ? `\n${'>'.repeat(gap)}` : `\n${prefix()}`);
       breaks = 0;
       space = false;
     } else if (space && lineOpen) {
@@ -229,6 +232,7 @@ export function htmlToText(html: string): string {
       const lines = s.replace(/\r\n?/g, '\n').split('\n');
       lines.forEach((l, i) => {
         if (i > 0 && !atStart) {
+          if (!breaks) gapQuote = quote;
           breaks = lineOpen ? Math.max(breaks, 1) : breaks + 1;
           lineOpen = false;
           space = false;
@@ -264,8 +268,8 @@ export function htmlToText(html: string): string {
       if (name === 'br') {
         if (atStart) return;
         // consecutive <br> each end a line
-        if (breaks >= 1) out.push(`\n${quote ? '>'.repeat(quote) : ''}`);
-        else breaks = 1;
+        if (breaks >= 1) out.push(`\n${'>'.repeat(quote)}`);
+        else need(1);
         lineOpen = false;
         space = false;
         return;
