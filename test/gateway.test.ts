@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startGateway, listFiles, type TestGateway } from './helpers/gateway.js';
+import { fixturePath } from './helpers/fixtures.js';
 
 const SECRET = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
 
@@ -376,6 +377,40 @@ describe('routing over SMTP: captures in URLs, plus tags, header conditions', ()
       const event = JSON.parse(hook.got[0]!.body);
       assert.equal(event.data.subject, 'urgent');
       assert.deepEqual(event.data.envelope.rcptTo, [{ address: 'x+Case9@example.test', mailboxHash: 'Case9' }]);
+      c.close();
+    } finally {
+      await tg.close();
+      hook.server.close();
+    }
+  });
+
+  test('a classification condition sends bounces to their own target and everything else to the app, over SMTP', async () => {
+    const hook = await pathReceiver(() => ({ status: 204 }));
+    const tg = await startGateway({
+      routes: [
+        {
+          recipients: ['*@example.test'],
+          targets: [
+            { type: 'webhook', url: `${hook.base}/inbound`, when: { classification: { not: 'bounce' } } },
+            { type: 'webhook', url: `${hook.base}/bounces`, when: { classification: 'bounce' } },
+          ],
+        },
+      ],
+    });
+    try {
+      const c = await RawSmtp.connect(tg.port);
+      await c.read();
+      await c.cmd('EHLO client.example');
+      const dsn = await readFile(fixturePath('eml', 'bounce-dsn.eml'), 'latin1');
+      const bounce = await sendMail(c, '', ['alice@example.test'], dsn);
+      assert.equal(bounce.data?.code, 250);
+      const person = await sendMail(c, 'a@example.org', ['alice@example.test'], simpleMessage('hello'));
+      assert.equal(person.data?.code, 250);
+      const paths = hook.got.map((g) => g.path);
+      assert.deepEqual(paths, ['/bounces', '/inbound']);
+      const event = JSON.parse(hook.got[0]!.body);
+      assert.equal(event.data.classification.bounce.recipients[0].address, 'nobody@nowhere.example.test');
+      assert.equal(event.data.classification.bounce.recipients[0].status, '5.1.1');
       c.close();
     } finally {
       await tg.close();

@@ -15,7 +15,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import PostalMime from 'postal-mime';
-import { parseMessage, parseMailDate, stripReply, stripReplyLines, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
+import { parseMessage, parseMailDate, DEFAULT_PARSE_LIMITS, type BlobSink, type ParsedContent } from '../src/message/parse.js';
+import { stripReply, stripReplyLines } from '../src/message/reply.js';
 import { parseAddressList, decodeWords } from '../src/message/address.js';
 import { buildEmailEvent, buildInboundEmail, emailEventSchema, type Address, type AddressListItem, type Group } from '../src/message/schema.js';
 
@@ -115,11 +116,19 @@ describe('bodies', () => {
     assert.deepEqual(r.parseErrors, []);
   });
 
-  test('an HTML-only message has text null (HTML is never converted to text)', async () => {
+  test('an HTML-only message has text derived from the HTML (textSource "html")', async () => {
     const r = await parseMessage(message('From: a@example.com\nContent-Type: text/html; charset=utf-8', '<p>only html</p>'));
-    assert.equal(r.text, null);
-    assert.equal(r.strippedText, null);
+    assert.equal(r.text, 'only html');
+    assert.equal(r.textSource, 'html');
+    assert.equal(r.strippedText, 'only html');
     assert.equal(r.html, '<p>only html</p>');
+  });
+
+  test('a message without bodies has textSource null', async () => {
+    const r = await parseMessage(message('From: a@example.com\nContent-Type: application/octet-stream', 'xx'));
+    assert.equal(r.text, null);
+    assert.equal(r.textSource, null);
+    assert.equal(r.strippedHtml, null);
   });
 
   // Bodies in their declared charset (RFC 2045 §5.1, RFC 2046 §4.1.2), decoded to UTF-8.

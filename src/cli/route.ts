@@ -47,7 +47,13 @@ export function describeRoute(cfg: ResolvedConfig, table: RoutingTable<RouteTarg
   lines.push('  targets');
   for (const t of targets) {
     const where = t.url ?? (t.spec.type === 'local' ? t.spec.path : '');
-    const when = t.spec.when ? `  when ${t.spec.when.header} ${t.spec.when.matches !== undefined ? `matches /${t.spec.when.matches}/` : 'is present'} (decided after DATA)` : '';
+    const w = t.spec.when;
+    const cond = !w
+      ? ''
+      : 'classification' in w && w.classification
+        ? `the message ${typeof w.classification === 'string' ? `is ${w.classification}` : `is not ${w.classification.not}`}`
+        : `${w.header} ${w.matches !== undefined ? `matches /${w.matches}/` : 'is present'}`;
+    const when = w ? `  when ${cond} (decided after DATA)` : '';
     lines.push(`    - ${t.id}  ${t.spec.required ? 'required' : 'optional'}  ${where ?? ''}${when}`);
   }
   for (const h of hooks) lines.push(`  validate     ${h.url} (asked at RCPT; not called by this command)`);

@@ -116,10 +116,22 @@ const recipientPattern = z.union([
     .describe('A regex on the local part, tied to literal domains.'),
 ]);
 
-/** Routes send recipients of a transaction here only when a header of the message matches (after DATA). */
+const mailKind = z.enum(['bounce', 'autoReply', 'bulk', 'machine']);
+
+/**
+ * A target condition, decided after DATA: a header field is present (or one
+ * of its values matches), or the message's classification (docs/payload.md
+ * `classification`) is, or is not, of a kind. One object with both forms'
+ * keys, so each problem keeps its own path (a union would report them as one).
+ */
 const targetWhen = z
   .strictObject({
-    header: z.string().min(1, { abort: true }).regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'not a header field name' }).describe('Header field name (case-insensitive).'),
+    header: z
+      .string()
+      .min(1, { abort: true })
+      .regex(/^[\x21-\x39\x3b-\x7e]+$/, { message: 'not a header field name' })
+      .optional()
+      .describe('Header field name (case-insensitive).'),
     matches: z
       .string()
       .optional()
@@ -129,9 +141,20 @@ const targetWhen = z
         const checked = checkRegex(v);
         if ('problem' in checked) ctx.addIssue({ code: 'custom', message: `regex ${JSON.stringify(v)}: ${checked.problem}` });
       }),
+    classification: z
+      .union([mailKind, z.strictObject({ not: mailKind })])
+      .optional()
+      .describe('The kind of machine mail: bounce, autoReply, bulk, or machine (any of the three); `{ not: kind }` for every other message.'),
   })
+  .superRefine((w, ctx) => {
+    if ((w.header === undefined) === (w.classification === undefined)) ctx.addIssue({ code: 'custom', message: 'give either "header" or "classification"' });
+    if (w.classification !== undefined && w.matches !== undefined) ctx.addIssue({ code: 'custom', path: ['matches'], message: '"matches" goes with "header"' });
+  })
+  .transform((w) => (w.classification !== undefined ? { classification: w.classification } : { header: w.header!, ...(w.matches !== undefined ? { matches: w.matches } : {}) }))
   .optional()
-  .describe('Header condition, evaluated after DATA: the target receives the message only when it holds. A route keeps at least one required target without one.');
+  .describe(
+    'Condition evaluated after DATA: the target receives the message only when it holds. A route keeps at least one required target without one, or a pair of required targets with `classification: K` and `classification: { not: K }`.',
+  );
 
 // abort: an empty value is reported as empty, not also as every format check after it.
 const secretRef = z.string().min(1, { abort: true });
@@ -747,9 +770,26 @@ export const configSchema = z
       });
       const checkRequired = (targets: unknown, at: (string | number)[]) => {
         const list = arr<unknown>(targets).map(obj);
-        // a required target (the default) without a header condition: the 250 always waits for something
-        if (list.length && !list.some((t) => t.required !== false && t.when === undefined)) {
-          ctx.addIssue({ code: 'custom', path: at, message: 'needs at least one required target without a "when" condition (the 250 waits for it)' });
+        // a required target (the default) without a condition: the 250 always waits for something.
+        // So does a pair of required targets with `classification: K` and `classification: { not: K }`:
+        // every message satisfies one of the two.
+        const required = list.filter((t) => t.required !== false);
+        const kinds = (neg: boolean) =>
+          new Set(
+            required.flatMap((t) => {
+              const c = obj(t.when).classification;
+              if (neg) return c && typeof c === 'object' ? [String((c as Record<string, unknown>).not)] : [];
+              return typeof c === 'string' ? [c] : [];
+            }),
+          );
+        const pos = kinds(false);
+        const covered = [...kinds(true)].some((k) => pos.has(k));
+        if (list.length && !required.some((t) => t.when === undefined) && !covered) {
+          ctx.addIssue({
+            code: 'custom',
+            path: at,
+            message: 'needs at least one required target without a "when" condition, or required targets with classification K and { not: K } (the 250 waits for it)',
+          });
         }
       };
       const routes = arr<unknown>(cfg.routes).map(obj);

@@ -93,7 +93,7 @@ export interface Destination {
  */
 export function destinationsOf(
   rt: Pick<Runtime, 'routing'>,
-  data: { envelope: { mailFrom: string; rcptTo: readonly { address: string }[]; clientAddress?: string }; headers?: readonly { name: string; value: string }[] },
+  data: { envelope: { mailFrom: string; rcptTo: readonly { address: string }[]; clientAddress?: string }; headers?: readonly { name: string; value: string }[]; classification?: { autoReply: boolean; bulk: boolean; bounce: unknown } | null },
 ): { destinations: Destination[]; unrouted: string[] } {
   const out = new Map<string, Destination>();
   const unrouted: string[] = [];
@@ -106,7 +106,7 @@ export function destinationsOf(
     let any = false;
     for (const t of resolveTargets(decision)) {
       if (t.spec.type !== 'webhook') continue;
-      if (!headerConditionHolds(rt.routing, t.spec.when, data.headers ?? [])) continue;
+      if (!headerConditionHolds(rt.routing, t.spec.when, data.headers ?? [], data.classification)) continue;
       any = true;
       const d = out.get(t.id);
       if (!d) out.set(t.id, { id: t.id, spec: t.spec, url: t.templated ? t.url : null, recipients: [r.address] });

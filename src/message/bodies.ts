@@ -39,9 +39,14 @@ export async function offloadBodies(content: ParsedContent, sink: BlobSink | nul
   if (!text && !html) return { content, bodies };
   bodies.text = text;
   bodies.html = html;
-  const stripped = text && content.strippedText !== null && Buffer.byteLength(content.strippedText, 'utf8') > limit ? null : content.strippedText;
+  const fits = (s: string | null) => (s !== null && Buffer.byteLength(s, 'utf8') > limit ? null : s);
   return {
-    content: { ...content, ...(text ? { text: null, strippedText: stripped } : {}), ...(html ? { html: null } : {}) },
+    content: {
+      ...content,
+      ...(text ? { text: null, strippedText: fits(content.strippedText) } : {}),
+      // strippedHtml is html itself when nothing was stripped: it goes with it
+      ...(html ? { html: null, strippedHtml: content.strippedHtml === content.html ? null : fits(content.strippedHtml) } : {}),
+    },
     bodies,
   };
 }

@@ -53,6 +53,8 @@ import { MailParser, type AttachmentStream, type MessageText, type StructuredHea
 import { parseHeaderBlock, type HeaderField } from './headers.js';
 import { decodeWords, isKnownCharset, charsetEncoding, parseAddressList, type ProblemSink } from './address.js';
 import { fastParse, type FastResult } from './mime.js';
+import { bodyFields } from './derived.js';
+import { classify } from './classify.js';
 import type { AddressListItem, Attachment, ParseError } from './schema.js';
 
 export type { ParsedContent } from './schema.js';
@@ -697,83 +699,6 @@ export function messageIds(value: string): string[] {
   return ids;
 }
 
-// ── reply stripping ─────────────────────────────────────────────────────────
-
-const WROTE = [
-  /^On\b.*\bwrote:\s*$/i, // Gmail, Apple Mail, Thunderbird
-  /^Le\b.*\ba écrit\s*:\s*$/i,
-  /^Am\b.*\bschrieb\b.*:\s*$/i,
-  /^El\b.*\bescribió:\s*$/i,
-  /^Op\b.*\bschreef\b.*:\s*$/i,
-  /^Il\b.*\bscritto:\s*$/i,
-];
-const WROTE_START = /^(?:On|Le|Am|El|Op|Il)\b/i;
-const ORIGINAL_MESSAGE = /^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original|Oorspronkelijk bericht)\s*-{2,}\s*$/i;
-const OUTLOOK_FROM = /^\s*\*?(?:From|De|Von|Van|Da):\*?\s/i;
-const OUTLOOK_SENT = /^\s*\*?(?:Sent|Date|Envoyé|Gesendet|Verzonden|Enviado|Inviato):\*?\s/i;
-
-/**
- * A line that could start any of the cuts in stripReply, or a quoted line
- * (a superset: `\s*` may run across line ends, and `^` also matches after a
- * lone CR or U+2028; the per-line rules decide).
- */
-const MAY_STRIP = /^(?:(?:On|Le|Am|El|Op|Il)\b|\s*(?:>|--|_{10}|\*?(?:From|De|Von|Van|Da):))/im;
-
-/**
- * The new text of a reply: cut at the first quoted-history marker (a
- * Gmail-style "On … wrote:" line, possibly wrapped onto two lines; Outlook's
- * "-----Original Message-----", its "____" rule or its "From: … Sent: …"
- * header block), drop the remaining ">" quoted lines (RFC 3676 §4.5
- * quote marks), and cut the signature at the "-- " separator (RFC 3676 §4.3).
- */
-export function stripReply(text: string): string {
-  const normal = text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
-  // Most text has no line any rule below looks at: one scan says so, and the
-  // answer is then the text itself (no split, no per-line tests).
-  return MAY_STRIP.test(normal) ? stripReplyLines(normal) : normal.trimEnd();
-}
-
-/** stripReply's rules line by line, on text with LF line ends (exported for the test that checks the pre-scan). */
-export function stripReplyLines(normal: string): string {
-  const lines = normal.split('\n');
-  let end = lines.length;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    const next = lines[i + 1] ?? '';
-    // every WROTE pattern starts with one of these words: one test instead of six on most lines
-    if (WROTE_START.test(line) && WROTE.some((re) => re.test(line))) {
-      end = i;
-      break;
-    }
-    // Gmail wraps a long attribution line: "On Mon, … Jane Doe <\njane@example.com> wrote:"
-    if (/^(On|Le|Am|El|Op|Il)\b/.test(line) && line.length + next.length < 400 && WROTE.some((re) => re.test(`${line} ${next}`))) {
-      end = i;
-      break;
-    }
-    if (ORIGINAL_MESSAGE.test(line)) {
-      end = i;
-      break;
-    }
-    if (/^\s*_{10,}\s*$/.test(line) && OUTLOOK_FROM.test(next)) {
-      end = i;
-      break;
-    }
-    if (OUTLOOK_FROM.test(line) && lines.slice(i + 1, i + 5).some((l) => OUTLOOK_SENT.test(l))) {
-      end = i;
-      break;
-    }
-    if (line === '-- ' || line === '--') {
-      end = i;
-      break;
-    }
-  }
-  return lines
-    .slice(0, end)
-    .filter((l) => !/^\s*>/.test(l))
-    .join('\n')
-    .trimEnd(); // the same white space as /\s+$/ (ECMAScript WhiteSpace and LineTerminator), without its rescans
-}
-
 // ── attachments ─────────────────────────────────────────────────────────────
 
 function attachmentMeta(att: AttachmentStream): Omit<Attachment, 'size' | 'sha256'> {
@@ -835,7 +760,11 @@ function toReadable(input: Readable | Buffer): Readable {
 
 const SINGLE = ['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'subject', 'date', 'message-id', 'in-reply-to', 'references'];
 
-function headerFields(headers: HeaderField[], rawHeader: Buffer, report: ProblemSink): Omit<ParsedContent, 'text' | 'html' | 'strippedText' | 'attachments' | 'parseErrors' | 'headers'> {
+function headerFields(
+  headers: HeaderField[],
+  rawHeader: Buffer,
+  report: ProblemSink,
+): Omit<ParsedContent, 'text' | 'textSource' | 'html' | 'strippedText' | 'strippedSignature' | 'strippedHtml' | 'classification' | 'attachments' | 'parseErrors' | 'headers'> {
   // One pass over the fields: every lookup below is by lower-case name.
   const byName = new Map<string, string[]>();
   for (const h of headers) {
@@ -985,9 +914,9 @@ function assemble(rootHeader: Buffer, text: string | null, html: string | null, 
   return {
     headers,
     ...fields,
-    text,
-    html,
-    strippedText: text === null ? null : stripReply(text),
+    // text derived from the HTML when there is no text part, and the reply without quote and signature (derived.ts)
+    ...bodyFields(text, html),
+    classification: classify(headers, attachments),
     attachments,
     parseErrors,
   };

@@ -172,6 +172,48 @@ export const parseErrorSchema = z
   })
   .meta({ id: 'ParseError', description: 'Something in the message was malformed or over a limit; the rest was parsed anyway.' });
 
+// ── machine mail (RFC 3834, RFC 2369/2919, RFC 3464) ───────────────────────
+
+export const bouncedRecipientSchema = z
+  .object({
+    address: z.string().describe('The recipient whose delivery failed: the `Final-Recipient` of the report (RFC 3464 §2.3.2), without its address type.'),
+    originalRecipient: z.string().nullable().describe('`Original-Recipient` (RFC 3464 §2.3.1), the address as the sender gave it; null when absent.'),
+    action: z.string().nullable().describe('`Action` (RFC 3464 §2.3.3), lower-case: "failed" for every listed recipient.'),
+    status: z
+      .string()
+      .nullable()
+      .describe('`Status`: the enhanced status code (RFC 3463), e.g. "5.1.1" (bad mailbox); null when the report has none.'),
+    diagnostic: z
+      .string()
+      .nullable()
+      .describe('`Diagnostic-Code` without its type (RFC 3464 §2.3.6): for SMTP, the remote server\'s reply, e.g. "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown"; null when absent.'),
+    remoteMta: z.string().nullable().describe('`Remote-MTA` without its type (RFC 3464 §2.3.5): the server that refused; null when absent.'),
+  })
+  .meta({ id: 'BouncedRecipient', description: 'One failed recipient of a delivery status notification (RFC 3464 §2.3).' });
+
+export const bounceSchema = z
+  .object({
+    recipients: z
+      .array(bouncedRecipientSchema)
+      .describe('The recipients whose delivery failed (`Action: failed`), in report order (at most 100); [] when the report itself was not kept (over a limit or in the blob store).'),
+    reportingMta: z.string().nullable().describe('`Reporting-MTA` without its type (RFC 3464 §2.2.2): the server that wrote the report; null when absent.'),
+    originalMessageId: z
+      .string()
+      .nullable()
+      .describe('Message-ID of the message that bounced, without angle brackets, from the returned message or its headers (message/rfc822 or text/rfc822-headers, RFC 6522 §3); null when the report returns neither or it has no Message-ID.'),
+  })
+  .meta({ id: 'Bounce', description: 'A bounce: a delivery status notification (multipart/report; report-type=delivery-status, RFC 3464) reporting at least one failed recipient.' });
+
+export const classificationSchema = z
+  .object({
+    autoReply: z
+      .boolean()
+      .describe('An automatic reply (vacation, out-of-office, auto-responder) or other machine-sent message: `Auto-Submitted` other than "no" (RFC 3834 §5), `Precedence: auto_reply`, `X-Autoreply` or `X-Autorespond`, or a delivery report without failures (delays, successes). False for a bounce.'),
+    bulk: z.boolean().describe('Bulk or list mail: `Precedence: bulk`, `list` or `junk`, or a `List-Id` (RFC 2919) or `List-Unsubscribe` (RFC 2369, RFC 8058) header.'),
+    bounce: bounceSchema.nullable().describe('The bounce, when the message is a delivery status notification with a failed recipient (RFC 3464); null otherwise.'),
+  })
+  .meta({ id: 'Classification', description: 'Whether a machine sent the message, and what kind: automatic reply, bulk or list mail, bounce.' });
+
 // ── the message ─────────────────────────────────────────────────────────────
 
 export const inboundEmailSchema = z
@@ -207,7 +249,11 @@ export const inboundEmailSchema = z
     text: z
       .string()
       .nullable()
-      .describe('The text/plain body (all inline text/plain parts, joined), decoded to UTF-8 from its charset, line ends LF; null when the message has no text/plain part, or when the body was larger than `blobs.bodyInlineLimit` and went to the blob store (then `textBlob` links it).'),
+      .describe('The text/plain body (all inline text/plain parts, joined), decoded to UTF-8 from its charset, line ends LF; when there is no text/plain part, text derived from the HTML body (`textSource` "html"); null when the message has neither, or when the body was larger than `blobs.bodyInlineLimit` and went to the blob store (then `textBlob` links it).'),
+    textSource: z
+      .enum(['text', 'html'])
+      .nullable()
+      .describe('Where `text` came from: "text" from text/plain parts, "html" derived from the HTML body (links as `text [url]`, no script or style content); null when the message has neither body.'),
     textBlob: blobRefSchema
       .nullable()
       .describe('The text body when it was too large to carry inside the event (claim check): fetch `url` for the UTF-8 text; null when `text` is inline or absent.'),
@@ -221,7 +267,16 @@ export const inboundEmailSchema = z
     strippedText: z
       .string()
       .nullable()
-      .describe('The text body without quoted history (">" lines, "On … wrote:" and Outlook "Original Message" / "From: … Sent:" blocks) and without the signature (after a "-- " line); null when there is no text body, or when even the stripped reply is larger than `blobs.bodyInlineLimit`.'),
+      .describe('The text body without quoted history (">" lines, "On … wrote:" and Outlook "Original Message" / "From: … Sent:" blocks) and without the signature (after a "-- " line, or a mail app\'s "Sent from my iPhone" line); for text derived from HTML, the text of `strippedHtml` so stripped. Null when there is no text body, or when even the stripped reply is larger than `blobs.bodyInlineLimit`.'),
+    strippedSignature: z
+      .string()
+      .nullable()
+      .describe('The signature block taken off the reply: the lines after a "-- " separator (RFC 3676 §4.3) up to any quoted history, or a mail app\'s sign-off line ("Sent from my iPhone", "Get Outlook for iOS") and what follows it; null when none was recognised.'),
+    strippedHtml: z
+      .string()
+      .nullable()
+      .describe('The HTML body without the quoted message, for the markup of Gmail (div.gmail_quote), Outlook (divRplyFwdMsg, the border-top separator, the From/Sent block), Apple Mail (blockquote type=cite), Thunderbird (div.moz-cite-prefix) and Yahoo (div.yahoo_quoted); equal to `html` when no quote is recognised; null when there is no HTML body, or when the HTML went to the blob store and even the stripped HTML is larger than `blobs.bodyInlineLimit`.'),
+    classification: classificationSchema,
     attachments: z.array(attachmentSchema).describe('Every non-body part (attachments and inline resources), in message order.'),
     raw: z
       .object({
@@ -263,6 +318,9 @@ export type Envelope = z.infer<typeof envelopeSchema>;
 export type Attachment = z.infer<typeof attachmentSchema>;
 export type BlobRef = z.infer<typeof blobRefSchema>;
 export type ParseError = z.infer<typeof parseErrorSchema>;
+export type Classification = z.infer<typeof classificationSchema>;
+export type Bounce = z.infer<typeof bounceSchema>;
+export type BouncedRecipient = z.infer<typeof bouncedRecipientSchema>;
 export type InboundEmail = z.infer<typeof inboundEmailSchema>;
 export type EmailEvent = z.infer<typeof emailEventSchema>;
 
@@ -337,10 +395,14 @@ export function buildInboundEmail(opts: {
     inReplyTo: c.inReplyTo,
     references: c.references,
     text: c.text,
+    textSource: c.textSource,
     textBlob: opts.bodies?.text ?? null,
     html: c.html,
     htmlBlob: opts.bodies?.html ?? null,
     strippedText: c.strippedText,
+    strippedSignature: c.strippedSignature,
+    strippedHtml: c.strippedHtml,
+    classification: c.classification,
     attachments: c.attachments,
     raw: opts.raw,
     auth: opts.auth ?? null,

@@ -41,12 +41,29 @@ export interface HeaderCondition {
   matches?: string | undefined;
 }
 
+/** The kinds of machine mail a target condition can name (docs/routing.md "Classification conditions"). */
+export type MailKind = 'bounce' | 'autoReply' | 'bulk' | 'machine';
+
+/** A classification condition on a target: the message is (or, with `not`, is not) of a kind. */
+export interface ClassificationCondition {
+  classification: MailKind | { not: MailKind };
+}
+
+export type TargetCondition = HeaderCondition | ClassificationCondition;
+
+/** The parsed message's classification, as the event carries it (message/schema.ts). */
+export interface MessageClass {
+  autoReply: boolean;
+  bulk: boolean;
+  bounce: unknown;
+}
+
 export interface RoutableTarget {
   id: string;
   required?: boolean | undefined;
   /** A webhook URL; `{name}` placeholders in its path and query take recipient values. */
   url?: string | undefined;
-  when?: HeaderCondition | undefined;
+  when?: TargetCondition | undefined;
 }
 
 /** `local@domain` with `*` wildcards in the local part, `*` alone (catch-all), or a regex on the local part. */
@@ -269,10 +286,11 @@ export function buildRoutingTable<T extends RoutableTarget>(
   const headerRegex = new Map<string, RegExp>();
   let order = 0;
   const addHeaderRegex = (t: RoutableTarget) => {
-    if (t.when?.matches !== undefined && !headerRegex.has(t.when.matches)) {
-      const checked = checkRegex(t.when.matches);
-      if ('problem' in checked) throw new Error(`header regex ${JSON.stringify(t.when.matches)}: ${checked.problem}`);
-      headerRegex.set(t.when.matches, new RegExp(t.when.matches, 'iu'));
+    const when = t.when;
+    if (when && 'header' in when && when.matches !== undefined && !headerRegex.has(when.matches)) {
+      const checked = checkRegex(when.matches);
+      if ('problem' in checked) throw new Error(`header regex ${JSON.stringify(when.matches)}: ${checked.problem}`);
+      headerRegex.set(when.matches, new RegExp(when.matches, 'iu'));
     }
   };
   routes.forEach((def, index) => {
@@ -502,16 +520,32 @@ export function resolveTargets<T extends RoutableTarget>(decision: Extract<RcptD
   return out;
 }
 
+/** Whether a message is of a kind: `machine` is any of the three. */
+export function isKind(c: MessageClass, kind: MailKind): boolean {
+  if (kind === 'bounce') return c.bounce !== null && c.bounce !== undefined;
+  if (kind === 'autoReply') return c.autoReply;
+  if (kind === 'bulk') return c.bulk;
+  return c.autoReply || c.bulk || (c.bounce !== null && c.bounce !== undefined);
+}
+
 /**
- * Whether a target's header condition holds for a message's headers (after
- * DATA). A target without a condition always receives the message.
+ * Whether a target's condition holds for a message (after DATA): a header
+ * condition on its headers, a classification condition on its
+ * classification (an event without one is no machine mail). A target without
+ * a condition always receives the message.
  */
 export function headerConditionHolds(
   table: RoutingTable,
-  when: HeaderCondition | undefined,
+  when: TargetCondition | undefined,
   headers: readonly { name: string; value: string }[],
+  classification?: MessageClass | null,
 ): boolean {
   if (!when) return true;
+  if ('classification' in when) {
+    const c = classification ?? { autoReply: false, bulk: false, bounce: null };
+    const cond = when.classification;
+    return typeof cond === 'string' ? isKind(c, cond) : !isKind(c, cond.not);
+  }
   const name = when.header.toLowerCase();
   const values = headers.filter((h) => h.name.toLowerCase() === name).map((h) => h.value);
   if (when.matches === undefined) return values.length > 0;

@@ -537,7 +537,7 @@ export function createSmtpServer(
         const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
         const deliveries = planDeliveries(
           env.rcptTo.map((r) => ({ address: r.address, targets: txn.rcpts.get(r.address)?.targets ?? [] })),
-          (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers),
+          (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers, event.data.classification),
           msg,
           ctx.targetFor,
           (json) => claimCheckOnce(json, ctx.blobs),
