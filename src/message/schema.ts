@@ -186,7 +186,7 @@ export const bouncedRecipientSchema = z
     diagnostic: z
       .string()
       .nullable()
-      .describe('`Diagnostic-Code` without its type (RFC 3464 §2.3.6): for SMTP, the remote server\'s reply, e.g. "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown"; null when absent.'),
+      .describe('`Diagnostic-Code` without its type (RFC 3464 §2.3.6): for SMTP, the remote server\'s reply (its code, enhanced code and text, e.g. a 550 with 5.1.1 for an unknown user); null when absent.'),
     remoteMta: z.string().nullable().describe('`Remote-MTA` without its type (RFC 3464 §2.3.5): the server that refused; null when absent.'),
   })
   .meta({ id: 'BouncedRecipient', description: 'One failed recipient of a delivery status notification (RFC 3464 §2.3).' });
