@@ -28,7 +28,7 @@ import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
 import { DsnNotifier } from './dsn/notifier.js';
 import { queueReport } from './dsn/queue-report.js';
-import { announceLocalOutcome } from './queue/outcome.js';
+import { announceLocalOutcome, announceSharedOutcome } from './queue/outcome.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
@@ -372,7 +372,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   };
   const backend = cfg.queue.backend;
   if (cfg.routes.some((r) => r.mode !== 'sync') && backend.type === 's3-sqs') {
-    // Several instances share the queue; ETRN and queued DSNs need the local spool.
+    // Several instances share the queue (ETRN needs the local spool).
     const at = { region: backend.region, endpoint: backend.endpoint };
     const sqsQueue = new SqsQueue({
       s3: aws.s3({ ...at, forcePathStyle: backend.forcePathStyle }),
@@ -382,6 +382,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       queueUrl: backend.queueUrl,
       pollWaitS: Math.min(20, Math.round(backend.pollWait / 1000)),
       rescanMs: cfg.queue.rescanInterval,
+      onFinal: notifier ? (store, meta, delivered, error, content) => announceSharedOutcome(store, meta, delivered, error, content, (o) => queueReport(notifier, o)) : undefined,
       ...queueDeps,
     });
     await sqsQueue.start();

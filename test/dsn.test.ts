@@ -11,6 +11,9 @@ import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { RawSmtp, type Reply } from './helpers/smtp-client.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { waitFor } from './helpers/wait.js';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 
 interface Relayed {
   from: string | false;
@@ -169,6 +172,81 @@ describe('DSN (RFC 3461/3464) through a relay', () => {
     await waitFor(() => tg.logs.filter((l) => l.msg === 'queued delivery dead-lettered').length >= deadBefore + 2, 5000, 'dead letters');
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(relay.got.length, before);
+  });
+});
+
+describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
+  let relay: Awaited<ReturnType<typeof startRelay>>;
+  let hook: Receiver;
+  let second: Receiver;
+  let secondUp = false;
+  let aws: LocalS3;
+  let sqs: SQSClient;
+  let tg: TestGateway;
+
+  before(async () => {
+    relay = await startRelay();
+    aws = await startS3();
+    await aws.createBucket('dsn-spool');
+    sqs = new SQSClient({ region: TEST_REGION, endpoint: aws.endpoint });
+    const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'postgate-dsn' }))).QueueUrl!;
+    hook = await startReceiver((r) =>
+      /subject":"report me/.test(r.body.toString('utf8')) ? { status: 200, json: { action: 'reject', code: 550, enhanced: '5.1.1', message: 'No such mailbox' } } : { status: 204 },
+    );
+    second = await startReceiver(() => ({ status: secondUp ? 204 : 503 }));
+    tg = await startGateway({
+      dsn: { relay: { host: '127.0.0.1', port: relay.port } },
+      queue: {
+        retry: { initialDelay: '200ms', maxDelay: '300ms' },
+        backend: { type: 's3-sqs', bucket: 'dsn-spool', prefix: 'q/', queueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
+      },
+      routes: [
+        { recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] },
+        { recipients: ['*@two.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'one', url: hook.url }, { type: 'webhook', id: 'two', url: second.url }] },
+      ],
+    });
+  });
+  after(async () => {
+    await tg.close();
+    await hook.close();
+    await second.close();
+    await relay.close();
+    sqs.destroy();
+    await aws.stop();
+  });
+
+  test('a refused item → one "failed" report, claimed once in the bucket', async () => {
+    const before = relay.got.length;
+    const r = await sendWithDsn(tg.port, 'author@sender.test', 'RET=HDRS ENVID=s3-1', 'no@q.test', 'NOTIFY=FAILURE', BODY);
+    assert.equal(r.data?.code, 250);
+    await waitFor(() => relay.got.length > before, 10_000, 'the DSN');
+    const dsn = relay.got.at(-1)!;
+    assert.equal(dsn.from, '');
+    assert.deepEqual(dsn.to, ['author@sender.test']);
+    const [perMessage, perRcpt] = statusFields(String((await simpleParser(dsn.raw)).text));
+    assert.equal(perMessage!['original-envelope-id'], 's3-1');
+    assert.equal(perRcpt!.action, 'failed');
+    assert.equal(perRcpt!.status, '5.1.1');
+    const markers = (await aws.client.send(new ListObjectsV2Command({ Bucket: 'dsn-spool', Prefix: 'q/dsn/' }))).Contents ?? [];
+    assert.equal(markers.length, 1, 'the report is claimed in the bucket');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(relay.got.length, before + 1, 'one report');
+  });
+
+  test('NOTIFY=SUCCESS with two targets → one "delivered" report, only after both have it', async () => {
+    const before = relay.got.length;
+    const r = await sendWithDsn(tg.port, 'author@sender.test', '', 'ok@two.test', 'NOTIFY=SUCCESS', BODY.replace('report me', 'two targets'));
+    assert.equal(r.data?.code, 250);
+    await waitFor(() => second.got.length >= 2, 10_000, 'the second target failing twice');
+    assert.ok(hook.got.some((g) => /two targets/.test(g.body.toString('utf8'))), 'the first target has it');
+    assert.equal(relay.got.length, before, 'no report while the second target has not got it');
+    secondUp = true;
+    await waitFor(() => relay.got.length > before, 10_000, 'the delivered report');
+    const [, perRcpt] = statusFields(String((await simpleParser(relay.got.at(-1)!.raw)).text));
+    assert.equal(perRcpt!.action, 'delivered');
+    assert.equal(perRcpt!['final-recipient'], 'rfc822; ok@two.test');
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal(relay.got.length, before + 1, 'one report for the message');
   });
 });
 

@@ -10,7 +10,8 @@
 import type { GatewayError } from '../core/errors.js';
 import type { EmailEvent } from '../message/event.js';
 import type { MessageBytes } from '../message/bytes.js';
-import type { LocalSpool, SpoolEntry } from './spool.js';
+import type { LocalSpool, SpoolEntry, SpoolMeta } from './spool.js';
+import type { S3Spool } from './s3-spool.js';
 
 export type MessageOutcome =
   /** `original` is the message's header block (a success report carries headers only). */
@@ -65,4 +66,31 @@ export async function announceLocalOutcome(
   const { message, eventJson } = await spool.content('dead', entry.meta.itemId);
   const sent = await listener({ queueId, delivered: false, event: eventOf(eventJson), original: await message.buffer(), error: error! });
   if (sent) await spool.saveState('dead', entry.meta.itemId, { ...entry.state, dsnSent: true });
+}
+
+/**
+ * The S3 + SQS backend's announcement, with the same rule as the local
+ * spool's, across instances: the message is finished when none of its
+ * required items is still waiting in the bucket (a delivered item's objects
+ * are deleted before this runs, so of two items finishing at once on two
+ * instances at least the later one sees the other gone) and one report per
+ * message is claimed in the bucket before it is sent (S3Spool.claimReport).
+ */
+export async function announceSharedOutcome(
+  store: S3Spool,
+  meta: SpoolMeta,
+  delivered: boolean,
+  error: GatewayError | undefined,
+  content: { message: MessageBytes; eventJson: Buffer },
+  listener: OutcomeListener,
+): Promise<void> {
+  if (!meta.required) return;
+  const { waiting, dead } = await store.siblingsOf(meta.queueId, meta.itemId);
+  if (delivered && (waiting.some((m) => m.required) || dead.some((e) => e.meta.required))) return;
+  if (!(await store.claimReport(meta.queueId))) return;
+  const event = JSON.parse(content.eventJson.toString('utf8')) as EmailEvent;
+  const sent = delivered
+    ? await listener({ queueId: meta.queueId, delivered: true, event, original: await content.message.readHead(HEADER_BYTES) })
+    : await listener({ queueId: meta.queueId, delivered: false, event, original: await content.message.buffer(), error: error! });
+  if (!sent) await store.releaseReport(meta.queueId);
 }

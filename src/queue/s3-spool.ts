@@ -17,6 +17,7 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  S3ServiceException,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
@@ -174,6 +175,57 @@ export class S3Spool {
     const keys = ITEM_FILES.map((f) => ({ Key: this.itemKey(itemId, f) }));
     if (area === 'dead') keys.push({ Key: this.deadKey(itemId) });
     await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: keys } }));
+  }
+
+  private reportKey(queueId: string): string {
+    return `${this.o.prefix}dsn/${queueId}`;
+  }
+
+  /**
+   * The other items of a message (its targets), by the queue id their item
+   * ids start with: those still waiting and the dead letters.
+   */
+  async siblingsOf(queueId: string, except: string): Promise<{ waiting: SpoolMeta[]; dead: SpoolEntry[] }> {
+    const dead = (await this.deadIds()).filter((id) => id.startsWith(`${queueId}-`) && id !== except);
+    const isDead = new Set(dead);
+    const waitingIds = (await this.metaObjects()).map((m) => m.id).filter((id) => id.startsWith(`${queueId}-`) && id !== except && !isDead.has(id));
+    const waiting: SpoolMeta[] = [];
+    for (const id of waitingIds) {
+      const meta = await this.get(this.itemKey(id, 'meta.json'));
+      if (meta) waiting.push(JSON.parse(meta.toString('utf8')) as SpoolMeta);
+    }
+    const deadEntries: SpoolEntry[] = [];
+    for (const id of dead) {
+      const e = await this.entry('dead', id).catch(() => null);
+      if (e) deadEntries.push(e);
+    }
+    return { waiting, dead: deadEntries };
+  }
+
+  /**
+   * Claims the one delivery status report of a message for this instance:
+   * an object created only if it does not exist (a conditional PUT,
+   * If-None-Match), so two instances finishing a message's last items at
+   * once do not both report it. False when the report is taken. A server
+   * without conditional writes is still checked first (a read of the marker):
+   * only two claims in the same moment could then both succeed.
+   */
+  async claimReport(queueId: string): Promise<boolean> {
+    if ((await this.get(this.reportKey(queueId))) !== null) return false;
+    try {
+      await this.o.s3.send(
+        new PutObjectCommand({ Bucket: this.o.bucket, Key: this.reportKey(queueId), Body: new Date().toISOString(), ContentType: 'text/plain', IfNoneMatch: '*' }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 412 || err.$metadata.httpStatusCode === 409)) return false;
+      throw err;
+    }
+  }
+
+  /** Gives a claimed report back (it could not be sent), so a later outcome may send it. */
+  async releaseReport(queueId: string): Promise<void> {
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: this.reportKey(queueId) }] } }));
   }
 
   /** When the oldest item that is not a dead letter was stored (epoch ms), or null when there is none. */

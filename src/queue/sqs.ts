@@ -28,6 +28,7 @@ import {
   type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
+import type { GatewayError } from '../core/errors.js';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
 import { S3Spool } from './s3-spool.js';
 import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
@@ -47,6 +48,8 @@ export interface SqsQueueOptions extends QueueDeliveryDeps {
   pollWaitS: number;
   /** How often the age of the oldest stored item is measured (a listing of the bucket's items). */
   rescanMs?: number;
+  /** After an item's last attempt (delivered, or dead with the error): the message's outcome (queue/outcome.ts). */
+  onFinal?: (store: S3Spool, meta: SpoolMeta, delivered: boolean, error: GatewayError | undefined, content: { message: MessageBytes; eventJson: Buffer }) => Promise<void>;
 }
 
 export class SqsQueue {
@@ -188,6 +191,7 @@ export class SqsQueue {
       );
       log.info({ attempts }, 'queued delivery succeeded');
       this.o.onAttempt?.(meta, 'delivered');
+      await this.final(meta, true, undefined, message!, eventJson!, log);
       return;
     }
     const state: SpoolState = { attempts, nextAt: 0, history: [...history, attemptRecord(this.o.now(), error)].slice(-MAX_HISTORY) };
@@ -199,6 +203,7 @@ export class SqsQueue {
       this.dead++;
       log.warn({ attempts, reason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
       this.o.onAttempt?.(meta, 'dead');
+      if (message && eventJson) await this.final(meta, false, error, message, eventJson, log);
       return;
     }
     const delayMs = retryDelay(attempts, this.o.policy, this.o.random ?? Math.random, error.retryAfterMs);
@@ -209,6 +214,10 @@ export class SqsQueue {
     );
     log.info({ attempts, nextInMs: delayMs, code: error.code, err: error.message }, 'queued delivery failed, will retry');
     this.o.onAttempt?.(meta, 'retry');
+  }
+
+  private async final(meta: SpoolMeta, delivered: boolean, error: GatewayError | undefined, message: Buffer, eventJson: Buffer, log: { error(o: object, msg: string): void }): Promise<void> {
+    await this.o.onFinal?.(this.store, meta, delivered, error, { message: MessageBytes.of(message), eventJson }).catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
   }
 
   async stop(): Promise<void> {
