@@ -372,7 +372,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   };
   const backend = cfg.queue.backend;
   if (cfg.routes.some((r) => r.mode !== 'sync') && backend.type === 's3-sqs') {
-    // Several instances share the queue (ETRN needs the local spool).
+    // Several instances share the queue: items in S3, work items in SQS.
     const at = { region: backend.region, endpoint: backend.endpoint };
     const sqsQueue = new SqsQueue({
       s3: aws.s3({ ...at, forcePathStyle: backend.forcePathStyle }),
@@ -388,6 +388,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     await sqsQueue.start();
     queue = { spool: sqsQueue, worker: sqsQueue, maxItems: cfg.queue.maxItems };
     sessionCtx.queue = queue;
+    const etrnClients = createAddressMatcher(cfg.queue.etrn.allowed);
+    policy.etrn = (node, client) => etrnReply(node, etrnClients.matches(client), sqsQueue);
     for (const g of queueGauges(sqsQueue)) metrics.registry.registerMetric(g);
   } else if (cfg.routes.some((r) => r.mode !== 'sync')) {
     const spool = new LocalSpool(cfg.queue.path!);

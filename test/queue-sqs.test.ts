@@ -168,6 +168,54 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
     }
   });
 
+  test('ETRN to one instance starts the items another instance holds for its retry pause (RFC 1985, the request passed on through the bucket)', async () => {
+    const QueueUrl = await createQueue('postgate-etrn');
+    let up = false;
+    const hook = await startReceiver(() => ({ status: up ? 204 : 503 }));
+    const doc = (prefix: string) => ({
+      queue: {
+        // A failed attempt waits at least half an hour: only ETRN brings it back within the test.
+        retry: { initialDelay: '1h', maxDelay: '2h', maxAge: '1d' },
+        etrn: { allowed: ['127.0.0.1'] },
+        backend: { type: 's3-sqs', bucket: 'spool', prefix, queueUrl: QueueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
+      },
+      routes: [{ recipients: ['*@d.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url, timeout: '2s' }] }],
+    });
+    const a = await startGateway(doc('etrn/'));
+    const b = await startGateway(doc('etrn/'));
+    try {
+      const c = await RawSmtp.connect(a.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      assert.equal((await sendMail(c, 's@example.org', ['x@d.test'], simpleMessage('etrn me'))).data?.code, 250);
+      c.close();
+      const retrying = (g: typeof a) => g.logs.some((l) => l.msg === 'queued delivery failed, will retry');
+      await waitFor(() => retrying(a) || retrying(b), 15_000, 'a failed first attempt');
+      const holder = retrying(a) ? a : b;
+      const other = holder === a ? b : a;
+      up = true;
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(hook.got.length, 1, 'held for its pause: no second attempt on its own');
+
+      const e = await RawSmtp.connect(other.port);
+      await e.read();
+      const ehlo = await e.cmd('EHLO c.example');
+      assert.ok(ehlo.lines.some((l) => /ETRN/.test(l)), 'ETRN is offered with this backend');
+      const etrn = await e.cmd('ETRN d.test');
+      assert.equal(etrn.code, 250);
+      assert.equal(etrn.text, '2.0.0 Queuing for node d.test started');
+      assert.equal((await e.cmd('ETRN bad..node')).code, 501);
+      e.close();
+      await waitFor(() => hook.got.length >= 2, 15_000, 'the held item delivered after ETRN at the other instance');
+      assert.ok(holder.logs.some((l) => l.msg === 'ETRN from another instance: held items shown' && l.node === 'd.test'));
+      assert.equal(new Set(hook.got.map((g) => g.headers['webhook-id'])).size, 1);
+    } finally {
+      await a.close();
+      await b.close();
+      await hook.close();
+    }
+  });
+
   test('a refusal becomes a dead letter in S3 with its history', async () => {
     const QueueUrl = await createQueue('postgate-dead');
     const hook = await startReceiver(() => ({ status: 200, json: { action: 'reject', message: 'no' } }));

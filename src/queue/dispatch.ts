@@ -25,7 +25,7 @@ export interface SpoolWriter {
 export interface QueueRunner {
   add(entries: readonly SpoolEntry[]): void;
   pending(match?: (meta: SpoolMeta) => boolean): number;
-  flush(match: (meta: SpoolMeta) => boolean): number;
+  flush(match: (meta: SpoolMeta) => boolean, node: string): number | null;
   stats(): { depth: number; oldestAgeMs: number; dead: number };
   stop(): Promise<void>;
 }

@@ -88,6 +88,15 @@ export class S3Spool {
     }
   }
 
+  /** The objects under a prefix (every page). */
+  objects(prefix: string): Promise<_Object[]> {
+    return this.listAll(prefix);
+  }
+
+  async remove(key: string): Promise<void> {
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: key }] } }));
+  }
+
   private async listAll(prefix: string): Promise<_Object[]> {
     const out: _Object[] = [];
     let token: string | undefined;

@@ -31,8 +31,13 @@ import {
 import type { GatewayError } from '../core/errors.js';
 import type { NewSpoolItem, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
 import { S3Spool } from './s3-spool.js';
+import { nodeMatcher } from './etrn.js';
 import { attemptItem, attemptRecord, deadReason, retryDelay, type QueueDeliveryDeps } from './attempt.js';
 import { MessageBytes } from '../message/bytes.js';
+
+/** How often an instance reads the other instances' ETRN requests, and how long a request is kept. */
+const ETRN_POLL_MS = 2_000;
+const ETRN_KEEP_MS = 10 * 60_000;
 
 /** SQS's longest visibility timeout: 12 hours. */
 const MAX_VISIBILITY_S = 43_200;
@@ -63,6 +68,16 @@ export class SqsQueue {
   private dead = 0;
   private oldestAt: number | null = null;
   private oldestTimer: NodeJS.Timeout | null = null;
+  /**
+   * Items this instance hid for their retry pause, with the receipt handle
+   * that can show them again (only the last receiver holds a valid one): what
+   * ETRN can start here.
+   */
+  private readonly held = new Map<string, { receipt: string; meta: SpoolMeta }>();
+  private readonly instance = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  private etrnTimer: NodeJS.Timeout | null = null;
+  private readonly etrnSeen = new Set<string>();
+  private readonly startedAt = Date.now();
   private abort = new AbortController();
 
   constructor(private readonly o: SqsQueueOptions) {
@@ -73,6 +88,7 @@ export class SqsQueue {
   async start(): Promise<{ recovered: number; discarded: number }> {
     await this.refreshDepth();
     await this.refreshOldest();
+    this.watchEtrn();
     this.loop = this.poll();
     return { recovered: this.depth, discarded: 0 };
   }
@@ -91,9 +107,67 @@ export class SqsQueue {
     return this.depth;
   }
 
-  /** ETRN cannot make hidden SQS messages visible early: not offered with this backend. */
-  flush(): number {
-    return 0;
+  /**
+   * ETRN (RFC 1985) on a shared queue: shows this instance's held items of
+   * the node at once and leaves the request in the bucket for the others
+   * (`<prefix>etrn/<time>-<instance>`, the node as its body), which look
+   * every ETRN_POLL_MS while they hold items. How many start in all is not
+   * known here: null (250, not 253).
+   */
+  flush(match: (meta: SpoolMeta) => boolean, node: string): number | null {
+    this.showHeld(match);
+    const key = `${this.o.prefix}etrn/${Date.now()}-${this.instance}`;
+    this.etrnSeen.add(key);
+    this.store.putObject(key, node, 'text/plain').catch((err: unknown) => this.o.logger.warn({ err: (err as Error).message, node }, 'ETRN request not passed on to the other instances'));
+    return null;
+  }
+
+  /** Makes the held items that match visible now; how many. */
+  private showHeld(match: (meta: SpoolMeta) => boolean): number {
+    let n = 0;
+    for (const [id, h] of this.held) {
+      if (!match(h.meta)) continue;
+      this.held.delete(id);
+      n++;
+      this.o.sqs
+        .send(new ChangeMessageVisibilityCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: h.receipt, VisibilityTimeout: 0 }))
+        .catch((err: unknown) => this.o.logger.debug({ err: (err as Error).message, item: id }, 'ETRN: item not shown (received elsewhere meanwhile)'));
+    }
+    return n;
+  }
+
+  /** Other instances' ETRN requests, read while this instance holds items; requests older than ETRN_KEEP_MS are removed. */
+  private watchEtrn(): void {
+    const tick = async () => {
+      if (this.stopped) return;
+      try {
+        const base = `${this.o.prefix}etrn/`;
+        const requests = await this.store.objects(base);
+        for (const o of requests) {
+          const key = o.Key!;
+          const at = Number(key.slice(base.length).split('-')[0]);
+          if (!(at >= 0) || Date.now() - at > ETRN_KEEP_MS) {
+            await this.store.remove(key).catch(() => undefined);
+            continue;
+          }
+          if (this.etrnSeen.has(key) || at < this.startedAt - ETRN_POLL_MS) continue;
+          this.etrnSeen.add(key);
+          if (!this.held.size) continue;
+          const node = (await this.store.get(key))?.toString('utf8') ?? '';
+          const match = nodeMatcher(node);
+          if (typeof match !== 'function') continue;
+          const n = this.showHeld(match);
+          if (n) this.o.logger.info({ node, started: n }, 'ETRN from another instance: held items shown');
+        }
+      } catch (err) {
+        this.o.logger.warn({ err: (err as Error).message }, 'ETRN requests could not be read');
+      }
+      if (this.stopped) return;
+      this.etrnTimer = setTimeout(() => void tick(), ETRN_POLL_MS);
+      this.etrnTimer.unref();
+    };
+    this.etrnTimer = setTimeout(() => void tick(), ETRN_POLL_MS);
+    this.etrnTimer.unref();
   }
 
   stats(): { depth: number; oldestAgeMs: number; dead: number; running: number } {
@@ -165,6 +239,8 @@ export class SqsQueue {
 
   private async attempt(m: Message): Promise<void> {
     const { meta } = JSON.parse(m.Body ?? '{}') as { meta: SpoolMeta };
+    // Received again (here or elsewhere): an older receipt handle no longer shows it.
+    this.held.delete(meta.itemId);
     const log = this.o.logger.child({ queueId: meta.queueId, item: meta.itemId, target: meta.targetId });
     const attempts = Number(m.Attributes?.ApproximateReceiveCount ?? 1);
     const done = () => this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle! }));
@@ -212,6 +288,7 @@ export class SqsQueue {
     await this.o.sqs.send(
       new ChangeMessageVisibilityCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: Math.min(MAX_VISIBILITY_S, Math.ceil(delayMs / 1000)) }),
     );
+    this.held.set(meta.itemId, { receipt: m.ReceiptHandle!, meta });
     log.info({ attempts, nextInMs: delayMs, code: error.code, err: error.message }, 'queued delivery failed, will retry');
     this.o.onAttempt?.(meta, 'retry');
   }
@@ -223,6 +300,7 @@ export class SqsQueue {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.oldestTimer) clearTimeout(this.oldestTimer);
+    if (this.etrnTimer) clearTimeout(this.etrnTimer);
     this.abort.abort();
     await this.loop?.catch(() => undefined);
     await Promise.all([...this.inflight]);

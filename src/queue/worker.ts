@@ -68,7 +68,7 @@ export class QueueWorker {
   }
 
   /** Makes matching items due now (ETRN, `postgate queue retry`); returns how many. */
-  flush(match: (meta: SpoolMeta) => boolean): number {
+  flush(match: (meta: SpoolMeta) => boolean, _node?: string): number {
     let n = 0;
     for (const e of this.index.values()) {
       if (match(e.meta)) {

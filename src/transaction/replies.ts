@@ -134,6 +134,7 @@ export const REPLIES = {
   PG_ETRN_SYNTAX_NODE: { code: 501, enhanced: '5.5.4', text: 'Syntax: ETRN <domain>, @<domain> or #<queue name>' },
   PG_ETRN_SYNTAX_QUEUE: { code: 501, enhanced: '5.5.4', text: 'Syntax: ETRN #<queue name>' },
   PG_ETRN_STARTED: { code: 253, enhanced: '2.0.0', text: 'OK, {count} pending messages for node {node} started' },
+  PG_ETRN_QUEUING: { code: 250, enhanced: '2.0.0', text: 'Queuing for node {node} started' },
   PG_ETRN_NOTHING_WAITING: { code: 251, enhanced: '2.0.0', text: 'OK, no messages waiting for node {node}' },
   // 459 is a transient reply (RFC 1985 §5), so its enhanced code is of class
   // 4 too (RFC 3463 §3.1): 4.7.1, delivery not authorized.
