@@ -8,7 +8,7 @@
  * answer is a permanent refusal, as Mailgun treats it. Leaf module.
  */
 import { createHmac } from 'node:crypto';
-import { attachmentBytes, bodies, fileName, listText, receivedHeaders } from './message.js';
+import { attachmentBytes, bodies, fileName, listText, receivedHeaders, withOriginalTo } from './message.js';
 import { formData, type FormPart } from './multipart.js';
 import type { FormatInput, WebhookFormat } from './types.js';
 
@@ -29,13 +29,10 @@ function signed(input: FormatInput): FormPart[] {
   ];
 }
 
-function envelopeFields(input: FormatInput): FormPart[] {
+function envelopeFields(input: FormatInput, recipient: string): FormPart[] {
   const d = input.event.data;
   return [
-    // Mailgun names the recipient the route matched; here every envelope
-    // recipient of the target, comma-separated (Action Mailbox writes it into
-    // X-Original-To, which takes an address list), so a Bcc routes.
-    { name: 'recipient', value: input.rcptTo.join(', ') },
+    { name: 'recipient', value: recipient },
     { name: 'sender', value: d.envelope.mailFrom },
     { name: 'from', value: listText(d.from) },
     { name: 'subject', value: d.subject ?? '' },
@@ -54,8 +51,11 @@ export const mailgun: WebhookFormat = {
       if (a.contentId) cids[`<${a.contentId}>`] = `attachment-${i + 1}`;
       return { name: `attachment-${i + 1}`, file: attachmentBytes(a, 'mailgun'), filename: fileName(a, i), contentType: a.contentType };
     });
+    // Mailgun names the one recipient a route matched; postgate posts once per
+    // target, so every envelope recipient of the target, comma-separated: the
+    // parsed format has no other place to name a Bcc recipient.
     return formData([
-      ...envelopeFields(input),
+      ...envelopeFields(input, input.rcptTo.join(', ')),
       { name: 'body-plain', value: text },
       { name: 'body-html', value: html },
       { name: 'stripped-text', value: d.strippedText ?? '' },
@@ -75,5 +75,13 @@ export const mailgunMime: WebhookFormat = {
   maxBytes: MAX,
   permanentOn: [406],
   keyed: true,
-  build: (input) => formData([...envelopeFields(input), { name: 'body-mime', value: input.raw.toString('utf8') }, ...signed(input)]),
+  // `recipient` is the first envelope recipient (Action Mailbox writes it into
+  // one X-Original-To, which must hold one address); every recipient gets its
+  // own X-Original-To in body-mime, so a Bcc routes.
+  build: (input) =>
+    formData([
+      ...envelopeFields(input, input.rcptTo[0] ?? ''),
+      { name: 'body-mime', value: withOriginalTo(input.raw, input.rcptTo).toString('utf8') },
+      ...signed(input),
+    ]),
 };
