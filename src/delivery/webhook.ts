@@ -18,6 +18,8 @@ import type { KeyObject } from 'node:crypto';
 import { deadline } from '../core/deadline.js';
 import { guardedLookup, literalHostProblem } from '../net/private.js';
 import { randomBytes } from 'node:crypto';
+import { parseMessage } from '../message/parse.js';
+import type { EmailEvent } from '../message/event.js';
 import { FORMATS, NotInline, withoutOwnReceived, type WebhookFormat } from './formats/index.js';
 
 /** TLS settings of a pool: a private CA and/or a client certificate (mTLS). */
@@ -129,6 +131,20 @@ function transportError(where: string, err: unknown, timedOut: boolean): Gateway
   }
   const why = code ?? (err instanceof undiciErrors.UndiciError ? err.name : (err as Error).message);
   return deferred('PG_DELIVERY_CONNECTION_BROKEN', `${where}: connection failed (${why})`, { cause: err });
+}
+
+/**
+ * The event with every body and attachment inline. Parts over
+ * `blobs.inlineLimit` or `blobs.bodyInlineLimit` went to the blob store, and
+ * a format that carries the parts themselves cannot send a link: they are
+ * read back from the message by the same parser, up to the format's limit
+ * (docs/formats.md, "Size limits").
+ */
+async function withPartsInline(event: EmailEvent, raw: Buffer, limit: number): Promise<EmailEvent> {
+  const d = event.data;
+  if (!d.textBlob && !d.htmlBlob && d.attachments.every((a) => a.content !== undefined)) return event;
+  const parsed = await parseMessage(raw, { limits: { inlineLimit: limit, maxDecodedBytes: limit } });
+  return { ...event, data: { ...d, text: parsed.text, textBlob: null, html: parsed.html, htmlBlob: null, strippedText: parsed.strippedText, attachments: parsed.attachments } };
 }
 
 /** A counting semaphore whose waiters give up when the delivery is aborted. */
@@ -263,11 +279,12 @@ export class WebhookTarget implements Target {
    */
   private async deliverFormatted(format: WebhookFormat, msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
     const name = this.cfg.format;
+    const raw = withoutOwnReceived(await msg.message.buffer());
     let req;
     try {
       req = format.build({
-        event: msg.event,
-        raw: withoutOwnReceived(await msg.message.buffer()),
+        event: format.parsed ? await withPartsInline(msg.event, raw, format.maxBytes) : msg.event,
+        raw,
         rcptTo: msg.rcptTo,
         url: this.publicUrl,
         key: typeof this.cfg.signingKey === 'string' ? this.cfg.signingKey : undefined,

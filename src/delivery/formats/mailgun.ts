@@ -42,6 +42,7 @@ function envelopeFields(input: FormatInput, recipient: string): FormPart[] {
 export const mailgun: WebhookFormat = {
   maxBytes: MAX,
   permanentOn: [406],
+  parsed: true,
   keyed: true,
   build: (input) => {
     const d = input.event.data;
@@ -74,6 +75,7 @@ export const mailgun: WebhookFormat = {
 export const mailgunMime: WebhookFormat = {
   maxBytes: MAX,
   permanentOn: [406],
+  parsed: false,
   keyed: true,
   // `recipient` is the first envelope recipient (Action Mailbox writes it into
   // one X-Original-To, which must hold one address); every recipient gets its

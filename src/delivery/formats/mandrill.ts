@@ -22,6 +22,7 @@ export const mandrill: WebhookFormat = {
   // Mandrill takes inbound messages up to 25 MB.
   maxBytes: 25 * 1024 * 1024,
   permanentOn: [],
+  parsed: true,
   keyed: true,
   build: ({ event, raw, rcptTo, url, key, now }) => {
     const d = event.data;

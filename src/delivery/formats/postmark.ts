@@ -16,6 +16,7 @@ export const postmark: WebhookFormat = {
   // Postmark takes inbound messages up to 35 MB, the JSON included.
   maxBytes: 35 * 1024 * 1024,
   permanentOn: [403],
+  parsed: true,
   keyed: false,
   build: ({ event, raw, rcptTo }) => {
     const d = event.data;

@@ -11,6 +11,7 @@ export const rfc822: WebhookFormat = {
   // A relay ingress reads the request body whole; 64 MiB bounds what one request may hold in memory here and there.
   maxBytes: 64 * 1024 * 1024,
   permanentOn: [],
+  parsed: false,
   keyed: false,
   build: ({ raw, rcptTo }) => ({ body: withOriginalTo(raw, rcptTo), contentType: 'message/rfc822' }),
 };

@@ -40,6 +40,7 @@ function headerBlock(d: InboundEmail): string {
 export const sendgrid: WebhookFormat = {
   maxBytes: MAX,
   permanentOn: [],
+  parsed: true,
   keyed: false,
   build: ({ event, rcptTo }: FormatInput) => {
     const d = event.data;
@@ -68,6 +69,7 @@ export const sendgrid: WebhookFormat = {
 export const sendgridRaw: WebhookFormat = {
   maxBytes: MAX,
   permanentOn: [],
+  parsed: false,
   keyed: false,
   // Action Mailbox's ingress prepends X-Original-To from `envelope.to`
   // itself, so the message goes as it is.

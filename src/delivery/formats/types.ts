@@ -41,6 +41,8 @@ export interface WebhookFormat {
   maxBytes: number;
   /** Statuses the consumer's own service treats as a deliberate, permanent refusal. */
   permanentOn: readonly number[];
+  /** Whether it carries the bodies and attachments themselves (then parts the event links are read back from the message). */
+  parsed: boolean;
   /** Whether `signingKey` holds this format's key (and must be set). */
   keyed: boolean;
   /** Throws NotInline when the event lacks a part the format must carry. */
