@@ -14,6 +14,7 @@ import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Answer, type Receiver, type Received } from './helpers/receiver.js';
 import { testMail } from './helpers/mailbox-mail.js';
 import { send } from './helpers/format-suite.js';
+import { waitFor } from './helpers/wait.js';
 import { validateConfig } from '../src/config/load.js';
 import { configWarnings } from '../src/config/warnings.js';
 
@@ -199,6 +200,23 @@ describe('webhook formats, read back by independent parsers', () => {
     assert.deepEqual(bodies[0], bodies[1]);
     assert.ok(bodies[0]!.toString('latin1').startsWith('Return-Path: <ann@sender.example>\r\nX-Original-To: support@app.test\r\nX-Original-To: hidden@app.test\r\nFrom: Ann Sender'));
     assert.ok(bodies[0]!.toString('latin1').endsWith(mail.source));
+  });
+
+  test('rfc822 from the queue (a spooled message) posts the same bytes as a synchronous delivery', async () => {
+    const mail = testMail();
+    const sync = await gateway({ format: 'rfc822', signed: false });
+    let n = rx.got.length;
+    assert.equal((await send(sync.port, ['support@app.test'], mail.source)).code, 250);
+    const direct = rx.got[n]!.body;
+    const queued = await startGateway({
+      queue: { retry: { initialDelay: '100ms', maxDelay: '200ms' } },
+      routes: [{ recipients: ['*@app.test'], mode: 'queue', targets: [{ type: 'webhook', url: rx.url, format: 'rfc822', signed: false }] }],
+    });
+    gws.push(queued);
+    n = rx.got.length;
+    assert.equal((await send(queued.port, ['support@app.test'], mail.source)).code, 250);
+    await waitFor(() => rx.got.length > n, 10_000, 'the queued delivery');
+    assert.deepEqual(rx.got[n]!.body, direct);
   });
 
   test('parts the event links (over blobs.inlineLimit) are read back from the message for parsed formats', async () => {

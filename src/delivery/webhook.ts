@@ -205,7 +205,7 @@ export class WebhookTarget implements Target {
     this.url = new URL(cfg.url);
     this.where = `webhook ${this.url.origin}${this.url.pathname}`;
     const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-    this.format = cfg.format === 'postgate' ? null : FORMATS[cfg.format];
+    this.format = cfg.format === undefined || cfg.format === 'postgate' ? null : FORMATS[cfg.format];
     // A format's own permanent refusals (Mailgun 406, Postmark 403) join the operator's list (docs/delivery.md).
     this.permanentOn = [...new Set([...cfg.permanentOn, ...(this.format?.permanentOn ?? [])])];
     this.keys = {
