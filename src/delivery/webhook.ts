@@ -279,6 +279,11 @@ export class WebhookTarget implements Target {
    */
   private async deliverFormatted(format: WebhookFormat, msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
     const name = this.cfg.format;
+    const tooLarge = (what: string, size: number) =>
+      // Sending it would only be refused by the consumer: defer, so an operator can route it elsewhere (docs/formats.md, "Size limits").
+      deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: the ${what} (${size} bytes) is over the ${format.maxBytes} bytes ${name} consumers take, and the format cannot carry a link; deferred`, { retryable: false });
+    // Every format carries at least the message: a larger one is not even read into memory.
+    if (msg.message.size > format.maxBytes) throw tooLarge('message', msg.message.size);
     const raw = withoutOwnReceived(await msg.message.buffer());
     let req;
     try {
@@ -295,10 +300,7 @@ export class WebhookTarget implements Target {
       if (!(err instanceof NotInline)) throw err;
       throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: format ${name} cannot carry a link: ${err.message}; deferred`, { retryable: false });
     }
-    if (req.body.length > format.maxBytes) {
-      // Sending it would only be refused by the consumer: defer, so an operator can route it elsewhere (docs/formats.md, "Size limits").
-      throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: the ${name} request (${req.body.length} bytes) is over the ${format.maxBytes} bytes ${name} consumers take, and the format cannot carry a link; deferred`, { retryable: false });
-    }
+    if (req.body.length > format.maxBytes) throw tooLarge(`${name} request`, req.body.length);
     const outcome = await this.send(req.body, { ...this.cfg.headers, ...req.headers, 'content-type': req.contentType, 'user-agent': 'postgate', 'webhook-id': deliveryId }, signal);
     if (outcome.kind === 'too-large') {
       throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where} answered 413 to the ${name} request (${req.body.length} bytes), and the format cannot carry a link; deferred`, { retryable: false });
