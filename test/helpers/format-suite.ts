@@ -60,7 +60,8 @@ export function actionMailboxSuite(c: IngressCase): void {
 
     const seen = async (messageId: string) => (await app.processed()).filter((p) => p.message_id === messageId);
 
-    test('processed by the mailbox: recipients with a Bcc, subject, text, attachment', async () => {
+    test('processed by the mailbox: recipients with a Bcc, subject, text, attachment', async (t) => {
+      t.diagnostic(`the Rails app answered ${app.bootMs} ms after it was started`);
       const mail = testMail({ cc: 'Team <team@app.test>' });
       const reply = await send(gw.port, ['support@app.test', 'team@app.test', 'hidden@app.test'], mail.source);
       assert.equal(reply.code, 250, `${reply.raw}\n${gw.logText()}\n${app.output().slice(-3000)}`);
