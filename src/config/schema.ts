@@ -162,6 +162,10 @@ const secretRef = z.string().min(1, { abort: true });
 /** `${NAME}`, resolved from the environment by load.ts before validation (left as written only when NAME is unset). */
 const ENV_REF_RE = /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
 
+/** The webhook formats besides postgate's own (docs/formats.md). */
+export const WEBHOOK_FORMATS = ['rfc822', 'sendgrid', 'sendgrid-raw', 'mailgun', 'mailgun-mime', 'postmark', 'mandrill'] as const;
+const KEYED_FORMATS: ReadonlySet<string> = new Set(['mailgun', 'mailgun-mime', 'mandrill']);
+
 const oneOrMany = (item: z.ZodType<string>) => z.union([item, z.array(item).min(1)]);
 
 const webhookTarget = z
@@ -183,15 +187,17 @@ const webhookTarget = z
       .describe(
         'Standard Webhooks v1 signing secret ("whsec_" + base64), or a list of them during a rotation (each signs). Use "${ENV_NAME}" to keep it out of the file.',
       ),
-    signingKey: oneOrMany(
-      secretRef.superRefine((v, ctx) => {
-        if (ENV_REF_RE.test(v)) return;
-        const key = parseSigningKey(v);
-        if (typeof key === 'string') ctx.addIssue({ code: 'custom', message: key });
-      }),
-    )
+    signingKey: oneOrMany(secretRef)
       .optional()
-      .describe('Standard Webhooks v1a ed25519 private key ("whsk_" + base64, from "postgate webhook-keys"), or a list during a rotation.'),
+      .describe(
+        'Standard Webhooks v1a ed25519 private key ("whsk_" + base64, from "postgate webhook-keys"), or a list during a rotation. With format mailgun or mailgun-mime: the Mailgun HTTP webhook signing key; with format mandrill: the Mandrill webhook key (one string, required).',
+      ),
+    format: z
+      .enum(['postgate', ...WEBHOOK_FORMATS])
+      .default('postgate')
+      .describe(
+        'The request body: "postgate" (the email.received event, Standard Webhooks headers), or the inbound webhook of another service, for apps written against it (docs/formats.md): rfc822 (the raw message, Action Mailbox relay), sendgrid, sendgrid-raw, mailgun, mailgun-mime, postmark, mandrill.',
+      ),
     signed: z
       .boolean()
       .default(true)
@@ -222,6 +228,20 @@ const webhookTarget = z
     when: targetWhen,
   })
   .superRefine((t, ctx) => {
+    const keys = t.signingKey === undefined ? [] : Array.isArray(t.signingKey) ? t.signingKey : [t.signingKey];
+    if (KEYED_FORMATS.has(t.format)) {
+      // Mailgun and Mandrill sign with their own scheme and one key (docs/formats.md).
+      if (keys.length !== 1) ctx.addIssue({ code: 'custom', path: ['signingKey'], message: `format ${t.format} signs every request: signingKey must be one key (${t.format === 'mandrill' ? "the Mandrill webhook key" : "the Mailgun HTTP webhook signing key"})` });
+    } else {
+      keys.forEach((v, i) => {
+        if (ENV_REF_RE.test(v)) return;
+        const key = parseSigningKey(v);
+        if (typeof key === 'string') ctx.addIssue({ code: 'custom', path: typeof t.signingKey === 'string' ? ['signingKey'] : ['signingKey', i], message: key });
+      });
+    }
+    if (t.format !== 'postgate' && t.secret !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: `format ${t.format} sends no Standard Webhooks signature: remove secret (${KEYED_FORMATS.has(t.format) ? 'the format signs with signingKey' : 'authenticate with user:password in the url'})` });
+    }
     // "Unsigned on purpose" and a key to sign with contradict each other: which one was meant?
     if (t.signed === false && (t.secret !== undefined || t.signingKey !== undefined)) {
       ctx.addIssue({

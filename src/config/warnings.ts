@@ -94,6 +94,11 @@ function secretWarnings(secret: string, at: string): ConfigWarning[] {
 }
 
 function webhookWarnings(t: WebhookTargetConfig, at: string): ConfigWarning[] {
+  if (t.format !== 'postgate') {
+    // Mailgun and Mandrill formats are signed with signingKey (required); the others authenticate with the URL's userinfo.
+    if (t.format === 'mailgun' || t.format === 'mailgun-mime' || t.format === 'mandrill' || t.signed === false || /^https?:\/\/[^/@]+@/i.test(t.url)) return [];
+    return [{ path: at, message: `format ${t.format} carries no signature: put credentials in the url (https://user:password@host/…, sent as basic auth), or signed: false to send without on purpose` }];
+  }
   if (t.secret === undefined && t.signingKey === undefined) {
     if (t.signed === false) return [];
     return [{ path: at, message: 'events are sent unsigned; add a secret from `postgate webhook-secret`, or `signed: false` to send unsigned on purpose' }];

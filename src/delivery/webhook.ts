@@ -17,6 +17,10 @@ import type { WebhookTargetConfig } from '../config/schema.js';
 import type { KeyObject } from 'node:crypto';
 import { deadline } from '../core/deadline.js';
 import { guardedLookup, literalHostProblem } from '../net/private.js';
+import { randomBytes } from 'node:crypto';
+import { parseMessage } from '../message/parse.js';
+import type { EmailEvent } from '../message/event.js';
+import { FORMATS, NotInline, withoutOwnReceived, type WebhookFormat } from './formats/index.js';
 
 /** TLS settings of a pool: a private CA and/or a client certificate (mTLS). */
 export interface PoolTls {
@@ -129,6 +133,20 @@ function transportError(where: string, err: unknown, timedOut: boolean): Gateway
   return deferred('PG_DELIVERY_CONNECTION_BROKEN', `${where}: connection failed (${why})`, { cause: err });
 }
 
+/**
+ * The event with every body and attachment inline. Parts over
+ * `blobs.inlineLimit` or `blobs.bodyInlineLimit` went to the blob store, and
+ * a format that carries the parts themselves cannot send a link: they are
+ * read back from the message by the same parser, up to the format's limit
+ * (docs/formats.md, "Size limits").
+ */
+async function withPartsInline(event: EmailEvent, raw: Buffer, limit: number): Promise<EmailEvent> {
+  const d = event.data;
+  if (!d.textBlob && !d.htmlBlob && d.attachments.every((a) => a.content !== undefined)) return event;
+  const parsed = await parseMessage(raw, { limits: { inlineLimit: limit, maxDecodedBytes: limit } });
+  return { ...event, data: { ...d, text: parsed.text, textBlob: null, html: parsed.html, htmlBlob: null, strippedText: parsed.strippedText, attachments: parsed.attachments } };
+}
+
 /** A counting semaphore whose waiters give up when the delivery is aborted. */
 class Slots {
   private used = 0;
@@ -173,6 +191,9 @@ export class WebhookTarget implements Target {
   private readonly tls: PoolTls | undefined;
   private readonly tlsKey: string;
   private readonly slots: Slots;
+  /** The format's request builder; null for postgate's own event. */
+  private readonly format: WebhookFormat | null;
+  private readonly permanentOn: readonly number[];
   private disabledBy: GatewayError | null = null;
 
   constructor(
@@ -184,9 +205,13 @@ export class WebhookTarget implements Target {
     this.url = new URL(cfg.url);
     this.where = `webhook ${this.url.origin}${this.url.pathname}`;
     const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+    this.format = cfg.format === undefined || cfg.format === 'postgate' ? null : FORMATS[cfg.format];
+    // A format's own permanent refusals (Mailgun 406, Postmark 403) join the operator's list (docs/delivery.md).
+    this.permanentOn = [...new Set([...cfg.permanentOn, ...(this.format?.permanentOn ?? [])])];
     this.keys = {
-      hmac: list(cfg.secret).map(secretKey),
-      ed25519: list(cfg.signingKey).map((k) => {
+      hmac: this.format ? [] : list(cfg.secret).map(secretKey),
+      // With a keyed format, signingKey is that service's key, not an ed25519 key.
+      ed25519: (this.format ? [] : list(cfg.signingKey)).map((k) => {
         const key = parseSigningKey(k);
         // validated at config load; a string here is a programming error
         if (typeof key === 'string') throw new Error(key);
@@ -217,6 +242,14 @@ export class WebhookTarget implements Target {
       if (blocked) throw transportError(this.where, blocked, false);
     }
     await this.slots.take(signal);
+    if (this.format) {
+      try {
+        await this.deliverFormatted(this.format, msg, deliveryId, signal);
+      } finally {
+        this.slots.release();
+      }
+      return;
+    }
     try {
       const direct = msg.eventJson.length <= this.cfg.maxEventSize;
       const first = direct ? await this.post(msg.eventJson, deliveryId, signal) : ({ kind: 'too-large' } as const);
@@ -239,6 +272,54 @@ export class WebhookTarget implements Target {
     }
   }
 
+  /**
+   * Another service's webhook format (docs/formats.md): built per attempt
+   * (Mailgun's and Mandrill's signatures carry the send time), never a
+   * claim-check pointer, which those consumers would not understand.
+   */
+  private async deliverFormatted(format: WebhookFormat, msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
+    const name = this.cfg.format;
+    const tooLarge = (what: string, size: number) =>
+      // Sending it would only be refused by the consumer: defer, so an operator can route it elsewhere (docs/formats.md, "Size limits").
+      deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: the ${what} (${size} bytes) is over the ${format.maxBytes} bytes ${name} consumers take, and the format cannot carry a link; deferred`, { retryable: false });
+    // Every format carries at least the message: a larger one is not even read into memory.
+    if (msg.message.size > format.maxBytes) throw tooLarge('message', msg.message.size);
+    const raw = withoutOwnReceived(await msg.message.buffer());
+    let req;
+    try {
+      req = format.build({
+        event: format.parsed ? await withPartsInline(msg.event, raw, format.maxBytes) : msg.event,
+        raw,
+        rcptTo: msg.rcptTo,
+        url: this.publicUrl,
+        key: typeof this.cfg.signingKey === 'string' ? this.cfg.signingKey : undefined,
+        now: this.deps.now(),
+        random: randomBytes,
+      });
+    } catch (err) {
+      if (!(err instanceof NotInline)) throw err;
+      throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: format ${name} cannot carry a link: ${err.message}; deferred`, { retryable: false });
+    }
+    if (req.body.length > format.maxBytes) throw tooLarge(`${name} request`, req.body.length);
+    const outcome = await this.send(req.body, { ...this.cfg.headers, ...req.headers, 'content-type': req.contentType, 'user-agent': 'postgate', 'webhook-id': deliveryId }, signal);
+    if (outcome.kind === 'too-large') {
+      throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where} answered 413 to the ${name} request (${req.body.length} bytes), and the format cannot carry a link; deferred`, { retryable: false });
+    }
+    if (outcome.kind === 'gone') {
+      this.disabledBy = outcome.error;
+      throw outcome.error;
+    }
+    if (outcome.kind === 'failed') throw outcome.error;
+  }
+
+  /** The URL as the receiver sees it: without the userinfo, which travels as basic auth. */
+  private get publicUrl(): URL {
+    const u = new URL(this.url);
+    u.username = '';
+    u.password = '';
+    return u;
+  }
+
   private async post(body: Buffer, deliveryId: string, signal: AbortSignal): Promise<WebhookOutcome> {
     // Signed at send time: a retry gets a fresh timestamp, so receivers can
     // keep a tight replay window, and the same webhook-id for deduplication.
@@ -252,6 +333,10 @@ export class WebhookTarget implements Target {
     };
     const signature = signatureHeader(this.keys, deliveryId, timestamp, body);
     if (signature) headers['webhook-signature'] = signature;
+    return this.send(body, headers, signal);
+  }
+
+  private async send(body: Buffer, headers: Record<string, string>, signal: AbortSignal): Promise<WebhookOutcome> {
     if (this.url.username) {
       headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`;
     }
@@ -289,7 +374,7 @@ export class WebhookTarget implements Target {
     } finally {
       attempt.done();
     }
-    return webhookOutcome(status, answer, { where: this.where, permanentOn: this.cfg.permanentOn, retryAfterMs, targetId: this.id });
+    return webhookOutcome(status, answer, { where: this.where, permanentOn: this.permanentOn, retryAfterMs, targetId: this.id });
   }
 
   async close(): Promise<void> {}
