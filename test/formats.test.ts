@@ -104,7 +104,8 @@ describe('webhook formats, read back by independent parsers', () => {
     assert.equal(field(f, 'subject'), mail.subject);
     assert.equal(field(f, 'body-plain').replace(/\r\n/g, '\n'), mail.text.trimEnd());
     assert.match(field(f, 'body-html'), /<p>Hello/);
-    assert.equal(field(f, 'stripped-signature'), '');
+    assert.equal(field(f, 'stripped-signature'), '', 'no signature in this message');
+    assert.equal(field(f, 'stripped-html'), field(f, 'body-html'), 'nothing quoted to strip');
     const headers = JSON.parse(field(f, 'message-headers')) as Array<[string, string]>;
     assert.deepEqual(headers.slice(0, 2), [['From', 'Ann Sender <ann@sender.example>'], ['To', 'Support <support@app.test>']]);
     assert.equal(field(f, 'attachment-count'), '1');

@@ -60,9 +60,9 @@ export const mailgun: WebhookFormat = {
       { name: 'body-plain', value: text },
       { name: 'body-html', value: html },
       { name: 'stripped-text', value: d.strippedText ?? '' },
-      // Not in postgate.email.v1 yet: sent empty, as Mailgun does when it finds none.
-      { name: 'stripped-signature', value: '' },
-      { name: 'stripped-html', value: html },
+      // Empty when no signature was recognised, as Mailgun sends it.
+      { name: 'stripped-signature', value: d.strippedSignature ?? '' },
+      { name: 'stripped-html', value: d.strippedHtml ?? html },
       { name: 'message-headers', value: JSON.stringify(receivedHeaders(d).map((h) => [h.name, h.value])) },
       { name: 'attachment-count', value: String(d.attachments.length) },
       { name: 'content-id-map', value: JSON.stringify(cids) },
