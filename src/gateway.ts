@@ -20,7 +20,7 @@ import { configWarnings } from './config/warnings.js';
 import { routingTableOf } from './routing/from-config.js';
 import { routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
-import { LocalSpool } from './queue/spool.js';
+import { LocalSpool, type SpoolMeta } from './queue/spool.js';
 import { QueueWorker } from './queue/worker.js';
 import { SqsQueue } from './queue/sqs.js';
 import type { QueueDeliveryDeps } from './queue/attempt.js';
@@ -28,7 +28,7 @@ import type { Queue } from './queue/dispatch.js';
 import { etrnReply } from './queue/etrn.js';
 import { DsnNotifier } from './dsn/notifier.js';
 import { queueReport } from './dsn/queue-report.js';
-import { announceLocalOutcome, announceSharedOutcome } from './queue/outcome.js';
+import { announceLocalDelay, announceLocalOutcome, announceSharedDelay, announceSharedOutcome } from './queue/outcome.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges } from './ops/metrics.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
@@ -347,8 +347,13 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         reportingMta: cfg.hostname,
         logger: logger.child({ component: 'dsn' }),
         now,
+        retryDelaysMs: Array.from({ length: cfg.dsn.retry.attempts - 1 }, (_, i) => cfg.dsn!.retry.initialDelay * 2 ** i),
       })
     : null;
+  // A queued message older than dsn.delayedAfter that failed again: one "delayed" report.
+  const dueForDelayReport = (meta: SpoolMeta): boolean =>
+    Boolean(cfg.dsn && cfg.dsn.delayedAfter > 0 && meta.required && now() - Date.parse(meta.receivedAt) >= cfg.dsn.delayedAfter);
+  const willRetryUntil = (meta: SpoolMeta) => new Date(Date.parse(meta.receivedAt) + cfg.queue.retry.maxAge);
   sessionCtx.dsn = notifier;
 
   // Queued routes: the spool is recovered (half-written items dropped, whole
@@ -383,6 +388,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       pollWaitS: Math.min(20, Math.round(backend.pollWait / 1000)),
       rescanMs: cfg.queue.rescanInterval,
       onFinal: notifier ? (store, meta, delivered, error, content) => announceSharedOutcome(store, meta, delivered, error, content, (o) => queueReport(notifier, o)) : undefined,
+      onRetry: notifier
+        ? async (store, meta, error, content) => {
+            if (dueForDelayReport(meta)) await announceSharedDelay(store, meta, error, content, (d) => notifier.delayed(d.event, d.original, d.error, willRetryUntil(meta)));
+          }
+        : undefined,
       ...queueDeps,
     });
     await sqsQueue.start();
@@ -400,6 +410,10 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       onFinal: notifier
         ? (entry, delivered, error, content) =>
             announceLocalOutcome(spool, (qid) => worker.pending((m) => m.queueId === qid && m.required), entry, delivered, error, content, (o) => queueReport(notifier, o))
+        : undefined,
+      onRetry: notifier
+        ? async (entry, error, content) =>
+            dueForDelayReport(entry.meta) && (await announceLocalDelay(spool, entry, error, content, (d) => notifier.delayed(d.event, d.original, d.error, willRetryUntil(entry.meta))))
         : undefined,
     });
     const { recovered, discarded } = await worker.start();

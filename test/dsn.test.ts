@@ -21,8 +21,10 @@ interface Relayed {
   raw: Buffer;
 }
 
-async function startRelay(): Promise<{ port: number; got: Relayed[]; close(): Promise<void> }> {
+/** A relay that takes every report, or refuses the first `refuse` with 451 (a relay that is busy). */
+async function startRelay(opts: { refuse?: number } = {}): Promise<{ port: number; got: Relayed[]; refused: number; close(): Promise<void> }> {
   const got: Relayed[] = [];
+  const state = { refused: 0 };
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
@@ -30,6 +32,10 @@ async function startRelay(): Promise<{ port: number; got: Relayed[]; close(): Pr
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
+        if (state.refused < (opts.refuse ?? 0)) {
+          state.refused++;
+          return cb(Object.assign(new Error('Try again later'), { responseCode: 451 }));
+        }
         got.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : false, to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
         cb();
       });
@@ -37,7 +43,14 @@ async function startRelay(): Promise<{ port: number; got: Relayed[]; close(): Pr
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.server.address() as { port: number }).port;
-  return { port, got, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return {
+    port,
+    got,
+    get refused() {
+      return state.refused;
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
 }
 
 /** One transaction with DSN parameters, by hand. */
@@ -172,6 +185,53 @@ describe('DSN (RFC 3461/3464) through a relay', () => {
     await waitFor(() => tg.logs.filter((l) => l.msg === 'queued delivery dead-lettered').length >= deadBefore + 2, 5000, 'dead letters');
     await new Promise((res) => setTimeout(res, 300));
     assert.equal(relay.got.length, before);
+  });
+});
+
+describe('delay reports (RFC 3464 Action: delayed) and reports the relay refuses', () => {
+  let relay: Awaited<ReturnType<typeof startRelay>>;
+  let hook: Receiver;
+  let tg: TestGateway;
+  before(async () => {
+    // The relay refuses the first two reports it is offered.
+    relay = await startRelay({ refuse: 2 });
+    hook = await startReceiver(() => ({ status: 503 }));
+    tg = await startGateway({
+      dsn: { relay: { host: '127.0.0.1', port: relay.port }, delayedAfter: '300ms', retry: { initialDelay: '200ms', attempts: 4 } },
+      queue: { retry: { initialDelay: '100ms', maxDelay: '150ms', maxAge: '1h' } },
+      routes: [{ recipients: ['*@slow.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] }],
+    });
+  });
+  after(async () => {
+    await tg.close();
+    await hook.close();
+    await relay.close();
+  });
+
+  test('a queued message still failing after dsn.delayedAfter → one "delayed" report to NOTIFY=DELAY, sent on the relay\'s third try', async () => {
+    const r = await sendWithDsn(tg.port, 'author@sender.test', 'ENVID=slow-1', 'wait@slow.test', 'NOTIFY=DELAY,FAILURE', BODY.replace('report me', 'slow one'));
+    assert.equal(r.data?.code, 250);
+    // No report for a recipient that did not ask for DELAY.
+    await sendWithDsn(tg.port, 'author@sender.test', '', 'quiet@slow.test', 'NOTIFY=FAILURE', BODY.replace('report me', 'quiet one'));
+    await waitFor(() => relay.got.length >= 1, 15_000, 'the delay report');
+    assert.equal(relay.refused, 2, 'the relay refused twice before it took the report');
+    assert.ok(tg.logs.some((l) => l.msg === 'DSN could not be sent, will retry' && l.code === 'PG_DSN_SEND'));
+    const dsn = relay.got[0]!;
+    assert.equal(dsn.from, '');
+    const parsed = await simpleParser(dsn.raw);
+    assert.equal(parsed.subject, 'Delayed Mail (still being retried)');
+    const [perMessage, perRcpt] = statusFields(String(parsed.text));
+    assert.equal(perMessage!['original-envelope-id'], 'slow-1');
+    assert.equal(perRcpt!['final-recipient'], 'rfc822; wait@slow.test');
+    assert.equal(perRcpt!.action, 'delayed');
+    assert.match(perRcpt!.status!, /^4\.\d+\.\d+$/);
+    assert.match(perRcpt!['diagnostic-code']!, /^smtp; 451 4\./);
+    assert.ok(Date.parse(perRcpt!['will-retry-until']!) - Date.parse(perMessage!['arrival-date']!) >= 3_599_000, 'Will-Retry-Until is the arrival plus queue.retry.maxAge');
+    // More failed attempts follow: still one delay report for the message, none for the other.
+    const attempts = hook.got.length;
+    await waitFor(() => hook.got.length >= attempts + 4, 10_000, 'more attempts');
+    assert.equal(relay.got.length, 1, 'one delay report in all');
+    assert.ok(hook.got.length > 4);
   });
 });
 

@@ -673,6 +673,14 @@ export const configSchema = z
           })
           .describe('Where reports are sent through (nodemailer).'),
         from: z.string().min(1).optional().describe('From: of the reports. Default: "Mail Delivery System <MAILER-DAEMON@<smtp.hostname>>".'),
+        delayedAfter: duration('Age of a queued message still not delivered after which recipients that asked for NOTIFY=DELAY get one "delayed" report; 0: never.', 0).default(4 * 3_600_000),
+        retry: z
+          .strictObject({
+            initialDelay: duration('Pause before the second try of a report the relay did not take; it doubles with each try.').default(60_000),
+            attempts: z.number().int().min(1).max(20).default(8).describe('Tries of one report, the first included, before it is given up (logged).'),
+          })
+          .prefault({})
+          .describe('Reports the relay does not take are tried again while the process runs.'),
       })
       .optional()
       .describe('Delivery status notifications (RFC 3461/3464). When set, EHLO advertises DSN and reports are sent; otherwise DSN is not offered.'),

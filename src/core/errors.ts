@@ -107,7 +107,7 @@ export const ERROR_CODES = {
   PG_QUEUE_WRITE: 'A message could not be written to the spool durably (451 4.3.0); nothing was accepted.',
   PG_QUEUE_READ: 'A queued item could not be read from the spool; it stays there and is tried again at its next attempt.',
   PG_QUEUE_TARGET_GONE: 'A queued item names a target that is no longer configured; it became a dead letter.',
-  PG_DSN_SEND: 'A delivery status notification could not be handed to the dsn.relay; it is logged, not retried.',
+  PG_DSN_SEND: 'A delivery status notification could not be handed to the dsn.relay; it is tried again per dsn.retry, then given up.',
   PG_STORE_WRITE: 'The local store could not write the message durably (451 4.3.0).',
   PG_TRANSACTION_ABORTED: 'The client left or reset the transaction before it ended; nothing was accepted.',
   PG_LISTEN: 'A listener could not bind its address (in use, or not permitted).',

@@ -20,6 +20,8 @@ export interface DsnRecipient {
   /** The reply that decided it, e.g. "550 5.7.1 No such user" (Diagnostic-Code: smtp; …). */
   diagnostic?: string | undefined;
   lastAttempt?: Date | undefined;
+  /** For `delayed`: when the queue gives up (Will-Retry-Until, RFC 3464 §2.3.9). */
+  willRetryUntil?: Date | undefined;
 }
 
 export interface DsnInput {
@@ -57,13 +59,16 @@ const clean = (s: string) => s.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g,
 export function buildDsn(input: DsnInput): Buffer {
   const boundary = `=_postgate_report_${randomBytes(12).toString('hex')}`;
   const failed = input.recipients.filter((r) => r.action === 'failed');
-  const subject = failed.length ? 'Undelivered Mail Returned to Sender' : 'Successful Mail Delivery Report';
+  const delayed = !failed.length && input.recipients.some((r) => r.action === 'delayed');
+  const subject = failed.length ? 'Undelivered Mail Returned to Sender' : delayed ? 'Delayed Mail (still being retried)' : 'Successful Mail Delivery Report';
   const human = [
     `This is the mail system at host ${input.reportingMta}.`,
     '',
     failed.length
       ? 'Your message could not be delivered to one or more recipients. It is attached below.'
-      : 'Your message was successfully delivered to the destination(s) listed below.',
+      : delayed
+        ? 'Your message could not be delivered yet to the recipient(s) below. It is still being retried; you do not need to send it again.'
+        : 'Your message was successfully delivered to the destination(s) listed below.',
     '',
     ...input.recipients.map((r) => `<${clean(r.address)}>: ${r.action}${r.diagnostic ? `: ${clean(r.diagnostic)}` : ''}`),
     '',
@@ -84,6 +89,7 @@ export function buildDsn(input: DsnInput): Buffer {
       `Status: ${r.status}`,
       ...(r.diagnostic ? [`Diagnostic-Code: smtp; ${clean(r.diagnostic)}`] : []),
       ...(r.lastAttempt ? [`Last-Attempt-Date: ${rfc5322Date(r.lastAttempt)}`] : []),
+      ...(r.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(r.willRetryUntil)}`] : []),
     ].join('\r\n'),
   );
   const status = [perMessage.join('\r\n'), ...perRecipient].join('\r\n\r\n');

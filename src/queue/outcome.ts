@@ -94,3 +94,52 @@ export async function announceSharedOutcome(
     : await listener({ queueId: meta.queueId, delivered: false, event, original: await content.message.buffer(), error: error! });
   if (!sent) await store.releaseReport(meta.queueId);
 }
+
+/** A message still being retried, reported once as `delayed` (RFC 3464 §2.3.3). */
+export interface MessageDelay {
+  queueId: string;
+  event: EmailEvent;
+  /** The message's header block (a delay report carries headers only). */
+  original: Buffer;
+  error: GatewayError;
+}
+
+/** Sends the delay report; true when it is sent or being retried (recorded, never asked again). */
+export type DelayListener = (delay: MessageDelay) => Promise<boolean>;
+
+/**
+ * The local spool's delay announcement for an item that failed again and is
+ * old enough (the caller decides): unless another item of the message has
+ * already reported it. True means the item records `dsnDelayed`.
+ */
+export async function announceLocalDelay(
+  spool: LocalSpool,
+  entry: SpoolEntry,
+  error: GatewayError,
+  content: { message: MessageBytes; eventJson: Buffer } | undefined,
+  listener: DelayListener,
+): Promise<boolean> {
+  if (!content) return false;
+  const queueId = entry.meta.queueId;
+  for (const id of await spool.ids('active')) {
+    if (id === entry.meta.itemId || !id.startsWith(`${queueId}-`)) continue;
+    const other = await spool.entry('active', id).catch(() => null);
+    if (other?.state.dsnDelayed) return true;
+  }
+  const event = JSON.parse(content.eventJson.toString('utf8')) as EmailEvent;
+  return listener({ queueId, event, original: await content.message.readHead(HEADER_BYTES), error });
+}
+
+/** The S3 + SQS backend's delay announcement: one per message, claimed in the bucket. */
+export async function announceSharedDelay(
+  store: S3Spool,
+  meta: SpoolMeta,
+  error: GatewayError,
+  content: { message: MessageBytes; eventJson: Buffer },
+  listener: DelayListener,
+): Promise<void> {
+  if (!(await store.claimReport(meta.queueId, 'delayed'))) return;
+  const event = JSON.parse(content.eventJson.toString('utf8')) as EmailEvent;
+  const sent = await listener({ queueId: meta.queueId, event, original: await content.message.readHead(HEADER_BYTES), error });
+  if (!sent) await store.releaseReport(meta.queueId, 'delayed');
+}

@@ -186,8 +186,9 @@ export class S3Spool {
     await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: keys } }));
   }
 
-  private reportKey(queueId: string): string {
-    return `${this.o.prefix}dsn/${queueId}`;
+  /** The final report's marker, or the delay report's (a message has at most one of each). */
+  private reportKey(queueId: string, kind: 'final' | 'delayed'): string {
+    return `${this.o.prefix}dsn/${queueId}${kind === 'delayed' ? '.delayed' : ''}`;
   }
 
   /**
@@ -219,11 +220,11 @@ export class S3Spool {
    * without conditional writes is still checked first (a read of the marker):
    * only two claims in the same moment could then both succeed.
    */
-  async claimReport(queueId: string): Promise<boolean> {
-    if ((await this.get(this.reportKey(queueId))) !== null) return false;
+  async claimReport(queueId: string, kind: 'final' | 'delayed' = 'final'): Promise<boolean> {
+    if ((await this.get(this.reportKey(queueId, kind))) !== null) return false;
     try {
       await this.o.s3.send(
-        new PutObjectCommand({ Bucket: this.o.bucket, Key: this.reportKey(queueId), Body: new Date().toISOString(), ContentType: 'text/plain', IfNoneMatch: '*' }),
+        new PutObjectCommand({ Bucket: this.o.bucket, Key: this.reportKey(queueId, kind), Body: new Date().toISOString(), ContentType: 'text/plain', IfNoneMatch: '*' }),
       );
       return true;
     } catch (err) {
@@ -233,8 +234,8 @@ export class S3Spool {
   }
 
   /** Gives a claimed report back (it could not be sent), so a later outcome may send it. */
-  async releaseReport(queueId: string): Promise<void> {
-    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: this.reportKey(queueId) }] } }));
+  async releaseReport(queueId: string, kind: 'final' | 'delayed' = 'final'): Promise<void> {
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: this.reportKey(queueId, kind) }] } }));
   }
 
   /** When the oldest item that is not a dead letter was stored (epoch ms), or null when there is none. */

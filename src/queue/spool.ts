@@ -49,6 +49,8 @@ export interface SpoolState {
   deadReason?: string;
   /** A failure DSN was sent for this item's message (at most one per message). */
   dsnSent?: boolean;
+  /** A delay DSN was sent for this item's message (at most one per message). */
+  dsnDelayed?: boolean;
 }
 
 export interface SpoolEntry {

@@ -55,6 +55,8 @@ export interface SqsQueueOptions extends QueueDeliveryDeps {
   rescanMs?: number;
   /** After an item's last attempt (delivered, or dead with the error): the message's outcome (queue/outcome.ts). */
   onFinal?: (store: S3Spool, meta: SpoolMeta, delivered: boolean, error: GatewayError | undefined, content: { message: MessageBytes; eventJson: Buffer }) => Promise<void>;
+  /** After a failed attempt that will be retried (the delay report, queue/outcome.ts). */
+  onRetry?: (store: S3Spool, meta: SpoolMeta, error: GatewayError, content: { message: MessageBytes; eventJson: Buffer }) => Promise<void>;
 }
 
 export class SqsQueue {
@@ -289,6 +291,9 @@ export class SqsQueue {
       new ChangeMessageVisibilityCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: Math.min(MAX_VISIBILITY_S, Math.ceil(delayMs / 1000)) }),
     );
     this.held.set(meta.itemId, { receipt: m.ReceiptHandle!, meta });
+    if (message && eventJson) {
+      await this.o.onRetry?.(this.store, meta, error, { message: MessageBytes.of(message), eventJson }).catch((err: unknown) => log.error({ err: (err as Error).message }, 'delay report hook failed'));
+    }
     log.info({ attempts, nextInMs: delayMs, code: error.code, err: error.message }, 'queued delivery failed, will retry');
     this.o.onAttempt?.(meta, 'retry');
   }

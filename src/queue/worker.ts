@@ -24,6 +24,8 @@ export interface QueueWorkerDeps extends QueueDeliveryDeps {
    * item is removed), or dead with the last error (DSN hook). Awaited.
    */
   onFinal?(entry: SpoolEntry, delivered: boolean, error?: GatewayError, content?: { message: MessageBytes; eventJson: Buffer }): Promise<void>;
+  /** After a failed attempt that will be retried: true records `dsnDelayed` (queue/outcome.ts, announceLocalDelay). */
+  onRetry?(entry: SpoolEntry, error: GatewayError, content: { message: MessageBytes; eventJson: Buffer } | undefined): Promise<boolean>;
   /**
    * false: no timer of its own; attempts start only when runDue() is called.
    * For a caller that drives a fake clock, where a real timer firing during a
@@ -206,7 +208,14 @@ export class QueueWorker {
       return;
     }
     const delay = retryDelay(attempts, this.deps.policy, this.deps.random ?? Math.random, error.retryAfterMs);
-    const state: SpoolState = { attempts, nextAt: this.deps.now() + delay, history };
+    const state: SpoolState = { ...(e.state.dsnDelayed ? { dsnDelayed: true } : {}), attempts, nextAt: this.deps.now() + delay, history };
+    if (!state.dsnDelayed && this.deps.onRetry) {
+      const reported = await this.deps.onRetry(e, error, content).catch((err: unknown) => {
+        log.error({ err: (err as Error).message }, 'delay report hook failed');
+        return false;
+      });
+      if (reported) state.dsnDelayed = true;
+    }
     e.state = state;
     await spool.saveState('active', e.meta.itemId, state);
     log.info({ attempts, nextInMs: delay, code: error.code, err: error.message }, 'queued delivery failed, will retry');
