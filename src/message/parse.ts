@@ -146,11 +146,32 @@ interface GuardNode {
   /** its body is collected as text by mailparser (inline text/plain or text/html) */
   text: boolean;
   b64: { chars: number; bad: boolean; pad: boolean } | null;
+  /** an inline text part with a file name: its raw body, to list it under attachments too */
+  capture: TextFileCapture | null;
+}
+
+/**
+ * An inline text/plain or text/html part that names a file (RFC 2183 §2.3
+ * `filename`, or Content-Type `name`): mailparser collects it as body text
+ * only, so MimeGuard keeps its header and raw body, and streamingParse turns
+ * them into the attachment entry as well (docs/payload.md, attachments).
+ */
+interface TextFileCapture {
+  path: string;
+  header: Buffer;
+  chunks: Buffer[];
+  len: number;
+  disposition: 'inline' | null;
+  related: boolean;
+  /** set when the body ended normally (not cut by a limit) */
+  body: Buffer | null;
 }
 
 const B64 = new Uint8Array(256);
 for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') B64[c.charCodeAt(0)] = 1;
 const KNOWN_CTE = new Set(['', '7bit', '8bit', 'binary', 'quoted-printable', 'base64']);
+const CRLF = Buffer.from('\r\n');
+const LF = Buffer.from('\n');
 
 /** First value of each header field of a (latin1-decoded) header block, names lower-cased. */
 function headerMap(block: string): Map<string, string> {
@@ -217,6 +238,8 @@ class MimeGuard extends Transform {
   hasPlain = false;
   hasHtml = false;
   cut = false;
+  /** Inline text parts with a file name, in message order (TextFileCapture). */
+  readonly textFiles: TextFileCapture[] = [];
 
   private cur: GuardNode;
   private head = true;
@@ -241,7 +264,7 @@ class MimeGuard extends Transform {
   }
 
   private node(parent: GuardNode | null, owner: GuardNode | null, depth: number, path: string): GuardNode {
-    return { parent, owner, depth, path, boundary: null, contentType: '', children: 0, closed: false, text: false, b64: null };
+    return { parent, owner, depth, path, boundary: null, contentType: '', children: 0, closed: false, text: false, b64: null, capture: null };
   }
 
   private label(n: GuardNode): string {
@@ -445,6 +468,24 @@ class MimeGuard extends Transform {
       if (!this.cur.parent && this.cur.path === '') this.captureRoot(raw);
       this.forward(raw);
     }
+    const c = this.cur.capture;
+    if (c) {
+      this.cur.capture = null;
+      let body = c.chunks.length === 1 ? c.chunks[0]! : Buffer.concat(c.chunks, c.len);
+      // The line break before a delimiter belongs to the delimiter (RFC 2046 §5.1.1); a
+      // single-part message's body runs to the end of the input.
+      if (this.cur.parent) {
+        let end = body.length;
+        if (end && body[end - 1] === 0x0a) {
+          end--;
+          if (end && body[end - 1] === 0x0d) end--;
+        }
+        body = body.subarray(0, end);
+      }
+      c.body = body;
+      c.chunks = [];
+      this.textFiles.push(c);
+    }
     const b = this.cur.b64;
     if (b && !b.bad && b.chars % 4 !== 0) {
       this.report('invalid_encoding', `${this.label(this.cur)}: base64 content is truncated (${b.chars} characters, not a multiple of 4)`);
@@ -493,6 +534,18 @@ class MimeGuard extends Transform {
 
   private headerLine(buf: Buffer, final: boolean): void {
     const blank = (buf.length === 1 && buf[0] === 0x0a) || (buf.length === 2 && buf[0] === 0x0d && buf[1] === 0x0a);
+    if (!blank && !this.fieldLine(buf)) {
+      // RFC 5322 §2.1: the body follows the header block after an empty line. A line that is
+      // neither a field nor a continuation ends the header block here and starts the body (as
+      // Python's email package reads it, recording MissingHeaderBodySeparatorDefect);
+      // mailparser would take it and everything up to the next empty line as header lines and
+      // drop them. It gets the empty line it expects.
+      this.report('missing_header_separator', `${this.label(this.cur)}: the header block ends at a line that is not a header field, without the empty line before the body (RFC 5322 §2.1); that line and what follows are the body`);
+      this.held.push(buf[buf.length - 2] === 0x0d ? CRLF : LF);
+      this.endHeader();
+      this.line(buf, final);
+      return;
+    }
     if (!blank) {
       const cost = this.heldCost + Math.max(buf.length, 64);
       if (cost > this.limits.maxHeaderBytes) return this.headerTooLarge();
@@ -500,6 +553,23 @@ class MimeGuard extends Transform {
     }
     this.held.push(buf);
     if (blank || final) this.endHeader();
+  }
+
+  /**
+   * A header field line (RFC 5322 §2.2: a name of printable characters other than the colon,
+   * then ":"; the obsolete syntax of §4.5 allows white space before the colon) or a continuation line;
+   * an mbox "From " or HTTP "POST " first line, which mailsplit sets aside, counts as one too.
+   */
+  private fieldLine(buf: Buffer): boolean {
+    const c0 = buf[0]!;
+    if (c0 === 0x20 || c0 === 0x09) return true;
+    let i = 0;
+    while (i < buf.length && buf[i]! > 0x20 && buf[i]! < 0x7f && buf[i] !== 0x3a) i++;
+    if (i > 0 && i < buf.length && buf[i] !== 0x3a) {
+      if (!this.held.length && !this.cur.parent && i === 4 && /^(?:from|post)$/i.test(buf.toString('latin1', 0, 4)) && buf[i] === 0x20) return true;
+      while (i < buf.length && (buf[i] === 0x20 || buf[i] === 0x09)) i++;
+    }
+    return i > 0 && buf[i] === 0x3a;
   }
 
   private endHeader(): void {
@@ -510,11 +580,26 @@ class MimeGuard extends Transform {
     const isRoot = !node.parent && node.path === '';
     if (isRoot) this.captureRoot(raw);
     const fields = headerMap(raw.toString('latin1'));
-    const ct = structured(fields.get('content-type'));
-    const disposition = structured(fields.get('content-disposition')).value;
+    const ctField = fields.get('content-type');
+    const ct = structured(ctField);
+    const cd = structured(fields.get('content-disposition'));
+    const disposition = cd.value;
     const cte = structured(fields.get('content-transfer-encoding')).value;
     let type = ct.value;
-    if (!type || !type.includes('/')) type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
+    let forwarded = raw;
+    const slash = type.indexOf('/');
+    if (slash <= 0 || slash === type.length - 1) {
+      // RFC 2045 §5.2: a syntactically invalid Content-Type (`text; charset=us-ascii`, no
+      // subtype) is taken as if there were none: text/plain (application/octet-stream for an
+      // attachment, as mailsplit defaults a missing one). mailparser would make such a part an
+      // attachment of type "text" and lose its text, so it is handed the corrected field, its
+      // parameters (the charset) kept. A type and subtype followed by junk are left as they are.
+      type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
+      if (ctField !== undefined) {
+        this.report('invalid_content_type', `${this.label(node)}: Content-Type "${clip(ctField, 40)}" has no type/subtype (RFC 2045 §5.1); read as ${type} (RFC 2045 §5.2)`);
+        forwarded = Buffer.from(rewriteContentType(raw.toString('latin1'), type, ctField), 'latin1');
+      }
+    }
     node.contentType = type;
     this.head = false;
 
@@ -535,8 +620,13 @@ class MimeGuard extends Transform {
       this.bodyStarts(node, 'text/plain', '', cte, undefined);
       return;
     }
-    this.forward(raw);
+    this.forward(forwarded);
     this.bodyStarts(node, type, disposition, cte, ct.params.get('charset'));
+    if (node.text && hasFileName(cd.params, ct.params)) {
+      let related = false;
+      if (fields.get('content-id')) for (let p = node.parent; p; p = p.parent) if (p.contentType === 'multipart/related') related = true;
+      node.capture = { path: node.path, header: forwarded, chunks: [], len: 0, disposition: disposition === 'inline' ? 'inline' : null, related, body: null };
+    }
   }
 
   private bodyStarts(node: GuardNode, type: string, disposition: string, cte: string, charset: string | undefined): void {
@@ -566,6 +656,18 @@ class MimeGuard extends Transform {
         return this.stop('decoded_too_large', `text bodies exceed ${this.limits.maxDecodedBytes} bytes; ${this.label(node)} was cut there and later parts were not parsed`);
       }
     }
+    const c = node.capture;
+    if (c) {
+      if (this.budget.kept + c.len + buf.length > this.limits.maxDecodedBytes) {
+        // a second copy of this text would not fit: it stays in `text`, unlisted
+        node.capture = null;
+        this.report('decoded_too_large', `${this.label(node)}: its text is kept, but it is not also listed under attachments (the copy would exceed ${this.limits.maxDecodedBytes} bytes)`);
+      } else {
+        // a copy: the line views borrow the input chunk, which is forwarded on
+        c.chunks.push(Buffer.from(buf));
+        c.len += buf.length;
+      }
+    }
     const b = node.b64;
     if (b && !b.bad) {
       for (let i = 0; i < buf.length; i++) {
@@ -589,8 +691,26 @@ class MimeGuard extends Transform {
   }
 }
 
-/** Replaces the Content-Type field of a header block with `text/plain`. */
-function rewriteContentType(block: string): string {
+/** A file name parameter with a value: `filename` (RFC 2183 §2.3) or `name`, plain or RFC 2231 (`filename*`, `filename*0*`…). */
+function hasFileName(disposition: Map<string, string>, type: Map<string, string>): boolean {
+  for (const [params, name] of [[disposition, 'filename'], [type, 'name']] as const) {
+    for (const [k, v] of params) if (v && (k === name || k.startsWith(`${name}*`))) return true;
+  }
+  return false;
+}
+
+/**
+ * Replaces the Content-Type field of a header block with `type`; with
+ * `keepParams` (the field's value) its parameters are kept, but a boundary
+ * (RFC 2046 §5.1.1: only for multiparts).
+ */
+function rewriteContentType(block: string, type = 'text/plain', keepParams?: string): string {
+  let params = '';
+  if (keepParams !== undefined) {
+    const unfolded = keepParams.replace(/\r?\n/g, '');
+    const semi = unfolded.indexOf(';');
+    if (semi !== -1) params = unfolded.slice(semi).replace(/;\s*boundary\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;]*)/gi, '').trimEnd();
+  }
   const lines = block.split(/(?<=\n)/);
   const out: string[] = [];
   let skipping = false;
@@ -598,7 +718,7 @@ function rewriteContentType(block: string): string {
     if (skipping && (line.startsWith(' ') || line.startsWith('\t'))) continue;
     skipping = false;
     if (/^content-type\s*:/i.test(line)) {
-      out.push(`Content-Type: text/plain${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
+      out.push(`Content-Type: ${type}${params}${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
       skipping = true;
       continue;
     }
@@ -835,7 +955,7 @@ function toReadable(input: Readable | Buffer): Readable {
 
 const SINGLE = ['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'subject', 'date', 'message-id', 'in-reply-to', 'references'];
 
-function headerFields(headers: HeaderField[], rawHeader: Buffer, report: ProblemSink): Omit<ParsedContent, 'text' | 'html' | 'strippedText' | 'attachments' | 'parseErrors' | 'headers'> {
+function headerFields(headers: HeaderField[], report: ProblemSink): Omit<ParsedContent, 'text' | 'html' | 'strippedText' | 'attachments' | 'parseErrors' | 'headers'> {
   // One pass over the fields: every lookup below is by lower-case name.
   const byName = new Map<string, string[]>();
   for (const h of headers) {
@@ -848,11 +968,6 @@ function headerFields(headers: HeaderField[], rawHeader: Buffer, report: Problem
   for (const name of SINGLE) {
     const n = values(name).length;
     if (n > 1) report('duplicate_header', `${n} ${name} headers (RFC 5322 §3.6 allows one); ${['to', 'cc', 'bcc', 'references'].includes(name) ? 'their values were joined' : 'the first is used'}`);
-  }
-  // A header line that is neither a field nor a continuation (RFC 5322 §2.2)
-  const text = rawHeader.toString('utf8');
-  if (text.split(/\r?\n/).some((l, i) => l !== '' && !/^[ \t]/.test(l) && !/^[^:\s][^:]*:/.test(l) && !(i === 0 && l.startsWith('From ')))) {
-    report('malformed_mime', 'the header block has a line that is not a header field; it was skipped');
   }
   const addresses = (name: string, joinAll: boolean): AddressListItem[] | null => {
     const v = values(name);
@@ -981,7 +1096,7 @@ function problemList(): { parseErrors: ParseError[]; report: ProblemSink } {
 /** The event fields from the top-level header block and the bodies, shared by both paths. */
 function assemble(rootHeader: Buffer, text: string | null, html: string | null, attachments: Attachment[], parseErrors: ParseError[], report: ProblemSink): ParsedContent {
   const headers = parseHeaderBlock(rootHeader);
-  const fields = headerFields(headers, rootHeader, report);
+  const fields = headerFields(headers, report);
   return {
     headers,
     ...fields,
@@ -1008,12 +1123,9 @@ function fromFast(r: FastResult): ParsedContent {
   return assemble(r.rootHeader, r.text, r.html, attachments, parseErrors, report);
 }
 
-/** The streaming path: MimeGuard ahead of mailparser's MailParser, attachments streamed (to the BlobSink when large). */
-function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: BlobSink | undefined): Promise<ParsedContent> {
-  const { parseErrors, report } = problemList();
-  const budget = { kept: 0 };
-  const guard = new MimeGuard(limits, budget, report);
-  const parser = new MailParser({
+/** MailParser's options for the streaming path. */
+function parserOptions(limits: ParseLimits): ConstructorParameters<typeof MailParser>[0] {
+  return {
     // Bodies as sent: no HTML→text, no text→HTML, no linkifying, no cid: rewriting.
     // (keepCidLinks is a simpleParser option; MailParser never rewrites cid: links.)
     skipHtmlToText: true,
@@ -1031,16 +1143,47 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
     // Backstops only: MimeGuard enforces the real limits before these can trigger.
     maxHeadSize: limits.maxHeaderBytes * 2 + 65536,
     maxChildNodes: limits.maxParts + 16,
-  });
+  };
+}
+
+/** IMAP-style part numbers ("1.2") in message order; "" (the message itself) first. */
+function comparePartIds(a: string, b: string): number {
+  const x = a ? a.split('.') : [];
+  const y = b ? b.split('.') : [];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = Number(x[i]) - Number(y[i]);
+    if (d) return d;
+  }
+  return x.length - y.length;
+}
+
+/** The header block with its Content-Disposition value set to `attachment` (parameters kept), or such a field added. */
+function dispositionAttachment(block: string): string {
+  const re = /^(content-disposition[ \t]*:[ \t]*)[^;\r\n]*/im;
+  if (re.test(block)) return block.replace(re, '$1attachment');
+  const blank = /\r?\n(\r?\n)$/.exec(block);
+  if (blank) return `${block.slice(0, block.length - blank[1]!.length)}Content-Disposition: attachment${blank[1]}${blank[1]}`;
+  const eol = block.includes('\r\n') ? '\r\n' : '\n';
+  return `${block}${block && !block.endsWith('\n') ? eol : ''}Content-Disposition: attachment${eol}${eol}`;
+}
+
+/** The streaming path: MimeGuard ahead of mailparser's MailParser, attachments streamed (to the BlobSink when large). */
+function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: BlobSink | undefined): Promise<ParsedContent> {
+  const { parseErrors, report } = problemList();
+  const budget = { kept: 0 };
+  const guard = new MimeGuard(limits, budget, report);
+  const parser = new MailParser(parserOptions(limits));
   const source = toReadable(input);
   const attachments: Attachment[] = [];
+  /** the attachments mailparser emitted, with their part numbers (IMAP style, as MimeGuard's paths) */
+  const found: { partId: string; record: Attachment }[] = [];
   let textResult: MessageText | null = null;
   let sinkFailure: unknown = null;
   let chain: Promise<void> = Promise.resolve();
   let inFlight: AttachmentStream | null = null;
   let parserFailed = false;
 
-  async function takeAttachment(att: AttachmentStream): Promise<void> {
+  async function takeAttachment(att: AttachmentStream): Promise<Attachment> {
     const meta = attachmentMeta(att);
     const hash = createHash('sha256');
     let size = 0;
@@ -1120,7 +1263,37 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
         sinkFailure ??= err;
       });
     }
-    attachments.push(record);
+    return record;
+  }
+
+  /**
+   * The attachment entry of an inline text part with a file name (MimeGuard
+   * kept its header and raw body): the part alone, its disposition set to
+   * `attachment`, goes through a MailParser of its own, so its file name and
+   * content are decoded exactly as every other attachment's; the entry keeps
+   * the part's own disposition and `related`.
+   */
+  async function textFileAttachment(c: TextFileCapture): Promise<Attachment | null> {
+    const one = new MailParser(parserOptions(limits));
+    let record: Promise<Attachment> | null = null;
+    one.on('data', (obj: AttachmentStream | MessageText) => {
+      if (obj.type !== 'attachment' || record) return;
+      record = takeAttachment(obj).finally(() => obj.release?.());
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      one.once('end', resolve);
+      one.once('error', reject);
+    });
+    one.end(Buffer.concat([Buffer.from(dispositionAttachment(c.header.toString('latin1')), 'latin1'), c.body!]));
+    try {
+      await ended;
+    } catch (err) {
+      report('malformed_mime', `part ${c.path || '(message)'}: its text is kept, but it could not be listed under attachments: ${(err as Error).message}`);
+      return null;
+    }
+    if (!record) return null;
+    const got: Attachment = await record;
+    return { ...got, disposition: c.disposition, related: c.related };
   }
 
   return new Promise<ParsedContent>((resolve, reject) => {
@@ -1133,7 +1306,19 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
     const finish = () => {
       if (settled) return;
       settled = true;
-      chain.then(
+      chain
+        .then(async () => {
+          // Inline text parts with a file name join the attachments in message order.
+          for (const c of guard.textFiles) {
+            const record = await textFileAttachment(c);
+            if (!record) continue;
+            let at = found.length;
+            while (at > 0 && comparePartIds(found[at - 1]!.partId, c.path) > 0) at--;
+            found.splice(at, 0, { partId: c.path, record });
+          }
+          for (const f of found) attachments.push(f.record);
+        })
+        .then(
         () => {
           if (sinkFailure) return reject(sinkFailure);
           const text = guard.hasPlain ? (textResult?.text ?? '') : null;
@@ -1161,7 +1346,7 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
       chain = chain.then(async () => {
         inFlight = att;
         try {
-          await takeAttachment(att);
+          found.push({ partId: att.partId ?? '', record: await takeAttachment(att) });
         } finally {
           inFlight = null;
           att.release?.();
