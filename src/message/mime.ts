@@ -20,7 +20,8 @@
  * delimiter line with trailing white space, broken or truncated base64, an
  * unknown Content-Transfer-Encoding or charset, RFC 2231 or RFC 2047 encoded
  * MIME parameters, comments in MIME headers, format=flowed, a part over a
- * limit, an attachment bound for the BlobSink… The caller then runs the
+ * limit, an attachment bound for the BlobSink, a header line that is not a
+ * field, a digest part without Content-Type… The caller then runs the
  * streaming path, which handles (and reports) all of those. The differential
  * test (test/parse-diff.test.ts) runs both paths over the corpus and over
  * mutated variants and requires equal results.
@@ -435,6 +436,8 @@ function makeNode(parent: Node | null, fields: MimeHeaders, limits: FastLimits):
   else {
     // RFC 2045 §5.2 default; mailsplit guesses from a file name, which is not ours to imitate
     if (cd?.params.has('filename')) bail();
+    // RFC 2046 §5.1.5: message/rfc822 in a digest; the streaming path supplies it
+    if (parent?.type === 'multipart/digest') bail();
     type = dispValue === 'attachment' ? 'application/octet-stream' : 'text/plain';
   }
   // mailsplit splits any part that has a boundary parameter, multipart or not; MimeGuard only multiparts

@@ -31,7 +31,12 @@
  *   nothing after it) and reports it, so hostile input can neither make the
  *   parse throw nor make memory grow without bound. It also captures the raw
  *   top-level header block for the ordered `headers` list, and notes MIME
- *   problems (missing boundary, broken base64, unknown charsets).
+ *   problems (missing boundary, broken base64, unknown charsets). Where
+ *   mailparser would lose text it hands it corrected header blocks (a
+ *   Content-Type without subtype, a header block without its empty line, a
+ *   digest part without Content-Type; docs/payload.md, "Odd mail"), and it
+ *   keeps a copy of each inline text part that names a file, which is listed
+ *   under attachments as well.
  * - MailParser (streaming, not simpleParser) decodes transfer encodings and
  *   charsets; its text↔HTML conversions are off. Attachments are consumed as
  *   streams: hashed and measured while read, kept inline when small, handed to
@@ -228,6 +233,12 @@ function structured(v: string | undefined): { value: string; params: Map<string,
   for (let m = re.exec(s); m; m = re.exec(s)) {
     const key = m[1]!.toLowerCase();
     if (!params.has(key)) params.set(key, m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!.trim());
+  }
+  // RFC 2231 §4: an extended boundary (`boundary*=us-ascii''abc`), as mailsplit (libmime) reads it
+  const extended = params.get('boundary*');
+  if (!params.has('boundary') && extended !== undefined) {
+    const q = /^[^']*'[^']*'(.*)$/.exec(extended);
+    params.set('boundary', (q ? q[1]! : extended).replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))));
   }
   return { value, params };
 }
@@ -590,15 +601,20 @@ class MimeGuard extends Transform {
     const slash = type.indexOf('/');
     if (slash <= 0 || slash === type.length - 1) {
       // RFC 2045 §5.2: a syntactically invalid Content-Type (`text; charset=us-ascii`, no
-      // subtype) is taken as if there were none: text/plain (application/octet-stream for an
-      // attachment, as mailsplit defaults a missing one). mailparser would make such a part an
-      // attachment of type "text" and lose its text, so it is handed the corrected field, its
-      // parameters (the charset) kept. A type and subtype followed by junk are left as they are.
-      type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
+      // subtype) is taken as text/plain. mailparser would make such a part an attachment of type
+      // "text" and lose its text, so it is handed the corrected field, its parameters (the
+      // charset) kept. A type and subtype followed by junk are left as they are. A missing
+      // Content-Type keeps mailsplit's default (application/octet-stream for an attachment).
       if (ctField !== undefined) {
-        this.report('invalid_content_type', `${this.label(node)}: Content-Type "${clip(ctField, 40)}" has no type/subtype (RFC 2045 §5.1); read as ${type} (RFC 2045 §5.2)`);
-        forwarded = Buffer.from(rewriteContentType(raw.toString('latin1'), type, ctField), 'latin1');
-      }
+        type = 'text/plain';
+        this.report('invalid_content_type', `${this.label(node)}: Content-Type "${clip(ctField, 40)}" has no type/subtype (RFC 2045 §5.1); read as text/plain (RFC 2045 §5.2)`);
+        forwarded = Buffer.from(rewriteContentType(raw.toString('latin1'), ctField), 'latin1');
+      } else if (node.parent?.contentType === 'multipart/digest') {
+        // RFC 2046 §5.1.5: in a digest the default type of a part is message/rfc822 (mailsplit
+        // would default it to text/plain and splice the digested messages' headers into text)
+        type = 'message/rfc822';
+        forwarded = Buffer.from(addContentType(raw.toString('latin1'), type), 'latin1');
+      } else type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
     }
     node.contentType = type;
     this.head = false;
@@ -691,6 +707,12 @@ class MimeGuard extends Transform {
   }
 }
 
+/** A header block (its empty line included) with a Content-Type field added before the empty line. */
+function addContentType(block: string, type: string): string {
+  const eol = /\r?\n$/.exec(block)?.[0] ?? '\r\n';
+  return `${block.slice(0, block.length - (block.endsWith(eol) ? eol.length : 0))}Content-Type: ${type}${eol}${eol}`;
+}
+
 /** A file name parameter with a value: `filename` (RFC 2183 §2.3) or `name`, plain or RFC 2231 (`filename*`, `filename*0*`…). */
 function hasFileName(disposition: Map<string, string>, type: Map<string, string>): boolean {
   for (const [params, name] of [[disposition, 'filename'], [type, 'name']] as const) {
@@ -700,11 +722,11 @@ function hasFileName(disposition: Map<string, string>, type: Map<string, string>
 }
 
 /**
- * Replaces the Content-Type field of a header block with `type`; with
+ * Replaces the Content-Type field of a header block with `text/plain`; with
  * `keepParams` (the field's value) its parameters are kept, but a boundary
  * (RFC 2046 §5.1.1: only for multiparts).
  */
-function rewriteContentType(block: string, type = 'text/plain', keepParams?: string): string {
+function rewriteContentType(block: string, keepParams?: string): string {
   let params = '';
   if (keepParams !== undefined) {
     const unfolded = keepParams.replace(/\r?\n/g, '');
@@ -718,7 +740,7 @@ function rewriteContentType(block: string, type = 'text/plain', keepParams?: str
     if (skipping && (line.startsWith(' ') || line.startsWith('\t'))) continue;
     skipping = false;
     if (/^content-type\s*:/i.test(line)) {
-      out.push(`Content-Type: ${type}${params}${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
+      out.push(`Content-Type: text/plain${params}${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
       skipping = true;
       continue;
     }
