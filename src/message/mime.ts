@@ -498,7 +498,7 @@ function leafBody(node: Node, body: Buffer, limits: FastLimits, hasSink: boolean
   const bytes = decodeTransfer(body, node.cte);
   if (node.isText) node.textContent = decodeText(bytes, node.charset!);
   if (node.attachment) {
-    const content = node.isText ? (fileBody === body ? bytes : decodeTransfer(fileBody, node.cte)) : bytes;
+    const content = node.isText && fileBody.length !== body.length ? decodeTransfer(fileBody, node.cte) : bytes;
     if (hasSink && content.length > limits.inlineLimit) bail(); // claim check: the streaming path streams it out
     node.attachment.content = content;
   }
