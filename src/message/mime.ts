@@ -20,7 +20,8 @@
  * delimiter line with trailing white space, broken or truncated base64, an
  * unknown Content-Transfer-Encoding or charset, RFC 2231 or RFC 2047 encoded
  * MIME parameters, comments in MIME headers, format=flowed, a part over a
- * limit, an attachment bound for the BlobSink… The caller then runs the
+ * limit, an attachment bound for the BlobSink, a header line that is not a
+ * field, a digest part without Content-Type… The caller then runs the
  * streaming path, which handles (and reports) all of those. The differential
  * test (test/parse-diff.test.ts) runs both paths over the corpus and over
  * mutated variants and requires equal results.
@@ -157,13 +158,21 @@ function readHeader(buf: Buffer, start: number, limits: FastLimits, open: Node[]
         const head = buf.toString('latin1', pos, Math.min(nl, pos + 5)).toLowerCase();
         if (head === 'from ' || head === 'post ') bail();
       }
+      // A field name runs up to the colon (RFC 5322 §2.2; white space before the colon is the
+      // obsolete syntax of §4.5). A line that is not a field ends the header block without the
+      // empty line: the streaming path reads it as the body and reports it.
+      const colon = buf.indexOf(0x3a, pos);
+      if (colon <= pos || colon > nl) bail();
+      let k = pos + 1;
+      while (k < colon && buf[k]! > 0x20 && buf[k]! < 0x7f) k++;
+      if (k < colon) {
+        while (k < colon && (buf[k] === 0x20 || buf[k] === 0x09)) k++;
+        if (k < colon) bail();
+      }
       if (c0 === 0x43 || c0 === 0x63) {
-        // only Content-* fields matter here; find the name up to the colon
-        const colon = buf.indexOf(0x3a, pos);
-        if (colon !== -1 && colon < nl) {
-          const name = buf.toString('latin1', pos, colon).trim().toLowerCase();
-          if (name.startsWith('content-')) current = { name, start: pos };
-        }
+        // only Content-* fields matter here
+        const name = buf.toString('latin1', pos, colon).trim().toLowerCase();
+        if (name.startsWith('content-')) current = { name, start: pos };
       }
     }
     first = false;
@@ -427,6 +436,8 @@ function makeNode(parent: Node | null, fields: MimeHeaders, limits: FastLimits):
   else {
     // RFC 2045 §5.2 default; mailsplit guesses from a file name, which is not ours to imitate
     if (cd?.params.has('filename')) bail();
+    // RFC 2046 §5.1.5: message/rfc822 in a digest; the streaming path supplies it
+    if (parent?.type === 'multipart/digest') bail();
     type = dispValue === 'attachment' ? 'application/octet-stream' : 'text/plain';
   }
   // mailsplit splits any part that has a boundary parameter, multipart or not; MimeGuard only multiparts
@@ -444,16 +455,18 @@ function makeNode(parent: Node | null, fields: MimeHeaders, limits: FastLimits):
   const disposition = dispValue === '' ? '' : dispValue === 'inline' ? 'inline' : 'attachment';
   const textType = type === 'text/plain' || type === 'text/html';
   node.isText = textType && (disposition === '' || disposition === 'inline');
+  let filename = cd?.params.get('filename') || ct?.params.get('name') || null;
+  if (filename === '') filename = null;
   if (node.isText) {
     const charset = ct?.params.get('charset') ?? '';
     if (REFUSED.test(charset.toLowerCase().replace(/[^a-z0-9]/g, '')) || charsetEncoding(charset) === null) bail();
     // RFC 3676 format=flowed is unwrapped by the streaming path's FlowedDecoder
     if (type === 'text/plain' && (ct?.params.get('format') ?? '').toLowerCase().trim() === 'flowed') bail();
     node.charset = charset || 'utf-8';
-    return node;
+    // An inline text part that names a file is body text and, as the sender attached a
+    // file, an attachment too (docs/payload.md, attachments)
+    if (filename === null) return node;
   }
-  let filename = cd?.params.get('filename') || ct?.params.get('name') || null;
-  if (filename === '') filename = null;
   let contentId: string | null = null;
   let hasCid = false;
   if (fields.contentId !== null) {
@@ -476,13 +489,18 @@ function makeNode(parent: Node | null, fields: MimeHeaders, limits: FastLimits):
   return node;
 }
 
-function leafBody(node: Node, body: Buffer, limits: FastLimits, hasSink: boolean): void {
+/**
+ * `body` is the part's content as the streaming path's text sees it; `fileBody`
+ * (an inline text part with a file name) the same without the line break that
+ * belongs to the next delimiter, which MimeGuard's copy of the part drops.
+ */
+function leafBody(node: Node, body: Buffer, limits: FastLimits, hasSink: boolean, fileBody: Buffer = body): void {
   const bytes = decodeTransfer(body, node.cte);
-  if (node.isText) {
-    node.textContent = decodeText(bytes, node.charset!);
-  } else {
-    if (hasSink && bytes.length > limits.inlineLimit) bail(); // claim check: the streaming path streams it out
-    node.attachment!.content = bytes;
+  if (node.isText) node.textContent = decodeText(bytes, node.charset!);
+  if (node.attachment) {
+    const content = node.isText && fileBody.length !== body.length ? decodeTransfer(fileBody, node.cte) : bytes;
+    if (hasSink && content.length > limits.inlineLimit) bail(); // claim check: the streaming path streams it out
+    node.attachment.content = content;
   }
 }
 
@@ -532,7 +550,13 @@ function run(buf: Buffer, limits: FastLimits, hasSink: boolean): FastResult {
         end--; // LF
         if (end > h.end && buf[end - 1] === CR) end--;
       } else end = h.end;
-      leafBody(node, buf.subarray(h.end, end), limits, hasSink);
+      let fileEnd = end;
+      if (node.isText && node.attachment) {
+        fileEnd = d.lineStart;
+        if (fileEnd > h.end && buf[fileEnd - 1] === NL) fileEnd--;
+        if (fileEnd > h.end && buf[fileEnd - 1] === CR && buf[fileEnd] === NL) fileEnd--;
+      }
+      leafBody(node, buf.subarray(h.end, end), limits, hasSink, buf.subarray(h.end, fileEnd));
       pos = d.lineEnd;
       // close delimiters: the epilogue of each closed multipart runs to a delimiter of its parent
       while (d.kind === 2) {
@@ -561,7 +585,8 @@ function collect(rootHeader: Buffer, root: Node, order: Node[]): FastResult {
     if (n.isText) {
       if (n.type === 'text/plain') hasText = true;
       else hasHtml = true;
-    } else if (n.attachment) attachments.push(n.attachment);
+    }
+    if (n.attachment) attachments.push(n.attachment);
   }
   const text: string[] = [];
   const html: string[] = [];

@@ -31,7 +31,12 @@
  *   nothing after it) and reports it, so hostile input can neither make the
  *   parse throw nor make memory grow without bound. It also captures the raw
  *   top-level header block for the ordered `headers` list, and notes MIME
- *   problems (missing boundary, broken base64, unknown charsets).
+ *   problems (missing boundary, broken base64, unknown charsets). Where
+ *   mailparser would lose text it hands it corrected header blocks (a
+ *   Content-Type without subtype, a header block without its empty line, a
+ *   digest part without Content-Type; docs/payload.md, "Odd mail"), and it
+ *   keeps a copy of each inline text part that names a file, which is listed
+ *   under attachments as well.
  * - MailParser (streaming, not simpleParser) decodes transfer encodings and
  *   charsets; its text↔HTML conversions are off. Attachments are consumed as
  *   streams: hashed and measured while read, kept inline when small, handed to
@@ -148,11 +153,32 @@ interface GuardNode {
   /** its body is collected as text by mailparser (inline text/plain or text/html) */
   text: boolean;
   b64: { chars: number; bad: boolean; pad: boolean } | null;
+  /** an inline text part with a file name: its raw body, to list it under attachments too */
+  capture: TextFileCapture | null;
+}
+
+/**
+ * An inline text/plain or text/html part that names a file (RFC 2183 §2.3
+ * `filename`, or Content-Type `name`): mailparser collects it as body text
+ * only, so MimeGuard keeps its header and raw body, and streamingParse turns
+ * them into the attachment entry as well (docs/payload.md, attachments).
+ */
+interface TextFileCapture {
+  path: string;
+  header: Buffer;
+  chunks: Buffer[];
+  len: number;
+  disposition: 'inline' | null;
+  related: boolean;
+  /** set when the body ended normally (not cut by a limit) */
+  body: Buffer | null;
 }
 
 const B64 = new Uint8Array(256);
 for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') B64[c.charCodeAt(0)] = 1;
 const KNOWN_CTE = new Set(['', '7bit', '8bit', 'binary', 'quoted-printable', 'base64']);
+const CRLF = Buffer.from('\r\n');
+const LF = Buffer.from('\n');
 
 /** First value of each header field of a (latin1-decoded) header block, names lower-cased. */
 function headerMap(block: string): Map<string, string> {
@@ -210,6 +236,12 @@ function structured(v: string | undefined): { value: string; params: Map<string,
     const key = m[1]!.toLowerCase();
     if (!params.has(key)) params.set(key, m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!.trim());
   }
+  // RFC 2231 §4: an extended boundary (`boundary*=us-ascii''abc`), as mailsplit (libmime) reads it
+  const extended = params.get('boundary*');
+  if (!params.has('boundary') && extended !== undefined) {
+    const q = /^[^']*'[^']*'(.*)$/.exec(extended);
+    params.set('boundary', (q ? q[1]! : extended).replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))));
+  }
   return { value, params };
 }
 
@@ -219,6 +251,8 @@ class MimeGuard extends Transform {
   hasPlain = false;
   hasHtml = false;
   cut = false;
+  /** Inline text parts with a file name, in message order (TextFileCapture). */
+  readonly textFiles: TextFileCapture[] = [];
 
   private cur: GuardNode;
   private head = true;
@@ -243,7 +277,7 @@ class MimeGuard extends Transform {
   }
 
   private node(parent: GuardNode | null, owner: GuardNode | null, depth: number, path: string): GuardNode {
-    return { parent, owner, depth, path, boundary: null, contentType: '', children: 0, closed: false, text: false, b64: null };
+    return { parent, owner, depth, path, boundary: null, contentType: '', children: 0, closed: false, text: false, b64: null, capture: null };
   }
 
   private label(n: GuardNode): string {
@@ -447,6 +481,24 @@ class MimeGuard extends Transform {
       if (!this.cur.parent && this.cur.path === '') this.captureRoot(raw);
       this.forward(raw);
     }
+    const c = this.cur.capture;
+    if (c) {
+      this.cur.capture = null;
+      let body = c.chunks.length === 1 ? c.chunks[0]! : Buffer.concat(c.chunks, c.len);
+      // The line break before a delimiter belongs to the delimiter (RFC 2046 §5.1.1); a
+      // single-part message's body runs to the end of the input.
+      if (this.cur.parent) {
+        let end = body.length;
+        if (end && body[end - 1] === 0x0a) {
+          end--;
+          if (end && body[end - 1] === 0x0d) end--;
+        }
+        body = body.subarray(0, end);
+      }
+      c.body = body;
+      c.chunks = [];
+      this.textFiles.push(c);
+    }
     const b = this.cur.b64;
     if (b && !b.bad && b.chars % 4 !== 0) {
       this.report('invalid_encoding', `${this.label(this.cur)}: base64 content is truncated (${b.chars} characters, not a multiple of 4)`);
@@ -495,6 +547,18 @@ class MimeGuard extends Transform {
 
   private headerLine(buf: Buffer, final: boolean): void {
     const blank = (buf.length === 1 && buf[0] === 0x0a) || (buf.length === 2 && buf[0] === 0x0d && buf[1] === 0x0a);
+    if (!blank && !this.fieldLine(buf)) {
+      // RFC 5322 §2.1: the body follows the header block after an empty line. A line that is
+      // neither a field nor a continuation ends the header block here and starts the body (as
+      // Python's email package reads it, recording MissingHeaderBodySeparatorDefect);
+      // mailparser would take it and everything up to the next empty line as header lines and
+      // drop them. It gets the empty line it expects.
+      this.report('missing_header_separator', `${this.label(this.cur)}: the header block ends at a line that is not a header field, without the empty line before the body (RFC 5322 §2.1); that line and what follows are the body`);
+      this.held.push(buf[buf.length - 2] === 0x0d ? CRLF : LF);
+      this.endHeader();
+      this.line(buf, final);
+      return;
+    }
     if (!blank) {
       const cost = this.heldCost + Math.max(buf.length, 64);
       if (cost > this.limits.maxHeaderBytes) return this.headerTooLarge();
@@ -502,6 +566,23 @@ class MimeGuard extends Transform {
     }
     this.held.push(buf);
     if (blank || final) this.endHeader();
+  }
+
+  /**
+   * A header field line (RFC 5322 §2.2: a name of printable characters other than the colon,
+   * then ":"; the obsolete syntax of §4.5 allows white space before the colon) or a continuation line;
+   * an mbox "From " or HTTP "POST " first line, which mailsplit sets aside, counts as one too.
+   */
+  private fieldLine(buf: Buffer): boolean {
+    const c0 = buf[0]!;
+    if (c0 === 0x20 || c0 === 0x09) return true;
+    let i = 0;
+    while (i < buf.length && buf[i]! > 0x20 && buf[i]! < 0x7f && buf[i] !== 0x3a) i++;
+    if (i > 0 && i < buf.length && buf[i] !== 0x3a) {
+      if (!this.held.length && !this.cur.parent && i === 4 && /^(?:from|post)$/i.test(buf.toString('latin1', 0, 4)) && buf[i] === 0x20) return true;
+      while (i < buf.length && (buf[i] === 0x20 || buf[i] === 0x09)) i++;
+    }
+    return i > 0 && buf[i] === 0x3a;
   }
 
   private endHeader(): void {
@@ -512,11 +593,31 @@ class MimeGuard extends Transform {
     const isRoot = !node.parent && node.path === '';
     if (isRoot) this.captureRoot(raw);
     const fields = headerMap(raw.toString('latin1'));
-    const ct = structured(fields.get('content-type'));
-    const disposition = structured(fields.get('content-disposition')).value;
+    const ctField = fields.get('content-type');
+    const ct = structured(ctField);
+    const cd = structured(fields.get('content-disposition'));
+    const disposition = cd.value;
     const cte = structured(fields.get('content-transfer-encoding')).value;
     let type = ct.value;
-    if (!type || !type.includes('/')) type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
+    let forwarded = raw;
+    const slash = type.indexOf('/');
+    if (slash <= 0 || slash === type.length - 1) {
+      // RFC 2045 §5.2: a syntactically invalid Content-Type (`text; charset=us-ascii`, no
+      // subtype) is taken as text/plain. mailparser would make such a part an attachment of type
+      // "text" and lose its text, so it is handed the corrected field, its parameters (the
+      // charset) kept. A type and subtype followed by junk are left as they are. A missing
+      // Content-Type keeps mailsplit's default (application/octet-stream for an attachment).
+      if (ctField !== undefined) {
+        type = 'text/plain';
+        this.report('invalid_content_type', `${this.label(node)}: Content-Type "${clip(ctField, 40)}" has no type/subtype (RFC 2045 §5.1); read as text/plain (RFC 2045 §5.2)`);
+        forwarded = Buffer.from(rewriteContentType(raw.toString('latin1'), ctField), 'latin1');
+      } else if (node.parent?.contentType === 'multipart/digest') {
+        // RFC 2046 §5.1.5: in a digest the default type of a part is message/rfc822 (mailsplit
+        // would default it to text/plain and splice the digested messages' headers into text)
+        type = 'message/rfc822';
+        forwarded = Buffer.from(addContentType(raw.toString('latin1'), type), 'latin1');
+      } else type = disposition === 'attachment' ? 'application/octet-stream' : 'text/plain';
+    }
     node.contentType = type;
     this.head = false;
 
@@ -537,8 +638,13 @@ class MimeGuard extends Transform {
       this.bodyStarts(node, 'text/plain', '', cte, undefined);
       return;
     }
-    this.forward(raw);
+    this.forward(forwarded);
     this.bodyStarts(node, type, disposition, cte, ct.params.get('charset'));
+    if (node.text && hasFileName(cd.params, ct.params)) {
+      let related = false;
+      if (fields.get('content-id')) for (let p = node.parent; p; p = p.parent) if (p.contentType === 'multipart/related') related = true;
+      node.capture = { path: node.path, header: forwarded, chunks: [], len: 0, disposition: disposition === 'inline' ? 'inline' : null, related, body: null };
+    }
   }
 
   private bodyStarts(node: GuardNode, type: string, disposition: string, cte: string, charset: string | undefined): void {
@@ -568,6 +674,18 @@ class MimeGuard extends Transform {
         return this.stop('decoded_too_large', `text bodies exceed ${this.limits.maxDecodedBytes} bytes; ${this.label(node)} was cut there and later parts were not parsed`);
       }
     }
+    const c = node.capture;
+    if (c) {
+      if (this.budget.kept + c.len + buf.length > this.limits.maxDecodedBytes) {
+        // a second copy of this text would not fit: it stays in `text`, unlisted
+        node.capture = null;
+        this.report('decoded_too_large', `${this.label(node)}: its text is kept, but it is not also listed under attachments (the copy would exceed ${this.limits.maxDecodedBytes} bytes)`);
+      } else {
+        // a copy: the line views borrow the input chunk, which is forwarded on
+        c.chunks.push(Buffer.from(buf));
+        c.len += buf.length;
+      }
+    }
     const b = node.b64;
     if (b && !b.bad) {
       for (let i = 0; i < buf.length; i++) {
@@ -591,8 +709,32 @@ class MimeGuard extends Transform {
   }
 }
 
-/** Replaces the Content-Type field of a header block with `text/plain`. */
-function rewriteContentType(block: string): string {
+/** A header block (its empty line included) with a Content-Type field added before the empty line. */
+function addContentType(block: string, type: string): string {
+  const eol = /\r?\n$/.exec(block)?.[0] ?? '\r\n';
+  return `${block.slice(0, block.length - (block.endsWith(eol) ? eol.length : 0))}Content-Type: ${type}${eol}${eol}`;
+}
+
+/** A file name parameter with a value: `filename` (RFC 2183 §2.3) or `name`, plain or RFC 2231 (`filename*`, `filename*0*`…). */
+function hasFileName(disposition: Map<string, string>, type: Map<string, string>): boolean {
+  for (const [params, name] of [[disposition, 'filename'], [type, 'name']] as const) {
+    for (const [k, v] of params) if (v && (k === name || k.startsWith(`${name}*`))) return true;
+  }
+  return false;
+}
+
+/**
+ * Replaces the Content-Type field of a header block with `text/plain`; with
+ * `keepParams` (the field's value) its parameters are kept, but a boundary
+ * (RFC 2046 §5.1.1: only for multiparts).
+ */
+function rewriteContentType(block: string, keepParams?: string): string {
+  let params = '';
+  if (keepParams !== undefined) {
+    const unfolded = keepParams.replace(/\r?\n/g, '');
+    const semi = unfolded.indexOf(';');
+    if (semi !== -1) params = unfolded.slice(semi).replace(/;\s*boundary\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;]*)/gi, '').trimEnd();
+  }
   const lines = block.split(/(?<=\n)/);
   const out: string[] = [];
   let skipping = false;
@@ -600,7 +742,7 @@ function rewriteContentType(block: string): string {
     if (skipping && (line.startsWith(' ') || line.startsWith('\t'))) continue;
     skipping = false;
     if (/^content-type\s*:/i.test(line)) {
-      out.push(`Content-Type: text/plain${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
+      out.push(`Content-Type: text/plain${params}${line.endsWith('\r\n') ? '\r\n' : '\n'}`);
       skipping = true;
       continue;
     }
@@ -762,7 +904,6 @@ const SINGLE = ['from', 'sender', 'reply-to', 'to', 'cc', 'bcc', 'subject', 'dat
 
 function headerFields(
   headers: HeaderField[],
-  rawHeader: Buffer,
   report: ProblemSink,
 ): Omit<ParsedContent, 'text' | 'textSource' | 'html' | 'strippedText' | 'strippedSignature' | 'strippedHtml' | 'classification' | 'attachments' | 'parseErrors' | 'headers'> {
   // One pass over the fields: every lookup below is by lower-case name.
@@ -777,11 +918,6 @@ function headerFields(
   for (const name of SINGLE) {
     const n = values(name).length;
     if (n > 1) report('duplicate_header', `${n} ${name} headers (RFC 5322 §3.6 allows one); ${['to', 'cc', 'bcc', 'references'].includes(name) ? 'their values were joined' : 'the first is used'}`);
-  }
-  // A header line that is neither a field nor a continuation (RFC 5322 §2.2)
-  const text = rawHeader.toString('utf8');
-  if (text.split(/\r?\n/).some((l, i) => l !== '' && !/^[ \t]/.test(l) && !/^[^:\s][^:]*:/.test(l) && !(i === 0 && l.startsWith('From ')))) {
-    report('malformed_mime', 'the header block has a line that is not a header field; it was skipped');
   }
   const addresses = (name: string, joinAll: boolean): AddressListItem[] | null => {
     const v = values(name);
@@ -910,7 +1046,7 @@ function problemList(): { parseErrors: ParseError[]; report: ProblemSink } {
 /** The event fields from the top-level header block and the bodies, shared by both paths. */
 function assemble(rootHeader: Buffer, text: string | null, html: string | null, attachments: Attachment[], parseErrors: ParseError[], report: ProblemSink): ParsedContent {
   const headers = parseHeaderBlock(rootHeader);
-  const fields = headerFields(headers, rootHeader, report);
+  const fields = headerFields(headers, report);
   return {
     headers,
     ...fields,
@@ -937,12 +1073,9 @@ function fromFast(r: FastResult): ParsedContent {
   return assemble(r.rootHeader, r.text, r.html, attachments, parseErrors, report);
 }
 
-/** The streaming path: MimeGuard ahead of mailparser's MailParser, attachments streamed (to the BlobSink when large). */
-function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: BlobSink | undefined): Promise<ParsedContent> {
-  const { parseErrors, report } = problemList();
-  const budget = { kept: 0 };
-  const guard = new MimeGuard(limits, budget, report);
-  const parser = new MailParser({
+/** MailParser's options for the streaming path. */
+function parserOptions(limits: ParseLimits): ConstructorParameters<typeof MailParser>[0] {
+  return {
     // Bodies as sent: no HTML→text, no text→HTML, no linkifying, no cid: rewriting.
     // (keepCidLinks is a simpleParser option; MailParser never rewrites cid: links.)
     skipHtmlToText: true,
@@ -960,16 +1093,47 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
     // Backstops only: MimeGuard enforces the real limits before these can trigger.
     maxHeadSize: limits.maxHeaderBytes * 2 + 65536,
     maxChildNodes: limits.maxParts + 16,
-  });
+  };
+}
+
+/** IMAP-style part numbers ("1.2") in message order; "" (the message itself) first. */
+function comparePartIds(a: string, b: string): number {
+  const x = a ? a.split('.') : [];
+  const y = b ? b.split('.') : [];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = Number(x[i]) - Number(y[i]);
+    if (d) return d;
+  }
+  return x.length - y.length;
+}
+
+/** The header block with its Content-Disposition value set to `attachment` (parameters kept), or such a field added. */
+function dispositionAttachment(block: string): string {
+  const re = /^(content-disposition[ \t]*:[ \t]*)[^;\r\n]*/im;
+  if (re.test(block)) return block.replace(re, '$1attachment');
+  const blank = /\r?\n(\r?\n)$/.exec(block);
+  if (blank) return `${block.slice(0, block.length - blank[1]!.length)}Content-Disposition: attachment${blank[1]}${blank[1]}`;
+  const eol = block.includes('\r\n') ? '\r\n' : '\n';
+  return `${block}${block && !block.endsWith('\n') ? eol : ''}Content-Disposition: attachment${eol}${eol}`;
+}
+
+/** The streaming path: MimeGuard ahead of mailparser's MailParser, attachments streamed (to the BlobSink when large). */
+function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: BlobSink | undefined): Promise<ParsedContent> {
+  const { parseErrors, report } = problemList();
+  const budget = { kept: 0 };
+  const guard = new MimeGuard(limits, budget, report);
+  const parser = new MailParser(parserOptions(limits));
   const source = toReadable(input);
   const attachments: Attachment[] = [];
+  /** the attachments mailparser emitted, with their part numbers (IMAP style, as MimeGuard's paths) */
+  const found: { partId: string; record: Attachment }[] = [];
   let textResult: MessageText | null = null;
   let sinkFailure: unknown = null;
   let chain: Promise<void> = Promise.resolve();
   let inFlight: AttachmentStream | null = null;
   let parserFailed = false;
 
-  async function takeAttachment(att: AttachmentStream): Promise<void> {
+  async function takeAttachment(att: AttachmentStream): Promise<Attachment> {
     const meta = attachmentMeta(att);
     const hash = createHash('sha256');
     let size = 0;
@@ -1049,7 +1213,37 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
         sinkFailure ??= err;
       });
     }
-    attachments.push(record);
+    return record;
+  }
+
+  /**
+   * The attachment entry of an inline text part with a file name (MimeGuard
+   * kept its header and raw body): the part alone, its disposition set to
+   * `attachment`, goes through a MailParser of its own, so its file name and
+   * content are decoded exactly as every other attachment's; the entry keeps
+   * the part's own disposition and `related`.
+   */
+  async function textFileAttachment(c: TextFileCapture): Promise<Attachment | null> {
+    const one = new MailParser(parserOptions(limits));
+    let record: Promise<Attachment> | null = null;
+    one.on('data', (obj: AttachmentStream | MessageText) => {
+      if (obj.type !== 'attachment' || record) return;
+      record = takeAttachment(obj).finally(() => obj.release?.());
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      one.once('end', resolve);
+      one.once('error', reject);
+    });
+    one.end(Buffer.concat([Buffer.from(dispositionAttachment(c.header.toString('latin1')), 'latin1'), c.body!]));
+    try {
+      await ended;
+    } catch (err) {
+      report('malformed_mime', `part ${c.path || '(message)'}: its text is kept, but it could not be listed under attachments: ${(err as Error).message}`);
+      return null;
+    }
+    if (!record) return null;
+    const got: Attachment = await record;
+    return { ...got, disposition: c.disposition, related: c.related };
   }
 
   return new Promise<ParsedContent>((resolve, reject) => {
@@ -1062,7 +1256,19 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
     const finish = () => {
       if (settled) return;
       settled = true;
-      chain.then(
+      chain
+        .then(async () => {
+          // Inline text parts with a file name join the attachments in message order.
+          for (const c of guard.textFiles) {
+            const record = await textFileAttachment(c);
+            if (!record) continue;
+            let at = found.length;
+            while (at > 0 && comparePartIds(found[at - 1]!.partId, c.path) > 0) at--;
+            found.splice(at, 0, { partId: c.path, record });
+          }
+          for (const f of found) attachments.push(f.record);
+        })
+        .then(
         () => {
           if (sinkFailure) return reject(sinkFailure);
           const text = guard.hasPlain ? (textResult?.text ?? '') : null;
@@ -1090,7 +1296,7 @@ function streamingParse(input: Readable | Buffer, limits: ParseLimits, sink: Blo
       chain = chain.then(async () => {
         inFlight = att;
         try {
-          await takeAttachment(att);
+          found.push({ partId: att.partId ?? '', record: await takeAttachment(att) });
         } finally {
           inFlight = null;
           att.release?.();

@@ -342,6 +342,8 @@ export const PARSE_ERROR_CODES = {
   unknown_charset: 'A body or encoded word declares a charset that is not known (or is refused, like UTF-7); it was decoded as UTF-8.',
   invalid_encoding: 'Broken base64 in a part, or an unknown Content-Transfer-Encoding; the content was decoded on a best-effort basis.',
   malformed_mime: 'Broken MIME structure: a multipart without a boundary, a boundary that never appears, a missing closing delimiter, or a parser error.',
+  invalid_content_type: 'A Content-Type without a type/subtype (`text; charset=us-ascii`); the part was read as text/plain, or application/octet-stream when it is an attachment (RFC 2045 §5.2), its charset kept.',
+  missing_header_separator: 'A header block ends at a line that is not a header field, without the empty line before the body (RFC 5322 §2.1); that line and the rest were taken as the body.',
   too_many_parts: 'The message has more MIME parts than limits.maxParts; parts after the limit were not parsed.',
   too_deep: 'MIME nesting deeper than limits.maxDepth; the deeper parts were not parsed.',
   header_too_large: 'A header block is larger than limits.maxHeaderBytes; the rest of the message was not parsed.',
