@@ -174,6 +174,8 @@ const SHA = {
   pgpAsc: '725a6d8c0efc3c1a27592e0a07c5575e15f3cdc6ecdca5303cf431ec2b604b23', // the armored block, CRLF
   dsn: '10a25b0d1b5cb6e169d7b8cd070dac067a4cd7e6c5f85a302c20c925b70b73bf',
   bouncedOriginal: '24aade80cc776291a897693363dc8fc6f2f66b445fd89a8a307e5b442ae800d5',
+  postfixDsn: '4fa403ada73497fae990bb5fa143728b5f188faedbe4a6cc7e6596b6c3422d98',
+  postfixReturnedHeaders: '84699aac965d418419e41a7529c16756a08f4580e0e23df0a42dffd03e6dfd89',
   tenBytes: '1f825aa2f0020ef7cf91dfa30da4668d791c5d4824fc8e41354b89ec05795ab3', // 00 01 … 09
   recovered: 'e716b0c253e58db2ae096a84a1d24602f74c9ccae74949127898aca799fcda18', // "recovered attachment\r\n"
 };
@@ -609,6 +611,43 @@ const CASES: Case[] = [
           ],
           reportingMta: 'mx.example.test',
           originalMessageId: 'are-you-there@example.test',
+        },
+      });
+    },
+  },
+  {
+    fixture: 'bounce-postfix-headers.eml',
+    title: 'a bounce written by Postfix 3.7, headers only returned',
+    errors: [],
+    check(p) {
+      assert.equal(p.subject, 'Undelivered Mail Returned to Sender');
+      addresses(p.from, [m('Mail Delivery System', 'MAILER-DAEMON@relay.postfix.test')], 'from');
+      assert.ok(p.text?.startsWith('This is the mail system at host relay.postfix.test.\n'), String(p.text));
+      assert.ok(p.text?.endsWith('Recipient address rejected: User unknown (in reply to RCPT TO command)\n'), String(p.text));
+      // RFC 6522 §3: RET=HDRS returns text/rfc822-headers, kept as an attachment like the report, not as text
+      attachments(p.attachments, [
+        { filename: null, contentType: 'message/delivery-status', disposition: null, size: 451, sha256: SHA.postfixDsn },
+        { filename: null, contentType: 'text/rfc822-headers', disposition: null, size: 383, sha256: SHA.postfixReturnedHeaders },
+      ]);
+      assert.ok(!p.text?.includes('Message-ID'), 'the returned headers are not body text');
+      // Postfix's report: extra per-message fields (Original-Envelope-Id, X-Postfix-*), an
+      // Original-Recipient from ORCPT without a space after "rfc822;", a Diagnostic-Code folded by four spaces
+      assert.deepEqual(p.classification, {
+        autoReply: false,
+        bulk: false,
+        bounce: {
+          recipients: [
+            {
+              address: 'nobody@app.test',
+              originalRecipient: 'Nobody@App.test',
+              action: 'failed',
+              status: '5.1.1',
+              diagnostic: '550 5.1.1 <nobody@app.test>: Recipient address rejected: User unknown',
+              remoteMta: '127.0.0.1',
+            },
+          ],
+          reportingMta: 'relay.postfix.test',
+          originalMessageId: 'second@sender.test',
         },
       });
     },

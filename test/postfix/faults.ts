@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { projectRoot } from '../helpers/fixtures.js';
-import { startPostfix } from './instance.js';
+import { freePort, startPostfix } from './instance.js';
 
 export interface FaultRunOptions {
   messages: number;
@@ -39,15 +39,6 @@ export interface FaultRunResult {
   kills: number;
   receiverAnswers: Record<string, number>;
   seconds: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** A seeded PRNG (mulberry32), so a run's fault schedule can be repeated. */

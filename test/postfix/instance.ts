@@ -14,6 +14,17 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/** A free TCP port on 127.0.0.1: Postfix is told its listener's port, it cannot bind port 0 and report back. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.once('error', reject);
+  });
+}
+
 export function postfixAvailable(): string | null {
   if (!existsSync('/usr/sbin/postfix') || !existsSync('/etc/postfix/master.cf')) return 'Postfix is not installed (Debian package "postfix")';
   if (userInfo().uid !== 0) return 'a private Postfix instance needs root';
@@ -128,7 +139,10 @@ export async function startPostfix(opts: { dir: string; smtpPort: number; relayP
     },
     async stop() {
       await run('postfix', ['-c', conf, 'stop']).catch(() => undefined);
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 5000)))]);
+      // cleared, or the pending timer keeps the test process alive for its 5 s
+      clearTimeout(timer);
       if (master.exitCode === null) master.kill('SIGKILL');
       rmSync(opts.dir, { recursive: true, force: true });
     },
