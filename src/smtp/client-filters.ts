@@ -1,0 +1,157 @@
+/**
+ * Connection-time filters (docs/blocklists.md): `smtp.clients.deny` and the
+ * DNS block lists of `smtp.dnsbl`, turned into the replies of the reply table.
+ * The listener asks `atConnect` before the greeting (smtp/listener.ts), the
+ * session asks `atRcpt` for each recipient (smtp/session.ts). The address is
+ * always the real client's: the one from the PROXY header when there is one.
+ *
+ * A block list that cannot be asked (timeout, DNS failure) never refuses
+ * mail: the client counts as not listed (fail open), the failure is logged
+ * and counted.
+ */
+import type { GatewayError } from '../core/errors.js';
+import type { DnsblZoneConfig } from '../config/schema.js';
+import { createAddressMatcher, type AddressMatcher } from '../net/cidr.js';
+import { DnsblChecker, type DnsblResult } from '../net/dnsbl.js';
+import type { Logger } from '../ops/logger.js';
+import type { Metrics } from '../ops/metrics.js';
+import { failure, reply, type Reply } from '../transaction/replies.js';
+
+/** Local parts a listed client may still write to at RCPT: RFC 5321 §4.5.1 (postmaster), RFC 2142 §4 (abuse). */
+export const DNSBL_EXEMPT_LOCAL_PARTS: readonly string[] = ['postmaster', 'abuse'];
+
+export interface ConnectRefusal {
+  reply: Reply;
+  code: 'PG_CLIENT_DENIED' | 'PG_DNSBL_LISTED';
+  zone?: string;
+}
+
+export interface ClientFilterOptions {
+  hostname: string;
+  deny: readonly string[];
+  dnsbl: readonly DnsblZoneConfig[];
+  logger: Logger;
+  metrics: Metrics;
+  now: () => number;
+}
+
+type Listed = Extract<DnsblResult, { status: 'listed' }>;
+
+/** "; <text>" for a reason the list gave and the zone may show, else "". */
+function reasonSuffix(r: Listed): string {
+  return r.reason ? `; ${r.reason}` : '';
+}
+
+export class ClientFilters {
+  private readonly deny: AddressMatcher;
+  private readonly denyActive: boolean;
+  private readonly zones: { checker: DnsblChecker; action: DnsblZoneConfig['action'] }[];
+
+  constructor(private readonly opts: ClientFilterOptions) {
+    this.deny = createAddressMatcher(opts.deny);
+    this.denyActive = opts.deny.length > 0;
+    const { metrics, logger } = opts;
+    this.zones = opts.dnsbl.map((z) => ({
+      action: z.action,
+      checker: new DnsblChecker(
+        {
+          zone: z.zone,
+          servers: z.servers,
+          answers: z.answers,
+          timeoutMs: z.timeout,
+          cacheTtlMs: z.cacheTtl,
+          negativeCacheTtlMs: z.negativeCacheTtl,
+          cacheSize: z.cacheSize,
+          showReason: z.showReason,
+        },
+        {
+          now: opts.now,
+          onCacheHit: (zone) => metrics.dnsblCacheHits.inc({ zone }),
+          onLookup: (e) => {
+            metrics.dnsblLookups.inc({ zone: e.zone, result: e.result });
+            metrics.dnsblLookupDuration.observe({ zone: e.zone }, e.seconds);
+            if (e.ignored.length) {
+              metrics.dnsblIgnoredAnswers.inc({ zone: e.zone }, e.ignored.length);
+              logger.debug({ zone: e.zone, answers: e.ignored }, 'DNS block list answer outside its answers setting, not counted as listed');
+            }
+            if (e.result === 'timeout' || e.result === 'error') {
+              logger.warn({ zone: e.zone, code: 'PG_DNSBL_LOOKUP', err: e.error, ms: Math.round(e.seconds * 1000) }, 'DNS block list lookup failed, client treated as not listed');
+            }
+          },
+        },
+      ),
+    }));
+  }
+
+  /** Whether any DNS block list is configured. */
+  get dnsblActive(): boolean {
+    return this.zones.length > 0;
+  }
+
+  /**
+   * Before anything else (connection limits included): a client in
+   * `smtp.clients.deny` gets the refusal instead of the greeting, and never a
+   * 421 that would invite it back.
+   */
+  denied(address: string): ConnectRefusal | null {
+    if (!this.denyActive || !this.deny.matches(address)) return null;
+    const { hostname, metrics, logger } = this.opts;
+    metrics.clientRefusals.inc({ reason: 'deny', zone: '', stage: 'connect' });
+    logger.info({ client: address, code: 'PG_CLIENT_DENIED' }, 'client in smtp.clients.deny, refused at connect');
+    return { reply: reply('PG_CLIENT_DENIED', { hostname, address }), code: 'PG_CLIENT_DENIED' };
+  }
+
+  /**
+   * Before the greeting: every zone's lookup is started (those acted on at
+   * RCPT are usually answered by then) and the `reject-connect` zones are
+   * awaited. The refusal to send instead of the greeting, or null.
+   */
+  async listedAtConnect(address: string): Promise<ConnectRefusal | null> {
+    const { hostname, metrics, logger } = this.opts;
+    if (!this.zones.length) return null;
+    const connectChecks: Promise<DnsblResult>[] = [];
+    for (const z of this.zones) {
+      const p = z.checker.check(address);
+      if (z.action === 'reject-connect') connectChecks.push(p);
+      else if (z.action === 'tag') {
+        void p.then((r) => {
+          if (r.status === 'listed') logger.info({ client: address, zone: r.zone, answers: r.answers }, 'client listed by a DNS block list (tag only)');
+        });
+      }
+    }
+    for (const r of await Promise.all(connectChecks)) {
+      if (r.status !== 'listed') continue;
+      metrics.clientRefusals.inc({ reason: 'dnsbl', zone: r.zone, stage: 'connect' });
+      logger.info({ client: address, zone: r.zone, answers: r.answers, code: 'PG_DNSBL_LISTED' }, 'client listed by a DNS block list, refused at connect');
+      return { reply: reply('PG_DNSBL_LISTED_CONNECTION', { hostname, address, zone: r.zone, reason: reasonSuffix(r) }), code: 'PG_DNSBL_LISTED', zone: r.zone };
+    }
+    return null;
+  }
+
+  /**
+   * The listings of the `reject-rcpt` zones for a session, asked once per
+   * session (at connect, where the listener's lookups are still in flight or
+   * cached) and kept by the session, so a failing list costs one timeout per
+   * session, not one per recipient.
+   */
+  rcptListings(address: string): Promise<Listed[]> | null {
+    const zones = this.zones.filter((z) => z.action === 'reject-rcpt');
+    if (!zones.length) return null;
+    return Promise.all(zones.map((z) => z.checker.check(address))).then((rs) => rs.filter((r): r is Listed => r.status === 'listed'));
+  }
+
+  /**
+   * The refusal of one recipient by the first listing, or null when the
+   * client is not listed or the recipient is exempt (postmaster, abuse).
+   */
+  rcptRefusal(listings: readonly Listed[], client: string, rcpt: string): GatewayError | null {
+    const first = listings[0];
+    if (!first) return null;
+    // "postmaster" alone (RFC 5321 §4.1.1.3) or the local part before the last "@".
+    const at = rcpt.lastIndexOf('@');
+    const localPart = (at === -1 ? rcpt : rcpt.slice(0, at)).toLowerCase();
+    if (DNSBL_EXEMPT_LOCAL_PARTS.includes(localPart)) return null;
+    this.opts.metrics.clientRefusals.inc({ reason: 'dnsbl', zone: first.zone, stage: 'rcpt' });
+    return failure('PG_DNSBL_LISTED', { vars: { address: rcpt, client, zone: first.zone, reason: reasonSuffix(first) } });
+  }
+}
