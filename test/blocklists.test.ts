@@ -6,7 +6,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { listedName, TestDnsServer } from './helpers/dns-server.js';
 import { answerMatcher, DnsblChecker, dnsblQueryName, sanitizeReason, validateAnswerEntry, validateDnsServer, type DnsblZone } from '../src/net/dnsbl.js';
@@ -24,16 +26,31 @@ async function connectFrom(port: number, local: string): Promise<{ c: RawSmtp; g
 
 /** A whole transaction from `local` to x@example.test; the DATA reply code. */
 async function deliverFrom(port: number, local: string): Promise<number> {
+  return (await deliverFromReply(port, local)).code;
+}
+
+async function deliverFromReply(port: number, local: string): Promise<Awaited<ReturnType<RawSmtp['read']>>> {
   const { c, greeting } = await connectFrom(port, local);
   try {
     assert.equal(greeting.code, 220, greeting.raw);
     await c.cmd('EHLO client.example');
     const { rcpt, data } = await sendMail(c, 'a@sender.example', ['x@example.test'], simpleMessage('filters'));
     assert.equal(rcpt[0]!.code, 250, rcpt[0]!.raw);
-    return data!.code;
+    return data!;
   } finally {
     c.close();
   }
+}
+
+/** The envelope of the stored event of the message a 250 named. */
+async function storedEnvelope(tg: TestGateway, reply: string): Promise<Record<string, unknown>> {
+  const id = /queued as (\S+)/.exec(reply)?.[1];
+  assert.ok(id, reply);
+  for (const f of (await listFiles(tg.dataDir)).filter((f) => f.endsWith('.json'))) {
+    const ev = JSON.parse(await readFile(path.join(tg.dataDir, f), 'utf8')) as { data?: { envelope?: Record<string, unknown> } };
+    if (ev.data?.envelope?.queueId === id) return ev.data.envelope;
+  }
+  throw new Error(`no stored event for ${id}`);
 }
 
 async function metric(tg: TestGateway, name: string): Promise<string> {
@@ -294,6 +311,7 @@ describe('deny list and DNS block lists over SMTP', () => {
       assert.equal(first.rcpt[2]!.code, 250, first.rcpt[2]!.raw);
       assert.equal(first.rcpt[3]!.code, 250, first.rcpt[3]!.raw);
       assert.equal(first.data?.code, 250, first.data?.raw);
+      assert.deepEqual((await storedEnvelope(tg, first.data!.text)).dnsbl, [{ zone: RCPT_ZONE, answers: ['127.0.0.10'] }]);
       // abuse@ is another route's recipient here, so its own transaction
       const second = await sendMail(c, 'a@sender.example', ['abuse@example.test', 'y@example.test'], simpleMessage('to abuse'));
       assert.equal(second.rcpt[0]!.code, 250, second.rcpt[0]!.raw);
@@ -307,8 +325,13 @@ describe('deny list and DNS block lists over SMTP', () => {
     assert.equal(await deliverFrom(tg.port, '127.0.0.1'), 250);
   });
 
-  test('a tag zone only logs and counts: the listed client is served', async () => {
-    assert.equal(await deliverFrom(tg.port, '127.0.0.5'), 250);
+  test('a tag zone logs, counts and names the listing in the event: the listed client is served', async () => {
+    const data = await deliverFromReply(tg.port, '127.0.0.5');
+    assert.equal(data.code, 250, data.raw);
+    assert.deepEqual((await storedEnvelope(tg, data.text)).dnsbl, [{ zone: TAG_ZONE, answers: ['127.0.0.2'] }]);
+    // a client no list lists has no dnsbl field
+    const clean = await deliverFromReply(tg.port, '127.0.0.1');
+    assert.equal((await storedEnvelope(tg, clean.text)).dnsbl, undefined);
     assert.ok(tg.logs.some((l) => l.client === '127.0.0.5' && l.zone === TAG_ZONE && /tag only/.test(String(l.msg))));
     assert.match(await metric(tg, 'postgate_dnsbl_lookups_total'), new RegExp(`zone="${TAG_ZONE.replace(/\./g, '\\.')}",result="listed"} 1`));
   });

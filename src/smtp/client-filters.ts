@@ -36,6 +36,8 @@ export interface ClientFilterOptions {
 }
 
 type Listed = Extract<DnsblResult, { status: 'listed' }>;
+/** A zone that lists the client, with what the zone does about it. */
+export type SessionListing = Listed & { action: DnsblZoneConfig['action'] };
 
 /** "; <text>" for a reason the list gave and the zone may show, else "". */
 function reasonSuffix(r: Listed): string {
@@ -129,23 +131,24 @@ export class ClientFilters {
   }
 
   /**
-   * The listings of the `reject-rcpt` zones for a session, asked once per
-   * session (at connect, where the listener's lookups are still in flight or
-   * cached) and kept by the session, so a failing list costs one timeout per
-   * session, not one per recipient.
+   * The listings of a session's client, every zone, asked once per session
+   * (at connect, where the listener's lookups are still in flight or cached)
+   * and kept by the session: a failing list costs one timeout per session,
+   * not one per recipient. Null when no zone is configured.
    */
-  rcptListings(address: string): Promise<Listed[]> | null {
-    const zones = this.zones.filter((z) => z.action === 'reject-rcpt');
-    if (!zones.length) return null;
-    return Promise.all(zones.map((z) => z.checker.check(address))).then((rs) => rs.filter((r): r is Listed => r.status === 'listed'));
+  sessionListings(address: string): Promise<SessionListing[]> | null {
+    if (!this.zones.length) return null;
+    return Promise.all(
+      this.zones.map((z) => z.checker.check(address).then((r) => (r.status === 'listed' ? { ...r, action: z.action } : null))),
+    ).then((rs) => rs.filter((r): r is SessionListing => r !== null));
   }
 
   /**
    * The refusal of one recipient by the first listing, or null when the
    * client is not listed or the recipient is exempt (postmaster, abuse).
    */
-  rcptRefusal(listings: readonly Listed[], client: string, rcpt: string): GatewayError | null {
-    const first = listings[0];
+  rcptRefusal(listings: readonly SessionListing[], client: string, rcpt: string): GatewayError | null {
+    const first = listings.find((l) => l.action === 'reject-rcpt');
     if (!first) return null;
     // "postmaster" alone (RFC 5321 §4.1.1.3) or the local part before the last "@".
     const at = rcpt.lastIndexOf('@');

@@ -47,7 +47,7 @@ import { LazyLog, type Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
-import type { ClientFilters } from './client-filters.js';
+import type { ClientFilters, SessionListing } from './client-filters.js';
 
 export interface SessionContext {
   /** DNS resolver for sender authentication (tests inject fixture records). */
@@ -126,8 +126,8 @@ export function createSmtpServer(
   const tlsProtocols = new WeakMap<object, string>();
   /** Forward-confirmed client host names (smtp.reverseDns), per session. */
   const hostnames = new WeakMap<object, Promise<string | null>>();
-  /** Listings of the `reject-rcpt` block lists, asked once per session (docs/blocklists.md). */
-  const listings = new WeakMap<object, NonNullable<ReturnType<ClientFilters['rcptListings']>>>();
+  /** The block lists that list the client, asked once per session (docs/blocklists.md). */
+  const listings = new WeakMap<object, Promise<SessionListing[]>>();
   const users = new Map((cfg.auth?.users ?? []).map((u) => [u.username, u.password]));
   const authThrottle = ctx.authThrottle;
   const timingHash = users.values().next().value ?? DUMMY_HASH;
@@ -178,7 +178,7 @@ export function createSmtpServer(
       // Started now, awaited at the end of DATA: by then it is usually done.
       if (cfg.smtp.reverseDns.enabled) hostnames.set(session, confirmedHostname(session.remoteAddress, cfg.smtp.reverseDns.timeout, ctx.dnsResolver));
       // The listener started these lookups before the greeting; this joins them (or reads the cache).
-      const listed = ctx.filters?.rcptListings(session.remoteAddress);
+      const listed = ctx.filters?.sessionListings(session.remoteAddress);
       if (listed) listings.set(session, listed);
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
@@ -478,6 +478,8 @@ export function createSmtpServer(
           : null;
         const transport = (session.transmissionType || 'ESMTP') as Transport;
         const clientHostname = (await hostnames.get(session)) ?? null;
+        // Lists that list the client but let this message through (tag; postmaster and abuse under reject-rcpt).
+        const dnsbl = ((await listings.get(session)) ?? []).map((l) => ({ zone: l.zone, answers: l.answers }));
         const trace = traceHeaders({
           mailFrom,
           rcptTo,
@@ -523,6 +525,7 @@ export function createSmtpServer(
           helo: session.hostNameAppearsAs || '',
           clientAddress: session.remoteAddress,
           ...(clientHostname ? { clientHostname } : {}),
+          ...(dnsbl.length ? { dnsbl } : {}),
           tls: tlsInfo,
           authUser,
           transport,
