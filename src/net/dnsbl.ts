@@ -95,7 +95,7 @@ export function answerMatcher(entries: readonly string[]): (address: string) => 
   return (address) => net.isIPv4(address) && list.check(address, 'ipv4');
 }
 
-/** The longest reason shown to a client (the whole reply stays under RFC 5321 §4.5.3.1.5's 512 octets). */
+/** The longest reason shown to a client; the reply it goes into is cut further to 512 octets (RFC 5321 §4.5.3.1.5). */
 export const MAX_REASON_LENGTH = 200;
 
 /**
@@ -203,7 +203,10 @@ export class DnsblChecker {
     }
     const running = this.inflight.get(key);
     if (running) return running;
-    const p = this.lookup(name).then(({ result, ttlMs }) => {
+    const p = this.lookup(name)
+      // lookup() catches what DNS throws; anything else is still a failure, never a listing.
+      .catch((err: unknown) => ({ result: { status: 'error', zone: this.zone, error: err instanceof Error ? err.message : String(err) } as DnsblResult, ttlMs: 0 }))
+      .then(({ result, ttlMs }) => {
       this.inflight.delete(key);
       // Failures are not kept: the next connection asks again (fail open each time, never "listed").
       if (ttlMs > 0) this.remember(key, result, ttlMs);

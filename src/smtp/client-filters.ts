@@ -39,9 +39,19 @@ type Listed = Extract<DnsblResult, { status: 'listed' }>;
 /** A zone that lists the client, with what the zone does about it. */
 export type SessionListing = Listed & { action: DnsblZoneConfig['action'] };
 
-/** "; <text>" for a reason the list gave and the zone may show, else "". */
-function reasonSuffix(r: Listed): string {
-  return r.reason ? `; ${r.reason}` : '';
+/** RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, CRLF included. */
+const MAX_REPLY_LINE = 510;
+
+/**
+ * "; <text>" for a reason the list gave (already sanitized, net/dnsbl.ts),
+ * cut so that the reply line `without` it gets stays within 512 octets; ""
+ * without a reason or without room for one.
+ */
+function reasonSuffix(r: Listed, without: Reply): string {
+  if (!r.reason) return '';
+  const room = MAX_REPLY_LINE - without.line.length - 2;
+  if (room < 10) return '';
+  return `; ${r.reason.length > room ? `${r.reason.slice(0, room - 3).trimEnd()}...` : r.reason}`;
 }
 
 export class ClientFilters {
@@ -125,7 +135,9 @@ export class ClientFilters {
       if (r.status !== 'listed') continue;
       metrics.clientRefusals.inc({ reason: 'dnsbl', zone: r.zone, stage: 'connect' });
       logger.info({ client: address, zone: r.zone, answers: r.answers, code: 'PG_DNSBL_LISTED' }, 'client listed by a DNS block list, refused at connect');
-      return { reply: reply('PG_DNSBL_LISTED_CONNECTION', { hostname, address, zone: r.zone, reason: reasonSuffix(r) }), code: 'PG_DNSBL_LISTED', zone: r.zone };
+      const vars = { hostname, address, zone: r.zone };
+      const reason = reasonSuffix(r, reply('PG_DNSBL_LISTED_CONNECTION', { ...vars, reason: '' }));
+      return { reply: reply('PG_DNSBL_LISTED_CONNECTION', { ...vars, reason }), code: 'PG_DNSBL_LISTED', zone: r.zone };
     }
     return null;
   }
@@ -155,6 +167,8 @@ export class ClientFilters {
     const localPart = (at === -1 ? rcpt : rcpt.slice(0, at)).toLowerCase();
     if (DNSBL_EXEMPT_LOCAL_PARTS.includes(localPart)) return null;
     this.opts.metrics.clientRefusals.inc({ reason: 'dnsbl', zone: first.zone, stage: 'rcpt' });
-    return failure('PG_DNSBL_LISTED', { vars: { address: rcpt, client, zone: first.zone, reason: reasonSuffix(first) } });
+    const vars = { address: rcpt, client, zone: first.zone };
+    const reason = reasonSuffix(first, reply('PG_DNSBL_LISTED', { ...vars, reason: '' }));
+    return failure('PG_DNSBL_LISTED', { vars: { ...vars, reason } });
   }
 }

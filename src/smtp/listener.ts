@@ -52,19 +52,21 @@ export interface ListenerContext {
  * still wait for QUIT, answering 503 to anything else. Bounded in time and
  * commands, so a refused client cannot hold the socket.
  */
-function refuseUntilQuit(socket: net.Socket, refusal: Reply, hostname: string): void {
+function refuseUntilQuit(socket: net.Socket, refusal: Reply, hostname: string, metrics: Metrics): void {
   socket.on('error', () => socket.destroy());
   let done = false;
   const finish = (last?: Reply) => {
     if (done) return;
     done = true;
     clearTimeout(timer);
-    if (last) socket.end(`${last.line}\r\n`);
-    else socket.end();
+    if (!last) return void socket.end();
+    metrics.countReply(last.code);
+    socket.end(`${last.line}\r\n`);
   };
   const timer = setTimeout(() => finish(), REFUSED_SESSION_MS);
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
+  metrics.countReply(refusal.code);
   socket.write(`${refusal.line}\r\n`);
   let buf = '';
   let commands = 0;
@@ -77,7 +79,9 @@ function refuseUntilQuit(socket: net.Socket, refusal: Reply, hostname: string): 
       buf = buf.slice(i + 1);
       if (/^quit\s*$/i.test(line)) return finish(reply('PG_REFUSED_QUIT', { hostname }));
       if (++commands > REFUSED_SESSION_COMMANDS) return finish();
-      socket.write(`${reply('PG_REFUSED_SEQUENCE').line}\r\n`);
+      const seq = reply('PG_REFUSED_SEQUENCE');
+      metrics.countReply(seq.code);
+      socket.write(`${seq.line}\r\n`);
     }
     // A line longer than any command (RFC 5321 §4.5.3.1.4) ends it.
     if (buf.length > 4096) finish();
@@ -92,7 +96,7 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
   const handOver = (socket: net.Socket, remoteAddress: string | undefined, remotePort: number | undefined) => {
     const client = remoteAddress ?? socket.remoteAddress ?? '';
     const denied = ctx.filters?.denied(client);
-    if (denied) return refuseUntilQuit(socket, denied.reply, ctx.hostname);
+    if (denied) return refuseUntilQuit(socket, denied.reply, ctx.hostname, ctx.metrics);
     const refusal = ctx.admission.admit(client);
     if (refusal) {
       ctx.metrics.shed.inc({ reason: 'connections' });
@@ -102,13 +106,20 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
     }
     if (!ctx.filters?.dnsblActive) return startSession(socket, client, remoteAddress, remotePort);
     // The lookups hold the connection's slot, so maxClients also bounds them.
-    // listedAtConnect never rejects: a failed lookup is "not listed" (fail open).
-    void ctx.filters.listedAtConnect(client).then((listed) => {
-      if (socket.destroyed) return ctx.admission.release(client);
-      if (!listed) return startSession(socket, client, remoteAddress, remotePort);
-      ctx.admission.release(client);
-      refuseUntilQuit(socket, listed.reply, ctx.hostname);
-    });
+    // A failed lookup is "not listed" (fail open), and so is anything unexpected.
+    const filters = ctx.filters;
+    void filters
+      .listedAtConnect(client)
+      .catch((err: unknown) => {
+        log.error({ client, err: (err as Error).message }, 'block list check failed, client treated as not listed');
+        return null;
+      })
+      .then((listed) => {
+        if (socket.destroyed) return ctx.admission.release(client);
+        if (!listed) return startSession(socket, client, remoteAddress, remotePort);
+        ctx.admission.release(client);
+        refuseUntilQuit(socket, listed.reply, ctx.hostname, ctx.metrics);
+      });
   };
 
   const startSession = (socket: net.Socket, client: string, remoteAddress: string | undefined, remotePort: number | undefined) => {
