@@ -365,6 +365,8 @@ describe('DNS block lists: timeouts fail open', () => {
           { zone: ZONE, action: 'reject-connect', servers: [dns.address], timeout: 400 },
           { zone: `rcpt.${ZONE}`, action: 'reject-rcpt', servers: [dns.address], timeout: 400 },
         ],
+        // A pause longer than the timeout: the session starts after every lookup has failed.
+        earlyTalker: { mode: 'pause', delay: 600 },
       },
       routes: ROUTES,
     });
@@ -378,8 +380,10 @@ describe('DNS block lists: timeouts fail open', () => {
     const t0 = Date.now();
     assert.equal(await deliverFrom(tg.port, '127.0.0.7'), 250);
     const ms = Date.now() - t0;
-    assert.ok(ms >= 350, `the greeting waited for the lookup (${ms} ms)`);
+    assert.ok(ms >= 350 + 600, `the greeting waited for the lookup, then the pause (${ms} ms)`);
     assert.ok(dns.count(listedName('127.0.0.7', ZONE), 'A') >= 1, 'the server was asked');
+    // the session's RCPT uses the lookup started at connect: one query, one timeout, not two
+    assert.equal(dns.count(listedName('127.0.0.7', `rcpt.${ZONE}`), 'A'), 1);
     const m = await metric(tg, 'postgate_dnsbl_lookups_total');
     assert.match(m, /zone="bl\.test",result="timeout"} [1-9]/);
     assert.match(m, /zone="rcpt\.bl\.test",result="timeout"} [1-9]/);

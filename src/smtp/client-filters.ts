@@ -39,6 +39,22 @@ type Listed = Extract<DnsblResult, { status: 'listed' }>;
 /** A zone that lists the client, with what the zone does about it. */
 export type SessionListing = Listed & { action: DnsblZoneConfig['action'] };
 
+export interface Screening {
+  refusal: Promise<ConnectRefusal | null>;
+  listings: Promise<SessionListing[]>;
+}
+
+interface ZoneCheck {
+  action: DnsblZoneConfig['action'];
+  result: Promise<DnsblResult>;
+}
+
+function listingsOf(checks: readonly ZoneCheck[]): Promise<SessionListing[]> {
+  return Promise.all(checks.map((c) => c.result.then((r) => (r.status === 'listed' ? { ...r, action: c.action } : null)))).then((rs) =>
+    rs.filter((r): r is SessionListing => r !== null),
+  );
+}
+
 /** RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, CRLF included. */
 const MAX_REPLY_LINE = 510;
 
@@ -58,6 +74,7 @@ export class ClientFilters {
   private readonly deny: AddressMatcher;
   private readonly denyActive: boolean;
   private readonly zones: { checker: DnsblChecker; action: DnsblZoneConfig['action'] }[];
+  private readonly handed = new Map<string, Promise<SessionListing[]>>();
 
   constructor(private readonly opts: ClientFilterOptions) {
     this.deny = createAddressMatcher(opts.deny);
@@ -95,11 +112,6 @@ export class ClientFilters {
     }));
   }
 
-  /** Whether any DNS block list is configured. */
-  get dnsblActive(): boolean {
-    return this.zones.length > 0;
-  }
-
   /**
    * Before anything else (connection limits included): a client in
    * `smtp.clients.deny` gets the refusal instead of the greeting, and never a
@@ -114,45 +126,61 @@ export class ClientFilters {
   }
 
   /**
-   * Before the greeting: every zone's lookup is started (those acted on at
-   * RCPT are usually answered by then) and the `reject-connect` zones are
-   * awaited. The refusal to send instead of the greeting, or null.
+   * Before the greeting: every zone's lookup is started at once. `refusal`
+   * settles when the `reject-connect` zones have answered (the others are
+   * usually answered by the time the client sends RCPT); `listings` when all
+   * have, for the session (RCPT, and `envelope.dnsbl` of the event). Null
+   * when no zone is configured.
    */
-  async listedAtConnect(address: string): Promise<ConnectRefusal | null> {
+  screen(address: string): Screening | null {
+    const checks = this.lookups(address);
+    if (!checks) return null;
     const { hostname, metrics, logger } = this.opts;
-    if (!this.zones.length) return null;
-    const connectChecks: Promise<DnsblResult>[] = [];
-    for (const z of this.zones) {
-      const p = z.checker.check(address);
-      if (z.action === 'reject-connect') connectChecks.push(p);
-      else if (z.action === 'tag') {
-        void p.then((r) => {
-          if (r.status === 'listed') logger.info({ client: address, zone: r.zone, answers: r.answers }, 'client listed by a DNS block list (tag only)');
-        });
-      }
+    for (const { action, result } of checks) {
+      if (action !== 'tag') continue;
+      void result.then((r) => {
+        if (r.status === 'listed') logger.info({ client: address, zone: r.zone, answers: r.answers }, 'client listed by a DNS block list (tag only)');
+      });
     }
-    for (const r of await Promise.all(connectChecks)) {
-      if (r.status !== 'listed') continue;
+    const refusal = Promise.all(checks.filter((c) => c.action === 'reject-connect').map((c) => c.result)).then((results) => {
+      const r = results.find((x): x is Listed => x.status === 'listed');
+      if (!r) return null;
       metrics.clientRefusals.inc({ reason: 'dnsbl', zone: r.zone, stage: 'connect' });
       logger.info({ client: address, zone: r.zone, answers: r.answers, code: 'PG_DNSBL_LISTED' }, 'client listed by a DNS block list, refused at connect');
       const vars = { hostname, address, zone: r.zone };
       const reason = reasonSuffix(r, reply('PG_DNSBL_LISTED_CONNECTION', { ...vars, reason: '' }));
-      return { reply: reply('PG_DNSBL_LISTED_CONNECTION', { ...vars, reason }), code: 'PG_DNSBL_LISTED', zone: r.zone };
-    }
-    return null;
+      return { reply: reply('PG_DNSBL_LISTED_CONNECTION', { ...vars, reason }), code: 'PG_DNSBL_LISTED' as const, zone: r.zone };
+    });
+    return { refusal, listings: listingsOf(checks) };
   }
 
   /**
-   * The listings of a session's client, every zone, asked once per session
-   * (at connect, where the listener's lookups are still in flight or cached)
-   * and kept by the session: a failing list costs one timeout per session,
-   * not one per recipient. Null when no zone is configured.
+   * The listener hands the listings of a screened client to the session it
+   * starts, so the session asks each zone once (a failing list costs one
+   * timeout per session, not one more at RCPT). Forgotten when the session closes.
    */
-  sessionListings(address: string): Promise<SessionListing[]> | null {
+  handOver(sessionId: string, listings: Promise<SessionListing[]>): void {
+    this.handed.set(sessionId, listings);
+  }
+
+  forget(sessionId: string): void {
+    this.handed.delete(sessionId);
+  }
+
+  /** A session's listings: those the listener handed over, else asked now (cached answers cost nothing). Null without zones. */
+  sessionListings(sessionId: string, address: string): Promise<SessionListing[]> | null {
+    const handed = this.handed.get(sessionId);
+    if (handed) {
+      this.handed.delete(sessionId);
+      return handed;
+    }
+    const checks = this.lookups(address);
+    return checks ? listingsOf(checks) : null;
+  }
+
+  private lookups(address: string): ZoneCheck[] | null {
     if (!this.zones.length) return null;
-    return Promise.all(
-      this.zones.map((z) => z.checker.check(address).then((r) => (r.status === 'listed' ? { ...r, action: z.action } : null))),
-    ).then((rs) => rs.filter((r): r is SessionListing => r !== null));
+    return this.zones.map((z) => ({ action: z.action, result: z.checker.check(address) }));
   }
 
   /**

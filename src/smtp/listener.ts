@@ -22,7 +22,7 @@ import type { CertificateStore } from '../tls/certificates.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import { reply, type Reply } from '../transaction/replies.js';
-import type { ClientFilters } from './client-filters.js';
+import type { ClientFilters, SessionListing } from './client-filters.js';
 import { internals } from './extensions.js';
 
 /** How long a client refused in place of the greeting may stay to send QUIT, and how many other commands it may send. */
@@ -104,30 +104,37 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
       socket.end(`${refusal.line}\r\n`);
       return;
     }
-    if (!ctx.filters?.dnsblActive) return startSession(socket, client, remoteAddress, remotePort);
+    const screening = ctx.filters?.screen(client) ?? null;
+    if (!screening) return startSession(socket, client, remoteAddress, remotePort, null);
     // The lookups hold the connection's slot, so maxClients also bounds them.
     // A failed lookup is "not listed" (fail open), and so is anything unexpected.
-    const filters = ctx.filters;
-    void filters
-      .listedAtConnect(client)
+    void screening.refusal
       .catch((err: unknown) => {
         log.error({ client, err: (err as Error).message }, 'block list check failed, client treated as not listed');
         return null;
       })
       .then((listed) => {
         if (socket.destroyed) return ctx.admission.release(client);
-        if (!listed) return startSession(socket, client, remoteAddress, remotePort);
+        if (!listed) return startSession(socket, client, remoteAddress, remotePort, screening.listings);
         ctx.admission.release(client);
         refuseUntilQuit(socket, listed.reply, ctx.hostname, ctx.metrics);
       });
   };
 
-  const startSession = (socket: net.Socket, client: string, remoteAddress: string | undefined, remotePort: number | undefined) => {
+  const startSession = (
+    socket: net.Socket,
+    client: string,
+    remoteAddress: string | undefined,
+    remotePort: number | undefined,
+    listings: Promise<SessionListing[]> | null,
+  ) => {
     ctx.metrics.activeConnections.inc({ listener: l.name });
     const id = randomBytes(8).toString('hex');
+    if (listings) ctx.filters?.handOver(id, listings);
     ctx.onSessionClose(id, () => {
       ctx.metrics.activeConnections.dec({ listener: l.name });
       ctx.admission.release(client);
+      ctx.filters?.forget(id);
     });
     srv.connect(socket, {
       id,

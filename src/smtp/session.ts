@@ -177,8 +177,8 @@ export function createSmtpServer(
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
       // Started now, awaited at the end of DATA: by then it is usually done.
       if (cfg.smtp.reverseDns.enabled) hostnames.set(session, confirmedHostname(session.remoteAddress, cfg.smtp.reverseDns.timeout, ctx.dnsResolver));
-      // The listener started these lookups before the greeting; this joins them (or reads the cache).
-      const listed = ctx.filters?.sessionListings(session.remoteAddress);
+      // The listener started these lookups before the greeting and hands them over.
+      const listed = ctx.filters?.sessionListings(session.id, session.remoteAddress);
       if (listed) listings.set(session, listed);
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
