@@ -1,9 +1,10 @@
 /**
  * Connection-time filters (docs/blocklists.md): `smtp.clients.deny` and the
  * DNS block lists of `smtp.dnsbl`, turned into the replies of the reply table.
- * The listener asks `atConnect` before the greeting (smtp/listener.ts), the
- * session asks `atRcpt` for each recipient (smtp/session.ts). The address is
- * always the real client's: the one from the PROXY header when there is one.
+ * The listener asks `denied` and `screen` before the greeting
+ * (smtp/listener.ts) and hands the lookups to the session, which asks
+ * `rcptRefusal` for each recipient (smtp/session.ts). The address is always
+ * the real client's: the one from the PROXY header when there is one.
  *
  * A block list that cannot be asked (timeout, DNS failure) never refuses
  * mail: the client counts as not listed (fail open), the failure is logged
