@@ -400,6 +400,8 @@ describe('DNS block lists behind a load balancer (PROXY protocol)', () => {
       // The balancer's own address is listed too: it must not be the one looked up.
       [listedName('127.0.0.1', ZONE)]: { a: ['127.0.0.2'] },
       [listedName('203.0.113.7', ZONE)]: { a: ['127.0.0.2'], txt: ['listed proxied client'] },
+      // 2001:db8::99 in nibble form (RFC 5782 §2.4)
+      [`9.9.0.0.${'0.'.repeat(20)}8.b.d.0.1.0.0.2.${ZONE}`]: { a: ['127.0.0.3'] },
     });
     tg = await startGateway({
       listeners: [{ name: 'lb', role: 'mx', listen: '127.0.0.1:0', proxyProtocol: { trustedSources: ['127.0.0.0/8'] } }],
@@ -435,6 +437,11 @@ describe('DNS block lists behind a load balancer (PROXY protocol)', () => {
     } finally {
       ok.c.close();
     }
+    // an IPv6 client from a v1 TCP6 header, looked up by its nibbles
+    const c6 = await RawSmtp.connect(tg.port, '127.0.0.1', { preface: 'PROXY TCP6 2001:db8::99 2001:db8::1 40000 25\r\n' });
+    const g6 = await c6.read();
+    c6.close();
+    assert.match(g6.raw, /^554 5\.7\.1 mx\.test\.local Service unavailable: client \[2001:db8::99\] blocked using bl\.test\r\n$/);
     assert.equal(dns.count(listedName('203.0.113.7', ZONE), 'A'), 1);
     assert.equal(dns.count(listedName('127.0.0.1', ZONE), 'A'), 0, 'the balancer\'s address was never looked up');
   });
