@@ -26,7 +26,7 @@ import type { ClientFilters, SessionListing } from './client-filters.js';
 import { internals } from './extensions.js';
 
 /** How long a client refused in place of the greeting may stay to send QUIT, and how many other commands it may send. */
-const REFUSED_SESSION_MS = 30_000;
+const REFUSED_SESSION_MS = 10_000;
 const REFUSED_SESSION_COMMANDS = 10;
 
 export interface ListenerContext {
