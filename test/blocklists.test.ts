@@ -334,6 +334,7 @@ describe('deny list and DNS block lists over SMTP', () => {
     assert.equal((await storedEnvelope(tg, clean.text)).dnsbl, undefined);
     assert.ok(tg.logs.some((l) => l.client === '127.0.0.5' && l.zone === TAG_ZONE && /tag only/.test(String(l.msg))));
     assert.match(await metric(tg, 'postgate_dnsbl_lookups_total'), new RegExp(`zone="${TAG_ZONE.replace(/\./g, '\\.')}",result="listed"} 1`));
+    assert.equal(dns.count(listedName('127.0.0.5', TAG_ZONE), 'TXT'), 0, 'a tag zone asks for no TXT record');
   });
 
   test('the cache: a second connection of a client makes no second query', async () => {

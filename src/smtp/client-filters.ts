@@ -92,7 +92,8 @@ export class ClientFilters {
           cacheTtlMs: z.cacheTtl,
           negativeCacheTtlMs: z.negativeCacheTtl,
           cacheSize: z.cacheSize,
-          showReason: z.showReason,
+          // A tag zone shows no reply, so its TXT record is not asked for.
+          showReason: z.showReason && z.action !== 'tag',
         },
         {
           now: opts.now,
