@@ -41,6 +41,7 @@ import { installSmtpExtensions, PassCache, sayToEverySession, setDefaultSecureCo
 import { createSmtpServer, type SessionContext } from './smtp/session.js';
 import { RCPT_REFUSALS, reply, type Reply } from './transaction/replies.js';
 import { createListener } from './smtp/listener.js';
+import { ClientFilters } from './smtp/client-filters.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
@@ -211,6 +212,12 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     },
   };
 
+  // smtp.clients.deny and smtp.dnsbl (docs/blocklists.md), shared by the listeners and sessions.
+  const filters =
+    cfg.smtp.clients.deny.length || cfg.smtp.dnsbl.length
+      ? new ClientFilters({ hostname: cfg.hostname, deny: cfg.smtp.clients.deny, dnsbl: cfg.smtp.dnsbl, logger, metrics, now })
+      : null;
+
   const closers = new Map<string, () => void>();
   const sessionCtx: SessionContext = {
     blobs: null,
@@ -223,6 +230,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       now,
     }),
     dnsResolver: deps.dnsResolver,
+    filters,
     sessionClosed: (id: string) => {
       const fn = closers.get(id);
       if (fn) {
@@ -270,6 +278,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       handshakeTimeoutMs: 30_000,
       admission,
       onSessionClose: (id, fn) => closers.set(id, fn),
+      filters,
     });
     netServers.push({ server, name: l.name, role: l.role });
   }

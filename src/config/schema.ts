@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { parseBytes, parseDuration, parseHostPort } from './units.js';
 import { validateRange } from '../net/cidr.js';
+import { validateAnswerEntry, validateDnsServer } from '../net/dnsbl.js';
 import { isPasswordHash } from '../auth/password.js';
 import { parseSigningKey } from '../delivery/signing.js';
 import { asciiDomain, checkRegex, describePattern, patternDomains, URL_PLACEHOLDERS, urlPlaceholders, urlTemplateProblem, type RecipientPattern } from '../routing/index.js';
@@ -490,6 +491,79 @@ const userSchema = z.strictObject({
     }),
 });
 
+// --- Connection-time filters: smtp.clients and smtp.dnsbl (docs/blocklists.md)
+
+/** A client address or CIDR range, written like routes[].clients and queue.etrn.allowed. */
+const clientRange = z.string().superRefine((v, ctx) => {
+  const problem = validateRange(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+const clientsSchema = z
+  .strictObject({
+    deny: z
+      .array(clientRange)
+      .default([])
+      .describe('SMTP clients refused at connect with 554 5.7.1 (CIDR ranges or addresses; behind PROXY, the address from the header). Default: none.'),
+  })
+  .prefault({})
+  .describe('Client filters applied to every listener before the greeting.');
+
+/** How a listing is acted on (docs/blocklists.md). */
+export const DNSBL_ACTIONS = ['reject-connect', 'reject-rcpt', 'tag'] as const;
+
+const dnsblZoneSchema = z.strictObject({
+  zone: z
+    .string()
+    .refine((v) => DOMAIN_RE.test(v.replace(/\.$/, '')), { message: 'not a DNS zone name (e.g. "zen.spamhaus.org")' })
+    .transform((v) => v.replace(/\.$/, '').toLowerCase())
+    .describe('The list\'s DNS zone; the client address is queried under it (RFC 5782 §2.1, §2.4).'),
+  action: z
+    .enum(DNSBL_ACTIONS)
+    .default('reject-rcpt')
+    .describe(
+      'reject-connect: 554 5.7.1 instead of the greeting; reject-rcpt: 550 5.7.1 for every recipient but postmaster and abuse (RFC 5321 §4.5.1); tag: logged and counted only.',
+    ),
+  answers: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        const problem = validateAnswerEntry(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .min(1)
+    .default(['127.0.0.2-127.0.0.255'])
+    .describe('A records that count as listed: addresses, ranges "a.b.c.d-e.f.g.h" or blocks "a.b.c.d/n". Other answers (a list\'s error codes such as 127.255.255.254) do not.'),
+  servers: z
+    .array(
+      z.string().superRefine((v, ctx) => {
+        const problem = validateDnsServer(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    )
+    .default([])
+    .describe('DNS servers asked for this zone ("192.0.2.53", "127.0.0.1:5353", "[::1]:53"). Default: the system\'s resolvers (/etc/resolv.conf).'),
+  timeout: duration('Budget of one lookup; past it the client is treated as not listed (fail open) and the failure counted.').default(2_000),
+  cacheTtl: duration('A listed answer is remembered for its DNS TTL, at most this long.', 0).default(300_000),
+  negativeCacheTtl: duration('A not-listed answer is remembered this long.', 0).default(60_000),
+  cacheSize: z.number().int().positive().default(10_000).describe('Answers remembered for this zone at most (least recently used first out).'),
+  showReason: z.boolean().default(true).describe('Look up the TXT record of a listed client and show it, sanitized, in the refusal.'),
+});
+
+const dnsblSchema = z
+  .array(dnsblZoneSchema)
+  .default([])
+  .superRefine((zones, ctx) => {
+    const seen = new Set<string>();
+    zones.forEach((z, i) => {
+      if (seen.has(z.zone)) ctx.addIssue({ code: 'custom', path: [i, 'zone'], message: `zone "${z.zone}" is listed twice` });
+      seen.add(z.zone);
+    });
+  })
+  .describe('DNS block lists, each looked up at connect and acted on at connect, at RCPT, or only tagged.');
+
+// --- End of the connection-time filters
+
 export const configSchema = z
   .strictObject({
     smtp: z
@@ -532,6 +606,9 @@ export const configSchema = z
           })
           .prefault({})
           .describe('Pre-greeting test: clients that talk before the greeting get 554.'),
+        // Connection-time filters (docs/blocklists.md).
+        clients: clientsSchema,
+        dnsbl: dnsblSchema,
       })
       .prefault({}),
     listeners: z.array(listenerSchema).min(1).optional().describe('Several listeners with roles; default: one mx listener at smtp.listen.'),
@@ -890,3 +967,4 @@ export type S3TargetConfig = Extract<TargetConfig, { type: 's3' }>;
 export type SkipStoreConfig = z.output<typeof skipStoreSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
+export type DnsblZoneConfig = z.output<typeof dnsblZoneSchema>;

@@ -96,6 +96,10 @@ export const ERROR_CODES = {
   PG_SHED_DISK: 'Free disk is under the configured floor; new transactions are deferred (452 4.3.1).',
   PG_SHED_MEMORY: 'In-flight message memory is over budget; transactions are deferred (451 4.3.2 / 421).',
   PG_SHUTTING_DOWN: 'The gateway is draining for shutdown (421 4.3.2).',
+  // Connection-time filters (docs/blocklists.md).
+  PG_CLIENT_DENIED: 'The client address is in smtp.clients.deny; the greeting is 554 5.7.1 and the connection ends at QUIT.',
+  PG_DNSBL_LISTED: 'A DNS block list of smtp.dnsbl lists the client (554 5.7.1 at connect, 550 5.7.1 at RCPT).',
+  PG_DNSBL_LOOKUP: 'A DNS block list lookup failed or timed out; the client is treated as not listed (fail open).',
   PG_PROXY_HEADER: 'A PROXY protocol header was missing, malformed or came from an untrusted source.',
   PG_TLS_CERT: 'A TLS certificate or key could not be loaded.',
   PG_DELIVERY_FAILED: 'A target did not acknowledge the message; the sender retries (451 4.x.x).',

@@ -96,6 +96,15 @@ export const envelopeSchema = z
     helo: z.string().describe('The name the client gave in HELO/EHLO.'),
     clientAddress: z.string().describe('IP address of the SMTP client (the PROXY protocol source when used).'),
     clientHostname: z.string().optional().describe('Forward-confirmed reverse DNS name of the client (RFC 8601 §3 iprev); present only with `smtp.reverseDns.enabled` and a confirmed name.'),
+    dnsbl: z
+      .array(
+        z.object({
+          zone: z.string().describe('The DNS block list zone that lists the client (smtp.dnsbl[].zone).'),
+          answers: z.array(z.string()).describe('Its A records that count as listed, e.g. ["127.0.0.2"] (RFC 5782 §2.1).'),
+        }),
+      )
+      .optional()
+      .describe('DNS block lists of smtp.dnsbl that list the client and let the message through (action tag, or postmaster/abuse under reject-rcpt); absent when none does (docs/blocklists.md).'),
     tls: z
       .object({
         protocol: z.string().describe('TLS version, e.g. "TLSv1.3".'),

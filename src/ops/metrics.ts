@@ -18,6 +18,12 @@ export interface Metrics {
   proxyRejected: Counter<'listener'>;
   targetsDisabled: Gauge;
   queueAttempts: Counter<'outcome'>;
+  // Connection-time filters (docs/blocklists.md).
+  clientRefusals: Counter<'reason' | 'zone' | 'stage'>;
+  dnsblLookups: Counter<'zone' | 'result'>;
+  dnsblLookupDuration: Histogram<'zone'>;
+  dnsblCacheHits: Counter<'zone'>;
+  dnsblIgnoredAnswers: Counter<'zone'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -76,6 +82,33 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
     targetsDisabled: new Gauge({
       name: 'postgate_targets_disabled',
       help: 'Targets disabled until restart because their receiver answered 410 Gone (alert on > 0)',
+      registers,
+    }),
+    // Connection-time filters (docs/blocklists.md).
+    clientRefusals: new Counter({
+      name: 'postgate_client_refusals_total',
+      help: 'Clients refused by smtp.clients.deny or a DNS block list, by reason (deny, dnsbl), zone and stage (connect, rcpt; rcpt counts recipients)',
+      labelNames: ['reason', 'zone', 'stage'],
+      registers,
+    }),
+    dnsblLookups: new Counter({
+      name: 'postgate_dnsbl_lookups_total',
+      help: 'DNS block list lookups sent, by zone and result (listed, clear, timeout, error); timeout and error fail open',
+      labelNames: ['zone', 'result'],
+      registers,
+    }),
+    dnsblLookupDuration: new Histogram({
+      name: 'postgate_dnsbl_lookup_duration_seconds',
+      help: 'Time of one DNS block list lookup (the A query, and the TXT query of a listed client)',
+      labelNames: ['zone'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    dnsblCacheHits: new Counter({ name: 'postgate_dnsbl_cache_hits_total', help: 'DNS block list answers served from the cache, by zone', labelNames: ['zone'], registers }),
+    dnsblIgnoredAnswers: new Counter({
+      name: 'postgate_dnsbl_ignored_answers_total',
+      help: 'A records of a DNS block list outside its answers setting (such as a list\'s error codes), by zone',
+      labelNames: ['zone'],
       registers,
     }),
   };

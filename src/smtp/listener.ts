@@ -4,7 +4,11 @@
  * - refuse new connections with 421 while draining for shutdown;
  * - read a PROXY v1/v2 header (smtp-server's own `useProxy` reads only v1,
  *   and an AWS NLB sends only v2), accepted only from trusted sources;
- * - run the implicit TLS handshake of an smtps listener (RFC 8314 §3.3).
+ * - run the implicit TLS handshake of an smtps listener (RFC 8314 §3.3);
+ * - refuse a client of smtp.clients.deny or of a `reject-connect` DNS block
+ *   list with 554 in place of the greeting (docs/blocklists.md). This happens
+ *   here, not in smtp-server's onConnect, because onConnect runs after the
+ *   early-talker pause has already written the first `220-` line.
  * Then the socket is handed to smtp-server with the real client address.
  */
 import { randomBytes } from 'node:crypto';
@@ -18,7 +22,12 @@ import type { CertificateStore } from '../tls/certificates.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import { reply, type Reply } from '../transaction/replies.js';
+import type { ClientFilters, SessionListing } from './client-filters.js';
 import { internals } from './extensions.js';
+
+/** How long a client refused in place of the greeting may stay to send QUIT, and how many other commands it may send. */
+const REFUSED_SESSION_MS = 10_000;
+const REFUSED_SESSION_COMMANDS = 10;
 
 export interface ListenerContext {
   logger: Logger;
@@ -34,6 +43,49 @@ export interface ListenerContext {
    * 'close' cannot be used: smtp-server's STARTTLS strips its listeners.
    */
   onSessionClose(sessionId: string, fn: () => void): void;
+  /** smtp.clients.deny and smtp.dnsbl (null: none configured). */
+  filters: ClientFilters | null;
+}
+
+/**
+ * RFC 5321 §3.1: a server that answers 554 in place of the greeting must
+ * still wait for QUIT, answering 503 to anything else. Bounded in time and
+ * commands, so a refused client cannot hold the socket.
+ */
+function refuseUntilQuit(socket: net.Socket, refusal: Reply, hostname: string, metrics: Metrics): void {
+  socket.on('error', () => socket.destroy());
+  let done = false;
+  const finish = (last?: Reply) => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    if (!last) return void socket.end();
+    metrics.countReply(last.code);
+    socket.end(`${last.line}\r\n`);
+  };
+  const timer = setTimeout(() => finish(), REFUSED_SESSION_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  metrics.countReply(refusal.code);
+  socket.write(`${refusal.line}\r\n`);
+  let buf = '';
+  let commands = 0;
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => {
+    if (done) return;
+    buf += d;
+    for (let i = buf.indexOf('\n'); i !== -1 && !done; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i).replace(/\r$/, '');
+      buf = buf.slice(i + 1);
+      if (/^quit\s*$/i.test(line)) return finish(reply('PG_REFUSED_QUIT', { hostname }));
+      if (++commands > REFUSED_SESSION_COMMANDS) return finish();
+      const seq = reply('PG_REFUSED_SEQUENCE');
+      metrics.countReply(seq.code);
+      socket.write(`${seq.line}\r\n`);
+    }
+    // A line longer than any command (RFC 5321 §4.5.3.1.4) ends it.
+    if (buf.length > 4096) finish();
+  });
 }
 
 export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: ListenerContext): net.Server {
@@ -43,6 +95,8 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
 
   const handOver = (socket: net.Socket, remoteAddress: string | undefined, remotePort: number | undefined) => {
     const client = remoteAddress ?? socket.remoteAddress ?? '';
+    const denied = ctx.filters?.denied(client);
+    if (denied) return refuseUntilQuit(socket, denied.reply, ctx.hostname, ctx.metrics);
     const refusal = ctx.admission.admit(client);
     if (refusal) {
       ctx.metrics.shed.inc({ reason: 'connections' });
@@ -50,11 +104,37 @@ export function createListener(l: ResolvedListener, smtp: SMTPServer, ctx: Liste
       socket.end(`${refusal.line}\r\n`);
       return;
     }
+    const screening = ctx.filters?.screen(client) ?? null;
+    if (!screening) return startSession(socket, client, remoteAddress, remotePort, null);
+    // The lookups hold the connection's slot, so maxClients also bounds them.
+    // A failed lookup is "not listed" (fail open), and so is anything unexpected.
+    void screening.refusal
+      .catch((err: unknown) => {
+        log.error({ client, err: (err as Error).message }, 'block list check failed, client treated as not listed');
+        return null;
+      })
+      .then((listed) => {
+        if (socket.destroyed) return ctx.admission.release(client);
+        if (!listed) return startSession(socket, client, remoteAddress, remotePort, screening.listings);
+        ctx.admission.release(client);
+        refuseUntilQuit(socket, listed.reply, ctx.hostname, ctx.metrics);
+      });
+  };
+
+  const startSession = (
+    socket: net.Socket,
+    client: string,
+    remoteAddress: string | undefined,
+    remotePort: number | undefined,
+    listings: Promise<SessionListing[]> | null,
+  ) => {
     ctx.metrics.activeConnections.inc({ listener: l.name });
     const id = randomBytes(8).toString('hex');
+    if (listings) ctx.filters?.handOver(id, listings);
     ctx.onSessionClose(id, () => {
       ctx.metrics.activeConnections.dec({ listener: l.name });
       ctx.admission.release(client);
+      ctx.filters?.forget(id);
     });
     srv.connect(socket, {
       id,

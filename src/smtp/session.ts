@@ -47,6 +47,7 @@ import { LazyLog, type Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
+import type { ClientFilters, SessionListing } from './client-filters.js';
 
 export interface SessionContext {
   /** DNS resolver for sender authentication (tests inject fixture records). */
@@ -57,6 +58,8 @@ export interface SessionContext {
   authThrottle: AuthThrottle;
   /** Where the part of a large message past `storage.spillAbove` is kept while it is delivered. */
   spillDir: string;
+  /** smtp.clients.deny and smtp.dnsbl; the listener refuses at connect, RCPT asks the `reject-rcpt` lists (null: none). */
+  filters?: ClientFilters | null | undefined;
   /** Early-talker pass cache etc., shared by the listeners of a gateway. */
   policy: SmtpPolicy;
   cfg: ResolvedConfig;
@@ -123,6 +126,8 @@ export function createSmtpServer(
   const tlsProtocols = new WeakMap<object, string>();
   /** Forward-confirmed client host names (smtp.reverseDns), per session. */
   const hostnames = new WeakMap<object, Promise<string | null>>();
+  /** The block lists that list the client, asked once per session (docs/blocklists.md). */
+  const listings = new WeakMap<object, Promise<SessionListing[]>>();
   const users = new Map((cfg.auth?.users ?? []).map((u) => [u.username, u.password]));
   const authThrottle = ctx.authThrottle;
   const timingHash = users.values().next().value ?? DUMMY_HASH;
@@ -172,6 +177,9 @@ export function createSmtpServer(
       if (ctx.isDraining()) return cb(shuttingDown(cfg.hostname));
       // Started now, awaited at the end of DATA: by then it is usually done.
       if (cfg.smtp.reverseDns.enabled) hostnames.set(session, confirmedHostname(session.remoteAddress, cfg.smtp.reverseDns.timeout, ctx.dnsResolver));
+      // The listener started these lookups before the greeting and hands them over.
+      const listed = ctx.filters?.sessionListings(session.id, session.remoteAddress);
+      if (listed) listings.set(session, listed);
       if (ctx.memory.exhausted) {
         metrics.shed.inc({ reason: 'memory' });
         s.log.warn({ inflightBytes: ctx.memory.inUse }, 'memory budget exhausted, refusing connection');
@@ -251,43 +259,58 @@ export function createSmtpServer(
         txn.log.info({ rcpt: address.address, code: err.code, reply: err.smtp?.code }, 'recipient refused');
         cb(replyError(err));
       };
-      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-      const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
-      if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision.kind, address.address));
-      if (!session.secure && decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.requireTls)) {
-        return refuseRcpt(failure('PG_RCPT_TLS_REQUIRED', { vars: { address: address.address } }));
-      }
-      // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
-      // recipient, so a transaction only takes recipients of one route; the
-      // sender retries the others in a new transaction.
-      if (txn.route && txn.route.key !== decision.route.key) {
-        return refuseRcpt(failure('PG_RCPT_OTHER_ROUTE', { vars: { address: address.address } }));
-      }
-      if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
-        return refuseRcpt(failure('PG_RCPT_TOO_MANY'));
-      }
-      const resolved = resolveTargets(decision);
-      // The circuit breaker refuses where a refusal helps the sender: a sync
-      // route, whose 250 waits for the target. A queued route keeps
-      // accepting while a target is down (its spool holds the message;
-      // docs/queue.md).
-      // A templated target is another destination per recipient, so each is checked.
-      if (modeOf(decision.route) === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
-        // RFC 3463 4.4.1: no answer from host; the sender retries later.
-        return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
-      }
-      const take = () => {
-        txn.route = decision.route;
-        txn.rcpts.set(address.address, { mailboxHash: decision.mailboxHash, targets: resolved });
-        cb();
+      const routeRcpt = () => {
+        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
+        if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision.kind, address.address));
+        if (!session.secure && decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.requireTls)) {
+          return refuseRcpt(failure('PG_RCPT_TLS_REQUIRED', { vars: { address: address.address } }));
+        }
+        // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
+        // recipient, so a transaction only takes recipients of one route; the
+        // sender retries the others in a new transaction.
+        if (txn.route && txn.route.key !== decision.route.key) {
+          return refuseRcpt(failure('PG_RCPT_OTHER_ROUTE', { vars: { address: address.address } }));
+        }
+        if (session.envelope.rcptTo.length >= cfg.smtp.maxRecipients) {
+          return refuseRcpt(failure('PG_RCPT_TOO_MANY'));
+        }
+        const resolved = resolveTargets(decision);
+        // The circuit breaker refuses where a refusal helps the sender: a sync
+        // route, whose 250 waits for the target. A queued route keeps
+        // accepting while a target is down (its spool holds the message;
+        // docs/queue.md).
+        // A templated target is another destination per recipient, so each is checked.
+        if (modeOf(decision.route) === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
+          // RFC 3463 4.4.1: no answer from host; the sender retries later.
+          return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
+        }
+        const take = () => {
+          txn.route = decision.route;
+          txn.rcpts.set(address.address, { mailboxHash: decision.mailboxHash, targets: resolved });
+          cb();
+        };
+        if (!decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.validate)) return take();
+        ctx
+          .validateRecipient(decision.route.routes, { address: decision.address?.address ?? address.address, mailFrom, clientAddress: session.remoteAddress })
+          .then(
+            (ok) => (ok ? take() : refuseRcpt(recipientRefusal('unknown-user', address.address))),
+            (err: unknown) => refuseRcpt(toGatewayError(err, 'recipient validation')),
+          );
       };
-      if (!decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.validate)) return take();
-      ctx
-        .validateRecipient(decision.route.routes, { address: decision.address?.address ?? address.address, mailFrom, clientAddress: session.remoteAddress })
-        .then(
-          (ok) => (ok ? take() : refuseRcpt(recipientRefusal('unknown-user', address.address))),
-          (err: unknown) => refuseRcpt(toGatewayError(err, 'recipient validation')),
-        );
+      const listed = listings.get(session);
+      if (!listed) return routeRcpt();
+      // A listed client is refused before routing, so it learns nothing of
+      // which addresses exist; postmaster and abuse stay reachable (RFC 5321 §4.5.1).
+      listed.then(
+        (found) => {
+          const refusal = ctx.filters!.rcptRefusal(found, session.remoteAddress, address.address);
+          if (!refusal) return routeRcpt();
+          txn.log.info({ rcpt: address.address, client: session.remoteAddress, code: refusal.code, reply: refusal.smtp?.code, zone: found[0]?.zone }, 'recipient refused');
+          cb(replyError(refusal));
+        },
+        (err: unknown) => refuseRcpt(toGatewayError(err, 'block list')),
+      );
     },
 
     onData(stream: Readable & { sizeExceeded?: boolean }, session, cb) {
@@ -461,6 +484,8 @@ export function createSmtpServer(
           : null;
         const transport = (session.transmissionType || 'ESMTP') as Transport;
         const clientHostname = (await hostnames.get(session)) ?? null;
+        // Lists that list the client but let this message through (tag; postmaster and abuse under reject-rcpt).
+        const dnsbl = ((await listings.get(session)) ?? []).map((l) => ({ zone: l.zone, answers: l.answers }));
         const trace = traceHeaders({
           mailFrom,
           rcptTo,
@@ -506,6 +531,7 @@ export function createSmtpServer(
           helo: session.hostNameAppearsAs || '',
           clientAddress: session.remoteAddress,
           ...(clientHostname ? { clientHostname } : {}),
+          ...(dnsbl.length ? { dnsbl } : {}),
           tls: tlsInfo,
           authUser,
           transport,

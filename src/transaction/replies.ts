@@ -54,6 +54,18 @@ export const REPLIES = {
   PG_GREETING_PAUSE: { code: 220, enhanced: null, text: '{hostname} ESMTP postgate' },
   PG_EARLY_TALKER: { code: 554, enhanced: '5.7.1', text: '{hostname} Protocol error: talking before the greeting' },
 
+  // --- Connection-time filters: smtp.clients.deny and smtp.dnsbl (docs/blocklists.md)
+  // RFC 5321 §3.1: 554 may take the place of the greeting; the server then waits for QUIT.
+  PG_CLIENT_DENIED: { code: 554, enhanced: '5.7.1', text: '{hostname} Service unavailable: client [{address}] is denied access' },
+  /** {reason} is empty, or "; " and the list's sanitized TXT text. */
+  PG_DNSBL_LISTED_CONNECTION: { code: 554, enhanced: '5.7.1', text: '{hostname} Service unavailable: client [{address}] blocked using {zone}{reason}', raises: 'PG_DNSBL_LISTED' },
+  // RFC 5321 §4.2.3: 550, not taken for policy reasons; postmaster and abuse stay reachable (§4.5.1).
+  PG_DNSBL_LISTED: { code: 550, enhanced: '5.7.1', text: '<{address}>: Recipient address rejected: client [{client}] blocked using {zone}{reason}' },
+  /** Every command but QUIT after a 554 in place of the greeting (RFC 5321 §3.1). */
+  PG_REFUSED_SEQUENCE: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands: no SMTP service here, send QUIT' },
+  PG_REFUSED_QUIT: { code: 221, enhanced: '2.0.0', text: '{hostname} closing connection' },
+  // --- End of the connection-time filters
+
   // --- AUTH (RFC 4954 §6)
   PG_AUTH_FAILED: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
   PG_AUTH_THROTTLED: { code: 454, enhanced: '4.7.0', text: 'Too many authentication failures, try again later' },
