@@ -61,13 +61,14 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       c.close();
       assert.equal(data?.code, 250);
       const itemKeys = await keys('shared/items/');
-      assert.deepEqual(itemKeys.map((k) => k.split('/').pop()).filter((f) => f !== 'state.json').sort(), ['event.json', 'message.eml', 'meta.json']);
+      assert.deepEqual(itemKeys.map((k) => k.split('/').pop()).filter((f) => f !== 'state.json').sort(), ['event.json', 'meta.json']);
+      assert.equal((await keys('shared/messages/')).length, 1, 'the message, stored once');
       await waitFor(() => hook.got.length >= 1, 10_000, 'a first attempt');
       await a.close();
       up = true;
       b = await gatewayWith(QueueUrl, hook.url, 'shared/');
       await waitFor(() => hook.got.some((g) => subjectOf(g.body) === 'shared spool' && up) && hook.got.length >= 2, 15_000, 'delivery by the second instance');
-      await waitFor(async () => (await keys('shared/items/')).length === 0, 10_000, 'objects removed after delivery');
+      await waitFor(async () => (await keys('shared/items/')).length === 0 && (await keys('shared/messages/')).length === 0, 10_000, 'objects removed after delivery');
       assert.equal(new Set(hook.got.map((g) => g.headers['webhook-id'])).size, 1, 'every attempt, on either instance, has the same webhook-id');
       assert.ok(b.logs.some((l) => l.msg === 'queued delivery succeeded'));
     } finally {
@@ -106,10 +107,11 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       c.close();
       assert.equal(data?.code, 250);
     };
-    const oldest = async () => {
+    const gauge = async (name: string) => {
       const text = await (await fetch(`http://127.0.0.1:${g.opsPort}/metrics`)).text();
-      return Number(/^postgate_queue_oldest_seconds (\S+)$/m.exec(text)?.[1]);
+      return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
     };
+    const oldest = () => gauge('postgate_queue_oldest_seconds');
     try {
       await send('x@q.test', 'to retry');
       await waitFor(async () => (await keys('cli/dead/')).length === 1, 10_000, 'a dead letter');
@@ -117,6 +119,7 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       await send('y@q.test', 'to purge');
       await waitFor(() => hook.got.some((r) => subjectOf(r.body) === 'to purge'), 10_000, 'a first attempt of the waiting item');
       await waitFor(async () => (await oldest()) > 0, 10_000, 'the oldest item measured');
+      await waitFor(async () => (await gauge('postgate_queue_dead_letters')) === 1, 10_000, 'the dead letter counted from the bucket');
 
       const listed = await cli('list', '--json');
       assert.equal(listed.code, 0, listed.err);
@@ -156,10 +159,10 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       const firstId = hook.got.find((r) => subjectOf(r.body) === 'to retry')!.headers['webhook-id'];
       assert.equal(hook.got.at(-1)!.headers['webhook-id'], firstId, 'the same delivery id as the attempt that died');
       assert.notEqual(copy.got.find((r) => subjectOf(r.body) === 'to retry')!.headers['webhook-id'], firstId, 'the copy has its own');
-      await waitFor(async () => (await keys('cli/items/')).length === 0 && (await keys('cli/dead/')).length === 0, 10_000, 'nothing left stored');
+      await waitFor(async () => (await keys('cli/items/')).length === 0 && (await keys('cli/dead/')).length === 0 && (await keys('cli/messages/')).length === 0, 10_000, 'nothing left stored');
       assert.equal((await cli('list')).out.trim().split('\n').length, 1, 'only the header line is left');
       assert.equal(purgedAttempts(), attemptsBefore, 'the purged item was never sent again');
-      await waitFor(async () => (await oldest()) === 0, 10_000, 'no item left: the oldest age is 0');
+      await waitFor(async () => (await oldest()) === 0 && (await gauge('postgate_queue_dead_letters')) === 0, 10_000, 'no item left: the oldest age and the dead letters 0');
     } finally {
       await g.close();
       await hook.close();
@@ -213,6 +216,43 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       await a.close();
       await b.close();
       await hook.close();
+    }
+  });
+
+  test('a message for two targets is stored once; its copy is removed with its last item', async () => {
+    const QueueUrl = await createQueue('postgate-once');
+    let upB = false;
+    const a = await startReceiver(() => ({ status: 204 }));
+    const b = await startReceiver(() => ({ status: upB ? 204 : 503 }));
+    const g = await startGateway({
+      queue: {
+        retry: { initialDelay: '300ms', maxDelay: '500ms', maxAge: '1h' },
+        backend: { type: 's3-sqs', bucket: 'spool', prefix: 'once/', queueUrl: QueueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
+      },
+      routes: [{ recipients: ['*@two.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'a', url: a.url, timeout: '2s' }, { type: 'webhook', id: 'b', url: b.url, timeout: '2s' }] }],
+    });
+    try {
+      const c = await RawSmtp.connect(g.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      assert.equal((await sendMail(c, 's@example.org', ['x@two.test'], simpleMessage('two targets, one copy'))).data?.code, 250);
+      c.close();
+      const messages = await keys('once/messages/');
+      assert.equal(messages.length, 1, 'one stored copy for both targets');
+      assert.equal((await keys('once/items/')).filter((k) => k.endsWith('/meta.json')).length, 2, 'an item per target');
+      await waitFor(() => a.got.length === 1 && b.got.length >= 1, 10_000, 'both targets tried');
+      // a has it and its item is gone; b's item still needs the copy.
+      await waitFor(async () => (await keys('once/items/')).filter((k) => k.endsWith('/meta.json')).length === 1, 10_000, 'a\'s item removed');
+      assert.deepEqual(await keys('once/messages/'), messages, 'the copy stays while b waits');
+      const bBefore = b.got.length;
+      upB = true;
+      await waitFor(() => b.got.length > bBefore, 15_000, 'b delivered');
+      await waitFor(async () => (await keys('once/messages/')).length === 0 && (await keys('once/items/')).length === 0, 10_000, 'the copy removed with the last item');
+      assert.equal(subjectOf(b.got.at(-1)!.body), 'two targets, one copy');
+    } finally {
+      await g.close();
+      await a.close();
+      await b.close();
     }
   });
 

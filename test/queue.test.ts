@@ -7,7 +7,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -58,6 +58,27 @@ describe('queue mode', () => {
       assert.match(metrics, /^postgate_queue_depth 0$/m);
       assert.match(metrics, /^postgate_queue_attempts_total\{outcome="retry"\} [1-9]/m);
       assert.match(metrics, /^postgate_queue_attempts_total\{outcome="delivered"\} 1$/m);
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
+  test('a message for two targets is one file on disk: the second item\'s message.eml is a hard link to the first', async () => {
+    const hook = await startReceiver(() => ({ status: 503 }));
+    const tg = await startGateway({
+      queue: QUICK,
+      routes: [{ recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'one', url: hook.url, timeout: '1s' }, { type: 'webhook', id: 'two', url: `${hook.url}?two`, timeout: '1s' }] }],
+    });
+    try {
+      assert.equal((await send(tg.port, 'two targets')).data?.code, 250);
+      const spool = path.join(tg.dataDir, 'spool', 'active');
+      const items = (await readdir(spool)).sort();
+      assert.equal(items.length, 2);
+      const [a, b] = await Promise.all(items.map((i) => stat(path.join(spool, i, 'message.eml'))));
+      assert.equal(a!.ino, b!.ino, 'one inode');
+      assert.equal(a!.nlink, 2);
+      assert.deepEqual(await readFile(path.join(spool, items[0]!, 'message.eml')), await readFile(path.join(spool, items[1]!, 'message.eml')));
     } finally {
       await tg.close();
       await hook.close();

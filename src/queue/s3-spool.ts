@@ -4,9 +4,15 @@
  * lists, shows, retries, replays and purges — the same operations as the
  * local spool (LocalSpool), so the command works on either backend.
  *
- *   s3://<bucket>/<prefix>items/<itemId>/{message.eml,event.json,meta.json,state.json}
+ *   s3://<bucket>/<prefix>messages/<queueId>.eml   the message, once for all its targets
+ *   s3://<bucket>/<prefix>items/<itemId>/{event.json,meta.json,state.json}
  *   s3://<bucket>/<prefix>dead/<itemId>.json      dead letter: meta + state
  *   SQS: {"itemId", "meta"} per item that is waiting (visible or hidden)
+ *
+ * Item ids start with their message's queue id, so a message's items are
+ * found by prefix: whoever removes a message's last item removes the
+ * message (releaseMessage). Items stored by earlier versions carry their own
+ * items/<itemId>/message.eml, which is still read and removed.
  *
  * A dead letter keeps its objects under items/ (a retry or replay needs the
  * message); "active" are the items under items/ without a dead letter.
@@ -53,17 +59,40 @@ export class S3Spool {
     return `${this.o.prefix}dead/${itemId}.json`;
   }
 
-  /** Stores each item's objects, then its work item: a work item never points at nothing. */
+  messageKey(queueId: string): string {
+    return `${this.o.prefix}messages/${queueId}.eml`;
+  }
+
+  /**
+   * Stores the items' objects, then their work items: a work item never
+   * points at nothing. The items of one message (its targets) share one
+   * stored copy of it; their events stay their own (a target may see only
+   * its recipients). Metadata first: a message's last item being removed at
+   * the same moment (releaseMessage) then sees the new item and keeps it.
+   */
   async put(items: readonly NewSpoolItem[], _firstAttemptAt?: number): Promise<void> {
-    for (const it of items) {
-      const id = it.meta.itemId;
-      await Promise.all([
-        this.putObject(this.itemKey(id, 'message.eml'), await it.message.content(), 'message/rfc822', it.message.size),
-        this.putObject(this.itemKey(id, 'event.json'), it.eventJson, 'application/json'),
-        this.putObject(this.itemKey(id, 'meta.json'), JSON.stringify(it.meta), 'application/json'),
-      ]);
-    }
+    await Promise.all(
+      items.flatMap((it) => [
+        this.putObject(this.itemKey(it.meta.itemId, 'event.json'), it.eventJson, 'application/json'),
+        this.putObject(this.itemKey(it.meta.itemId, 'meta.json'), JSON.stringify(it.meta), 'application/json'),
+      ]),
+    );
+    const messages = new Map<string, NewSpoolItem['message']>();
+    for (const it of items) if (!messages.has(it.meta.queueId)) messages.set(it.meta.queueId, it.message);
+    for (const [queueId, message] of messages) await this.putObject(this.messageKey(queueId), await message.content(), 'message/rfc822', message.size);
     for (const it of items) await this.enqueue(it.meta);
+  }
+
+  /** An item's message: the shared copy, or the item's own (stored by an earlier version). */
+  async message(meta: Pick<SpoolMeta, 'itemId' | 'queueId'>): Promise<Buffer | null> {
+    return (await this.get(this.messageKey(meta.queueId))) ?? (await this.get(this.itemKey(meta.itemId, 'message.eml')));
+  }
+
+  /** Removes a message's stored copy once none of its items (waiting or dead) is left. */
+  async releaseMessage(queueId: string): Promise<void> {
+    const left = await this.listAll(`${this.o.prefix}items/${queueId}-`);
+    if (left.some((o) => o.Key!.endsWith('/meta.json'))) return;
+    await this.remove(this.messageKey(queueId));
   }
 
   /** The work item of an item whose objects are stored. */
@@ -154,8 +183,9 @@ export class S3Spool {
     return { meta: JSON.parse(meta.toString('utf8')) as SpoolMeta, state: st };
   }
 
-  async content(_area: SpoolArea, itemId: string): Promise<{ message: MessageBytes; eventJson: Buffer }> {
-    const [message, eventJson] = await Promise.all([this.get(this.itemKey(itemId, 'message.eml')), this.get(this.itemKey(itemId, 'event.json'))]);
+  async content(area: SpoolArea, itemId: string): Promise<{ message: MessageBytes; eventJson: Buffer }> {
+    const { meta } = await this.entry(area, itemId);
+    const [message, eventJson] = await Promise.all([this.message(meta), this.get(this.itemKey(itemId, 'event.json'))]);
     if (!message || !eventJson) throw new Error(`item ${itemId}: its message or event is missing`);
     return { message: MessageBytes.of(message), eventJson };
   }
@@ -181,9 +211,15 @@ export class S3Spool {
 
   /** Removes an item's objects (and its dead letter); a waiting work item is dropped when next received. */
   async purge(area: SpoolArea, itemId: string): Promise<void> {
-    const keys = ITEM_FILES.map((f) => ({ Key: this.itemKey(itemId, f) }));
-    if (area === 'dead') keys.push({ Key: this.deadKey(itemId) });
-    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: keys } }));
+    const { meta } = await this.entry(area, itemId);
+    await this.removeItem(itemId);
+    if (area === 'dead') await this.remove(this.deadKey(itemId));
+    await this.releaseMessage(meta.queueId);
+  }
+
+  /** An item's own objects (not the shared message). */
+  async removeItem(itemId: string): Promise<void> {
+    await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: ITEM_FILES.map((f) => ({ Key: this.itemKey(itemId, f) })) } }));
   }
 
   /** The final report's marker, or the delay report's (a message has at most one of each). */
@@ -238,11 +274,15 @@ export class S3Spool {
     await this.o.s3.send(new DeleteObjectsCommand({ Bucket: this.o.bucket, Delete: { Objects: [{ Key: this.reportKey(queueId, kind) }] } }));
   }
 
-  /** When the oldest item that is not a dead letter was stored (epoch ms), or null when there is none. */
-  async oldestStoredAt(): Promise<number | null> {
+  /**
+   * From one listing of the bucket: when the oldest item that is not a dead
+   * letter was stored (epoch ms; null when there is none), and how many dead
+   * letters there are.
+   */
+  async census(): Promise<{ oldestStoredAt: number | null; dead: number }> {
     const dead = new Set(await this.deadIds());
     let oldest: number | null = null;
     for (const m of await this.metaObjects()) if (!dead.has(m.id) && (oldest === null || m.storedAt < oldest)) oldest = m.storedAt;
-    return oldest;
+    return { oldestStoredAt: oldest, dead: dead.size };
   }
 }

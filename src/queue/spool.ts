@@ -6,13 +6,14 @@
  *   <root>/active/<itemId>/   accepted (250 sent only after it is here, durably)
  *   <root>/dead/<itemId>/     final failure or expiry, with the attempt history
  *
- * An item holds `message.eml` (the bytes delivered), `event.json`,
+ * An item holds `message.eml` (the bytes delivered; the items of one
+ * message share one file through hard links), `event.json`,
  * `meta.json` (immutable) and `state.json` (attempts; replaced atomically).
  * Publishing an item is one rename of its directory from tmp/ to active/,
  * after every file in it and the directory itself were fsync'd, followed by
  * an fsync of active/: a crash at any point leaves either no item or a whole one.
  */
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { syncDir, writeDurably } from '../core/durable.js';
 import { MessageBytes } from '../message/bytes.js';
@@ -95,6 +96,10 @@ export class LocalSpool {
   /** Durably publishes every item; resolves only when all are in active/. */
   async put(items: readonly NewSpoolItem[], firstAttemptAt: number): Promise<void> {
     const written: string[] = [];
+    // The targets of one message share its bytes: the first item's file is
+    // written, the others get a hard link to it (one copy on disk; each item
+    // directory stays whole on its own, and removing one leaves the others).
+    const firstFile = new Map<MessageBytes, string>();
     try {
       for (const it of items) {
         const id = it.meta.itemId;
@@ -102,7 +107,12 @@ export class LocalSpool {
         await mkdir(d, { mode: 0o750 });
         written.push(d);
         this.onStep(`${id}:mkdir`);
-        await writeDurably(path.join(d, 'message.eml'), await it.message.content());
+        const file = path.join(d, 'message.eml');
+        const shared = firstFile.get(it.message);
+        if (!shared || !(await link(shared, file).then(() => true, () => false))) {
+          await writeDurably(file, await it.message.content());
+          firstFile.set(it.message, file);
+        }
         this.onStep(`${id}:message`);
         await writeDurably(path.join(d, 'event.json'), it.eventJson);
         this.onStep(`${id}:event`);

@@ -19,7 +19,7 @@
  * (ChangeMessageVisibility, at most 12 hours as SQS allows); the attempt count
  * is SQS's ApproximateReceiveCount, the history is in state.json.
  */
-import { DeleteObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import {
   ChangeMessageVisibilityCommand,
   DeleteMessageCommand,
@@ -177,12 +177,15 @@ export class SqsQueue {
   }
 
   /**
-   * The oldest stored item that is not a dead letter, from a listing of the
-   * bucket (every instance sees every item); measured again every rescanMs.
+   * The oldest stored item that is not a dead letter and the dead letters'
+   * count, from a listing of the bucket (every instance sees every item);
+   * measured again every rescanMs.
    */
   private async refreshOldest(): Promise<void> {
     try {
-      this.oldestAt = await this.store.oldestStoredAt();
+      const c = await this.store.census();
+      this.oldestAt = c.oldestStoredAt;
+      this.dead = c.dead;
     } catch (err) {
       this.o.logger.warn({ err: (err as Error).message, code: 'PG_QUEUE_READ' }, 'could not measure the oldest queued item');
     }
@@ -246,10 +249,11 @@ export class SqsQueue {
     const log = this.o.logger.child({ queueId: meta.queueId, item: meta.itemId, target: meta.targetId });
     const attempts = Number(m.Attributes?.ApproximateReceiveCount ?? 1);
     const done = () => this.o.sqs.send(new DeleteMessageCommand({ QueueUrl: this.o.queueUrl, ReceiptHandle: m.ReceiptHandle! }));
-    const [prev, message, eventJson, metaObject] = await Promise.all(
-      (['state.json', 'message.eml', 'event.json', 'meta.json'] as const).map((f) => this.store.get(this.store.itemKey(meta.itemId, f))),
-    );
-    if (!metaObject && !message && !eventJson) {
+    const [prev, eventJson, metaObject, message] = await Promise.all([
+      ...(['state.json', 'event.json', 'meta.json'] as const).map((f) => this.store.get(this.store.itemKey(meta.itemId, f))),
+      this.store.message(meta),
+    ]);
+    if (!metaObject && !eventJson) {
       // Its objects are gone: `postgate queue purge` removed the item (or a
       // lifecycle rule expired it). Nothing is left to deliver.
       await done();
@@ -261,12 +265,8 @@ export class SqsQueue {
     const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
     if (!error) {
       await done();
-      await this.o.s3.send(
-        new DeleteObjectsCommand({
-          Bucket: this.o.bucket,
-          Delete: { Objects: (['message.eml', 'event.json', 'meta.json', 'state.json'] as const).map((f) => ({ Key: this.store.itemKey(meta.itemId, f) })) },
-        }),
-      );
+      await this.store.removeItem(meta.itemId);
+      await this.store.releaseMessage(meta.queueId);
       log.info({ attempts }, 'queued delivery succeeded');
       this.o.onAttempt?.(meta, 'delivered');
       await this.final(meta, true, undefined, message!, eventJson!, log);
