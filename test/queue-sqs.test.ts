@@ -13,7 +13,7 @@ import { startReceiver } from './helpers/receiver.js';
 import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { waitFor } from './helpers/wait.js';
-import { queueCli } from './helpers/cli.js';
+import { queueCli, serveChild } from './helpers/cli.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,6 +75,47 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       await a.close().catch(() => undefined);
       await b?.close();
       await hook.close();
+    }
+  });
+
+  test('an instance killed (SIGKILL) while its attempt waits for the receiver: the item comes back after its visibility timeout and another instance delivers it', { timeout: 120_000 }, async () => {
+    const QueueUrl = await createQueue('postgate-kill');
+    // The first request is held unanswered (the instance dies meanwhile); later ones get 204.
+    const hook = await startReceiver(() => (hook.got.length <= 1 ? { status: 204, delayMs: 60_000 } : { status: 204 }));
+    const doc = {
+      queue: {
+        retry: { initialDelay: '500ms', maxDelay: '1s', maxAge: '1h' },
+        backend: { type: 's3-sqs', bucket: 'spool', prefix: 'kill/', queueUrl: QueueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
+      },
+      // The visibility timeout of a received item is the deadline + 30 s.
+      delivery: { deadline: '1s' },
+      routes: [{ recipients: ['*@k.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url, timeout: '1s' }] }],
+    };
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'postgate-kill-'));
+    const config = path.join(cwd, 'postgate.yaml');
+    await writeFile(config, JSON.stringify({ ...doc, smtp: { listen: '127.0.0.1:0', hostname: 'mx.test.local', earlyTalker: { mode: 'off' } }, http: false, storage: { path: './data' } }));
+    const child = await serveChild(config, cwd);
+    let b: Awaited<ReturnType<typeof startGateway>> | null = null;
+    try {
+      const c = await RawSmtp.connect(child.port);
+      await c.read();
+      await c.cmd('EHLO c.example');
+      assert.equal((await sendMail(c, 's@example.org', ['x@k.test'], simpleMessage('killed mid-delivery'))).data?.code, 250);
+      c.close();
+      await waitFor(() => hook.got.length === 1, 10_000, 'the first attempt reaching the receiver');
+      child.proc.kill('SIGKILL');
+      const killedAt = Date.now();
+      b = await startGateway(doc);
+      await waitFor(() => hook.got.length >= 2, 60_000, 'the item delivered by the other instance');
+      assert.ok(Date.now() - killedAt >= 25_000, 'not before the visibility timeout of the dead instance\'s receive');
+      assert.equal(subjectOf(hook.got[1]!.body), 'killed mid-delivery');
+      assert.equal(hook.got[1]!.headers['webhook-id'], hook.got[0]!.headers['webhook-id'], 'the same delivery id: the receiver can tell the repeat');
+      await waitFor(async () => (await keys('kill/items/')).length === 0 && (await keys('kill/messages/')).length === 0, 10_000, 'nothing left stored');
+    } finally {
+      child.proc.kill('SIGKILL');
+      await b?.close();
+      await hook.close();
+      await rm(cwd, { recursive: true, force: true });
     }
   });
 

@@ -6,16 +6,15 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { startGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { startReceiver, type Answer } from './helpers/receiver.js';
 import { projectRoot } from './helpers/fixtures.js';
-import { CLI, queueCli } from './helpers/cli.js';
+import { CLI, queueCli, serveChild } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 import { QueueWorker, retryDelay } from '../src/queue/worker.js';
 import { LocalSpool } from '../src/queue/spool.js';
@@ -257,29 +256,8 @@ describe('retry schedule', () => {
   });
 });
 
-interface Child {
-  proc: ChildProcess;
-  port: number;
-  logs: Array<Record<string, unknown>>;
-}
 
-async function serve(config: string, cwd: string): Promise<Child> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--config', config], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: Array<Record<string, unknown>> = [];
-  const rl = createInterface({ input: proc.stdout! });
-  const port = await new Promise<number>((resolve, reject) => {
-    proc.once('exit', (code) => reject(new Error(`postgate exited early with ${code}`)));
-    rl.on('line', (line) => {
-      const rec = JSON.parse(line) as Record<string, unknown>;
-      logs.push(rec);
-      if (rec.msg === 'postgate listening') {
-        const l = (rec.listeners as string[])[0]!;
-        resolve(Number(l.slice(l.lastIndexOf(':') + 1)));
-      }
-    });
-  });
-  return { proc, port, logs };
-}
+const serve = serveChild;
 
 describe('crash safety (SIGKILL)', () => {
   test('a spool write killed at every step: after recovery an item is either whole in active/ or gone', async () => {

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { projectRoot } from './fixtures.js';
 
@@ -14,4 +15,30 @@ export function queueCli(args: string[]): Promise<{ code: number; out: string; e
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('exit', (code) => resolve({ code: code ?? -1, out, err }));
   });
+}
+
+/** A gateway run as its own process (`postgate serve`), to be killed with a signal. */
+export interface Child {
+  proc: ChildProcess;
+  port: number;
+  logs: Array<Record<string, unknown>>;
+}
+
+/** Starts `postgate serve --config FILE` in `cwd`; resolves once it listens, with its first listener's port. */
+export async function serveChild(config: string, cwd: string): Promise<Child> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--config', config], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  const rl = createInterface({ input: proc.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.once('exit', (code) => reject(new Error(`postgate exited early with ${code}`)));
+    rl.on('line', (line) => {
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      logs.push(rec);
+      if (rec.msg === 'postgate listening') {
+        const l = (rec.listeners as string[])[0]!;
+        resolve(Number(l.slice(l.lastIndexOf(':') + 1)));
+      }
+    });
+  });
+  return { proc, port, logs };
 }
