@@ -240,6 +240,7 @@ describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
   let hook: Receiver;
   let second: Receiver;
   let secondUp = false;
+  let down: Receiver;
   let aws: LocalS3;
   let sqs: SQSClient;
   let tg: TestGateway;
@@ -254,8 +255,9 @@ describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
       /subject":"report me/.test(r.body.toString('utf8')) ? { status: 200, json: { action: 'reject', code: 550, enhanced: '5.1.1', message: 'No such mailbox' } } : { status: 204 },
     );
     second = await startReceiver(() => ({ status: secondUp ? 204 : 503 }));
+    down = await startReceiver(() => ({ status: 503 }));
     tg = await startGateway({
-      dsn: { relay: { host: '127.0.0.1', port: relay.port } },
+      dsn: { relay: { host: '127.0.0.1', port: relay.port }, delayedAfter: '500ms' },
       queue: {
         retry: { initialDelay: '200ms', maxDelay: '300ms' },
         backend: { type: 's3-sqs', bucket: 'dsn-spool', prefix: 'q/', queueUrl, endpoint: aws.endpoint, region: TEST_REGION, forcePathStyle: true, pollWait: '1s' },
@@ -263,6 +265,7 @@ describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
       routes: [
         { recipients: ['*@q.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'hook', url: hook.url }] },
         { recipients: ['*@two.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'one', url: hook.url }, { type: 'webhook', id: 'two', url: second.url }] },
+        { recipients: ['*@late.test'], mode: 'queue', targets: [{ type: 'webhook', id: 'late', url: down.url }] },
       ],
     });
   });
@@ -270,6 +273,7 @@ describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
     await tg.close();
     await hook.close();
     await second.close();
+    await down.close();
     await relay.close();
     sqs.destroy();
     await aws.stop();
@@ -307,6 +311,20 @@ describe('DSN for queued items on the S3 + SQS backend (fauxqs)', () => {
     assert.equal(perRcpt!['final-recipient'], 'rfc822; ok@two.test');
     await new Promise((res) => setTimeout(res, 500));
     assert.equal(relay.got.length, before + 1, 'one report for the message');
+  });
+
+  test('NOTIFY=DELAY: one "delayed" report once the message has waited dsn.delayedAfter, claimed in the bucket', async () => {
+    const before = relay.got.length;
+    assert.equal((await sendWithDsn(tg.port, 'author@sender.test', '', 'wait@late.test', 'NOTIFY=DELAY,FAILURE', BODY.replace('report me', 'late one'))).data?.code, 250);
+    await waitFor(() => relay.got.length > before, 15_000, 'the delay report');
+    const [, perRcpt] = statusFields(String((await simpleParser(relay.got.at(-1)!.raw)).text));
+    assert.equal(perRcpt!.action, 'delayed');
+    assert.equal(perRcpt!['final-recipient'], 'rfc822; wait@late.test');
+    const markers = ((await aws.client.send(new ListObjectsV2Command({ Bucket: 'dsn-spool', Prefix: 'q/dsn/' }))).Contents ?? []).map((o) => o.Key!);
+    assert.ok(markers.some((k) => k.endsWith('.delayed')), markers.join(', '));
+    const attempts = down.got.length;
+    await waitFor(() => down.got.length >= attempts + 3, 15_000, 'more failed attempts');
+    assert.equal(relay.got.length, before + 1, 'still one delay report');
   });
 });
 
