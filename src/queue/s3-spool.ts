@@ -31,7 +31,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { Readable } from 'node:stream';
-import type { NewSpoolItem, SpoolArea, SpoolEntry, SpoolMeta, SpoolState } from './spool.js';
+import { listEntries, type NewSpoolItem, type SpoolArea, type SpoolEntry, type SpoolMeta, type SpoolState } from './spool.js';
 import { MessageBytes } from '../message/bytes.js';
 
 export interface S3SpoolOptions {
@@ -161,13 +161,8 @@ export class S3Spool {
       .sort();
   }
 
-  async list(area: SpoolArea): Promise<SpoolEntry[]> {
-    const out: SpoolEntry[] = [];
-    for (const id of await this.ids(area)) {
-      const e = await this.entry(area, id).catch(() => null);
-      if (e) out.push(e);
-    }
-    return out;
+  list(area: SpoolArea): Promise<SpoolEntry[]> {
+    return listEntries(this, area);
   }
 
   async entry(area: SpoolArea, itemId: string): Promise<SpoolEntry> {

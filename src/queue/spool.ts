@@ -67,6 +67,20 @@ export interface NewSpoolItem {
   eventJson: Buffer;
 }
 
+/**
+ * Every readable item of an area, oldest first, from either backend (the
+ * local spool, or the S3 + SQS items as stored): an item that cannot be read
+ * is left out of the listing, not an error.
+ */
+export async function listEntries(store: { ids(area: SpoolArea): Promise<string[]>; entry(area: SpoolArea, id: string): Promise<SpoolEntry> }, area: SpoolArea): Promise<SpoolEntry[]> {
+  const out: SpoolEntry[] = [];
+  for (const id of await store.ids(area)) {
+    const e = await store.entry(area, id).catch(() => null);
+    if (e) out.push(e);
+  }
+  return out;
+}
+
 /** Attempts kept in state.json; older ones are summarised by `attempts`. */
 const MAX_HISTORY = 50;
 
@@ -145,13 +159,8 @@ export class LocalSpool {
     return (await readdir(this.dir(area)).catch(() => [] as string[])).sort();
   }
 
-  async list(area: SpoolArea): Promise<SpoolEntry[]> {
-    const out: SpoolEntry[] = [];
-    for (const id of await this.ids(area)) {
-      const e = await this.entry(area, id).catch(() => null);
-      if (e) out.push(e);
-    }
-    return out;
+  list(area: SpoolArea): Promise<SpoolEntry[]> {
+    return listEntries(this, area);
   }
 
   async entry(area: SpoolArea, itemId: string): Promise<SpoolEntry> {
