@@ -28,7 +28,7 @@ import { RawCapture } from '../blob/raw-capture.js';
 import { confirmedHostname } from '../net/rdns.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
-import type { ScanOutcome, ScanPolicy, ScanStep } from '../scan/index.js';
+import type { ScanEnvelope, ScanOutcome, ScanPolicy, ScanStep } from '../scan/index.js';
 
 /**
  * How far into a message the header block is looked for (Received count for
@@ -693,7 +693,7 @@ export function scanPolicyOf(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarg
 }
 
 /** Runs the scan step for a route that is scanned; null for one that is not. Rejects with the reply's GatewayError. */
-function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: import('../scan/index.js').ScanEnvelope): Promise<ScanOutcome | null> {
+function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
   const policy = ctx.scan ? scanPolicyOf(ctx.cfg, route) : null;
   if (!ctx.scan || !policy) return Promise.resolve(null);
   return ctx.scan.run({ stream: () => message.stream(), size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
