@@ -22,10 +22,10 @@ import { sendOne, simpleMessage } from './helpers/smtp-client.js';
 
 const MSG = Buffer.from('From: a@example.org\r\nSubject: x\r\n\r\nhello\r\n');
 const input = (ms = 2000): ScanInput => ({
-  stream: () => Readable.from([MSG]),
+  content: async () => Readable.from([MSG]),
   size: MSG.length,
   envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'], helo: 'client.example', clientAddress: '192.0.2.1', clientHostname: null, authUser: null, queueId: 'q1' },
-  signal: AbortSignal.timeout(ms),
+  timeoutMs: ms,
 });
 
 async function rejects(p: Promise<unknown>, kind: ScanError['kind'], re?: RegExp): Promise<void> {

@@ -26,9 +26,10 @@ export function clamdScanner(opts: ClamdOptions): Scanner {
     id: opts.id,
     type: 'clamav',
     async scan(input: ScanInput): Promise<VirusResult> {
-      const answer = await exchange(name, opts.address, input.signal, async (socket) => {
+      const answer = await exchange(name, opts.address, input.timeoutMs, async (socket) => {
         await writeAll(socket, Buffer.from('zINSTREAM\0', 'latin1'));
-        for await (const piece of input.stream() as AsyncIterable<Buffer>) {
+        const body = await input.content();
+        for await (const piece of (Buffer.isBuffer(body) ? [body] : body) as AsyncIterable<Buffer>) {
           for (let i = 0; i < piece.length; i += CHUNK) {
             const part = piece.subarray(i, i + CHUNK);
             const frame = Buffer.allocUnsafe(4);

@@ -12,7 +12,6 @@
  * open, as a target's is (delivery/index.ts): its outcome is onError's at
  * once, without waiting for a timeout per message.
  */
-import { deadline } from '../core/deadline.js';
 import { failure } from '../transaction/replies.js';
 import { ScanError, type ScanInput, type ScanResult, type Scanner, type SpamResult, type VirusResult } from './types.js';
 
@@ -110,21 +109,20 @@ export class ScanStep {
    * the GatewayError of the reply (spam, virus, scanner unavailable).
    * `budgetMs`: what is left of the delivery deadline.
    */
-  async run(input: Omit<ScanInput, 'signal'>, policy: ScanPolicy, budgetMs: number): Promise<ScanOutcome> {
+  async run(input: Omit<ScanInput, 'timeoutMs'>, policy: ScanPolicy, budgetMs: number): Promise<ScanOutcome> {
     const settled = await Promise.all(this.opts.scanners.map((s) => this.one(s.scanner, Math.max(1, Math.min(s.timeoutMs, budgetMs)), input)));
     return decide(settled, policy, this.opts.header);
   }
 
-  private async one(s: Scanner, ms: number, input: Omit<ScanInput, 'signal'>): Promise<Settled> {
+  private async one(s: Scanner, ms: number, input: Omit<ScanInput, 'timeoutMs'>): Promise<Settled> {
     const { breaker, now } = this.opts;
     if (breaker.isDown(s.id)) {
       this.opts.onScanner?.(s, 'down', 0);
       return { s, err: { kind: 'down', message: `${s.type} ${s.id}: marked down (circuit breaker open)` } };
     }
     const started = now();
-    const d = deadline(ms);
     try {
-      const r = await s.scan({ ...input, signal: d.signal });
+      const r = await s.scan({ ...input, timeoutMs: ms });
       breaker.record(s.id, true, true);
       this.opts.onScanner?.(s, r.kind === 'virus' ? (r.infected ? 'infected' : 'clean') : r.spam ? 'spam' : 'clean', now() - started);
       return { s, r };
@@ -134,8 +132,6 @@ export class ScanStep {
       if (breaker.record(s.id, false, true)) this.opts.onDown?.(s);
       this.opts.onScanner?.(s, 'error', now() - started, err);
       return { s, err };
-    } finally {
-      d.done();
     }
   }
 }

@@ -9,7 +9,7 @@
  * Leaf module: imports only scan/ and undici.
  */
 import { Pool } from 'undici';
-import { abortError, cleanName, MAX_SYMBOLS, ScanError, type ScanInput, type Scanner, type SpamResult } from './types.js';
+import { cleanName, MAX_SYMBOLS, ScanError, timeoutError, type ScanInput, type Scanner, type SpamResult } from './types.js';
 
 /** Largest JSON answer read; rspamd's is a few KB, its symbols capped by us anyway. */
 const MAX_ANSWER = 1024 * 1024;
@@ -49,30 +49,45 @@ export function rspamdScanner(opts: RspamdOptions): Scanner {
       if (opts.password) add('Password', opts.password);
       let res;
       try {
-        res = await pool.request({ path, method: 'POST', headers, body: input.stream(), signal: input.signal });
+        // undici's own timers bound the wait for the answer's head and for its
+        // body: rspamd answers only once it has scanned, so headersTimeout is
+        // the scan's time (docs/scanning.md).
+        res = await pool.request({ path, method: 'POST', headers, body: await input.content(), headersTimeout: input.timeoutMs, bodyTimeout: input.timeoutMs });
       } catch (err) {
-        if (input.signal.aborted) throw abortError(name, input.signal);
         const code = (err as { code?: string }).code ?? '';
+        if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') throw timeoutError(name, input.timeoutMs);
         throw new ScanError(/CONNECT|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH/.test(code) ? 'connect' : 'protocol', `${name}: ${code || (err as Error).message}`, { cause: err });
       }
-      const chunks: Buffer[] = [];
-      let size = 0;
+      let body: Buffer;
       try {
-        for await (const c of res.body as AsyncIterable<Buffer>) {
-          size += c.length;
-          if (size > MAX_ANSWER) {
-            res.body.destroy();
-            throw new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`);
+        // rspamd says how long its answer is: one read of a bounded size (the
+        // common case); without a length, chunks counted as they come.
+        const length = Number(res.headers['content-length']);
+        if (length > MAX_ANSWER) {
+          res.body.destroy();
+          throw new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`);
+        }
+        if (Number.isInteger(length)) body = Buffer.from(await res.body.arrayBuffer());
+        else {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          for await (const c of res.body as AsyncIterable<Buffer>) {
+            size += c.length;
+            if (size > MAX_ANSWER) {
+              res.body.destroy();
+              throw new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`);
+            }
+            chunks.push(c);
           }
-          chunks.push(c);
+          body = Buffer.concat(chunks, size);
         }
       } catch (err) {
         if (err instanceof ScanError) throw err;
-        if (input.signal.aborted) throw abortError(name, input.signal);
+        if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') throw timeoutError(name, input.timeoutMs);
         throw new ScanError('protocol', `${name}: ${(err as Error).message}`, { cause: err });
       }
       if (res.statusCode !== 200) throw new ScanError('refused', `${name}: HTTP ${res.statusCode}`);
-      return parseRspamdAnswer(name, Buffer.concat(chunks, size));
+      return parseRspamdAnswer(name, body);
     },
     close: () => pool.close().catch(() => undefined),
   };

@@ -7,7 +7,7 @@
  * Leaf module: imports only scan/types.ts.
  */
 import net from 'node:net';
-import { abortError, parseSocketAddress, ScanError } from './types.js';
+import { parseSocketAddress, ScanError, timeoutError } from './types.js';
 
 export interface Exchange {
   /** Writes the request; resolves when every byte was handed to the socket. */
@@ -17,9 +17,8 @@ export interface Exchange {
 /** Largest answer read: spamd's SYMBOLS and clamd's one line are far smaller. */
 export const MAX_ANSWER = 64 * 1024;
 
-export function exchange(name: string, address: string, signal: AbortSignal, req: (socket: net.Socket) => Promise<void>): Promise<Buffer> {
+export function exchange(name: string, address: string, timeoutMs: number, req: (socket: net.Socket) => Promise<void>): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
-    if (signal.aborted) return reject(abortError(name, signal));
     const where = parseSocketAddress(address);
     const socket = 'path' in where ? net.connect({ path: where.path }) : net.connect({ host: where.host, port: where.port });
     const chunks: Buffer[] = [];
@@ -29,13 +28,12 @@ export function exchange(name: string, address: string, signal: AbortSignal, req
     const done = (err: Error | null) => {
       if (settled) return;
       settled = true;
-      signal.removeEventListener('abort', onAbort);
+      clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
       else resolve(Buffer.concat(chunks, size));
     };
-    const onAbort = () => done(abortError(name, signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => done(timeoutError(name, timeoutMs)), timeoutMs);
     socket.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_ANSWER) return done(new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`));

@@ -29,10 +29,11 @@ export function spamdScanner(opts: SpamdOptions): Scanner {
     id: opts.id,
     type: 'spamassassin',
     async scan(input: ScanInput): Promise<SpamResult> {
-      const answer = await exchange(name, opts.address, input.signal, async (socket) => {
+      const answer = await exchange(name, opts.address, input.timeoutMs, async (socket) => {
         await writeAll(socket, Buffer.from(`SYMBOLS SPAMC/1.5\r\nContent-length: ${input.size}\r\n${user}\r\n`, 'latin1'));
         let sent = 0;
-        for await (const piece of input.stream() as AsyncIterable<Buffer>) {
+        const body = await input.content();
+        for await (const piece of (Buffer.isBuffer(body) ? [body] : body) as AsyncIterable<Buffer>) {
           sent += piece.length;
           await writeAll(socket, piece);
         }

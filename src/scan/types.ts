@@ -20,13 +20,22 @@ export interface ScanEnvelope {
 }
 
 export interface ScanInput {
-  /** A fresh stream of the message as it will be delivered (trace headers included). */
-  stream(): Readable;
+  /**
+   * The message as it will be delivered (trace headers included), fresh on
+   * every call: one Buffer for a small message held in memory (one write,
+   * no stream machinery per scan), a stream otherwise (a spilled message is
+   * never read into memory whole).
+   */
+  content(): Promise<Buffer | Readable>;
   /** Its size in bytes (the stream yields exactly this many). */
   size: number;
   envelope: ScanEnvelope;
-  /** Aborts the scan: the scanner's own timeout, or the delivery deadline. */
-  signal: AbortSignal;
+  /**
+   * Time allowed for the verdict: the scanner's own timeout, or what is left
+   * of the delivery deadline. Each client keeps it with the timers of its
+   * transport (undici's, a socket's), not an AbortSignal per message.
+   */
+  timeoutMs: number;
 }
 
 export interface SpamResult {
@@ -97,8 +106,7 @@ export function parseSocketAddress(address: string): { path: string } | { host: 
   return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
 }
 
-/** The reason of an abort, as a ScanError: the deadline or the scanner's timeout. */
-export function abortError(scanner: string, signal: AbortSignal): ScanError {
-  const r = signal.reason as { name?: string } | undefined;
-  return new ScanError('timeout', `${scanner}: ${r?.name === 'TimeoutError' ? 'no verdict in time' : 'scan aborted'}`);
+/** The error of a scan that ran out of time. */
+export function timeoutError(scanner: string, ms: number): ScanError {
+  return new ScanError('timeout', `${scanner}: no verdict within ${ms} ms`);
 }

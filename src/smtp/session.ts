@@ -696,7 +696,7 @@ export function scanPolicyOf(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarg
 function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
   const policy = ctx.scan ? scanPolicyOf(ctx.cfg, route) : null;
   if (!ctx.scan || !policy) return Promise.resolve(null);
-  return ctx.scan.run({ stream: () => message.stream(), size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
+  return ctx.scan.run({ content: () => message.content(), size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
 }
 
 /** The quarantine targets of a route (checked present by the config when it quarantines). */

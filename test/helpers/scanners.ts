@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +23,8 @@ export interface Daemon {
   address: string;
   /** Milliseconds from spawn to the first answer to a ping. */
   startupMs: number;
+  /** The process the test started (its children are the daemon's workers); 0 when not running. */
+  readonly pid: number;
   /** The daemon's processes (main and children) stop answering; connections still open. */
   pause(): void;
   resume(): void;
@@ -110,6 +113,9 @@ function daemon(dir: string, address: string, argv: [string, string[]], env: Nod
   const d: Daemon = {
     address,
     startupMs: 0,
+    get pid() {
+      return child?.pid ?? 0;
+    },
     pause() {
       if (child?.pid) for (const p of tree(child.pid)) process.kill(p, 'SIGSTOP');
     },
@@ -143,15 +149,45 @@ function daemon(dir: string, address: string, argv: [string, string[]], env: Nod
 }
 
 /**
- * rspamd with one normal worker on a free loopback port. DNS points at a
- * closed loopback port (no network lookups leave the machine), and the URL
- * TLD list is a short one: compiling the full public suffix list costs about
- * 50 s of CPU at the first start, the short one about 5 s. Hyperscan's cache
- * is in the instance's own folder.
+ * A DNS server on loopback that answers every query at once with NXDOMAIN
+ * (RFC 1035 §4.1.1: the query's id and question, QR set, RCODE 3): rspamd's
+ * SPF, DKIM, DMARC and RBL lookups get a fast "no such name" instead of
+ * leaving the machine or waiting for a timeout.
+ */
+export async function startNxdomainDns(): Promise<{ address: string; close(): Promise<void> }> {
+  const sock = dgram.createSocket('udp4');
+  sock.on('message', (q, rinfo) => {
+    if (q.length < 12) return;
+    const a = Buffer.from(q);
+    a[2] = 0x80 | (q[2]! & 0x79); // QR, the query's opcode and RD
+    a[3] = 0x80 | 3; // RA, NXDOMAIN
+    a.writeUInt16BE(0, 6); // no answers
+    a.writeUInt16BE(0, 8);
+    a.writeUInt16BE(0, 10); // and no additional records (EDNS OPT dropped)
+    const qd = q.readUInt16BE(4);
+    let end = 12;
+    for (let i = 0; i < qd && end < q.length; i++) {
+      while (end < q.length && q[end] !== 0) end += q[end]! + 1;
+      end += 5;
+    }
+    sock.send(a.subarray(0, Math.min(end, a.length)), rinfo.port, rinfo.address);
+  });
+  sock.bind(0, '127.0.0.1');
+  await once(sock, 'listening');
+  return { address: `127.0.0.1:${sock.address().port}`, close: () => new Promise((r) => sock.close(() => r())) };
+}
+
+/**
+ * rspamd with one normal worker on a free loopback port. Its DNS is a local
+ * NXDOMAIN server (startNxdomainDns; no lookup leaves the machine), and the
+ * URL TLD list is a short one: compiling the full public suffix list costs
+ * about 50 s of CPU at the first start, the short one about 5 s. Hyperscan's
+ * cache is in the instance's own folder.
  */
 export async function startRspamd(): Promise<Daemon> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-rspamd-'));
   const port = await freePort();
+  const dns = await startNxdomainDns();
   await writeFile(path.join(dir, 'tld.dat'), 'com\norg\nnet\nexample\ntest\ninvalid\nlocal\n');
   await writeFile(path.join(dir, 'options-override.inc'), `url_tld = "${dir}/tld.dat";\nhs_cache_dir = "${dir}/";\n`);
   await writeFile(
@@ -161,7 +197,7 @@ options {
   pidfile = "$RUNDIR/rspamd.pid";
   .include "$CONFDIR/options.inc"
   .include(priority=10) "${dir}/options-override.inc"
-  dns { nameserver = ["127.0.0.1:1"]; timeout = 0.2s; retransmits = 1; }
+  dns { nameserver = ["${dns.address}"]; timeout = 1s; retransmits = 1; }
 }
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }
 worker "normal" {
@@ -175,6 +211,11 @@ worker "normal" {
   const url = `http://127.0.0.1:${port}`;
   const d = daemon(dir, url, ['rspamd', args], {}, path.join(dir, 'rspamd.log'), async () => (await ask({ host: '127.0.0.1', port }, 'GET /ping HTTP/1.0\r\n\r\n')).includes('pong'), 'rspamd', 90_000);
   await d.start();
+  const stopDaemon = d.stop;
+  d.stop = async () => {
+    await stopDaemon();
+    await dns.close();
+  };
   return d;
 }
 
