@@ -513,7 +513,11 @@ export function createSmtpServer(
         // delivered, while the parse finishes and bodies are stored; its time
         // counts against the delivery deadline.
         const scanStarted = ctx.now();
-        const scanning = scanMessage(ctx, route, message, { mailFrom, rcptTo, helo: envelope.helo, clientAddress: session.remoteAddress, clientHostname, authUser, queueId: txn.queueId });
+        let scanMs = 0;
+        const scanning = scanMessage(ctx, route, message, { mailFrom, rcptTo, helo: envelope.helo, clientAddress: session.remoteAddress, clientHostname, authUser, queueId: txn.queueId }).then((o) => {
+          if (o) scanMs = ctx.now() - scanStarted;
+          return o;
+        });
         // Should the parse fail first, the scan's own failure is not the reply's and not unhandled.
         scanning.catch(() => undefined);
         const parsed = await parsing;
@@ -562,7 +566,7 @@ export function createSmtpServer(
             route: route.name,
             isDown: (id) => ctx.breakers.isDown(id),
             // One deadline (docs/architecture.md §2.4): the scan took its share.
-            deadlineMs: Math.max(1, cfg.delivery.deadline - (ctx.now() - scanStarted)),
+            deadlineMs: Math.max(1, cfg.delivery.deadline - scanMs),
             skip: ctx.skip,
             now: ctx.now,
             onSkipStoreError: (err) => txn.log.warn({ err: (err as Error).message }, 'skip-store write failed (a sender retry may deliver again)'),
@@ -696,7 +700,19 @@ export function scanPolicyOf(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarg
 function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
   const policy = ctx.scan ? scanPolicyOf(ctx.cfg, route) : null;
   if (!ctx.scan || !policy) return Promise.resolve(null);
-  return ctx.scan.run({ content: () => message.content(), size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
+  // A message held in memory is joined into one Buffer once, for every
+  // scanner; a spilled one is a fresh stream per scanner.
+  let first: Promise<Buffer | Readable> | undefined;
+  const content = async (): Promise<Buffer | Readable> => {
+    if (first) {
+      const b = await first;
+      if (Buffer.isBuffer(b)) return b;
+    }
+    const p = message.content();
+    first ??= p;
+    return p;
+  };
+  return ctx.scan.run({ content, size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
 }
 
 /** The quarantine targets of a route (checked present by the config when it quarantines). */
