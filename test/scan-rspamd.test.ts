@@ -9,7 +9,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
 import { GTUBE, installed, startRspamd, type Daemon } from './helpers/scanners.js';
@@ -32,7 +35,9 @@ describe('rspamd', { skip }, () => {
   let app: Receiver;
   let quarantine: Receiver;
   let tg: TestGateway;
+  let archive: string;
   before(async () => {
+    archive = await mkdtemp(path.join(os.tmpdir(), 'postgate-archive-'));
     rspamd = await startRspamd();
     // Measured start-up, for the suite's budget (docs/scanning.md "Testing").
     console.log(`rspamd private instance answered after ${rspamd.startupMs} ms`);
@@ -52,6 +57,7 @@ describe('rspamd', { skip }, () => {
         route('quarantine', { spam: 'quarantine' }),
         route('tempfail', { spam: 'tag', onError: 'tempfail' }),
         route('accept', { spam: 'tag', onError: 'accept' }),
+        { name: 'archive', recipients: ['*@archive.test'], targets: [{ type: 'local', path: archive }], scan: { spam: 'tag' } },
       ],
     });
   });
@@ -60,6 +66,7 @@ describe('rspamd', { skip }, () => {
     await rspamd?.stop();
     await app?.close();
     await quarantine?.close();
+    if (archive) await rm(archive, { recursive: true, force: true });
   });
 
   test('GTUBE under reject: 550 5.7.1 with rspamd\'s reason, nothing delivered', async () => {
@@ -83,6 +90,16 @@ describe('rspamd', { skip }, () => {
     assert.equal(ev.data.headers[0]?.name, 'X-Spam-Flag');
     assert.equal(ev.data.headers[0]?.value, 'YES');
     assert.ok(!events(quarantine).some((e) => e.data.subject === 'gtube-tag'));
+  });
+
+  test('scan.header: the stored copy (.eml) carries the X-Spam fields above the trace headers', async () => {
+    const r = await sendOne(tg.port, 'user@archive.test', gtube('gtube-archive'));
+    assert.equal(r.code, 250, r.raw);
+    const eml = (await listFiles(archive)).find((f) => f.endsWith('.eml'));
+    assert.ok(eml, 'the local store has the message');
+    const text = await readFile(path.join(archive, eml), 'latin1');
+    assert.match(text, /^X-Spam-Flag: YES\r\nX-Spam-Score: \d+\.\d\d\r\nX-Spam-Status: Yes, score=\S+ required=\S+ scanner=rspamd\r\nReturn-Path: <sender@example\.org>\r\n/);
+    assert.ok(text.includes(GTUBE));
   });
 
   test('GTUBE under quarantine: only the quarantine target has it, never the app', async () => {
