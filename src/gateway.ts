@@ -30,7 +30,8 @@ import { DsnNotifier } from './dsn/notifier.js';
 import { queueReport } from './dsn/queue-report.js';
 import { announceLocalDelay, announceLocalOutcome, announceSharedDelay, announceSharedOutcome } from './queue/outcome.js';
 import { createAddressMatcher } from './net/cidr.js';
-import { queueGauges } from './ops/metrics.js';
+import { queueGauges, scannerGauge } from './ops/metrics.js';
+import { clamdScanner, rspamdScanner, ScanStep, spamdScanner, type Scanner } from './scan/index.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, flushLogs, type Logger } from './ops/logger.js';
@@ -43,7 +44,7 @@ import { RCPT_REFUSALS, reply, type Reply } from './transaction/replies.js';
 import { createListener } from './smtp/listener.js';
 import { ClientFilters } from './smtp/client-filters.js';
 import { CertificateStore } from './tls/certificates.js';
-import type { SkipStoreConfig, TargetConfig } from './config/schema.js';
+import type { ScannerConfig, SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
 import { GatewayError } from './core/errors.js';
 
@@ -79,7 +80,7 @@ export interface Gateway {
   /** Addresses actually bound (port 0 resolved), valid after start(). */
   addresses(): BoundAddress[];
   opsAddress(): { host: string; port: number } | null;
-  readiness(): { ready: boolean; reasons: string[] };
+  readiness(): { ready: boolean; reasons: string[]; degraded?: string[] };
   readonly draining: boolean;
 }
 
@@ -105,7 +106,10 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses === 'always' }));
     }
   };
-  for (const r of cfg.routes) materialize(r.targets);
+  for (const r of cfg.routes) {
+    materialize(r.targets);
+    if (r.scan?.quarantine) materialize(r.scan.quarantine);
+  }
   materialize(cfg.postmasterTargets);
   const routing = routingTableOf(cfg);
   // Instances for resolved template URLs, created on demand. Bounded: the
@@ -155,6 +159,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const skip = createSkipStore(cfg.delivery.skipStore, now, aws);
   const breakers = new CircuitBreakers(cfg.delivery.breaker.failures, cfg.delivery.breaker.cooldown, now);
   let diskLow = false;
+  const scan = cfg.scan.scanners.length ? buildScanStep(cfg, logger, metrics, now) : null;
 
   const passCache = new PassCache(cfg.smtp.earlyTalker.passTtl, now);
   const policy: SmtpPolicy = {
@@ -249,6 +254,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     disk,
     skip,
     breakers,
+    scan,
     queue: null,
     dsn: null,
     routeModes: new Map(cfg.routes.map((r) => [r.name!, r.mode])),
@@ -293,7 +299,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     if (memory.exhausted) reasons.push('memory budget exhausted');
     if (diskLow) reasons.push('free disk under the floor');
     if (queue && queue.worker.pending() >= queue.maxItems) reasons.push('spool full');
-    return { ready: reasons.length === 0, reasons };
+    // A scanner down defers the mail of every route that tempfails on it, so
+    // it is a reason under tempfail; under accept mail still flows: degraded.
+    const degraded: string[] = [];
+    for (const id of scan?.down() ?? []) (cfg.scan.onError === 'tempfail' ? reasons : degraded).push(`scanner ${id} down`);
+    return { ready: reasons.length === 0, reasons, ...(degraded.length ? { degraded } : {}) };
   };
   // Readiness is read synchronously; refresh the disk state in the background.
   const diskTimer = setInterval(() => {
@@ -433,6 +443,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     policy.etrn = (node, client) => etrnReply(node, etrnClients.matches(client), worker);
     for (const g of queueGauges(worker)) metrics.registry.registerMetric(g);
   }
+  if (scan) metrics.registry.registerMetric(scannerGauge(() => scan.scanners.map((x) => ({ id: x.id, down: scan.down().includes(x.id) }))));
   if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs instanceof LocalBlobStore ? blobs : undefined);
 
   const listenOne = async (server: net.Server | http.Server, { host, port }: HostPort) => {
@@ -532,6 +543,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       notifier?.close();
       await Promise.all([...targets.values(), ...resolvedTargets.values()].map((t) => t.close()));
       await pools.close();
+      await Promise.all((scan?.scanners ?? []).map((x) => x.close()));
       await skip.close();
       if (!deps.aws) aws.destroy();
       logger.info({ inflightLeft: inflight }, 'stopped');
@@ -549,4 +561,35 @@ export function createSkipStore(cfg: SkipStoreConfig, now: () => number, aws?: A
     case 'dynamodb':
       return new DynamoSkipStore({ table: cfg.table, region: cfg.region, endpoint: cfg.endpoint, ttl: cfg.ttl, timeout: cfg.timeout, now }, aws);
   }
+}
+
+/** A scanner client for its configuration (scan.scanners[]). */
+export function createScanner(c: ScannerConfig): Scanner {
+  const id = c.id ?? c.type;
+  switch (c.type) {
+    case 'rspamd':
+      return rspamdScanner({ id, url: c.url, password: c.password });
+    case 'spamassassin':
+      return spamdScanner({ id, address: c.address, user: c.user });
+    case 'clamav':
+      return clamdScanner({ id, address: c.address });
+  }
+}
+
+/** The scan step (docs/scanning.md): its clients, its own circuit breakers, metrics and log lines. */
+function buildScanStep(cfg: ResolvedConfig, logger: Logger, metrics: Metrics, now: () => number): ScanStep {
+  const breaker = new CircuitBreakers(cfg.scan.breaker.failures, cfg.scan.breaker.cooldown, now);
+  return new ScanStep({
+    scanners: cfg.scan.scanners.map((c) => ({ scanner: createScanner(c), timeoutMs: c.timeout })),
+    breaker,
+    header: cfg.scan.header,
+    now,
+    onScanner(s, outcome, ms) {
+      metrics.scanVerdicts.inc({ scanner: s.id, verdict: outcome });
+      if (outcome !== 'down') metrics.scanDuration.observe({ scanner: s.id }, ms / 1000);
+    },
+    onDown(s) {
+      logger.warn({ scanner: s.id, cooldownMs: cfg.scan.breaker.cooldown, code: 'PG_SCAN_UNAVAILABLE' }, 'scanner marked down');
+    },
+  });
 }

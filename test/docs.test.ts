@@ -121,10 +121,12 @@ describe('documentation agrees with the code', () => {
     leafPaths(configJsonSchema() as JsonSchema, '', paths);
     assert.ok(paths.size > 40, `only ${paths.size} options found: the walk is broken`);
     assert.ok(paths.has('smtp.earlyTalker.mode') && paths.has('routes[].targets[].url'), [...paths].join(' '));
-    // postmaster targets have the same fields as route targets: one table serves both.
+    // postmaster and quarantine targets have the same fields as route targets: one table serves all.
     const documented = (p: string) =>
       doc.includes(`\`${p}\``) ||
-      (p.startsWith('postmaster.targets[].') && doc.includes('`postmaster.targets') && doc.includes(`\`${p.replace('postmaster.targets[]', 'routes[].targets[]')}\``));
+      (p.startsWith('postmaster.targets[].') && doc.includes('`postmaster.targets') && doc.includes(`\`${p.replace('postmaster.targets[]', 'routes[].targets[]')}\``)) ||
+      // quarantine targets too (docs/scanning.md)
+      (p.startsWith('routes[].scan.quarantine[].') && doc.includes('`routes[].scan.quarantine`') && doc.includes(`\`${p.replace('routes[].scan.quarantine[]', 'routes[].targets[]')}\``));
     const missing = [...paths].filter((p) => !documented(p));
     assert.deepEqual(missing, [], `undocumented options: ${missing.join(', ')}`);
   });

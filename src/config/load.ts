@@ -270,7 +270,12 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
     ...cfg,
     storage: { ...cfg.storage, path: storagePath },
     queue: { ...cfg.queue, path: path.resolve(cwd, cfg.queue.path ?? path.join(storagePath, 'spool')) },
-    routes: cfg.routes.map((r, i) => ({ ...r, name: r.name ?? `route-${i}`, targets: withTargetIds(r.targets, storagePath) })),
+    routes: cfg.routes.map((r, i) => ({
+      ...r,
+      name: r.name ?? `route-${i}`,
+      targets: withTargetIds(r.targets, storagePath),
+      ...(r.scan?.quarantine ? { scan: { ...r.scan, quarantine: withTargetIds(r.scan.quarantine, storagePath) } } : {}),
+    })),
     hostname: cfg.smtp.hostname ?? opts.hostname ?? os.hostname(),
     resolvedListeners: listeners,
     servedDomains: [...domains].sort(),

@@ -395,6 +395,92 @@ const skipStoreSchema = z
   .describe('Skip-store: delivery ids that already succeeded, skipped on the sender\'s retry.');
 
 
+// ── Content scanning (docs/scanning.md) ─────────────────────────────────────
+// In a block of its own: scanners, the default policy, and routes[].scan.
+
+const scannerId = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: 'not a scanner id (1-64 of A-Z a-z 0-9 _ . : -)' })
+  .optional()
+  .describe('Name in logs, metrics, the event and the breaker. Default: the type.');
+
+const socketAddress = z.string().refine((v) => v.startsWith('/') || parseHostPort(v) !== null, { message: 'expected host:port or the path of a Unix socket' });
+
+export const scannerSchema = z.discriminatedUnion('type', [
+  z
+    .strictObject({
+      type: z.literal('rspamd'),
+      id: scannerId,
+      url: z
+        .string()
+        .url({ abort: true, message: 'not a URL (rspamd\'s normal worker, http://host:11333)' })
+        .refine((u) => /^https?:/i.test(u), { message: 'must be http:// or https://' })
+        .default('http://127.0.0.1:11333')
+        .describe('Base URL of rspamd\'s normal worker; postgate posts to <url>/checkv2.'),
+      password: secretRef.optional().describe('Sent as the Password header when rspamd requires one; use "${ENV_NAME}".'),
+      timeout: duration('Time allowed for one verdict; past it the scanner counts as failed (onError).').default(15_000),
+    })
+    .describe('rspamd over HTTP (/checkv2): score, required score, action, symbols.'),
+  z
+    .strictObject({
+      type: z.literal('spamassassin'),
+      id: scannerId,
+      address: socketAddress.default('127.0.0.1:783').describe('spamd\'s host:port or Unix socket path.'),
+      user: z.string().regex(/^[\x21-\x7e]{1,64}$/).optional().describe('spamd user whose settings apply (SPAMC User header). Default: spamd\'s own.'),
+      timeout: duration('Time allowed for one verdict; past it the scanner counts as failed (onError).').default(15_000),
+    })
+    .describe('SpamAssassin\'s spamd over SPAMC/1.5 (SYMBOLS): score, threshold, rules.'),
+  z
+    .strictObject({
+      type: z.literal('clamav'),
+      id: scannerId,
+      address: socketAddress.default('127.0.0.1:3310').describe('clamd\'s TCPSocket host:port or LocalSocket path.'),
+      timeout: duration('Time allowed for one verdict; past it the scanner counts as failed (onError).').default(30_000),
+    })
+    .describe('ClamAV\'s clamd over INSTREAM: infected, signature names.'),
+]);
+
+const verdictAction = z.enum(['tag', 'reject', 'quarantine']);
+const scanOnError = z.enum(['tempfail', 'accept']);
+
+const scanSchema = z
+  .strictObject({
+    scanners: z.array(scannerSchema).default([]).describe('Scanners every message of a scanned route goes through after DATA, all at once. Empty: no scanning.'),
+    spam: verdictAction
+      .default('tag')
+      .describe('Spam: tag (deliver with the verdict in the event), reject (550 5.7.1), quarantine (deliver to the route\'s scan.quarantine targets only). Per route: routes[].scan.spam.'),
+    virus: verdictAction.default('tag').describe('Malware: tag, reject (554 5.7.1) or quarantine, as for spam. Per route: routes[].scan.virus.'),
+    threshold: z.number().optional().describe('Spam at or above this score. Default: each scanner\'s own call (rspamd\'s action or required score, spamd\'s required score).'),
+    onError: scanOnError
+      .default('tempfail')
+      .describe('A scanner down, slow or broken: tempfail (451, the sender keeps the message and retries) or accept (deliver without its verdict, noted in parseErrors).'),
+    header: z.boolean().default(false).describe('Add X-Spam-Flag, X-Spam-Score, X-Spam-Status and X-Virus-Status fields to the delivered copy of the message.'),
+    breaker: z
+      .strictObject({
+        failures: z.number().int().positive().default(5).describe('Consecutive failures that mark a scanner down.'),
+        cooldown: duration('How long a scanner stays down (onError at once, no attempt) before it is tried again.').default(30_000),
+      })
+      .prefault({}),
+  })
+  .prefault({})
+  .describe('Spam and virus scanning after DATA, before delivery (docs/scanning.md).');
+
+const routeScanSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('false: this route\'s messages are not scanned.'),
+    spam: verdictAction.optional().describe('Default: scan.spam.'),
+    virus: verdictAction.optional().describe('Default: scan.virus.'),
+    threshold: z.number().optional().describe('Default: scan.threshold.'),
+    onError: scanOnError.optional().describe('Default: scan.onError.'),
+    quarantine: z
+      .array(targetSchema)
+      .min(1)
+      .optional()
+      .describe('Where a message goes instead of the route\'s targets when its spam or virus action is quarantine (never to the route\'s own targets).'),
+  })
+  .optional()
+  .describe('The scan policy of this route (defaults from scan).');
+
 const routeSchema = z.strictObject({
   name: z.string().min(1).optional().describe('Name used in logs and metrics. Default: "route-<n>".'),
   recipients: z.array(recipientPattern).min(1).describe('Recipient patterns this route accepts.'),
@@ -437,6 +523,7 @@ const routeSchema = z.strictObject({
     })
     .optional()
     .describe('RCPT-time validation hook: unknown users are refused (550 5.1.1) before the body is sent.'),
+  scan: routeScanSchema,
 });
 
 const proxyProtocolSchema = z.strictObject({
@@ -776,6 +863,7 @@ export const configSchema = z
       })
       .prefault({})
       .describe('Sender authentication verdicts in the event (`auth`) and an Authentication-Results header.'),
+    scan: scanSchema,
     blobs: z
       .strictObject({
         inlineLimit: bytes('Attachments up to this size travel inside the event (base64); larger ones are stored and linked (claim check).').default(
@@ -950,6 +1038,28 @@ export const configSchema = z
         });
       };
       routes.forEach((r, i) => checkPlaceholders(r.targets, ['routes', i, 'targets'], arr<unknown>(r.recipients)));
+      // Scanning: unique scanner ids; quarantine needs somewhere to go, and a fixed one.
+      const scan = obj(cfg.scan);
+      const ids = new Set<string>();
+      arr<unknown>(scan.scanners).map(obj).forEach((sc, i) => {
+        const id = typeof sc.id === 'string' ? sc.id : String(sc.type);
+        if (ids.has(id)) ctx.addIssue({ code: 'custom', path: ['scan', 'scanners', i, 'id'], message: `duplicate scanner id "${id}" (give each scanner of a type an id)` });
+        ids.add(id);
+      });
+      routes.forEach((r, i) => {
+        const rs = obj(r.scan);
+        if (rs.enabled === false || ids.size === 0) return;
+        const quarantines = [rs.spam ?? scan.spam, rs.virus ?? scan.virus].includes('quarantine');
+        if (quarantines && !Array.isArray(rs.quarantine)) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'scan', 'quarantine'], message: 'the route quarantines (scan.spam or scan.virus) and needs quarantine targets' });
+        }
+        checkRequired(rs.quarantine, ['routes', i, 'scan', 'quarantine']);
+        arr<unknown>(rs.quarantine).map(obj).forEach((t, k) => {
+          if (typeof t.url === 'string' && urlPlaceholders(t.url).length) {
+            ctx.addIssue({ code: 'custom', path: ['routes', i, 'scan', 'quarantine', k, 'url'], message: 'a quarantine target takes no URL placeholders' });
+          }
+        });
+      });
       checkPlaceholders(obj(cfg.postmaster).targets, ['postmaster', 'targets'], []);
     },
     { when: () => true },
@@ -968,3 +1078,5 @@ export type SkipStoreConfig = z.output<typeof skipStoreSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type DnsblZoneConfig = z.output<typeof dnsblZoneSchema>;
+export type ScannerConfig = z.output<typeof scannerSchema>;
+export type ScanConfig = z.output<typeof scanSchema>;

@@ -5,7 +5,7 @@
  * the trace headers postgate added, and the parsed message.
  */
 import { parseHeaderBlock } from './headers.js';
-import { buildEmailEvent, buildInboundEmail, type BlobRef, type EmailEvent, type Envelope, type ParsedContent } from './schema.js';
+import { buildEmailEvent, buildInboundEmail, type BlobRef, type EmailEvent, type Envelope, type ParsedContent, type ParseError, type SpamVerdictData, type VirusVerdictData } from './schema.js';
 import type { AuthResults } from './mailauth.js';
 
 export type { EmailEvent, Envelope, InboundEmail } from './schema.js';
@@ -26,6 +26,8 @@ export function buildEvent(opts: {
   /** Bodies moved to the blob store. */
   bodies?: { text?: BlobRef | null; html?: BlobRef | null };
   auth?: AuthResults | null;
+  /** Verdicts of the scan step, when the route is scanned (docs/scanning.md). */
+  scan?: { spam: SpamVerdictData | null; virus: VirusVerdictData | null; notes: ParseError[] } | undefined;
   /** Incoming Authentication-Results claiming this authserv-id are dropped (RFC 8601 §5). */
   authservId?: string;
 }): EmailEvent {
@@ -43,6 +45,7 @@ export function buildEvent(opts: {
     content,
     ...(opts.bodies ? { bodies: opts.bodies } : {}),
     auth: opts.auth ?? null,
+    ...(opts.scan ? { scan: opts.scan } : {}),
   });
   return buildEmailEvent(data, opts.receivedAt);
 }

@@ -225,6 +225,31 @@ export const classificationSchema = z
 
 // ── the message ─────────────────────────────────────────────────────────────
 
+// ── content scanning (docs/scanning.md) ─────────────────────────────────────
+
+const spamVerdictSchema = z
+  .object({
+    scanner: z.string().describe('Id of the scanner whose verdict this is (scan.scanners[].id, default its type): the first that called the message spam, else the first that answered.'),
+    score: z.number().describe('The scanner\'s score; higher is spammier.'),
+    threshold: z.number().describe('The score from which the message counts as spam: the route\'s scan.threshold, else the scanner\'s own required score.'),
+    action: z
+      .enum(['none', 'tag', 'quarantine'])
+      .describe('What postgate did: "none" (not spam), "tag" (spam, delivered with this verdict), "quarantine" (spam, delivered only to the quarantine targets). A rejected message has no event. Open: accept other values.'),
+    symbols: z.array(z.string()).describe('Names of the rules that matched (rspamd symbols, SpamAssassin tests), strongest first for rspamd; at most 100.'),
+  })
+  .meta({ id: 'SpamVerdict' });
+
+const virusVerdictSchema = z
+  .object({
+    scanner: z.string().describe('Id of the virus scanner (scan.scanners[].id, default its type).'),
+    infected: z.boolean().describe('Whether malware was found.'),
+    names: z.array(z.string()).describe('Signature names found; [] when clean.'),
+  })
+  .meta({ id: 'VirusVerdict' });
+
+export type SpamVerdictData = z.infer<typeof spamVerdictSchema>;
+export type VirusVerdictData = z.infer<typeof virusVerdictSchema>;
+
 export const inboundEmailSchema = z
   .object({
     schema: z.literal(EMAIL_SCHEMA_ID).describe('The schema id of this object; a breaking change gets a new id.'),
@@ -309,7 +334,13 @@ export const inboundEmailSchema = z
     auth: authResultsSchema
       .nullable()
       .describe('SPF (MAIL FROM and HELO), DKIM per signature, DMARC and ARC verdicts (RFC 7208, 6376, 7489, 8617), with the Authentication-Results value postgate added (RFC 8601); null unless `mailAuth.enabled` is set.'),
-    spam: z.null().describe('Reserved for a spam verdict. Always null in this version; a later v1 revision may put an object here, so accept both.'),
+    spam: spamVerdictSchema
+      .nullable()
+      .describe('The spam verdict of the route\'s scanners (docs/scanning.md); null when the route is not scanned or no spam scanner gave a verdict (then, under onError accept, parseErrors has a `scan_unavailable` entry).'),
+    virus: virusVerdictSchema
+      .nullable()
+      .optional()
+      .describe('The malware verdict of the route\'s virus scanner; null or absent when the route is not scanned by one or it gave no verdict.'),
     parseErrors: z.array(parseErrorSchema).describe('Problems met while parsing; [] for a clean message. The message was delivered anyway.'),
   })
   .meta({ id: 'InboundEmail', description: 'A received email, schema postgate.email.v1.' });
@@ -334,7 +365,7 @@ export type InboundEmail = z.infer<typeof inboundEmailSchema>;
 export type EmailEvent = z.infer<typeof emailEventSchema>;
 
 /** What the parser produces: everything the message bytes alone determine. */
-export type ParsedContent = Omit<InboundEmail, 'schema' | 'id' | 'receivedAt' | 'envelope' | 'raw' | 'auth' | 'spam' | 'textBlob' | 'htmlBlob'>;
+export type ParsedContent = Omit<InboundEmail, 'schema' | 'id' | 'receivedAt' | 'envelope' | 'raw' | 'auth' | 'spam' | 'virus' | 'textBlob' | 'htmlBlob'>;
 
 // The envelope transport is the same union as trace.ts's (compile-time check both ways).
 const transportCheck: [Transport, Envelope['transport']] = ['SMTP', 'SMTP'] as [Envelope['transport'], Transport];
@@ -357,6 +388,7 @@ export const PARSE_ERROR_CODES = {
   too_deep: 'MIME nesting deeper than limits.maxDepth; the deeper parts were not parsed.',
   header_too_large: 'A header block is larger than limits.maxHeaderBytes; the rest of the message was not parsed.',
   decoded_too_large: 'Kept decoded content would exceed limits.maxDecodedBytes; later content was not kept (attachment metadata still is).',
+  scan_unavailable: 'A scanner gave no verdict (down, slow or a broken answer) and onError is "accept": the message was delivered without that verdict (`spam` or `virus` null).',
   too_many_errors: 'More than 100 problems; the rest are not listed.',
 } as const;
 
@@ -384,6 +416,8 @@ export function buildInboundEmail(opts: {
   raw: InboundEmail['raw'];
   content: ParsedContent;
   auth?: AuthResults | null;
+  /** Verdicts of the scan step (absent: not scanned). */
+  scan?: { spam: SpamVerdictData | null; virus: VirusVerdictData | null; notes: ParseError[] } | undefined;
   /** Bodies moved to the blob store (their `text`/`html` in `content` are then null). */
   bodies?: { text?: BlobRef | null; html?: BlobRef | null };
 }): InboundEmail {
@@ -417,8 +451,9 @@ export function buildInboundEmail(opts: {
     attachments: c.attachments,
     raw: opts.raw,
     auth: opts.auth ?? null,
-    spam: null,
-    parseErrors: c.parseErrors,
+    spam: opts.scan?.spam ?? null,
+    ...(opts.scan ? { virus: opts.scan.virus } : {}),
+    parseErrors: opts.scan?.notes.length ? [...c.parseErrors, ...opts.scan.notes] : c.parseErrors,
   };
 }
 

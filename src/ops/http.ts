@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { Registry } from 'prom-client';
 
 export interface OpsState {
-  readiness(): { ready: boolean; reasons: string[] };
+  readiness(): { ready: boolean; reasons: string[]; degraded?: string[] };
 }
 
 export function createOpsServer(
@@ -26,7 +26,7 @@ export function createOpsServer(
     if (url === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n');
     if (url === '/readyz') {
       const r = state.readiness();
-      return send(r.ready ? 200 : 503, 'application/json', `${JSON.stringify({ status: r.ready ? 'ready' : 'not ready', reasons: r.reasons })}\n`);
+      return send(r.ready ? 200 : 503, 'application/json', `${JSON.stringify({ status: r.ready ? 'ready' : 'not ready', reasons: r.reasons, ...(r.degraded?.length ? { degraded: r.degraded } : {}) })}\n`);
     }
     if (url === '/metrics') {
       registry.metrics().then(

@@ -24,6 +24,9 @@ export interface Metrics {
   dnsblLookupDuration: Histogram<'zone'>;
   dnsblCacheHits: Counter<'zone'>;
   dnsblIgnoredAnswers: Counter<'zone'>;
+  /** Content scanning (docs/scanning.md): one count per scanner and message, by what it said. */
+  scanVerdicts: Counter<'scanner' | 'verdict'>;
+  scanDuration: Histogram<'scanner'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -77,6 +80,19 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       name: 'postgate_queue_attempts_total',
       help: 'Attempts of queued deliveries, by outcome (delivered, retry, dead)',
       labelNames: ['outcome'],
+      registers,
+    }),
+    scanVerdicts: new Counter({
+      name: 'postgate_scan_verdicts_total',
+      help: 'Scanner answers per message, by scanner and verdict (clean, spam, infected, error, down)',
+      labelNames: ['scanner', 'verdict'],
+      registers,
+    }),
+    scanDuration: new Histogram({
+      name: 'postgate_scan_duration_seconds',
+      help: 'Time one scanner took for one message (answers and failures)',
+      labelNames: ['scanner'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
     targetsDisabled: new Gauge({
@@ -133,4 +149,17 @@ export function queueGauges(worker: { stats(): { depth: number; oldestAgeMs: num
     gauge('postgate_queue_oldest_seconds', 'Age of the oldest queued delivery, in seconds', (s) => s.oldestAgeMs / 1000),
     gauge('postgate_queue_dead_letters', 'Deliveries in the dead-letter area', (s) => s.dead),
   ];
+}
+
+/** 1 while a scanner's circuit breaker is open, read at scrape time (docs/scanning.md). */
+export function scannerGauge(read: () => { id: string; down: boolean }[]): Metric {
+  return new Gauge({
+    name: 'postgate_scanner_down',
+    help: 'Scanners marked down by their circuit breaker (1) or in service (0)',
+    labelNames: ['scanner'],
+    registers: [],
+    collect() {
+      for (const s of read()) this.set({ scanner: s.id }, s.down ? 1 : 0);
+    },
+  });
 }

@@ -28,6 +28,7 @@ import { RawCapture } from '../blob/raw-capture.js';
 import { confirmedHostname } from '../net/rdns.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
+import type { ScanEnvelope, ScanOutcome, ScanPolicy, ScanStep } from '../scan/index.js';
 
 /**
  * How far into a message the header block is looked for (Received count for
@@ -74,6 +75,8 @@ export interface SessionContext {
   disk: DiskWatch;
   skip: SkipStore;
   breakers: CircuitBreakers;
+  /** The scan step after DATA (null: no scanners configured; docs/scanning.md). */
+  scan: ScanStep | null;
   /** The spool and worker of queued routes (null when every route is sync). */
   queue: Queue | null;
   /** Sends DSNs when `dsn` is configured. */
@@ -538,6 +541,17 @@ export function createSmtpServer(
           queueId: txn.queueId,
           listener: listener.name,
         };
+        // The scan step (docs/scanning.md) reads the message as it will be
+        // delivered, while the parse finishes and bodies are stored; its time
+        // counts against the delivery deadline.
+        const scanStarted = ctx.now();
+        let scanMs = 0;
+        const scanning = scanMessage(ctx, route, message, { mailFrom, rcptTo, helo: envelope.helo, clientAddress: session.remoteAddress, clientHostname, authUser, queueId: txn.queueId }).then((o) => {
+          if (o) scanMs = ctx.now() - scanStarted;
+          return o;
+        });
+        // Should the parse fail first, the scan's own failure is not the reply's and not unhandled.
+        scanning.catch(() => undefined);
         const parsed = await parsing;
         // Hostile or broken MIME yields parseErrors, never a rejection: a
         // rejection is an internal fault, and the message is deferred (451).
@@ -545,12 +559,15 @@ export function createSmtpServer(
         // Claim check of large bodies and of the raw message: a store that
         // fails defers the message (451) rather than deliver an event missing
         // what it should carry.
-        const [{ content, bodies }, raw] = await Promise.all([offloadBodies(parsed, ctx.blobs, cfg.blobs.bodyInlineLimit), rawCapture.result()]);
+        const [{ content, bodies }, raw, scanned] = await Promise.all([offloadBodies(parsed, ctx.blobs, cfg.blobs.bodyInlineLimit), rawCapture.result(), scanning]);
+        const scanHeader = scanned?.header ?? '';
+        const delivered = scanHeader ? message.prepend(Buffer.from(scanHeader, 'latin1')) : message;
         const event = buildEvent({
           queueId: txn.queueId,
           receivedAt,
           envelope,
-          trace: trace + authHeader,
+          ...(scanned ? { scan: { spam: scanned.spam, virus: scanned.virus, notes: scanned.unavailable.map((u) => ({ code: 'scan_unavailable', message: `${u.scanner}: ${u.kind}` })) } } : {}),
+          trace: scanHeader + trace + authHeader,
           content,
           rawSha256,
           rawSize: received.size,
@@ -560,9 +577,11 @@ export function createSmtpServer(
           ...(cfg.mailAuth.enabled ? { authservId } : {}),
         });
         const eventJson = Buffer.from(JSON.stringify(event));
-        const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
+        const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message: delivered, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
+        // Quarantine: the route's quarantine targets instead of its own, never both.
+        const quarantine = scanned?.quarantine ? quarantineTargets(cfg, route) : null;
         const deliveries = planDeliveries(
-          env.rcptTo.map((r) => ({ address: r.address, targets: txn.rcpts.get(r.address)?.targets ?? [] })),
+          env.rcptTo.map((r) => ({ address: r.address, targets: quarantine ?? txn.rcpts.get(r.address)?.targets ?? [] })),
           (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers, event.data.classification),
           msg,
           ctx.targetFor,
@@ -578,7 +597,8 @@ export function createSmtpServer(
             queue: ctx.queue,
             route: route.name,
             isDown: (id) => ctx.breakers.isDown(id),
-            deadlineMs: cfg.delivery.deadline,
+            // One deadline (docs/architecture.md §2.4): the scan took its share.
+            deadlineMs: Math.max(1, cfg.delivery.deadline - scanMs),
             skip: ctx.skip,
             now: ctx.now,
             onSkipStoreError: (err) => txn.log.warn({ err: (err as Error).message }, 'skip-store write failed (a sender retry may deliver again)'),
@@ -607,8 +627,19 @@ export function createSmtpServer(
         if (!result.ok) throw result.error!;
         // RFC 3461 NOTIFY=SUCCESS: every required target has it now (what was
         // spooled reports when the queue delivers it).
-        if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, message.headerBlock(HEADER_SCAN_BYTES));
-        txn.log.info({ route: route.name, size: received.size, rcpts: rcptTo.length, from: mailFrom, targets: deliveries.length, ...(result.queued ? { queued: result.queued } : {}) }, 'accepted');
+        if (ctx.dsn && result.queued === 0) void ctx.dsn.delivered(event, delivered.headerBlock(HEADER_SCAN_BYTES));
+        txn.log.info(
+          {
+            route: route.name,
+            size: received.size,
+            rcpts: rcptTo.length,
+            from: mailFrom,
+            targets: deliveries.length,
+            ...(result.queued ? { queued: result.queued } : {}),
+            ...(scanned ? scanLogFields(scanned) : {}),
+          },
+          'accepted',
+        );
         return reply('PG_QUEUED', { queueId: txn.queueId }).lines[0]!;
       };
     },
@@ -676,6 +707,60 @@ export function planDeliveries(
     const eventJson = Buffer.from(JSON.stringify(event));
     return { target, msg: { ...msg, rcptTo: addresses, event, eventJson, claimCheck: claimCheck(eventJson) } };
   });
+}
+
+/**
+ * The scan policy of a route (routes[].scan over the defaults of scan), or
+ * null when its messages are not scanned: no scanners, scanning off for the
+ * route, or postmaster mail (RFC 5321 §4.5.1: it must reach a person). A
+ * chain (stop: false) is scanned by the policy of its first route.
+ */
+export function scanPolicyOf(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarget>): ScanPolicy | null {
+  const first = route.routes[0];
+  const rc = first && first.index >= 0 ? cfg.routes[first.index] : undefined;
+  if (!rc || cfg.scan.scanners.length === 0 || rc.scan?.enabled === false) return null;
+  const d = cfg.scan;
+  return {
+    spam: rc.scan?.spam ?? d.spam,
+    virus: rc.scan?.virus ?? d.virus,
+    threshold: rc.scan?.threshold ?? d.threshold ?? null,
+    onError: rc.scan?.onError ?? d.onError,
+  };
+}
+
+/** Runs the scan step for a route that is scanned; null for one that is not. Rejects with the reply's GatewayError. */
+function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
+  const policy = ctx.scan ? scanPolicyOf(ctx.cfg, route) : null;
+  if (!ctx.scan || !policy) return Promise.resolve(null);
+  // A message held in memory is joined into one Buffer once, for every
+  // scanner; a spilled one is a fresh stream per scanner.
+  let first: Promise<Buffer | Readable> | undefined;
+  const content = async (): Promise<Buffer | Readable> => {
+    if (first) {
+      const b = await first;
+      if (Buffer.isBuffer(b)) return b;
+    }
+    const p = message.content();
+    first ??= p;
+    return p;
+  };
+  return ctx.scan.run({ content, size: message.size, envelope }, policy, ctx.cfg.delivery.deadline);
+}
+
+/** The quarantine targets of a route (checked present by the config when it quarantines). */
+function quarantineTargets(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarget>): ResolvedTarget<RouteTarget>[] {
+  const first = route.routes[0];
+  const list = (first && first.index >= 0 ? cfg.routes[first.index]?.scan?.quarantine : undefined) ?? [];
+  return list.map((t) => ({ spec: t as RouteTarget, id: (t as RouteTarget).id, url: t.type === 'webhook' ? t.url : null, templated: false }));
+}
+
+function scanLogFields(o: ScanOutcome): Record<string, unknown> {
+  return {
+    ...(o.spam ? { spamScore: o.spam.score, spamAction: o.spam.action } : {}),
+    ...(o.virus?.infected ? { virus: o.virus.names.join(',') } : {}),
+    ...(o.quarantine ? { quarantined: true } : {}),
+    ...(o.unavailable.length ? { scanUnavailable: o.unavailable.map((u) => `${u.scanner}:${u.kind}`).join(',') } : {}),
+  };
 }
 
 /** A CR not followed by LF, or an LF not preceded by CR; `prev` is the byte before the chunk. */

@@ -130,6 +130,13 @@ export const REPLIES = {
   PG_INTERNAL: { code: 451, enhanced: '4.3.0', text: 'Internal error, try again later' },
   PG_TRANSACTION_LOST: { code: 451, enhanced: '4.3.0', text: 'Transaction state lost, try again', raises: 'PG_INTERNAL' },
 
+  // --- Content scanning after the end of data (scan/, docs/scanning.md)
+  // RFC 3463 X.7.1: delivery not authorized, message refused. {reason} is the
+  // scanner's text only when it is one short printable line (scan/index.ts safeReason).
+  PG_SCAN_SPAM: { code: 550, enhanced: '5.7.1', text: 'Message rejected as spam: {reason}' },
+  PG_SCAN_VIRUS: { code: 554, enhanced: '5.7.1', text: 'Message rejected: virus found ({reason})' },
+  PG_SCAN_UNAVAILABLE: { code: 451, enhanced: '4.3.0', text: 'Content scan unavailable, try again later' },
+
   // --- Other commands
   PG_HELP: { code: 214, enhanced: '2.0.0', text: 'Commands supported:\n{commands}\nHELP <command> for more' },
   PG_HELP_TOPIC: { code: 214, enhanced: '2.0.0', text: '{help}' },

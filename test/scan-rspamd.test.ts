@@ -1,0 +1,174 @@
+/**
+ * Spam scanning with a real rspamd (docs/scanning.md): a private instance on
+ * loopback, started once for this file. GTUBE under each policy (reject →
+ * 550 5.7.1, tag → delivered with the verdict, quarantine → only the
+ * quarantine target), a clean message with its score in the event, and
+ * rspamd made slow and stopped under each onError, with the breaker seen in
+ * /readyz and /metrics. Nothing is lost: a 451 leaves the message with the
+ * sender, and no target saw it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
+import { startReceiver, type Receiver } from './helpers/receiver.js';
+import { sendOne, simpleMessage } from './helpers/smtp-client.js';
+import { GTUBE, installed, startRspamd, type Daemon } from './helpers/scanners.js';
+
+const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
+
+interface EventBody {
+  data: {
+    subject: string;
+    headers: { name: string; value: string }[];
+    spam: { scanner: string; score: number; threshold: number; action: string; symbols: string[] } | null;
+    parseErrors: { code: string; message: string }[];
+  };
+}
+const events = (r: Receiver): EventBody[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as EventBody);
+const gtube = (subject: string) => simpleMessage(subject).replace('Hello there.', `This is the GTUBE:\r\n${GTUBE}`);
+
+describe('rspamd', { skip }, () => {
+  let rspamd: Daemon;
+  let app: Receiver;
+  let quarantine: Receiver;
+  let tg: TestGateway;
+  let archive: string;
+  before(async () => {
+    archive = await mkdtemp(path.join(os.tmpdir(), 'postgate-archive-'));
+    rspamd = await startRspamd();
+    // Measured start-up, for the suite's budget (docs/scanning.md "Testing").
+    console.log(`rspamd private instance answered after ${rspamd.startupMs} ms`);
+    app = await startReceiver(() => ({ status: 200 }));
+    quarantine = await startReceiver(() => ({ status: 200 }));
+    const route = (name: string, scan: Record<string, unknown>) => ({
+      name,
+      recipients: [`*@${name}.test`],
+      targets: [{ type: 'webhook', url: app.url, timeout: '5s' }],
+      scan: { ...scan, quarantine: [{ type: 'webhook', url: quarantine.url, timeout: '5s' }] },
+    });
+    tg = await startGateway({
+      scan: { scanners: [{ type: 'rspamd', url: rspamd.address, timeout: '1500ms' }], header: true, breaker: { failures: 3, cooldown: '1h' } },
+      routes: [
+        route('reject', { spam: 'reject' }),
+        route('tag', { spam: 'tag' }),
+        route('quarantine', { spam: 'quarantine' }),
+        route('tempfail', { spam: 'tag', onError: 'tempfail' }),
+        route('accept', { spam: 'tag', onError: 'accept' }),
+        { name: 'archive', recipients: ['*@archive.test'], targets: [{ type: 'local', path: archive }], scan: { spam: 'tag' } },
+      ],
+    });
+  });
+  after(async () => {
+    await tg?.close();
+    await rspamd?.stop();
+    await app?.close();
+    await quarantine?.close();
+    if (archive) await rm(archive, { recursive: true, force: true });
+  });
+
+  test('GTUBE under reject: 550 5.7.1 with rspamd\'s reason, nothing delivered', async () => {
+    const before = app.got.length + quarantine.got.length;
+    const r = await sendOne(tg.port, 'user@reject.test', gtube('gtube-reject'));
+    assert.equal(r.code, 550, r.raw);
+    assert.match(r.raw, /^550 5\.7\.1 Message rejected as spam: Gtube pattern/);
+    assert.equal(app.got.length + quarantine.got.length, before);
+    assert.ok(tg.logs.some((l) => l.msg === 'transaction not accepted' && l.code === 'PG_SCAN_SPAM'));
+  });
+
+  test('GTUBE under tag: delivered to the app with the verdict and the X-Spam headers', async () => {
+    const r = await sendOne(tg.port, 'user@tag.test', gtube('gtube-tag'));
+    assert.equal(r.code, 250, r.raw);
+    const ev = events(app).find((e) => e.data.subject === 'gtube-tag');
+    assert.ok(ev, 'the app got the message');
+    assert.equal(ev.data.spam?.scanner, 'rspamd');
+    assert.equal(ev.data.spam?.action, 'tag');
+    assert.ok(ev.data.spam!.score >= ev.data.spam!.threshold, `score ${ev.data.spam!.score} / ${ev.data.spam!.threshold}`);
+    assert.ok(ev.data.spam?.symbols.includes('GTUBE'), String(ev.data.spam?.symbols));
+    assert.equal(ev.data.headers[0]?.name, 'X-Spam-Flag');
+    assert.equal(ev.data.headers[0]?.value, 'YES');
+    assert.ok(!events(quarantine).some((e) => e.data.subject === 'gtube-tag'));
+  });
+
+  test('scan.header: the stored copy (.eml) carries the X-Spam fields above the trace headers', async () => {
+    const r = await sendOne(tg.port, 'user@archive.test', gtube('gtube-archive'));
+    assert.equal(r.code, 250, r.raw);
+    const eml = (await listFiles(archive)).find((f) => f.endsWith('.eml'));
+    assert.ok(eml, 'the local store has the message');
+    const text = await readFile(path.join(archive, eml), 'latin1');
+    assert.match(text, /^X-Spam-Flag: YES\r\nX-Spam-Score: \d+\.\d\d\r\nX-Spam-Status: Yes, score=\S+ required=\S+ scanner=rspamd\r\nReturn-Path: <sender@example\.org>\r\n/);
+    assert.ok(text.includes(GTUBE));
+  });
+
+  test('GTUBE under quarantine: only the quarantine target has it, never the app', async () => {
+    const r = await sendOne(tg.port, 'user@quarantine.test', gtube('gtube-quarantine'));
+    assert.equal(r.code, 250, r.raw);
+    const ev = events(quarantine).find((e) => e.data.subject === 'gtube-quarantine');
+    assert.equal(ev?.data.spam?.action, 'quarantine');
+    assert.ok(!events(app).some((e) => e.data.subject === 'gtube-quarantine'));
+  });
+
+  test('a clean message passes every policy with its score in the event', async () => {
+    for (const name of ['reject', 'quarantine']) {
+      const r = await sendOne(tg.port, `user@${name}.test`, simpleMessage(`clean-${name}`));
+      assert.equal(r.code, 250, r.raw);
+      const ev = events(app).find((e) => e.data.subject === `clean-${name}`);
+      assert.ok(ev, `clean message of ${name} reached the app`);
+      assert.equal(ev.data.spam?.action, 'none');
+      assert.equal(typeof ev.data.spam?.score, 'number');
+      assert.ok(ev.data.spam!.score < ev.data.spam!.threshold);
+      assert.equal(ev.data.headers.find((h) => h.name === 'X-Spam-Flag')?.value, 'NO');
+    }
+  });
+
+  test('rspamd made slow: tempfail answers 451 and delivers nothing; accept delivers with spam null and a note', async () => {
+    rspamd.pause();
+    try {
+      const t0 = Date.now();
+      const r = await sendOne(tg.port, 'user@tempfail.test', simpleMessage('slow-tempfail'));
+      assert.equal(r.code, 451, r.raw);
+      assert.match(r.raw, /^451 4\.3\.0 Content scan unavailable/);
+      // The scanner's timeout (1.5 s), not the delivery deadline (30 s).
+      assert.ok(Date.now() - t0 < 10_000, `answered after ${Date.now() - t0} ms`);
+      assert.ok(!events(app).some((e) => e.data.subject === 'slow-tempfail'), '451: the sender still has it, no target does');
+      const a = await sendOne(tg.port, 'user@accept.test', simpleMessage('slow-accept'));
+      assert.equal(a.code, 250, a.raw);
+      const ev = events(app).find((e) => e.data.subject === 'slow-accept');
+      assert.equal(ev?.data.spam, null);
+      assert.deepEqual(ev?.data.parseErrors.map((p) => p.code), ['scan_unavailable']);
+      assert.match(ev!.data.parseErrors[0]!.message, /^rspamd: timeout$/);
+    } finally {
+      rspamd.resume();
+    }
+  });
+
+  test('rspamd stopped: 451 under tempfail, the breaker opens, /readyz and /metrics show it', async () => {
+    await rspamd.kill();
+    try {
+      // Two failures so far came from the slow test; one more opens the breaker (failures: 3).
+      const r = await sendOne(tg.port, 'user@tempfail.test', simpleMessage('stopped-tempfail'));
+      assert.equal(r.code, 451, r.raw);
+      assert.ok(tg.logs.some((l) => l.msg === 'scanner marked down' && l.scanner === 'rspamd'));
+      const ready = await fetch(`http://127.0.0.1:${tg.opsPort}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.deepEqual(((await ready.json()) as { reasons: string[] }).reasons, ['scanner rspamd down']);
+      // While down, no attempt and no wait: onError at once.
+      const t0 = Date.now();
+      const again = await sendOne(tg.port, 'user@tempfail.test', simpleMessage('down-tempfail'));
+      assert.equal(again.code, 451);
+      assert.ok(Date.now() - t0 < 1000, `answered after ${Date.now() - t0} ms`);
+      const metrics = await (await fetch(`http://127.0.0.1:${tg.opsPort}/metrics`)).text();
+      assert.match(metrics, /postgate_scanner_down\{scanner="rspamd"\} 1/);
+      assert.match(metrics, /postgate_scan_verdicts_total\{scanner="rspamd",verdict="spam"\} [1-9]/);
+      assert.match(metrics, /postgate_scan_verdicts_total\{scanner="rspamd",verdict="clean"\} [1-9]/);
+      assert.match(metrics, /postgate_scan_verdicts_total\{scanner="rspamd",verdict="error"\} 3/);
+      assert.match(metrics, /postgate_scan_verdicts_total\{scanner="rspamd",verdict="down"\} 1/);
+      assert.match(metrics, /postgate_scan_duration_seconds_count\{scanner="rspamd"\} [1-9]/);
+      assert.ok(!events(app).some((e) => e.data.subject === 'stopped-tempfail' || e.data.subject === 'down-tempfail'));
+    } finally {
+      await rspamd.start();
+    }
+  });
+});
