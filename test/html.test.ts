@@ -85,20 +85,21 @@ describe('stripHtmlQuote', () => {
 
 describe('splitReply', () => {
   test('"-- " signature up to the quoted history', () => {
-    assert.deepEqual(splitReply('Yes.\n\n-- \nBob\nExample Corp\n\nOn Mon, Jane wrote:\n> q'), { reply: 'Yes.', signature: 'Bob\nExample Corp' });
+    assert.deepEqual(splitReply('Yes.\n\n-- \nBob\nExample Corp\n\nOn Mon, Jane wrote:\n> q'), { reply: 'Yes.', signature: 'Bob\nExample Corp', quoted: true });
   });
   test('a mail app sign-off line', () => {
-    assert.deepEqual(splitReply('Yes.\n\nSent from my iPhone\n\n> On 4 Mar, Jane wrote:\n> q'), { reply: 'Yes.', signature: 'Sent from my iPhone' });
-    assert.deepEqual(splitReply('Yes.\n\nGet Outlook for Android'), { reply: 'Yes.', signature: 'Get Outlook for Android' });
+    assert.deepEqual(splitReply('Yes.\n\nSent from my iPhone\n\n> On 4 Mar, Jane wrote:\n> q'), { reply: 'Yes.', signature: 'Sent from my iPhone', quoted: true });
+    assert.deepEqual(splitReply('Yes.\n\nGet Outlook for Android'), { reply: 'Yes.', signature: 'Get Outlook for Android', quoted: false });
   });
   test('a sign-off phrase in the middle of the text is not a signature', () => {
     assert.deepEqual(splitReply('Sent from my iPhone\nthe photos were blurry\nso I sent them again\nfrom the laptop'), {
       reply: 'Sent from my iPhone\nthe photos were blurry\nso I sent them again\nfrom the laptop',
       signature: null,
+      quoted: false,
     });
   });
   test('no signature', () => {
-    assert.deepEqual(splitReply('Just text.\n'), { reply: 'Just text.', signature: null });
+    assert.deepEqual(splitReply('Just text.\n'), { reply: 'Just text.', signature: null, quoted: false });
   });
   test('a large hostile text finishes fast', () => {
     const text = ('On ' + 'x'.repeat(300) + '\n').repeat(3_000) + 'Sent from my '.repeat(50_000) + '\n' + '-- x\n'.repeat(50_000);

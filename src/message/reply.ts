@@ -40,6 +40,8 @@ export interface SplitReply {
   reply: string;
   /** The signature block taken off the reply, or null when none was recognised. */
   signature: string | null;
+  /** Whether quoted history was found (a marker line or "> " lines). */
+  quoted: boolean;
 }
 
 /**
@@ -54,7 +56,7 @@ export function splitReply(text: string): SplitReply {
   const normal = text.includes('\r') ? text.replace(/\r\n?/g, '\n') : text;
   // Most text has no line any rule below looks at: one scan says so, and the
   // answer is then the text itself (no split, no per-line tests).
-  return MAY_STRIP.test(normal) ? splitReplyLines(normal) : { reply: normal.trimEnd(), signature: null };
+  return MAY_STRIP.test(normal) ? splitReplyLines(normal) : { reply: normal.trimEnd(), signature: null, quoted: false };
 }
 
 /** splitReply's reply alone. */
@@ -91,6 +93,7 @@ export function splitReplyLines(normal: string): SplitReply {
   let sep = lines.findIndex((l) => l === '-- ' || l === '--');
   const end = quoteStart(sep === -1 ? lines : lines.slice(0, sep));
   if (end < (sep === -1 ? lines.length : sep)) sep = -1; // the history starts above any separator
+  const quoted = end < lines.length || lines.some((l) => /^\s*>/.test(l));
   const unquoted = (from: number, to: number) =>
     lines
       .slice(from, to)
@@ -102,15 +105,15 @@ export function splitReplyLines(normal: string): SplitReply {
     const after = lines.slice(sep + 1);
     const sigEnd = sep + 1 + quoteStart(after);
     const signature = unquoted(sep + 1, sigEnd).replace(/^\s*\n/, '');
-    return { reply: unquoted(0, sep), signature: signature.trim() ? signature : null };
+    return { reply: unquoted(0, sep), signature: signature.trim() ? signature : null, quoted: quoted || sigEnd < lines.length };
   }
   // a mail app's sign-off line, with at most SIGN_OFF_TAIL non-empty lines after it
   let tail = 0;
   for (let i = end - 1; i >= 0 && tail <= SIGN_OFF_TAIL; i--) {
     const line = lines[i]!;
     if (!line.trim() || /^\s*>/.test(line)) continue;
-    if (SIGN_OFF.test(line)) return { reply: unquoted(0, i), signature: unquoted(i, end).trim() || null };
+    if (SIGN_OFF.test(line)) return { reply: unquoted(0, i), signature: unquoted(i, end).trim() || null, quoted };
     tail++;
   }
-  return { reply: unquoted(0, end), signature: null };
+  return { reply: unquoted(0, end), signature: null, quoted };
 }
