@@ -77,6 +77,18 @@ describe('webhook formats, read back by independent parsers', () => {
     assert.equal(f.get('email'), null);
   });
 
+  test('sendgrid: an HTML-only message has html and no text field, as SendGrid posts it (postgate\'s text derived from HTML stays in its own event)', async () => {
+    answer = () => ({ status: 200 });
+    const g = await gateway({ format: 'sendgrid', signed: false });
+    const n = rx.got.length;
+    const source = ['From: Ann <ann@sender.example>', 'To: support@app.test', 'Subject: html only', 'MIME-Version: 1.0', 'Content-Type: text/html; charset=utf-8', '', '<p>Only <b>HTML</b> here.</p>', ''].join('\r\n');
+    const reply = await send(g.port, ['support@app.test'], source);
+    assert.equal(reply.code, 250, reply.raw);
+    const f = await form(rx.got[n]!);
+    assert.match(field(f, 'html'), /Only <b>HTML<\/b>/);
+    assert.equal(f.get('text'), null);
+  });
+
   test('sendgrid-raw: the message as the plain field email, byte-equal on a second instance', async () => {
     const a = await deliver(await gateway({ format: 'sendgrid-raw', signed: false }));
     assert.equal(a.reply.code, 250, a.reply.raw);

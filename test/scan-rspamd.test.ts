@@ -34,6 +34,7 @@ describe('rspamd', { skip }, () => {
   let rspamd: Daemon;
   let app: Receiver;
   let quarantine: Receiver;
+  let sendgrid: Receiver;
   let tg: TestGateway;
   let archive: string;
   before(async () => {
@@ -43,6 +44,7 @@ describe('rspamd', { skip }, () => {
     console.log(`rspamd private instance answered after ${rspamd.startupMs} ms`);
     app = await startReceiver(() => ({ status: 200 }));
     quarantine = await startReceiver(() => ({ status: 200 }));
+    sendgrid = await startReceiver(() => ({ status: 200 }));
     const route = (name: string, scan: Record<string, unknown>) => ({
       name,
       recipients: [`*@${name}.test`],
@@ -58,6 +60,8 @@ describe('rspamd', { skip }, () => {
         route('tempfail', { spam: 'tag', onError: 'tempfail' }),
         route('accept', { spam: 'tag', onError: 'accept' }),
         { name: 'archive', recipients: ['*@archive.test'], targets: [{ type: 'local', path: archive }], scan: { spam: 'tag' } },
+        // SendGrid's parsed format carries the verdict as spam_score / spam_report (docs/formats.md).
+        { name: 'sendgrid', recipients: ['*@sendgrid.test'], targets: [{ type: 'webhook', url: sendgrid.url, timeout: '5s', format: 'sendgrid' }], scan: { spam: 'tag' } },
       ],
     });
   });
@@ -66,7 +70,21 @@ describe('rspamd', { skip }, () => {
     await rspamd?.stop();
     await app?.close();
     await quarantine?.close();
+    await sendgrid?.close();
     if (archive) await rm(archive, { recursive: true, force: true });
+  });
+
+  test('the sendgrid format carries the verdict as spam_score and spam_report', async () => {
+    const r = await sendOne(tg.port, 'user@sendgrid.test', gtube('gtube-sendgrid'));
+    assert.equal(r.code, 250, r.raw);
+    const got = sendgrid.got[0]!;
+    assert.match(String(got.headers['content-type']), /^multipart\/form-data/);
+    const form = await new Request('http://x/', { method: 'POST', headers: { 'content-type': String(got.headers['content-type']) }, body: got.body }).formData();
+    const report = /^rspamd: score (\S+), required (\S+); (.*)$/.exec(String(form.get('spam_report')));
+    assert.ok(report, String(form.get('spam_report')));
+    assert.equal(Number(form.get('spam_score')), Number(report[1]));
+    assert.ok(Number(report[1]) >= Number(report[2]), 'GTUBE scores over the required score');
+    assert.match(report[3]!, /GTUBE/);
   });
 
   test('GTUBE under reject: 550 5.7.1 with rspamd\'s reason, nothing delivered', async () => {

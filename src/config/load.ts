@@ -201,7 +201,7 @@ function deepFreeze<T>(o: T): T {
 
 function withTargetIds(targets: TargetConfig[], storagePath: string): TargetConfig[] {
   return targets.map((t) => {
-    if (t.type === 'webhook') return { ...t, id: t.id ?? defaultWebhookId(t.url) };
+    if (t.type === 'webhook') return { ...t, id: t.id ?? defaultWebhookId(t.url, t.format) };
     if (t.type === 'lambda') return { ...t, id: t.id ?? defaultLambdaId(t) };
     if (t.type === 's3') return { ...t, id: t.id ?? defaultS3Id(t) };
     const p = path.resolve(t.path ?? storagePath);

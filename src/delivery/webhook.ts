@@ -200,7 +200,7 @@ export class WebhookTarget implements Target {
     private readonly cfg: WebhookTargetConfig,
     private readonly deps: WebhookDeps,
   ) {
-    this.id = cfg.id ?? defaultWebhookId(cfg.url);
+    this.id = cfg.id ?? defaultWebhookId(cfg.url, cfg.format);
     this.required = cfg.required;
     this.url = new URL(cfg.url);
     this.where = `webhook ${this.url.origin}${this.url.pathname}`;

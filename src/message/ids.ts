@@ -55,10 +55,13 @@ export function deliveryId(mailFrom: string, rcptTo: readonly string[], rawSha25
  * The default id of a webhook target. It takes part in every delivery id, so
  * it must be stable and unique per URL, and it is logged, so it must not carry
  * credentials or query tokens: origin and path, plus a digest of the full URL.
+ * A format other than postgate's own (docs/formats.md) is part of it: one URL
+ * posted in two formats is two targets, not one instance serving both.
  */
-export function defaultWebhookId(url: string): string {
+export function defaultWebhookId(url: string, format?: string): string {
   const u = new URL(url);
-  return `webhook:${u.origin}${u.pathname}#${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
+  const id = `webhook:${u.origin}${u.pathname}#${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
+  return format && format !== 'postgate' ? `${id}~${format}` : id;
 }
 
 /** The default id of a lambda target (logged; part of every delivery id). */

@@ -63,6 +63,8 @@ export interface RoutableTarget {
   required?: boolean | undefined;
   /** A webhook URL; `{name}` placeholders in its path and query take recipient values. */
   url?: string | undefined;
+  /** A webhook's format (docs/formats.md); part of its default id. */
+  format?: string | undefined;
   when?: TargetCondition | undefined;
 }
 
@@ -513,7 +515,7 @@ export function resolveTargets<T extends RoutableTarget>(decision: Extract<RcptD
       }
       const url = expandUrl(spec.url!, vars);
       // A default id is the default id of the resolved URL; a configured one gets a digest of it.
-      const id = spec.id === defaultWebhookId(spec.url!) ? defaultWebhookId(url) : resolvedTargetId(spec.id, url);
+      const id = spec.id === defaultWebhookId(spec.url!, spec.format) ? defaultWebhookId(url, spec.format) : resolvedTargetId(spec.id, url);
       out.push({ spec, id, url, templated: true });
     }
   }

@@ -30,6 +30,11 @@ function common(d: InboundEmail, rcptTo: readonly string[]): FormPart[] {
     parts.push({ name: 'dkim', value: `{${d.auth.dkim.map((s) => `@${s.domain} : ${s.result}`).join(', ')}}` });
     parts.push({ name: 'SPF', value: d.auth.spf.mailFrom.result });
   }
+  if (d.spam) {
+    // When a scanner ran (docs/scanning.md): its score, and a report line in place of SpamAssassin's report.
+    parts.push({ name: 'spam_score', value: String(d.spam.score) });
+    parts.push({ name: 'spam_report', value: `${d.spam.scanner}: score ${d.spam.score}, required ${d.spam.threshold}; ${d.spam.symbols.join(', ') || 'no rules matched'}` });
+  }
   return parts;
 }
 
@@ -46,7 +51,8 @@ export const sendgrid: WebhookFormat = {
     const d = event.data;
     const { text, html } = bodies(d, 'sendgrid');
     const parts = [...common(d, rcptTo), { name: 'headers', value: headerBlock(d) }];
-    if (d.text !== null) parts.push({ name: 'text', value: text });
+    // SendGrid sends `text` only for a text part: none when postgate derived it from the HTML.
+    if (d.text !== null && d.textSource === 'text') parts.push({ name: 'text', value: text });
     if (d.html !== null) parts.push({ name: 'html', value: html });
     const info: Record<string, { filename: string; name: string; type: string; 'content-id'?: string }> = {};
     const cids: Record<string, string> = {};
