@@ -5,6 +5,7 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { defaultWebhookId } from '../src/message/ids.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -124,6 +125,36 @@ describe('configuration', () => {
       routes: [{ recipients: ['a@x.test'], targets: [{ type: 'local' }], requireTls: true }],
     });
     assert.equal(ok.routes[0]!.requireTls, true);
+  });
+
+  test('two targets with one id but other settings are refused (one id is one target instance); the same target in two routes is fine', async () => {
+    const hook = { type: 'webhook', url: 'https://hooks.example.test/in' };
+    const problems = await problemsOf(
+      Promise.resolve().then(() =>
+        validateConfig({
+          routes: [
+            { recipients: ['a@x.test'], targets: [hook] },
+            { recipients: ['b@x.test'], targets: [{ ...hook, timeout: '3s' }] },
+            { recipients: ['c@x.test'], targets: [{ type: 'local', id: 'archive', path: '/srv/a' }] },
+            { recipients: ['d@x.test'], targets: [{ type: 'local', id: 'archive', path: '/srv/b' }] },
+          ],
+        }),
+      ),
+    );
+    assert.deepEqual(problems, [
+      `routes[1].targets[0]: has the id "${defaultWebhookId(hook.url)}" of routes[0].targets[0] but other settings: one id is one target; give this one its own id`,
+      'routes[3].targets[0]: has the id "archive" of routes[2].targets[0] but other settings: one id is one target; give this one its own id',
+    ]);
+    // Used twice with the same settings, required in one route and optional in another: one target.
+    const ok = validateConfig({
+      routes: [
+        { recipients: ['a@x.test'], targets: [hook] },
+        { recipients: ['b@x.test'], targets: [{ type: 'local' }, { ...hook, required: false }] },
+        { recipients: ['c@x.test'], targets: [{ ...hook, format: 'rfc822' }] },
+      ],
+    });
+    assert.equal(ok.routes[0]!.targets[0]!.id, ok.routes[1]!.targets[1]!.id);
+    assert.notEqual(ok.routes[2]!.targets[0]!.id, ok.routes[0]!.targets[0]!.id, 'a format makes its own default id');
   });
 
   test('renamed keys get a hint', async () => {

@@ -15,7 +15,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
@@ -24,7 +24,7 @@ import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Webhook } from 'standardwebhooks';
 import { sendOne } from './helpers/smtp-client.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startDynamo, startS3, startServerlessOffline, TEST_REGION, type LocalDynamo, type LocalLambda, type LocalS3 } from './helpers/aws.js';
 import { projectRoot } from './helpers/fixtures.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
@@ -237,7 +237,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
         },
         { name: 'lambda', recipients: ['*@lambda.example.test'], targets: [ingestTarget] },
         // Events over 1 KiB go as a claim-check pointer, fetched by ingest from the edge's signed link.
-        { name: 'big', recipients: ['*@big.example.test'], targets: [{ ...ingestTarget, maxEventSize: '1KiB' }] },
+        // Its own id: one id is one target instance, with one maxEventSize.
+        { name: 'big', recipients: ['*@big.example.test'], targets: [{ ...ingestTarget, id: 'lambda:ingest-big', maxEventSize: '1KiB' }] },
       ],
       // Small limits, so that a test message has attachments and bodies linked, not inline.
       blobs: { raw: true, signingKey: 'e2e-blob-key', inlineLimit: '16KiB', bodyInlineLimit: '16KiB' },
@@ -613,6 +614,14 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     const body = message('claim check', 4000);
     const reply = await send(rcpt, body);
     assert.equal(reply.code, 250, reply.text);
+    // The edge stored the event in its blob store for the pointer (it went as a pointer, not whole).
+    const blobDir = path.join(edge.dataDir, 'blobs');
+    let stored = false;
+    for (const f of await listFiles(blobDir)) {
+      const text = (await readFile(path.join(blobDir, f))).toString('utf8');
+      if (text.startsWith('{') && text.includes('"type":"email.received"') && text.includes('"subject":"claim check"')) stored = true;
+    }
+    assert.ok(stored, 'the whole event was put in the edge\'s blob store for the claim check');
     const [item] = await itemFor(rcpt);
     assert.ok(item);
     const event = JSON.parse((await object(item.eventKey)).toString('utf8')) as { type: string; data: { subject: string; text: string } };

@@ -281,7 +281,39 @@ export function validateConfig(doc: unknown, opts: { hostname?: string; cwd?: st
     servedDomains: [...domains].sort(),
     postmasterTargets: withTargetIds(cfg.postmaster.targets ?? [{ type: 'local', required: true }], storagePath),
   };
+  const shared = sharedIdProblems(resolved);
+  if (shared.length) throw new ConfigError('PG_CONFIG_INVALID', shared);
   return deepFreeze(resolved);
+}
+
+/** How a route uses a target, not what the target is: these may differ between routes that share it. */
+const USAGE_KEYS = new Set(['id', 'required', 'when']);
+
+/**
+ * Targets with one id are one instance (gateway.ts): its URL, format,
+ * secrets and limits come from the first route that names it. Two targets
+ * that share an id — given, or derived from the same URL — but differ in
+ * anything else would silently lose the second one's settings, so the
+ * configuration is refused instead.
+ */
+function sharedIdProblems(cfg: ResolvedConfig): ConfigProblem[] {
+  const seen = new Map<string, { at: string; settings: string }>();
+  const problems: ConfigProblem[] = [];
+  const check = (targets: readonly TargetConfig[], at: string) =>
+    targets.forEach((t, i) => {
+      const settings = JSON.stringify(Object.entries(t).filter(([k]) => !USAGE_KEYS.has(k)).sort(([a], [b]) => (a < b ? -1 : 1)));
+      const first = seen.get(t.id!);
+      if (!first) return void seen.set(t.id!, { at: `${at}[${i}]`, settings });
+      if (first.settings !== settings) {
+        problems.push({ path: `${at}[${i}]`, message: `has the id "${t.id}" of ${first.at} but other settings: one id is one target; give this one its own id` });
+      }
+    });
+  cfg.routes.forEach((r, i) => {
+    check(r.targets, `routes[${i}].targets`);
+    if (r.scan?.quarantine) check(r.scan.quarantine, `routes[${i}].scan.quarantine`);
+  });
+  check(cfg.postmasterTargets, 'postmaster.targets');
+  return problems;
 }
 
 export interface LoadOptions {
