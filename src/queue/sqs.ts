@@ -79,7 +79,6 @@ export class SqsQueue {
   private readonly instance = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   private etrnTimer: NodeJS.Timeout | null = null;
   private readonly etrnSeen = new Set<string>();
-  private readonly startedAt = Date.now();
   private abort = new AbortController();
 
   constructor(private readonly o: SqsQueueOptions) {
@@ -138,29 +137,20 @@ export class SqsQueue {
     return n;
   }
 
-  /** Other instances' ETRN requests, read while this instance holds items; requests older than ETRN_KEEP_MS are removed. */
+  /**
+   * Other instances' ETRN requests, read only while this instance holds
+   * items (a listing every ETRN_POLL_MS costs S3 requests); a request counts
+   * for the items held when it was made, so one older than the time this
+   * instance began to hold is not acted on. Requests older than
+   * ETRN_KEEP_MS are removed.
+   */
   private watchEtrn(): void {
+    let holdingSince = Date.now();
     const tick = async () => {
       if (this.stopped) return;
       try {
-        const base = `${this.o.prefix}etrn/`;
-        const requests = await this.store.objects(base);
-        for (const o of requests) {
-          const key = o.Key!;
-          const at = Number(key.slice(base.length).split('-')[0]);
-          if (!(at >= 0) || Date.now() - at > ETRN_KEEP_MS) {
-            await this.store.remove(key).catch(() => undefined);
-            continue;
-          }
-          if (this.etrnSeen.has(key) || at < this.startedAt - ETRN_POLL_MS) continue;
-          this.etrnSeen.add(key);
-          if (!this.held.size) continue;
-          const node = (await this.store.get(key))?.toString('utf8') ?? '';
-          const match = nodeMatcher(node);
-          if (typeof match !== 'function') continue;
-          const n = this.showHeld(match);
-          if (n) this.o.logger.info({ node, started: n }, 'ETRN from another instance: held items shown');
-        }
+        if (!this.held.size) holdingSince = Date.now();
+        else await this.readEtrn(holdingSince - ETRN_POLL_MS);
       } catch (err) {
         this.o.logger.warn({ err: (err as Error).message }, 'ETRN requests could not be read');
       }
@@ -170,6 +160,26 @@ export class SqsQueue {
     };
     this.etrnTimer = setTimeout(() => void tick(), ETRN_POLL_MS);
     this.etrnTimer.unref();
+  }
+
+  private async readEtrn(since: number): Promise<void> {
+    const base = `${this.o.prefix}etrn/`;
+    for (const o of await this.store.objects(base)) {
+      const key = o.Key!;
+      const at = Number(key.slice(base.length).split('-')[0]);
+      if (!(at >= 0) || Date.now() - at > ETRN_KEEP_MS) {
+        await this.store.remove(key).catch(() => undefined);
+        this.etrnSeen.delete(key);
+        continue;
+      }
+      if (this.etrnSeen.has(key) || at < since) continue;
+      this.etrnSeen.add(key);
+      const node = (await this.store.get(key))?.toString('utf8') ?? '';
+      const match = nodeMatcher(node);
+      if (typeof match !== 'function') continue;
+      const n = this.showHeld(match);
+      if (n) this.o.logger.info({ node, started: n }, 'ETRN from another instance: held items shown');
+    }
   }
 
   stats(): { depth: number; oldestAgeMs: number; dead: number; running: number } {
