@@ -8,10 +8,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { startReceiver, type Receiver } from './helpers/receiver.js';
+import type { TestGateway } from './helpers/gateway.js';
+import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon } from './helpers/scanners.js';
+import { EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
 
 const skip = installed('clamd') ? false : 'clamd is not installed (.ci/run installs it)';
 
@@ -31,34 +31,18 @@ describe('clamav', { skip }, () => {
   let app: Receiver;
   let quarantine: Receiver;
   let tg: TestGateway;
+  let suite: ScanSuite;
   before(async () => {
-    clamd = await startClamd();
-    console.log(`clamd private instance answered after ${clamd.startupMs} ms`);
-    app = await startReceiver(() => ({ status: 200 }));
-    quarantine = await startReceiver(() => ({ status: 200 }));
-    const route = (name: string, scan: Record<string, unknown>) => ({
-      name,
-      recipients: [`*@${name}.test`],
-      targets: [{ type: 'webhook', url: app.url, timeout: '5s' }],
-      scan: { ...scan, quarantine: [{ type: 'webhook', url: quarantine.url, timeout: '5s' }] },
+    suite = await startScanSuite({
+      name: 'clamd',
+      start: startClamd,
+      scanner: (d) => ({ type: 'clamav', id: 'clam', address: d.address, timeout: '1s' }),
+      kind: 'virus',
+      onErrorPolicy: 'reject',
     });
-    tg = await startGateway({
-      scan: { scanners: [{ type: 'clamav', id: 'clam', address: clamd.address, timeout: '1s' }], breaker: { failures: 100, cooldown: '1h' } },
-      routes: [
-        route('reject', { virus: 'reject' }),
-        route('tag', { virus: 'tag' }),
-        route('quarantine', { virus: 'quarantine' }),
-        route('tempfail', { virus: 'reject', onError: 'tempfail' }),
-        route('accept', { virus: 'reject', onError: 'accept' }),
-      ],
-    });
+    ({ daemon: clamd, app, quarantine, tg } = suite);
   });
-  after(async () => {
-    await tg?.close();
-    await clamd?.stop();
-    await app?.close();
-    await quarantine?.close();
-  });
+  after(() => suite?.close());
 
   test('EICAR attachment under reject: 554 5.7.1 naming the signature, nothing delivered', async () => {
     const r = await sendOne(tg.port, 'user@reject.test', messageWithAttachment('eicar.com', Buffer.from(EICAR, 'latin1'), 'eicar-reject'));

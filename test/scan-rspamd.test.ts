@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
+import { listFiles, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { GTUBE, installed, startRspamd, type Daemon } from './helpers/scanners.js';
+import { GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
 
 const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
 
@@ -37,39 +37,27 @@ describe('rspamd', { skip }, () => {
   let sendgrid: Receiver;
   let tg: TestGateway;
   let archive: string;
+  let suite: ScanSuite;
   before(async () => {
     archive = await mkdtemp(path.join(os.tmpdir(), 'postgate-archive-'));
-    rspamd = await startRspamd();
-    // Measured start-up, for the suite's budget (docs/scanning.md "Testing").
-    console.log(`rspamd private instance answered after ${rspamd.startupMs} ms`);
-    app = await startReceiver(() => ({ status: 200 }));
-    quarantine = await startReceiver(() => ({ status: 200 }));
     sendgrid = await startReceiver(() => ({ status: 200 }));
-    const route = (name: string, scan: Record<string, unknown>) => ({
-      name,
-      recipients: [`*@${name}.test`],
-      targets: [{ type: 'webhook', url: app.url, timeout: '5s' }],
-      scan: { ...scan, quarantine: [{ type: 'webhook', url: quarantine.url, timeout: '5s' }] },
-    });
-    tg = await startGateway({
-      scan: { scanners: [{ type: 'rspamd', url: rspamd.address, timeout: '1500ms' }], header: true, breaker: { failures: 3, cooldown: '1h' } },
-      routes: [
-        route('reject', { spam: 'reject' }),
-        route('tag', { spam: 'tag' }),
-        route('quarantine', { spam: 'quarantine' }),
-        route('tempfail', { spam: 'tag', onError: 'tempfail' }),
-        route('accept', { spam: 'tag', onError: 'accept' }),
+    suite = await startScanSuite({
+      name: 'rspamd',
+      start: startRspamd,
+      scanner: (d) => ({ type: 'rspamd', url: d.address, timeout: '1500ms' }),
+      kind: 'spam',
+      onErrorPolicy: 'tag',
+      scan: { header: true, breaker: { failures: 3, cooldown: '1h' } },
+      extraRoutes: [
         { name: 'archive', recipients: ['*@archive.test'], targets: [{ type: 'local', path: archive }], scan: { spam: 'tag' } },
         // SendGrid's parsed format carries the verdict as spam_score / spam_report (docs/formats.md).
         { name: 'sendgrid', recipients: ['*@sendgrid.test'], targets: [{ type: 'webhook', url: sendgrid.url, timeout: '5s', format: 'sendgrid' }], scan: { spam: 'tag' } },
       ],
     });
+    ({ daemon: rspamd, app, quarantine, tg } = suite);
   });
   after(async () => {
-    await tg?.close();
-    await rspamd?.stop();
-    await app?.close();
-    await quarantine?.close();
+    await suite?.close();
     await sendgrid?.close();
     if (archive) await rm(archive, { recursive: true, force: true });
   });

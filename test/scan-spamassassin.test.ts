@@ -8,10 +8,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { startReceiver, type Receiver } from './helpers/receiver.js';
+import type { TestGateway } from './helpers/gateway.js';
+import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { GTUBE, installed, startSpamd, type Daemon } from './helpers/scanners.js';
+import { GTUBE, installed, startSpamd, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
 
 const skip = installed('spamd') ? false : 'spamd is not installed (.ci/run installs it)';
 
@@ -30,34 +30,18 @@ describe('spamassassin', { skip }, () => {
   let app: Receiver;
   let quarantine: Receiver;
   let tg: TestGateway;
+  let suite: ScanSuite;
   before(async () => {
-    spamd = await startSpamd();
-    console.log(`spamd private instance answered after ${spamd.startupMs} ms`);
-    app = await startReceiver(() => ({ status: 200 }));
-    quarantine = await startReceiver(() => ({ status: 200 }));
-    const route = (name: string, scan: Record<string, unknown>) => ({
-      name,
-      recipients: [`*@${name}.test`],
-      targets: [{ type: 'webhook', url: app.url, timeout: '5s' }],
-      scan: { ...scan, quarantine: [{ type: 'webhook', url: quarantine.url, timeout: '5s' }] },
+    suite = await startScanSuite({
+      name: 'spamd',
+      start: startSpamd,
+      scanner: (d) => ({ type: 'spamassassin', id: 'sa', address: d.address, timeout: '4s' }),
+      kind: 'spam',
+      onErrorPolicy: 'reject',
     });
-    tg = await startGateway({
-      scan: { scanners: [{ type: 'spamassassin', id: 'sa', address: spamd.address, timeout: '4s' }], breaker: { failures: 100, cooldown: '1h' } },
-      routes: [
-        route('reject', { spam: 'reject' }),
-        route('tag', { spam: 'tag' }),
-        route('quarantine', { spam: 'quarantine' }),
-        route('tempfail', { spam: 'reject', onError: 'tempfail' }),
-        route('accept', { spam: 'reject', onError: 'accept' }),
-      ],
-    });
+    ({ daemon: spamd, app, quarantine, tg } = suite);
   });
-  after(async () => {
-    await tg?.close();
-    await spamd?.stop();
-    await app?.close();
-    await quarantine?.close();
-  });
+  after(() => suite?.close());
 
   test('GTUBE under reject: 550 5.7.1, nothing delivered', async () => {
     const r = await sendOne(tg.port, 'user@reject.test', gtube('gtube-reject'));

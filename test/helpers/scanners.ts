@@ -17,6 +17,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { deflateRawSync, crc32 } from 'node:zlib';
+import { startGateway, type TestGateway } from './gateway.js';
+import { startReceiver, type Receiver } from './receiver.js';
 
 export interface Daemon {
   /** rspamd: the base URL; spamd: host:port; clamd: its Unix socket path. */
@@ -329,3 +331,65 @@ export function messageWithAttachment(filename: string, content: Buffer, subject
   ].join('\r\n');
 }
 
+
+/** What a scanner test file runs against: the daemon, the app's and the quarantine's receivers, a gateway. */
+export interface ScanSuite {
+  daemon: Daemon;
+  app: Receiver;
+  quarantine: Receiver;
+  tg: TestGateway;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a daemon and a gateway with one route per policy for `kind`
+ * (`<policy>.test`: reject, tag, quarantine, and tempfail / accept for
+ * onError with `onErrorPolicy`), each delivering to the app and
+ * quarantining to its own receiver; `extraRoutes` adds a file's own.
+ */
+export async function startScanSuite(opts: {
+  /** For the start-up line: rspamd, spamd, clamd. */
+  name: string;
+  start: () => Promise<Daemon>;
+  scanner: (d: Daemon) => Record<string, unknown>;
+  kind: 'spam' | 'virus';
+  onErrorPolicy: 'reject' | 'tag';
+  scan?: Record<string, unknown>;
+  extraRoutes?: Record<string, unknown>[];
+}): Promise<ScanSuite> {
+  const daemon = await opts.start();
+  // Measured start-up, for the suite's budget (docs/scanning.md "Testing").
+  console.log(`${opts.name} private instance answered after ${daemon.startupMs} ms`);
+  const app = await startReceiver(() => ({ status: 200 }));
+  const quarantine = await startReceiver(() => ({ status: 200 }));
+  const route = (name: string, scan: Record<string, unknown>) => ({
+    name,
+    recipients: [`*@${name}.test`],
+    targets: [{ type: 'webhook', url: app.url, timeout: '5s' }],
+    scan: { ...scan, quarantine: [{ type: 'webhook', url: quarantine.url, timeout: '5s' }] },
+  });
+  const k = opts.kind;
+  const tg = await startGateway({
+    scan: { scanners: [opts.scanner(daemon)], breaker: { failures: 100, cooldown: '1h' }, ...opts.scan },
+    routes: [
+      route('reject', { [k]: 'reject' }),
+      route('tag', { [k]: 'tag' }),
+      route('quarantine', { [k]: 'quarantine' }),
+      route('tempfail', { [k]: opts.onErrorPolicy, onError: 'tempfail' }),
+      route('accept', { [k]: opts.onErrorPolicy, onError: 'accept' }),
+      ...(opts.extraRoutes ?? []),
+    ],
+  });
+  return {
+    daemon,
+    app,
+    quarantine,
+    tg,
+    async close() {
+      await tg.close();
+      await daemon.stop();
+      await app.close();
+      await quarantine.close();
+    },
+  };
+}
