@@ -27,6 +27,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
+import { freePort, procStat, startHelper, stop } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -43,7 +44,6 @@ const LAT_RATE = 50;
 const LAT_SECONDS = QUICK ? 5 : 15;
 const TARGET_US = 100;
 const STEP_COUNT = QUICK ? 2000 : 5000;
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 const SMTP_SOURCE = ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => existsSync(p));
 const RSPAMD = ['/usr/bin/rspamd', '/usr/sbin/rspamd'].find((p) => existsSync(p));
@@ -59,11 +59,7 @@ const { startRspamd } = await import(join(ROOT, 'dist', 'test', 'helpers', 'scan
 
 // ── processes ───────────────────────────────────────────────────────────────
 
-function cpuUs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
-}
+const cpuUs = (pid) => procStat(pid).cpuUs;
 
 /** A process and its descendants, for rspamd's main process and workers. */
 function tree(pid) {
@@ -76,57 +72,6 @@ function tree(pid) {
   return out;
 }
 const treeCpuUs = (pid) => tree(pid).reduce((s, p) => s + cpuUs(p), 0);
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function stop(proc) {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    proc.once('exit', () => resolve());
-    proc.kill('SIGTERM');
-    setTimeout(() => proc.kill('SIGKILL'), 10_000).unref();
-  });
-}
-
-/** A helper of bench/lib in its own process: prints `ready <port>`, answers `count`. */
-async function startHelperProcess(script, scriptArgs = []) {
-  const proc = spawn(process.execPath, [join(HERE, 'lib', script), ...scriptArgs], { stdio: ['pipe', 'pipe', 'inherit'] });
-  proc.stdout.setEncoding('utf8');
-  const lines = [];
-  let waiter = null;
-  let buf = '';
-  proc.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (waiter) {
-        const w = waiter;
-        waiter = null;
-        w(line);
-      } else lines.push(line);
-    }
-  });
-  const next = () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => (waiter = r)));
-  const port = Number((await next()).split(' ')[1]);
-  return {
-    port,
-    pid: proc.pid,
-    async count() {
-      proc.stdin.write('count\n');
-      return Number((await next()).split(' ')[1]);
-    },
-    stop: () => stop(proc),
-  };
-}
 
 /** The configuration of both postgates; `scan` only in the scanning one (stated in the doc). */
 function config(port, receiverPort, dataDir, rspamdUrl) {
@@ -160,7 +105,7 @@ ${
 }
 
 async function startPostgate(tmp, rspamdUrl) {
-  const receiver = await startHelperProcess('receiver.mjs');
+  const receiver = await startHelper('receiver.mjs');
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmp, 'pg-'));
   const cfgFile = join(dataDir, 'postgate.yml');
@@ -311,7 +256,7 @@ const answerFile = join(tmp, 'rspamd-answer.json');
   });
   writeFileSync(answerFile, Buffer.from(await res.arrayBuffer()));
 }
-const replay = await startHelperProcess('rspamd-replay.mjs', [answerFile]);
+const replay = await startHelper('rspamd-replay.mjs', [], [answerFile]);
 const KINDS = ['plain', 'replay', 'rspamd'];
 const results = Object.fromEntries(KINDS.map((k) => [k, []]));
 let step;

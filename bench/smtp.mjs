@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
 import { summarizeProfile } from './lib/profile-summary.mjs';
+import { freePort, procStat, startHelper, stop } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -37,7 +38,6 @@ const QUICK = args.has('--quick');
 const WRITE = !QUICK && !args.has('--no-write') && !args.has('--case');
 const ROUNDS = QUICK ? 1 : 3;
 const MiB = 1024 * 1024;
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 // ── prerequisites ───────────────────────────────────────────────────────────
 
@@ -60,67 +60,6 @@ if (!SMTP_SOURCE) {
 }
 
 // ── processes ───────────────────────────────────────────────────────────────
-
-function procStat(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024;
-  // fields 14 and 15 of stat (utime, stime), here offset by the two fields before ')'
-  return { cpuUs: ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK, rss: kb('VmRSS'), hwm: kb('VmHWM') };
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A child that prints `ready <port>` and answers `count` on stdin. */
-async function startHelper(script, nodeArgs = [], scriptArgs = []) {
-  const proc = spawn(process.execPath, [...nodeArgs, join(HERE, 'lib', script), ...scriptArgs], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = [];
-  let waiter = null;
-  let buf = '';
-  proc.stdout.setEncoding('utf8');
-  proc.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (waiter) {
-        const w = waiter;
-        waiter = null;
-        w(line);
-      } else lines.push(line);
-    }
-  });
-  const next = () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => (waiter = r)));
-  const ready = await next();
-  return {
-    proc,
-    pid: proc.pid,
-    port: Number(ready.split(' ')[1]),
-    async count() {
-      proc.stdin.write('count\n');
-      return Number((await next()).split(' ')[1]);
-    },
-    stop: () => stop(proc),
-  };
-}
-
-function stop(proc) {
-  return new Promise((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    proc.once('exit', () => resolve());
-    proc.kill('SIGTERM');
-    setTimeout(() => proc.kill('SIGKILL'), 10_000).unref();
-  });
-}
 
 async function waitPort(port, proc) {
   for (let i = 0; i < 300; i++) {
