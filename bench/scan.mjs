@@ -21,13 +21,12 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
-import { freePort, procStat, startHelper, stop } from './lib/processes.mjs';
+import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -111,17 +110,7 @@ async function startPostgate(tmp, rspamdUrl) {
   const cfgFile = join(dataDir, 'postgate.yml');
   writeFileSync(cfgFile, config(port, receiver.port, dataDir, rspamdUrl));
   const proc = spawn(process.execPath, [CLI, 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; ; i++) {
-    if (proc.exitCode !== null) throw new Error(`postgate exited with ${proc.exitCode}`);
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => (s.destroy(), resolve(true)));
-      s.once('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (i > 300) throw new Error('postgate did not listen');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitPort(port, proc);
   return {
     port,
     pid: proc.pid,

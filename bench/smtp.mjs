@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
 import { summarizeProfile } from './lib/profile-summary.mjs';
-import { freePort, procStat, startHelper, stop } from './lib/processes.mjs';
+import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -60,23 +60,6 @@ if (!SMTP_SOURCE) {
 }
 
 // ── processes ───────────────────────────────────────────────────────────────
-
-async function waitPort(port, proc) {
-  for (let i = 0; i < 300; i++) {
-    if (proc.exitCode !== null) throw new Error(`postgate exited with ${proc.exitCode}`);
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`postgate did not listen on ${port}`);
-}
 
 /** The gateway's configuration in every measurement (stated in the doc). */
 function postgateConfig(port, receiverPort, dataDir) {

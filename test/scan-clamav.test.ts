@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import type { TestGateway } from './helpers/gateway.js';
 import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
+import { EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon, startScanSuite, type ScanSuite, eventsOf } from './helpers/scanners.js';
 
 const skip = installed('clamd') ? false : 'clamd is not installed (.ci/run installs it)';
 
@@ -24,7 +24,7 @@ interface EventBody {
     attachments: { filename: string }[];
   };
 }
-const events = (r: Receiver): EventBody[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as EventBody);
+const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('clamav', { skip }, () => {
   let clamd: Daemon;

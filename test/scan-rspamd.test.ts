@@ -15,7 +15,7 @@ import path from 'node:path';
 import { listFiles, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
+import { GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
 
 const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
 
@@ -27,8 +27,7 @@ interface EventBody {
     parseErrors: { code: string; message: string }[];
   };
 }
-const events = (r: Receiver): EventBody[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as EventBody);
-const gtube = (subject: string) => simpleMessage(subject).replace('Hello there.', `This is the GTUBE:\r\n${GTUBE}`);
+const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('rspamd', { skip }, () => {
   let rspamd: Daemon;

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import type { TestGateway } from './helpers/gateway.js';
 import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { GTUBE, installed, startSpamd, type Daemon, startScanSuite, type ScanSuite } from './helpers/scanners.js';
+import { installed, startSpamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
 
 const skip = installed('spamd') ? false : 'spamd is not installed (.ci/run installs it)';
 
@@ -22,8 +22,7 @@ interface EventBody {
     parseErrors: { code: string; message: string }[];
   };
 }
-const events = (r: Receiver): EventBody[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as EventBody);
-const gtube = (subject: string) => simpleMessage(subject).replace('Hello there.', `This is the GTUBE:\r\n${GTUBE}`);
+const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('spamassassin', { skip }, () => {
   let spamd: Daemon;

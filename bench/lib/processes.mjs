@@ -75,3 +75,21 @@ export async function startHelper(script, nodeArgs = [], scriptArgs = []) {
     stop: () => stop(proc),
   };
 }
+
+/** Resolves once `proc` (a postgate) accepts connections on `port`; fails if it exits or takes 15 s. */
+export async function waitPort(port, proc) {
+  for (let i = 0; i < 300; i++) {
+    if (proc.exitCode !== null) throw new Error(`postgate exited with ${proc.exitCode}`);
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`postgate did not listen on ${port}`);
+}

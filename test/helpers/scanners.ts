@@ -19,6 +19,7 @@ import path from 'node:path';
 import { deflateRawSync, crc32 } from 'node:zlib';
 import { startGateway, type TestGateway } from './gateway.js';
 import { startReceiver, type Receiver } from './receiver.js';
+import { simpleMessage } from './smtp-client.js';
 
 export interface Daemon {
   /** rspamd: the base URL; spamd: host:port; clamd: its Unix socket path. */
@@ -45,6 +46,12 @@ export function installed(program: 'rspamd' | 'spamd' | 'clamd'): boolean {
 const isRoot = process.getuid?.() === 0;
 
 export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
+
+/** A plain test message carrying the GTUBE line, which every spam scanner calls spam. */
+export const gtube = (subject: string): string => simpleMessage(subject).replace('Hello there.', `This is the GTUBE:\r\n${GTUBE}`);
+
+/** The events a receiver got, parsed (postgate's own JSON format). */
+export const eventsOf = <T>(r: Receiver): T[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as T);
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 /** Matched by the test's own ClamAV signature (Postgate.Test.Pattern). */
 export const TEST_MALWARE = 'POSTGATE-TEST-MALWARE-PATTERN-7f3a';
