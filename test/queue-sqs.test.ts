@@ -14,6 +14,9 @@ import { startS3, TEST_REGION, type LocalS3 } from './helpers/aws.js';
 import { RawSmtp, sendMail, simpleMessage } from './helpers/smtp-client.js';
 import { waitFor } from './helpers/wait.js';
 import { queueCli, serveChild } from './helpers/cli.js';
+import { S3Spool } from '../src/queue/s3-spool.js';
+import type { NewSpoolItem } from '../src/queue/spool.js';
+import { MessageBytes } from '../src/message/bytes.js';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -295,6 +298,35 @@ describe('queued mode with the S3 + SQS backend (fauxqs)', () => {
       await a.close();
       await b.close();
     }
+  });
+
+  test('a replay written while the message\'s last item is being removed keeps its message (its own copy)', async () => {
+    // The interleaving, step by step: the removal lists the message's items
+    // (none left), the replay stores its item, then the removal deletes the
+    // shared copy. A replayed item must still have the bytes to deliver.
+    const QueueUrl = await createQueue('postgate-race');
+    const spool = new S3Spool({ s3: aws.client, sqs, bucket: 'spool', prefix: 'race/', queueUrl: QueueUrl });
+    const item = (queueId: string, itemId: string): NewSpoolItem => ({
+      meta: { itemId, queueId, deliveryId: `d-${itemId}`, targetId: 'hook', required: true, route: 'r', mailFrom: 's@example.org', rcptTo: ['x@q.test'], rawSha256: 'a'.repeat(64), receivedAt: new Date().toISOString(), spooledAt: new Date().toISOString() },
+      message: MessageBytes.of(Buffer.from(`Subject: ${queueId}\r\n\r\nbody\r\n`)),
+      eventJson: Buffer.from('{}'),
+    });
+    const race = async (queueId: string, ownCopy: boolean) => {
+      const original = item(queueId, `${queueId}-hook`);
+      await spool.put([original]);
+      await spool.removeItem(original.meta.itemId); // delivered: its objects go
+      const listed = (await spool.objects(`race/items/${queueId}-`)).filter((o) => o.Key!.endsWith('/meta.json'));
+      assert.equal(listed.length, 0, 'the removal sees no item left');
+      const replay = { ...item(queueId, `${queueId}-r1`), ownCopy };
+      await spool.put([replay]);
+      await spool.remove(spool.messageKey(queueId)); // the removal goes on with what it listed
+      return spool.message(replay.meta);
+    };
+    assert.equal(await race('QRACESHARED', false), null, 'sharing the copy, the replay lost its message: the interleaving is real');
+    assert.equal((await race('QRACEOWN', true))?.toString('utf8'), 'Subject: QRACEOWN\r\n\r\nbody\r\n');
+    // the own copy goes with the item
+    await spool.removeItem('QRACEOWN-r1');
+    assert.deepEqual(await keys('race/items/QRACEOWN-'), []);
   });
 
   test('a refusal becomes a dead letter in S3 with its history', async () => {

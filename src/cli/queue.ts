@@ -263,7 +263,8 @@ async function runOn(spool: LocalSpool | S3Spool, sub: Subcommand, v: QueueValue
             deliveryId: deliveryId(e.meta.mailFrom, e.meta.rcptTo, e.meta.rawSha256, target),
             spooledAt: new Date(now).toISOString(),
           };
-          await spool.put([{ meta, message, eventJson }], now);
+          // Its own copy of the message: the original's last item may be removed meanwhile (NewSpoolItem.ownCopy).
+          await spool.put([{ meta, message, eventJson, ownCopy: true }], now);
         }
         progress(++done, items.length, verb);
       }

@@ -11,8 +11,9 @@
  *
  * Item ids start with their message's queue id, so a message's items are
  * found by prefix: whoever removes a message's last item removes the
- * message (releaseMessage). Items stored by earlier versions carry their own
- * items/<itemId>/message.eml, which is still read and removed.
+ * message (releaseMessage). A replayed item, and items stored by earlier
+ * versions, carry their own items/<itemId>/message.eml instead (NewSpoolItem
+ * `ownCopy`), which is read and removed with the item.
  *
  * A dead letter keeps its objects under items/ (a retry or replay needs the
  * message); "active" are the items under items/ without a dead letter.
@@ -78,12 +79,21 @@ export class S3Spool {
       ]),
     );
     const messages = new Map<string, NewSpoolItem['message']>();
-    for (const it of items) if (!messages.has(it.meta.queueId)) messages.set(it.meta.queueId, it.message);
+    for (const it of items) {
+      // An item added to a message that has items already keeps its own copy:
+      // releaseMessage may have listed the message's items before this one's
+      // metadata existed, and delete the shared copy after it was rewritten here.
+      if (it.ownCopy) await this.putObject(this.itemKey(it.meta.itemId, 'message.eml'), await it.message.content(), 'message/rfc822', it.message.size);
+      else if (!messages.has(it.meta.queueId)) messages.set(it.meta.queueId, it.message);
+    }
     for (const [queueId, message] of messages) await this.putObject(this.messageKey(queueId), await message.content(), 'message/rfc822', message.size);
     for (const it of items) await this.enqueue(it.meta);
   }
 
-  /** An item's message: the shared copy, or the item's own (stored by an earlier version). */
+  /**
+   * An item's message: the message's shared copy (the same bytes for every
+   * item of it), else the item's own (a replay, or stored by an earlier version).
+   */
   async message(meta: Pick<SpoolMeta, 'itemId' | 'queueId'>): Promise<Buffer | null> {
     return (await this.get(this.messageKey(meta.queueId))) ?? (await this.get(this.itemKey(meta.itemId, 'message.eml')));
   }

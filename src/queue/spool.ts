@@ -65,6 +65,14 @@ export interface NewSpoolItem {
   meta: SpoolMeta;
   message: MessageBytes;
   eventJson: Buffer;
+  /**
+   * Store the item with a copy of the message of its own instead of the
+   * message's shared one. For an item added to a message that already has
+   * items (a replay): the removal of the message's last other item, running
+   * at the same moment, may delete the shared copy after this item wrote it
+   * (S3 + SQS backend; the local spool's hard links are each item's own).
+   */
+  ownCopy?: boolean;
 }
 
 /**
