@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { listFiles, type TestGateway } from './helpers/gateway.js';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
 import { GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
@@ -125,6 +125,24 @@ describe('rspamd', { skip }, () => {
       assert.equal(typeof ev.data.spam?.score, 'number');
       assert.ok(ev.data.spam!.score < ev.data.spam!.threshold);
       assert.equal(ev.data.headers.find((h) => h.name === 'X-Spam-Flag')?.value, 'NO');
+    }
+  });
+
+  test('over its Unix socket (scan.scanners[].socket): the same verdict, the URL giving only path and Host', async () => {
+    assert.ok(rspamd.socket);
+    const viaSocket = await startGateway({
+      // Nothing listens on this host's port: only the socket can answer.
+      scan: { scanners: [{ type: 'rspamd', url: 'http://rspamd.invalid:9', socket: rspamd.socket, timeout: '5s' }] },
+      routes: [{ name: 'tag', recipients: ['*@tag.test'], targets: [{ type: 'webhook', url: app.url }] }],
+    });
+    try {
+      const r = await sendOne(viaSocket.port, 'user@tag.test', gtube('gtube-socket'));
+      assert.equal(r.code, 250, r.raw);
+      const ev = events(app).find((e) => e.data.subject === 'gtube-socket');
+      assert.equal(ev?.data.spam?.action, 'tag');
+      assert.ok(ev?.data.spam?.symbols.includes('GTUBE'), String(ev?.data.spam?.symbols));
+    } finally {
+      await viaSocket.close();
     }
   });
 

@@ -24,6 +24,8 @@ export interface RspamdOptions {
   id: string;
   /** Base URL of rspamd's normal worker (http://127.0.0.1:11333). */
   url: string;
+  /** A Unix socket of rspamd's worker to connect to instead of the URL's host (the URL still gives the path and Host). */
+  socket?: string | undefined;
   /** Sent as `Password` (the controller's password, when rspamd asks for one). */
   password?: string | undefined;
 }
@@ -38,7 +40,7 @@ export function rspamdScanner(opts: RspamdOptions): Scanner {
   const base = new URL(opts.url);
   const secure = base.protocol === 'https:';
   const host = base.hostname.replace(/^\[(.*)\]$/, '$1');
-  const to: HttpEndpoint = { host, port: Number(base.port) || (secure ? 443 : 80), tls: secure, ...(secure && net.isIP(host) === 0 ? { servername: host } : {}) };
+  const to: HttpEndpoint = opts.socket ? { path: opts.socket } : { host, port: Number(base.port) || (secure ? 443 : 80), tls: secure, ...(secure && net.isIP(host) === 0 ? { servername: host } : {}) };
   // What every request shares, built once. Connection: close, since rspamd
   // closes anyway and says so (RFC 9112 §9.6: then neither side waits).
   const fixed = `POST ${base.pathname.replace(/\/$/, '')}/checkv2 HTTP/1.1\r\nHost: ${base.host}\r\nConnection: close\r\n${opts.password ? field('Password', opts.password) : ''}`;
