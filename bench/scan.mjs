@@ -30,7 +30,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
-import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { CLK_TCK, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -43,9 +43,10 @@ const ROUNDS = QUICK ? 1 : 3;
 const SESSIONS = 20;
 const WARM = QUICK ? 800 : 1500;
 const COUNT = QUICK ? 800 : 1500;
-/** End to end: pairs of batches (without scanning, stand-in) per round, and messages per batch. */
-const PAIRS = QUICK ? 2 : 6;
-const BATCH = QUICK ? 300 : 500;
+/** End to end: pairs of batches (without scanning, stand-in) per round, each a fixed rate for some seconds. */
+const PAIRS = QUICK ? 2 : 5;
+const PAIR_RATE = 150;
+const PAIR_SECONDS = QUICK ? 3 : 4;
 const LAT_RATE = 50;
 const LAT_SECONDS = QUICK ? 5 : 12;
 const TARGET_US = 100;
@@ -143,9 +144,9 @@ function smtpSource(port, file, count) {
   });
 }
 
-function latency(port, file) {
+function latency(port, file, rate = LAT_RATE, seconds = LAT_SECONDS) {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(HERE, 'lib', 'latency.mjs'), String(port), String(LAT_RATE), String(LAT_SECONDS), '20', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [join(HERE, 'lib', 'latency.mjs'), String(port), String(rate), String(seconds), '20', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`latency.mjs exited ${code}`))));
@@ -174,19 +175,37 @@ async function batch(pg, file, n) {
   return { pgCpuUs: (p1 - p0) / n, rate: n / run.seconds };
 }
 
-/** A fixed-rate run: latency, and the scanner's CPU per message at that rate. */
+/** A fixed-rate run at LAT_RATE: latency, and postgate's and the scanner's CPU per message at that rate. */
 async function fixedRate(pg, file, scanner) {
+  const p0 = cpuUs(pg.pid);
   const r0 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
   const lat = await latency(pg.port, file);
   const r1 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
+  const p1 = cpuUs(pg.pid);
   if (lat.failed) throw new Error(`${lat.failed} messages failed in the fixed-rate run`);
-  return { scannerCpuUs: (r1 - r0) / lat.sent, p50: lat.p50, p99: lat.p99, late: lat.late };
+  return { pgCpuUs: (p1 - p0) / lat.sent, scannerCpuUs: (r1 - r0) / lat.sent, p50: lat.p50, p99: lat.p99, late: lat.late };
+}
+
+/**
+ * One batch of the end-to-end comparison: a fixed PAIR_RATE for PAIR_SECONDS (bench/lib/latency.mjs,
+ * open loop), so both postgates do the same work per second whatever a scan's latency: postgate's CPU
+ * per message over the batch, and the latency.
+ */
+async function pairBatch(pg, file) {
+  const before = await pg.receiver.count();
+  const p0 = cpuUs(pg.pid);
+  const lat = await latency(pg.port, file, PAIR_RATE, PAIR_SECONDS);
+  const p1 = cpuUs(pg.pid);
+  const got = (await pg.receiver.count()) - before;
+  if (lat.failed || got !== lat.sent) throw new Error(`batch incomplete: ${lat.failed} failed, ${got}/${lat.sent} delivered`);
+  return { pgCpuUs: (p1 - p0) / lat.sent, p50: lat.p50, p99: lat.p99, late: lat.late };
 }
 
 /**
  * One round of the end-to-end comparison: a postgate without scanning and one against the stand-in,
  * both running, fed PAIRS pairs of batches in ABBA order (which goes first alternates), so a drift
- * of the machine's load hits both alike; then each one's fixed-rate run.
+ * of the machine's load hits both alike; then the one without scanning at LAT_RATE, the baseline of
+ * the real rspamd's added latency.
  */
 async function pairedRound(tmp, file, replayUrl) {
   const plain = await warmPostgate(tmp, file, null);
@@ -197,12 +216,10 @@ async function pairedRound(tmp, file, replayUrl) {
     for (let i = 0; i < PAIRS; i++) {
       const order = i % 2 ? ['replay', 'plain'] : ['plain', 'replay'];
       const got = {};
-      for (const k of order) got[k] = await batch(k === 'plain' ? plain : replay, file, BATCH);
+      for (const k of order) got[k] = await pairBatch(k === 'plain' ? plain : replay, file);
       pairs.push(got);
     }
-    const latPlain = await fixedRate(plain, file, null);
-    const latReplay = await fixedRate(replay, file, null);
-    return { pairs, latPlain, latReplay };
+    return { pairs, latPlain: await fixedRate(plain, file, null) };
   } finally {
     await replay?.stop();
     await plain.stop();
@@ -213,8 +230,8 @@ async function pairedRound(tmp, file, replayUrl) {
 async function rspamdRound(tmp, file, rspamd) {
   const pg = await warmPostgate(tmp, file, rspamd.address);
   try {
-    const run = await batch(pg, file, COUNT);
-    return { ...run, ...(await fixedRate(pg, file, { pid: rspamd.pid })) };
+    const { rate } = await batch(pg, file, COUNT);
+    return { rate, ...(await fixedRate(pg, file, { pid: rspamd.pid })) };
   } finally {
     await pg.stop();
   }
@@ -227,19 +244,23 @@ async function rspamdRound(tmp, file, rspamd) {
  * the same rounds (order rotating):
  *   - floor: the least any client of rspamd's protocol does, written out here on a bare socket —
  *     connect, write the request head and the message, read the answer to the close;
+ *   - socket: the same step with the client on the stand-in's Unix socket (scan.scanners[].socket);
  *   - undici: what the client did before, undici's Pool.request with the same request headers,
  *     reading the answer and parsing it with the same function (one new connection per scan too,
  *     since the stand-in closes each like rspamd).
  * The stand-in runs in its own process, so no kind counts its work.
  */
-async function stepCost(url, message) {
+async function stepCost(url, socket, message) {
   const { ScanStep, rspamdScanner } = await import(join(ROOT, 'dist', 'src', 'scan', 'index.js'));
   const { parseRspamdAnswer } = await import(join(ROOT, 'dist', 'src', 'scan', 'rspamd.js'));
   const { MessageBytes } = await import(join(ROOT, 'dist', 'src', 'message', 'bytes.js'));
   const { Pool } = await import('undici');
   const bytes = MessageBytes.of(message).prepend(Buffer.from('Received: from client.bench (127.0.0.1) by mx.bench.test with ESMTP id 1; Mon, 07 Dec 2026 10:00:00 +0000\r\n'));
+  const stepOf = (scanner) => new ScanStep({ scanners: [{ scanner, timeoutMs: 15_000 }], breaker: { isDown: () => false, record: () => false }, header: false, now: Date.now });
   const scanner = rspamdScanner({ id: 'rspamd', url });
-  const step = new ScanStep({ scanners: [{ scanner, timeoutMs: 15_000 }], breaker: { isDown: () => false, record: () => false }, header: false, now: Date.now });
+  const viaSocket = rspamdScanner({ id: 'rspamd', url, socket });
+  const step = stepOf(scanner);
+  const stepSocket = stepOf(viaSocket);
   const envelope = { mailFrom: 'bench@client.bench', rcptTo: ['1x@bench.test'], helo: 'client.bench', clientAddress: '127.0.0.1', clientHostname: null, authUser: null, queueId: 'Q1' };
   const policy = { spam: 'tag', virus: 'tag', threshold: null, onError: 'tempfail' };
   const u = new URL(url);
@@ -265,6 +286,7 @@ async function stepCost(url, message) {
     });
   const kinds = {
     step: () => step.run({ content: () => bytes.content(), size: bytes.size, envelope }, policy, 30_000),
+    socket: () => stepSocket.run({ content: () => bytes.content(), size: bytes.size, envelope }, policy, 30_000),
     undici: async () => {
       const res = await pool.request({ path: '/checkv2', method: 'POST', headers, body, headersTimeout: 15_000, bodyTimeout: 15_000 });
       parseRspamdAnswer('rspamd', Buffer.from(await res.body.arrayBuffer()));
@@ -291,6 +313,7 @@ async function stepCost(url, message) {
     }
   }
   await scanner.close();
+  await viaSocket.close();
   await pool.close();
   return Object.fromEntries(names.map((k) => [k, { median: median(out[k]), rounds: out[k] }]));
 }
@@ -323,7 +346,8 @@ const answerFile = join(tmp, 'rspamd-answer.json');
   });
   writeFileSync(answerFile, Buffer.from(await res.arrayBuffer()));
 }
-const replay = await startHelper('rspamd-replay.mjs', [], [answerFile]);
+const replaySocket = join(tmp, 'rspamd-replay.sock');
+const replay = await startHelper('rspamd-replay.mjs', [], [answerFile, replaySocket]);
 const replayUrl = `http://127.0.0.1:${replay.port}`;
 const paired = [];
 const real = [];
@@ -336,17 +360,17 @@ try {
     const withRspamd = async () => {
       const r = await rspamdRound(tmp, file, rspamd);
       real.push(r);
-      process.stdout.write(`round ${round + 1} rspamd: postgate ${f0(r.pgCpuUs)} µs/msg at ${f0(r.rate)} msg/s; at ${LAT_RATE} msg/s: p50 ${f1(r.p50)} ms p99 ${f1(r.p99)} ms, rspamd ${f0(r.scannerCpuUs)} µs/msg\n`);
+      process.stdout.write(`round ${round + 1} rspamd: ${f0(r.rate)} msg/s as fast as it answers; at ${LAT_RATE} msg/s: postgate ${f0(r.pgCpuUs)} µs/msg, p50 ${f1(r.p50)} ms p99 ${f1(r.p99)} ms, rspamd ${f0(r.scannerCpuUs)} µs/msg\n`);
     };
     if (round % 2) await withRspamd();
     const p = await pairedRound(tmp, file, replayUrl);
     paired.push(p);
-    for (const x of p.pairs) process.stdout.write(`round ${round + 1} pair: without scanning ${f0(x.plain.pgCpuUs)} µs/msg at ${f0(x.plain.rate)} msg/s, stand-in ${f0(x.replay.pgCpuUs)} µs/msg at ${f0(x.replay.rate)} msg/s: +${f0(x.replay.pgCpuUs - x.plain.pgCpuUs)} µs\n`);
+    for (const x of p.pairs) process.stdout.write(`round ${round + 1} pair at ${PAIR_RATE} msg/s: without scanning ${f0(x.plain.pgCpuUs)} µs/msg (p50 ${f1(x.plain.p50)} ms), stand-in ${f0(x.replay.pgCpuUs)} µs/msg (p50 ${f1(x.replay.p50)} ms): +${f0(x.replay.pgCpuUs - x.plain.pgCpuUs)} µs${x.plain.late + x.replay.late ? ` (late: ${x.plain.late} / ${x.replay.late})` : ''}\n`);
     if (!(round % 2)) await withRspamd();
   }
   process.stdout.write('the scan step alone, in process, against the stand-in …\n');
-  step = await stepCost(replayUrl, Buffer.from(readFileSync(file, 'latin1').replace(/\n/g, '\r\n'), 'latin1'));
-  process.stdout.write(`scan step ${f0(step.step.median)} µs/scan, bare socket ${f0(step.floor.median)} µs, undici Pool ${f0(step.undici.median)} µs\n`);
+  step = await stepCost(replayUrl, replaySocket, Buffer.from(readFileSync(file, 'latin1').replace(/\n/g, '\r\n'), 'latin1'));
+  process.stdout.write(`scan step ${f0(step.step.median)} µs/scan (over a Unix socket ${f0(step.socket.median)} µs), bare socket ${f0(step.floor.median)} µs, undici Pool ${f0(step.undici.median)} µs\n`);
 } finally {
   await replay.stop();
   await rspamd.stop();
@@ -390,18 +414,27 @@ local node:http receiver (bench/lib/receiver.mjs, its own process) and run as si
 - Machine: ${cpuModel}, ${os.cpus().length} cores, ${f0(os.totalmem() / 2 ** 30)} GiB RAM; client, postgate, receiver and scanner share the cores
 - rspamd answered its first ping ${f1(rspamdStartupMs / 1000)} s after it was started
 - Rounds: ${ROUNDS}. In each, a postgate without scanning and one against the stand-in run side by side, each warmed
-  up with ${WARM} messages, then fed ${PAIRS} pairs of batches of ${BATCH} messages, as fast as each answers, alternately
-  (which of the pair goes first alternates): CPU per message and msg/s from utime+stime of each postgate's process
-  (/proc) over its batch. Then a fixed ${LAT_RATE} msg/s for ${LAT_SECONDS} s to each (bench/lib/latency.mjs, 20
-  connections, open loop: latency from the end of data to the reply). The postgate against the real rspamd, warmed
-  up alike, gets ${COUNT} messages as fast as it answers, then the fixed-rate run (with rspamd's CPU per message); it
-  runs before the pair in odd rounds and after it in even ones. Medians reported.
+  up with ${WARM} messages (smtp-source), then fed ${PAIRS} pairs of batches, alternately (which of the pair goes first
+  alternates): each batch a fixed ${PAIR_RATE} msg/s for ${PAIR_SECONDS} s (bench/lib/latency.mjs, 20 connections, open
+  loop: latency from the end of data to the reply), so both do the same work per second however long a scan takes;
+  CPU per message from utime+stime of each postgate's process (/proc) over its batch. The postgate against the real
+  rspamd, warmed up alike, gets ${COUNT} messages as fast as it answers (msg/s: its single worker's pace), then a fixed
+  ${LAT_RATE} msg/s for ${LAT_SECONDS} s (rspamd's CPU per message, latency), as does the postgate without scanning
+  for comparison; it runs before the pair in odd rounds and after it in even ones. Medians reported.
 
-| | postgate CPU per message | msg/s (${SESSIONS} sessions) | scanner CPU per message | latency p50 at ${LAT_RATE} msg/s | latency p99 |
+postgate's own cost, at ${PAIR_RATE} msg/s:
+
+| | postgate CPU per message | latency p50 | latency p99 | late (sent after their time) |
+|---|---|---|---|---|
+| without scanning | ${f0(mb('plain', 'pgCpuUs'))} µs | ${f1(mb('plain', 'p50'))} ms | ${f1(mb('plain', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.plain.late, 0)} |
+| rspamd stand-in | ${f0(mb('replay', 'pgCpuUs'))} µs | ${f1(mb('replay', 'p50'))} ms | ${f1(mb('replay', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.replay.late, 0)} |
+
+With the real rspamd, at ${LAT_RATE} msg/s:
+
+| | postgate CPU per message | rspamd CPU per message | latency p50 | latency p99 | msg/s as fast as it answers (${SESSIONS} sessions) |
 |---|---|---|---|---|---|
-| without scanning | ${f0(mb('plain', 'pgCpuUs'))} µs | ${f0(mb('plain', 'rate'))} | — | ${f1(ml('latPlain', 'p50'))} ms | ${f1(ml('latPlain', 'p99'))} ms |
-| rspamd stand-in | ${f0(mb('replay', 'pgCpuUs'))} µs | ${f0(mb('replay', 'rate'))} | (not counted) | ${f1(ml('latReplay', 'p50'))} ms | ${f1(ml('latReplay', 'p99'))} ms |
-| rspamd | ${f0(mr('pgCpuUs'))} µs | ${f0(mr('rate'))} | ${f0(mr('scannerCpuUs'))} µs | ${f1(mr('p50'))} ms | ${f1(mr('p99'))} ms |
+| without scanning | ${f0(ml('latPlain', 'pgCpuUs'))} µs | — | ${f1(ml('latPlain', 'p50'))} ms | ${f1(ml('latPlain', 'p99'))} ms | — |
+| rspamd | ${f0(mr('pgCpuUs'))} µs | ${f0(mr('scannerCpuUs'))} µs | ${f1(mr('p50'))} ms | ${f1(mr('p99'))} ms | ${f0(mr('rate'))} |
 
 - **The scan step alone: ${f0(step.step.median)} µs of CPU per message** (ScanStep.run with the rspamd client in one
   process, against the stand-in, ${STEP_COUNT} scans 8 at a time per round; per round: ${step.step.rounds.map(f0).join(', ')} µs).
@@ -409,6 +442,8 @@ local node:http receiver (bench/lib/receiver.mjs, its own process) and run as si
   - the floor of any client of rspamd's protocol, a bare socket that connects, writes the request head and the
     message and reads the answer to the close: ${f0(step.floor.median)} µs (${step.floor.rounds.map(f0).join(', ')} µs); the step adds
     ${f0(step.step.median - step.floor.median)} µs to it: the headers, the parse of the answer, the policy and the verdict;
+  - the same step with the client connecting to the stand-in's Unix socket (\`scan.scanners[].socket\`):
+    ${f0(step.socket.median)} µs (${step.socket.rounds.map(f0).join(', ')} µs);
   - undici's \`Pool.request\` with the same headers and the same parse of the answer, the client before this one:
     ${f0(step.undici.median)} µs (${step.undici.rounds.map(f0).join(', ')} µs). rspamd closes the connection after every answer, so a
     pool opens one per scan as the bare socket does, and undici's own work per connection is what it adds.
@@ -416,12 +451,12 @@ local node:http receiver (bench/lib/receiver.mjs, its own process) and run as si
   ${diffs.length} pairs (interquartile range ${f0(quartile(0.25))} to ${f0(quartile(0.75))} µs; per pair: ${diffs.map(f0).join(', ')} µs).
   Target at most ${TARGET_US} µs: **${pass ? 'PASS' : 'FAIL'}**. Each figure is the difference of two batches of about
   ${f0(mb('plain', 'pgCpuUs'))} µs per message taken seconds apart on cores shared with the client, the receiver and the
-  stand-in; the spread of the pairs shows how far one reading can be trusted, and the in-process figure above,
-  which has none of that noise, is the steadier one.
+  stand-in, and /proc counts CPU in ticks of ${f0(1000 / CLK_TCK)} ms; the spread of the pairs shows how far one reading can be
+  trusted, and the in-process figure above, which has none of that noise, is the steadier one.
 - With the real rspamd: ${f0(mr('scannerCpuUs'))} µs of rspamd's CPU per message, and ${f1(mr('p50') - ml('latPlain', 'p50'))} ms
-  (p50) / ${f1(mr('p99') - ml('latPlain', 'p99'))} ms (p99) added latency, almost all rspamd's own time; its msg/s is its single worker's.
-  postgate's CPU per message against the real rspamd is higher than against the stand-in because it answers fewer
-  messages per second, over which the same per-second costs spread.
+  (p50) / ${f1(mr('p99') - ml('latPlain', 'p99'))} ms (p99) added latency at ${LAT_RATE} msg/s, almost all rspamd's own time.
+  postgate's CPU per message there is higher than in the first table because at ${LAT_RATE} msg/s its per-second
+  costs (timers, the event loop's wake-ups) spread over fewer messages.
 `;
 process.stdout.write(`\n${body}`);
 if (WRITE) {

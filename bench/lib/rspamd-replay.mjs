@@ -6,7 +6,9 @@
  * measured apart. Like rspamd's normal worker it closes the connection after
  * every answer (`Connection: close`, whatever the client asked), so a client
  * pays for one connection per scan here as it does against the real daemon.
- * Prints `ready <port>`; answers `count` on stdin.
+ * With a second argument, a path, it also listens on that Unix socket (as
+ * rspamd's worker does with a second bind_socket). Prints `ready <port>`;
+ * answers `count` on stdin.
  */
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -14,11 +16,12 @@ import { serveHelper } from './helper.mjs';
 
 const answer = readFileSync(process.argv[2]);
 let count = 0;
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   req.on('data', () => undefined);
   req.on('end', () => {
     count++;
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length, connection: 'close' }).end(answer);
   });
-});
-serveHelper(server, () => count);
+};
+if (process.argv[3]) http.createServer(handler).listen(process.argv[3]);
+serveHelper(http.createServer(handler), () => count);
