@@ -41,10 +41,10 @@ const QUICK = args.has('--quick');
 const WRITE = !QUICK && !args.has('--no-write');
 const ROUNDS = QUICK ? 1 : 3;
 const SESSIONS = 20;
-const WARM = QUICK ? 800 : 1500;
+const WARM = QUICK ? 800 : 1000;
 const COUNT = QUICK ? 800 : 1500;
-/** End to end: pairs of batches (without scanning, stand-in) per round, each a fixed rate for some seconds. */
-const PAIRS = QUICK ? 2 : 5;
+/** End to end: sets of batches (without scanning, stand-in over TCP, over its Unix socket) per round, each a fixed rate for some seconds. */
+const PAIRS = QUICK ? 2 : 4;
 const PAIR_RATE = 150;
 const PAIR_SECONDS = QUICK ? 3 : 4;
 const LAT_RATE = 50;
@@ -81,7 +81,7 @@ function tree(pid) {
 const treeCpuUs = (pid) => tree(pid).reduce((s, p) => s + cpuUs(p), 0);
 
 /** The configuration of both postgates; `scan` only in the scanning one (stated in the doc). */
-function config(port, receiverPort, dataDir, rspamdUrl) {
+function config(port, receiverPort, dataDir, rspamdUrl, socket) {
   return `# bench/scan.mjs: postgate in sync mode posting to the local receiver${rspamdUrl ? ', every message scanned by rspamd' : ''}
 smtp:
   listen: 127.0.0.1:${port}
@@ -104,19 +104,19 @@ ${
     ? `scan:
   scanners:
     - type: rspamd
-      url: ${rspamdUrl}
+      url: ${rspamdUrl}${socket ? `\n      socket: ${socket}` : ''}
   # the defaults: spam is tagged (verdict in the event), onError tempfail
 `
     : ''
 }`;
 }
 
-async function startPostgate(tmp, rspamdUrl) {
+async function startPostgate(tmp, rspamdUrl, socket) {
   const receiver = await startHelper('receiver.mjs');
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmp, 'pg-'));
   const cfgFile = join(dataDir, 'postgate.yml');
-  writeFileSync(cfgFile, config(port, receiver.port, dataDir, rspamdUrl));
+  writeFileSync(cfgFile, config(port, receiver.port, dataDir, rspamdUrl, socket));
   const proc = spawn(process.execPath, [CLI, 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
   await waitPort(port, proc);
   return {
@@ -154,8 +154,8 @@ function latency(port, file, rate = LAT_RATE, seconds = LAT_SECONDS) {
 }
 
 /** A fresh postgate, warmed up (its first messages pay for compilation and pools). */
-async function warmPostgate(tmp, file, scannerUrl) {
-  const pg = await startPostgate(tmp, scannerUrl);
+async function warmPostgate(tmp, file, scannerUrl, socket) {
+  const pg = await startPostgate(tmp, scannerUrl, socket);
   const warm = await smtpSource(pg.port, file, WARM);
   if (warm.code !== 0) {
     await pg.stop();
@@ -202,27 +202,27 @@ async function pairBatch(pg, file) {
 }
 
 /**
- * One round of the end-to-end comparison: a postgate without scanning and one against the stand-in,
- * both running, fed PAIRS pairs of batches in ABBA order (which goes first alternates), so a drift
- * of the machine's load hits both alike; then the one without scanning at LAT_RATE, the baseline of
- * the real rspamd's added latency.
+ * One round of the end-to-end comparison: three postgates side by side — without scanning, against the
+ * stand-in over TCP, and against it over its Unix socket (scan.scanners[].socket) — fed PAIRS sets of
+ * batches, the order rotating from set to set, so a drift of the machine's load hits all alike; then
+ * the one without scanning at LAT_RATE, the baseline of the real rspamd's added latency.
  */
-async function pairedRound(tmp, file, replayUrl) {
-  const plain = await warmPostgate(tmp, file, null);
-  let replay;
+async function pairedRound(tmp, file, replayUrl, replaySocket) {
+  const pgs = {};
   try {
-    replay = await warmPostgate(tmp, file, replayUrl);
+    pgs.plain = await warmPostgate(tmp, file, null);
+    pgs.replay = await warmPostgate(tmp, file, replayUrl);
+    pgs.unix = await warmPostgate(tmp, file, replayUrl, replaySocket);
+    const kinds = Object.keys(pgs);
     const pairs = [];
     for (let i = 0; i < PAIRS; i++) {
-      const order = i % 2 ? ['replay', 'plain'] : ['plain', 'replay'];
       const got = {};
-      for (const k of order) got[k] = await pairBatch(k === 'plain' ? plain : replay, file);
+      for (const k of kinds.map((_, j) => kinds[(i + j) % kinds.length])) got[k] = await pairBatch(pgs[k], file);
       pairs.push(got);
     }
-    return { pairs, latPlain: await fixedRate(plain, file, null) };
+    return { pairs, latPlain: await fixedRate(pgs.plain, file, null) };
   } finally {
-    await replay?.stop();
-    await plain.stop();
+    for (const pg of Object.values(pgs)) await pg.stop();
   }
 }
 
@@ -363,9 +363,15 @@ try {
       process.stdout.write(`round ${round + 1} rspamd: ${f0(r.rate)} msg/s as fast as it answers; at ${LAT_RATE} msg/s: postgate ${f0(r.pgCpuUs)} µs/msg, p50 ${f1(r.p50)} ms p99 ${f1(r.p99)} ms, rspamd ${f0(r.scannerCpuUs)} µs/msg\n`);
     };
     if (round % 2) await withRspamd();
-    const p = await pairedRound(tmp, file, replayUrl);
+    const p = await pairedRound(tmp, file, replayUrl, replaySocket);
     paired.push(p);
-    for (const x of p.pairs) process.stdout.write(`round ${round + 1} pair at ${PAIR_RATE} msg/s: without scanning ${f0(x.plain.pgCpuUs)} µs/msg (p50 ${f1(x.plain.p50)} ms), stand-in ${f0(x.replay.pgCpuUs)} µs/msg (p50 ${f1(x.replay.p50)} ms): +${f0(x.replay.pgCpuUs - x.plain.pgCpuUs)} µs${x.plain.late + x.replay.late ? ` (late: ${x.plain.late} / ${x.replay.late})` : ''}\n`);
+    for (const x of p.pairs) {
+      process.stdout.write(
+        `round ${round + 1} set at ${PAIR_RATE} msg/s: without scanning ${f0(x.plain.pgCpuUs)} µs/msg (p50 ${f1(x.plain.p50)} ms), ` +
+          `stand-in ${f0(x.replay.pgCpuUs)} µs/msg (+${f0(x.replay.pgCpuUs - x.plain.pgCpuUs)}), over its Unix socket ${f0(x.unix.pgCpuUs)} µs/msg (+${f0(x.unix.pgCpuUs - x.plain.pgCpuUs)})` +
+          `${x.plain.late + x.replay.late + x.unix.late ? ` (late: ${x.plain.late} / ${x.replay.late} / ${x.unix.late})` : ''}\n`,
+      );
+    }
     if (!(round % 2)) await withRspamd();
   }
   process.stdout.write('the scan step alone, in process, against the stand-in …\n');
@@ -381,14 +387,18 @@ const stepPass = step.step.median <= TARGET_US;
 const pairs = paired.flatMap((p) => p.pairs);
 const diffs = pairs.map((x) => x.replay.pgCpuUs - x.plain.pgCpuUs);
 const added = median(diffs);
+const diffsUnix = pairs.map((x) => x.unix.pgCpuUs - x.plain.pgCpuUs);
+const addedUnix = median(diffsUnix);
 const pass = added <= TARGET_US;
 const mb = (kind, key) => median(pairs.map((x) => x[kind][key]));
 const ml = (kind, key) => median(paired.map((p) => p[kind][key]));
 const mr = (key) => median(real.map((r) => r[key]));
 const cpuModel = (readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown').trim();
 const rspamdVersion = execFileSync(RSPAMD, ['--version']).toString().trim().split('\n')[0];
-const sorted = [...diffs].sort((x, y) => x - y);
-const quartile = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
+const quartile = (xs, q) => {
+  const sorted = [...xs].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
+};
 
 const body = `## Scanning with rspamd
 
@@ -398,7 +408,7 @@ measured against postgate without scanning in the same run. The postgates have t
 local node:http receiver (bench/lib/receiver.mjs, its own process) and run as single processes. Three kinds:
 
 - **without scanning**;
-- **rspamd stand-in**: scanning on, against a node:http process that answers every \`/checkv2\` at once with the
+- **rspamd stand-in**: scanning on, against a node:http process (over TCP, and over a Unix socket it also listens on) that answers every \`/checkv2\` at once with the
   real rspamd's recorded answer for this message (bench/lib/rspamd-replay.mjs) and then closes the connection, as
   rspamd's normal worker does after every answer. postgate does all of its scanning work (a connection, the
   request with the envelope headers, the message as the body, the JSON answer, the policy, the event's \`spam\`)
@@ -413,9 +423,9 @@ local node:http receiver (bench/lib/receiver.mjs, its own process) and run as si
 - Node: ${process.version} (${process.platform} ${process.arch}); ${rspamdVersion}; load: \`${SMTP_SOURCE}\` with ${SESSIONS} sessions, connections reused
 - Machine: ${cpuModel}, ${os.cpus().length} cores, ${f0(os.totalmem() / 2 ** 30)} GiB RAM; client, postgate, receiver and scanner share the cores
 - rspamd answered its first ping ${f1(rspamdStartupMs / 1000)} s after it was started
-- Rounds: ${ROUNDS}. In each, a postgate without scanning and one against the stand-in run side by side, each warmed
-  up with ${WARM} messages (smtp-source), then fed ${PAIRS} pairs of batches, alternately (which of the pair goes first
-  alternates): each batch a fixed ${PAIR_RATE} msg/s for ${PAIR_SECONDS} s (bench/lib/latency.mjs, 20 connections, open
+- Rounds: ${ROUNDS}. In each, three postgates run side by side — without scanning, against the stand-in over TCP, and
+  against it over its Unix socket — each warmed up with ${WARM} messages (smtp-source), then fed ${PAIRS} sets of batches,
+  one batch each in turn (which goes first rotates from set to set): each batch a fixed ${PAIR_RATE} msg/s for ${PAIR_SECONDS} s (bench/lib/latency.mjs, 20 connections, open
   loop: latency from the end of data to the reply), so both do the same work per second however long a scan takes;
   CPU per message from utime+stime of each postgate's process (/proc) over its batch. The postgate against the real
   rspamd, warmed up alike, gets ${COUNT} messages as fast as it answers (msg/s: its single worker's pace), then a fixed
@@ -428,6 +438,7 @@ postgate's own cost, at ${PAIR_RATE} msg/s:
 |---|---|---|---|---|
 | without scanning | ${f0(mb('plain', 'pgCpuUs'))} µs | ${f1(mb('plain', 'p50'))} ms | ${f1(mb('plain', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.plain.late, 0)} |
 | rspamd stand-in | ${f0(mb('replay', 'pgCpuUs'))} µs | ${f1(mb('replay', 'p50'))} ms | ${f1(mb('replay', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.replay.late, 0)} |
+| rspamd stand-in over its Unix socket | ${f0(mb('unix', 'pgCpuUs'))} µs | ${f1(mb('unix', 'p50'))} ms | ${f1(mb('unix', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.unix.late, 0)} |
 
 With the real rspamd, at ${LAT_RATE} msg/s:
 
@@ -447,12 +458,16 @@ With the real rspamd, at ${LAT_RATE} msg/s:
   - undici's \`Pool.request\` with the same headers and the same parse of the answer, the client before this one:
     ${f0(step.undici.median)} µs (${step.undici.rounds.map(f0).join(', ')} µs). rspamd closes the connection after every answer, so a
     pool opens one per scan as the bare socket does, and undici's own work per connection is what it adds.
-- **End to end: ${f0(added)} µs** of postgate's CPU per message, stand-in minus without scanning, median of the
-  ${diffs.length} pairs (interquartile range ${f0(quartile(0.25))} to ${f0(quartile(0.75))} µs; per pair: ${diffs.map(f0).join(', ')} µs).
-  Target at most ${TARGET_US} µs: **${pass ? 'PASS' : 'FAIL'}**. Each figure is the difference of two batches of about
-  ${f0(mb('plain', 'pgCpuUs'))} µs per message taken seconds apart on cores shared with the client, the receiver and the
-  stand-in, and /proc counts CPU in ticks of ${f0(1000 / CLK_TCK)} ms; the spread of the pairs shows how far one reading can be
-  trusted, and the in-process figure above, which has none of that noise, is the steadier one.
+- **End to end over TCP (the default): ${f0(added)} µs** of postgate's CPU per message, stand-in minus without
+  scanning, median of the ${diffs.length} sets (interquartile range ${f0(quartile(diffs, 0.25))} to ${f0(quartile(diffs, 0.75))} µs; per set: ${diffs.map(f0).join(', ')} µs).
+  Target at most ${TARGET_US} µs: **${pass ? 'PASS' : 'FAIL'}**.
+- **End to end over rspamd's Unix socket (\`scan.scanners[].socket\`): ${f0(addedUnix)} µs** (interquartile range
+  ${f0(quartile(diffsUnix, 0.25))} to ${f0(quartile(diffsUnix, 0.75))} µs; per set: ${diffsUnix.map(f0).join(', ')} µs). Target at most ${TARGET_US} µs: **${addedUnix <= TARGET_US ? 'PASS' : 'FAIL'}**.
+- Each end-to-end figure is the difference of two batches of about ${f0(mb('plain', 'pgCpuUs'))} µs per message taken seconds
+  apart on cores shared with the client, the receiver and the stand-in, and /proc counts CPU in ticks of ${f0(1000 / CLK_TCK)} ms;
+  the spread of the sets shows how far one reading can be trusted. Compare the end-to-end figures with the
+  in-process ones: where the TCP figure is well above the step's while the Unix socket's is not, the difference is
+  what a TCP connection per scan costs inside postgate's process beyond what it costs in the script's.
 - With the real rspamd: ${f0(mr('scannerCpuUs'))} µs of rspamd's CPU per message, and ${f1(mr('p50') - ml('latPlain', 'p50'))} ms
   (p50) / ${f1(mr('p99') - ml('latPlain', 'p99'))} ms (p99) added latency at ${LAT_RATE} msg/s, almost all rspamd's own time.
   postgate's CPU per message there is higher than in the first table because at ${LAT_RATE} msg/s its per-second
