@@ -241,14 +241,14 @@ describe('rspamd: the HTTP exchange (scan/http.ts)', () => {
     }
   });
 
-  test('chunked, in pieces; or delimited by the close', async () => {
+  test('chunked, in pieces; or delimited by the close, after an interim 100', async () => {
     const chunked = await httpServer((sock) => {
       sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
       const half = VERDICT.length >> 1;
       setTimeout(() => sock.write(`${half.toString(16)};ext=1\r\n${VERDICT.slice(0, half)}\r\n`), 20);
       setTimeout(() => sock.write(`${(VERDICT.length - half).toString(16)}\r\n${VERDICT.slice(half)}\r\n0\r\n\r\n`), 40); // no close
     });
-    const closed = await httpServer((sock) => sock.end(`HTTP/1.1 200 OK\r\n\r\n${VERDICT}`));
+    const closed = await httpServer((sock) => sock.end(`HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n${VERDICT}`));
     try {
       assert.equal((await spam(rspamdScanner({ id: 'r', url: chunked.url }).scan(input(3000)))).score, 3.5);
       assert.equal((await spam(rspamdScanner({ id: 'r', url: closed.url }).scan(input(3000)))).score, 3.5);

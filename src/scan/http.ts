@@ -77,6 +77,11 @@ export function httpExchange(name: string, to: HttpEndpoint, timeoutMs: number, 
         return false;
       }
       status = Number(st[1]);
+      // An interim answer (100 Continue from a proxy) comes before the real one (RFC 9110 §15.2).
+      if (status < 200) {
+        buf = buf!.subarray(end + 4);
+        return readHead();
+      }
       for (let i = 1; i < lines.length; i++) {
         const line = lines[i]!;
         const colon = line.indexOf(':');
