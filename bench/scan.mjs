@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /**
  * Scanning benchmark: what rspamd scanning adds per 4 KB message, measured
- * against postgate without scanning in the same run (rounds rotate which
- * goes first). The postgates are the same build and configuration but for
- * `scan:` (one rspamd scanner, the default policy `tag`), post to a local
- * node:http receiver, and run as single processes.
+ * against postgate without scanning in the same run. The postgates are the
+ * same build and configuration but for `scan:` (one rspamd scanner, the
+ * default policy `tag`), post to a local node:http receiver, and run as
+ * single processes.
  *
- *   - postgate's own added CPU per message (the target: at most 100 µs):
- *     postgate against a stand-in that answers with the real rspamd's
- *     recorded answer at once (lib/rspamd-replay.mjs), minus postgate without
- *     scanning, both at the throughput they sustain; what rspamd spends is
- *     not in it;
+ *   - postgate's own added CPU per message (the target: at most 100 µs), two
+ *     ways: the scan step alone in this process (ScanStep.run with the rspamd
+ *     client, beside a bare socket exchange and undici's Pool in the same
+ *     rounds); and end to end, postgate against a stand-in that answers with
+ *     the real rspamd's recorded answer at once (lib/rspamd-replay.mjs) minus
+ *     postgate without scanning, the two running side by side and fed
+ *     alternating batches, so each difference is of two figures taken
+ *     seconds apart; what rspamd spends is not in it;
  *   - with the real rspamd (a private instance with one normal worker, the
  *     test suite's, dist/test/helpers/scanners.js): rspamd's CPU per message
  *     (its main and worker processes) and the added latency at a fixed rate.
@@ -21,12 +24,13 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
-import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { CLK_TCK, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -37,12 +41,16 @@ const QUICK = args.has('--quick');
 const WRITE = !QUICK && !args.has('--no-write');
 const ROUNDS = QUICK ? 1 : 3;
 const SESSIONS = 20;
-const WARM = QUICK ? 800 : 1500;
-const COUNT = QUICK ? 800 : 1500;
+const WARM = QUICK ? 800 : 1000;
+const COUNT = QUICK ? 800 : 1000;
+/** End to end: sets of batches (without scanning, stand-in over TCP, over its Unix socket) per round, each a fixed rate for some seconds. */
+const PAIRS = QUICK ? 2 : 4;
+const PAIR_RATE = 150;
+const PAIR_SECONDS = QUICK ? 3 : 4;
 const LAT_RATE = 50;
-const LAT_SECONDS = QUICK ? 5 : 15;
+const LAT_SECONDS = QUICK ? 5 : 10;
 const TARGET_US = 100;
-const STEP_COUNT = QUICK ? 2000 : 5000;
+const STEP_COUNT = QUICK ? 1000 : 2000;
 
 const SMTP_SOURCE = ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => existsSync(p));
 const RSPAMD = ['/usr/bin/rspamd', '/usr/sbin/rspamd'].find((p) => existsSync(p));
@@ -73,7 +81,7 @@ function tree(pid) {
 const treeCpuUs = (pid) => tree(pid).reduce((s, p) => s + cpuUs(p), 0);
 
 /** The configuration of both postgates; `scan` only in the scanning one (stated in the doc). */
-function config(port, receiverPort, dataDir, rspamdUrl) {
+function config(port, receiverPort, dataDir, rspamdUrl, socket) {
   return `# bench/scan.mjs: postgate in sync mode posting to the local receiver${rspamdUrl ? ', every message scanned by rspamd' : ''}
 smtp:
   listen: 127.0.0.1:${port}
@@ -96,19 +104,19 @@ ${
     ? `scan:
   scanners:
     - type: rspamd
-      url: ${rspamdUrl}
+      url: ${rspamdUrl}${socket ? `\n      socket: ${socket}` : ''}
   # the defaults: spam is tagged (verdict in the event), onError tempfail
 `
     : ''
 }`;
 }
 
-async function startPostgate(tmp, rspamdUrl) {
+async function startPostgate(tmp, rspamdUrl, socket) {
   const receiver = await startHelper('receiver.mjs');
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmp, 'pg-'));
   const cfgFile = join(dataDir, 'postgate.yml');
-  writeFileSync(cfgFile, config(port, receiver.port, dataDir, rspamdUrl));
+  writeFileSync(cfgFile, config(port, receiver.port, dataDir, rspamdUrl, socket));
   const proc = spawn(process.execPath, [CLI, 'serve', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'inherit'] });
   await waitPort(port, proc);
   return {
@@ -136,36 +144,94 @@ function smtpSource(port, file, count) {
   });
 }
 
-function latency(port, file) {
+function latency(port, file, rate = LAT_RATE, seconds = LAT_SECONDS) {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [join(HERE, 'lib', 'latency.mjs'), String(port), String(LAT_RATE), String(LAT_SECONDS), '20', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [join(HERE, 'lib', 'latency.mjs'), String(port), String(rate), String(seconds), '20', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`latency.mjs exited ${code}`))));
   });
 }
 
+/** A fresh postgate, warmed up (its first messages pay for compilation and pools). */
+async function warmPostgate(tmp, file, scannerUrl, socket) {
+  const pg = await startPostgate(tmp, scannerUrl, socket);
+  const warm = await smtpSource(pg.port, file, WARM);
+  if (warm.code !== 0) {
+    await pg.stop();
+    throw new Error(`warm-up failed: ${warm.err}`);
+  }
+  return pg;
+}
+
+/** `n` messages as fast as postgate answers (smtp-source, closed loop): its CPU per message and msg/s, as in bench/smtp.mjs. */
+async function batch(pg, file, n) {
+  const before = await pg.receiver.count();
+  const p0 = cpuUs(pg.pid);
+  const run = await smtpSource(pg.port, file, n);
+  const p1 = cpuUs(pg.pid);
+  const got = (await pg.receiver.count()) - before;
+  if (run.code !== 0 || got !== n) throw new Error(`run incomplete: exit ${run.code}, ${got}/${n} delivered ${run.err}`);
+  return { pgCpuUs: (p1 - p0) / n, rate: n / run.seconds };
+}
+
+/** A fixed-rate run at LAT_RATE: latency, and postgate's and the scanner's CPU per message at that rate. */
+async function fixedRate(pg, file, scanner) {
+  const p0 = cpuUs(pg.pid);
+  const r0 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
+  const lat = await latency(pg.port, file);
+  const r1 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
+  const p1 = cpuUs(pg.pid);
+  if (lat.failed) throw new Error(`${lat.failed} messages failed in the fixed-rate run`);
+  return { pgCpuUs: (p1 - p0) / lat.sent, scannerCpuUs: (r1 - r0) / lat.sent, p50: lat.p50, p99: lat.p99, late: lat.late };
+}
+
 /**
- * One measurement: a fresh postgate, warmed up; COUNT messages as fast as it answers (smtp-source,
- * closed loop), whose CPU per message is the compared figure, as in bench/smtp.mjs; then a
- * fixed-rate run for latency (and rspamd's CPU per message at that rate).
+ * One batch of the end-to-end comparison: a fixed PAIR_RATE for PAIR_SECONDS (bench/lib/latency.mjs,
+ * open loop), so both postgates do the same work per second whatever a scan's latency: postgate's CPU
+ * per message over the batch, and the latency.
  */
-async function measure(tmp, file, scanner) {
-  const pg = await startPostgate(tmp, scanner?.url);
+async function pairBatch(pg, file) {
+  const before = await pg.receiver.count();
+  const p0 = cpuUs(pg.pid);
+  const lat = await latency(pg.port, file, PAIR_RATE, PAIR_SECONDS);
+  const p1 = cpuUs(pg.pid);
+  const got = (await pg.receiver.count()) - before;
+  if (lat.failed || got !== lat.sent) throw new Error(`batch incomplete: ${lat.failed} failed, ${got}/${lat.sent} delivered`);
+  return { pgCpuUs: (p1 - p0) / lat.sent, p50: lat.p50, p99: lat.p99, late: lat.late };
+}
+
+/**
+ * One round of the end-to-end comparison: three postgates side by side — without scanning, against the
+ * stand-in over TCP, and against it over its Unix socket (scan.scanners[].socket) — fed PAIRS sets of
+ * batches, the order rotating from set to set, so a drift of the machine's load hits all alike; then
+ * the one without scanning at LAT_RATE, the baseline of the real rspamd's added latency.
+ */
+async function pairedRound(tmp, file, replayUrl, replaySocket) {
+  const pgs = {};
   try {
-    const warm = await smtpSource(pg.port, file, WARM);
-    if (warm.code !== 0) throw new Error(`warm-up failed: ${warm.err}`);
-    const before = await pg.receiver.count();
-    const p0 = cpuUs(pg.pid);
-    const run = await smtpSource(pg.port, file, COUNT);
-    const p1 = cpuUs(pg.pid);
-    const got = (await pg.receiver.count()) - before;
-    if (run.code !== 0 || got !== COUNT) throw new Error(`run incomplete: exit ${run.code}, ${got}/${COUNT} delivered ${run.err}`);
-    const r0 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
-    const lat = await latency(pg.port, file);
-    const r1 = scanner?.pid ? treeCpuUs(scanner.pid) : 0;
-    if (lat.failed) throw new Error(`${lat.failed} messages failed in the fixed-rate run`);
-    return { pgCpuUs: (p1 - p0) / COUNT, scannerCpuUs: (r1 - r0) / lat.sent, rate: COUNT / run.seconds, p50: lat.p50, p99: lat.p99, late: lat.late };
+    pgs.plain = await warmPostgate(tmp, file, null);
+    pgs.replay = await warmPostgate(tmp, file, replayUrl);
+    pgs.unix = await warmPostgate(tmp, file, replayUrl, replaySocket);
+    const kinds = Object.keys(pgs);
+    const pairs = [];
+    for (let i = 0; i < PAIRS; i++) {
+      const got = {};
+      for (const k of kinds.map((_, j) => kinds[(i + j) % kinds.length])) got[k] = await pairBatch(pgs[k], file);
+      pairs.push(got);
+    }
+    return { pairs, latPlain: await fixedRate(pgs.plain, file, null) };
+  } finally {
+    for (const pg of Object.values(pgs)) await pg.stop();
+  }
+}
+
+/** The real rspamd: postgate's CPU and msg/s at rspamd's pace, then the fixed-rate run with rspamd's CPU. */
+async function rspamdRound(tmp, file, rspamd) {
+  const pg = await warmPostgate(tmp, file, rspamd.address);
+  try {
+    const { rate } = await batch(pg, file, COUNT);
+    return { rate, ...(await fixedRate(pg, file, { pid: rspamd.pid })) };
   } finally {
     await pg.stop();
   }
@@ -174,38 +240,72 @@ async function measure(tmp, file, scanner) {
 /**
  * The scan step alone, in this process: ScanStep.run with the rspamd client against the stand-in,
  * as the session calls it (the message in memory with its trace header, the envelope, the policy),
- * STEP_COUNT scans, 8 at a time; CPU of this process per scan (process.cpuUsage). Beside it, the
- * floor of any HTTP scanner client: a bare undici POST of the same bytes to the same stand-in,
- * reading the answer. The stand-in runs in its own process, so neither counts its work.
+ * STEP_COUNT scans, 8 at a time; CPU of this process per scan (process.cpuUsage). Beside it, in
+ * the same rounds (order rotating):
+ *   - floor: the least any client of rspamd's protocol does, written out here on a bare socket —
+ *     connect, write the request head and the message, read the answer to the close;
+ *   - socket: the same step with the client on the stand-in's Unix socket (scan.scanners[].socket);
+ *   - undici: what the client did before, undici's Pool.request with the same request headers,
+ *     reading the answer and parsing it with the same function (one new connection per scan too,
+ *     since the stand-in closes each like rspamd).
+ * The stand-in runs in its own process, so no kind counts its work.
  */
-async function stepCost(url, message) {
+async function stepCost(url, socket, message) {
   const { ScanStep, rspamdScanner } = await import(join(ROOT, 'dist', 'src', 'scan', 'index.js'));
+  const { parseRspamdAnswer } = await import(join(ROOT, 'dist', 'src', 'scan', 'rspamd.js'));
   const { MessageBytes } = await import(join(ROOT, 'dist', 'src', 'message', 'bytes.js'));
   const { Pool } = await import('undici');
   const bytes = MessageBytes.of(message).prepend(Buffer.from('Received: from client.bench (127.0.0.1) by mx.bench.test with ESMTP id 1; Mon, 07 Dec 2026 10:00:00 +0000\r\n'));
+  const stepOf = (scanner) => new ScanStep({ scanners: [{ scanner, timeoutMs: 15_000 }], breaker: { isDown: () => false, record: () => false }, header: false, now: Date.now });
   const scanner = rspamdScanner({ id: 'rspamd', url });
-  const step = new ScanStep({ scanners: [{ scanner, timeoutMs: 15_000 }], breaker: { isDown: () => false, record: () => false }, header: false, now: Date.now });
+  const viaSocket = rspamdScanner({ id: 'rspamd', url, socket });
+  const step = stepOf(scanner);
+  const stepSocket = stepOf(viaSocket);
   const envelope = { mailFrom: 'bench@client.bench', rcptTo: ['1x@bench.test'], helo: 'client.bench', clientAddress: '127.0.0.1', clientHostname: null, authUser: null, queueId: 'Q1' };
   const policy = { spam: 'tag', virus: 'tag', threshold: null, onError: 'tempfail' };
-  const pool = new Pool(url, { connections: 32 });
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections: 32, keepAliveTimeout: 30_000 });
   const body = await bytes.buffer();
+  const fields = { From: envelope.mailFrom, Rcpt: envelope.rcptTo[0], IP: envelope.clientAddress, Helo: envelope.helo, 'Queue-Id': envelope.queueId };
+  const headers = ['content-length', String(body.length), ...Object.entries(fields).flat()];
+  const head = Buffer.from(`POST /checkv2 HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\nContent-Length: ${body.length}\r\n${Object.entries(fields).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`, 'latin1');
+  const bare = () =>
+    new Promise((resolve, reject) => {
+      const s = net.connect(Number(u.port), u.hostname);
+      const chunks = [];
+      s.on('data', (d) => chunks.push(d));
+      s.on('end', () => {
+        s.destroy();
+        resolve(Buffer.concat(chunks));
+      });
+      s.on('error', reject);
+      s.cork();
+      s.write(head);
+      s.write(body);
+      s.uncork();
+    });
   const kinds = {
     step: () => step.run({ content: () => bytes.content(), size: bytes.size, envelope }, policy, 30_000),
-    floor: async () => {
-      const res = await pool.request({ path: '/checkv2', method: 'POST', body });
-      await res.body.arrayBuffer();
+    socket: () => stepSocket.run({ content: () => bytes.content(), size: bytes.size, envelope }, policy, 30_000),
+    undici: async () => {
+      const res = await pool.request({ path: '/checkv2', method: 'POST', headers, body, headersTimeout: 15_000, bodyTimeout: 15_000 });
+      parseRspamdAnswer('rspamd', Buffer.from(await res.body.arrayBuffer()));
     },
+    floor: bare,
   };
   const loop = async (fn, n) => {
     let i = 0;
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (i++ < n) await fn();
-    }));
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (i++ < n) await fn();
+      }),
+    );
   };
-  const out = { step: [], floor: [] };
-  for (const k of Object.keys(kinds)) await loop(kinds[k], STEP_COUNT); // warm-up
+  const names = Object.keys(kinds);
+  const out = Object.fromEntries(names.map((k) => [k, []]));
+  for (const k of names) await loop(kinds[k], STEP_COUNT); // warm-up
   for (let r = 0; r < ROUNDS * 2 + 1; r++) {
-    for (const k of r % 2 ? ['floor', 'step'] : ['step', 'floor']) {
+    for (const k of names.map((_, i) => names[(i + r) % names.length])) {
       const c0 = process.cpuUsage();
       await loop(kinds[k], STEP_COUNT);
       const c = process.cpuUsage(c0);
@@ -213,8 +313,9 @@ async function stepCost(url, message) {
     }
   }
   await scanner.close();
+  await viaSocket.close();
   await pool.close();
-  return { step: median(out.step), floor: median(out.floor), stepRounds: out.step, floorRounds: out.floor };
+  return Object.fromEntries(names.map((k) => [k, { median: median(out[k]), rounds: out[k] }]));
 }
 
 const median = (xs) => {
@@ -245,56 +346,75 @@ const answerFile = join(tmp, 'rspamd-answer.json');
   });
   writeFileSync(answerFile, Buffer.from(await res.arrayBuffer()));
 }
-const replay = await startHelper('rspamd-replay.mjs', [], [answerFile]);
-const KINDS = ['plain', 'replay', 'rspamd'];
-const results = Object.fromEntries(KINDS.map((k) => [k, []]));
+const replaySocket = join(tmp, 'rspamd-replay.sock');
+const replay = await startHelper('rspamd-replay.mjs', [], [answerFile, replaySocket]);
+const replayUrl = `http://127.0.0.1:${replay.port}`;
+const paired = [];
+const real = [];
 let step;
+const f0 = (x) => x.toFixed(0);
+const f1 = (x) => x.toFixed(1);
 try {
   for (let round = 0; round < ROUNDS; round++) {
-    // Rotate which goes first, so a drift of the machine's load hits all three.
-    const order = KINDS.map((_, i) => KINDS[(i + round) % KINDS.length]);
-    for (const kind of order) {
-      const scanner = kind === 'plain' ? null : kind === 'replay' ? { url: `http://127.0.0.1:${replay.port}`, pid: 0 } : { url: rspamd.address, pid: rspamd.pid };
-      const r = await measure(tmp, file, scanner);
-      results[kind].push(r);
-      process.stdout.write(`round ${round + 1} ${kind.padEnd(6)}: postgate ${r.pgCpuUs.toFixed(0)} µs/msg at ${r.rate.toFixed(0)} msg/s; at ${LAT_RATE} msg/s: latency p50 ${r.p50.toFixed(1)} ms p99 ${r.p99.toFixed(1)} ms, scanner ${r.scannerCpuUs.toFixed(0)} µs/msg\n`);
+    // The real rspamd's run goes after the pair in odd rounds, before it in even ones.
+    const withRspamd = async () => {
+      const r = await rspamdRound(tmp, file, rspamd);
+      real.push(r);
+      process.stdout.write(`round ${round + 1} rspamd: ${f0(r.rate)} msg/s as fast as it answers; at ${LAT_RATE} msg/s: postgate ${f0(r.pgCpuUs)} µs/msg, p50 ${f1(r.p50)} ms p99 ${f1(r.p99)} ms, rspamd ${f0(r.scannerCpuUs)} µs/msg\n`);
+    };
+    if (round % 2) await withRspamd();
+    const p = await pairedRound(tmp, file, replayUrl, replaySocket);
+    paired.push(p);
+    for (const x of p.pairs) {
+      process.stdout.write(
+        `round ${round + 1} set at ${PAIR_RATE} msg/s: without scanning ${f0(x.plain.pgCpuUs)} µs/msg (p50 ${f1(x.plain.p50)} ms), ` +
+          `stand-in ${f0(x.replay.pgCpuUs)} µs/msg (+${f0(x.replay.pgCpuUs - x.plain.pgCpuUs)}), over its Unix socket ${f0(x.unix.pgCpuUs)} µs/msg (+${f0(x.unix.pgCpuUs - x.plain.pgCpuUs)})` +
+          `${x.plain.late + x.replay.late + x.unix.late ? ` (late: ${x.plain.late} / ${x.replay.late} / ${x.unix.late})` : ''}\n`,
+      );
     }
+    if (!(round % 2)) await withRspamd();
   }
   process.stdout.write('the scan step alone, in process, against the stand-in …\n');
-  step = await stepCost(`http://127.0.0.1:${replay.port}`, Buffer.from(readFileSync(file, 'latin1').replace(/\n/g, '\r\n'), 'latin1'));
-  process.stdout.write(`scan step ${step.step.toFixed(0)} µs/scan, bare undici POST ${step.floor.toFixed(0)} µs\n`);
+  step = await stepCost(replayUrl, replaySocket, Buffer.from(readFileSync(file, 'latin1').replace(/\n/g, '\r\n'), 'latin1'));
+  process.stdout.write(`scan step ${f0(step.step.median)} µs/scan (over a Unix socket ${f0(step.socket.median)} µs), bare socket ${f0(step.floor.median)} µs, undici Pool ${f0(step.undici.median)} µs\n`);
 } finally {
   await replay.stop();
   await rspamd.stop();
   rmSync(tmp, { recursive: true, force: true });
 }
-const stepPass = step.step <= TARGET_US;
+const stepPass = step.step.median <= TARGET_US;
 
-const m = (kind, key) => median(results[kind].map((r) => r[key]));
-const added = m('replay', 'pgCpuUs') - m('plain', 'pgCpuUs');
-const perRound = results.replay.map((r, i) => r.pgCpuUs - results.plain[i].pgCpuUs);
+const pairs = paired.flatMap((p) => p.pairs);
+const diffs = pairs.map((x) => x.replay.pgCpuUs - x.plain.pgCpuUs);
+const added = median(diffs);
+const late = pairs.reduce((n, x) => n + x.plain.late + x.replay.late + x.unix.late, 0);
+const diffsUnix = pairs.map((x) => x.unix.pgCpuUs - x.plain.pgCpuUs);
+const addedUnix = median(diffsUnix);
 const pass = added <= TARGET_US;
-const f0 = (x) => x.toFixed(0);
-const f1 = (x) => x.toFixed(1);
+const mb = (kind, key) => median(pairs.map((x) => x[kind][key]));
+const ml = (kind, key) => median(paired.map((p) => p[kind][key]));
+const mr = (key) => median(real.map((r) => r[key]));
 const cpuModel = (readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown').trim();
 const rspamdVersion = execFileSync(RSPAMD, ['--version']).toString().trim().split('\n')[0];
-const row = (label, kind, scannerCpu) =>
-  `| ${label} | ${f0(m(kind, 'pgCpuUs'))} µs | ${f0(m(kind, 'rate'))} | ${scannerCpu} | ${f1(m(kind, 'p50'))} ms | ${f1(m(kind, 'p99'))} ms |`;
+const quartile = (xs, q) => {
+  const sorted = [...xs].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
+};
 
 const body = `## Scanning with rspamd
 
 What scanning every message with rspamd adds, for 4 KB text/plain messages (\`plain-4k\` of bench/messages.mjs),
 measured against postgate without scanning in the same run. The postgates have the same configuration but for
 \`scan:\` (one rspamd scanner, the default policy: spam tagged, \`onError: tempfail\`), deliver in sync mode to a
-local node:http receiver (bench/lib/receiver.mjs, its own process) and run as single processes. Three kinds, rounds
-rotating which goes first:
+local node:http receiver (bench/lib/receiver.mjs, its own process) and run as single processes. Three kinds:
 
 - **without scanning**;
-- **rspamd stand-in**: scanning on, against a node:http process that answers every \`/checkv2\` at once with the
-  real rspamd's recorded answer for this message (bench/lib/rspamd-replay.mjs). postgate does all of its scanning
-  work (the request with the envelope headers, the message as the body, the JSON answer, the policy, the event's
-  \`spam\`) at the same throughput as without scanning, so the difference in postgate's CPU per message is
-  **postgate's own cost** of scanning, the target's figure;
+- **rspamd stand-in**: scanning on, against a node:http process (over TCP, and over a Unix socket it also listens on) that answers every \`/checkv2\` at once with the
+  real rspamd's recorded answer for this message (bench/lib/rspamd-replay.mjs) and then closes the connection, as
+  rspamd's normal worker does after every answer. postgate does all of its scanning work (a connection, the
+  request with the envelope headers, the message as the body, the JSON answer, the policy, the event's \`spam\`)
+  at the same throughput as without scanning, so the difference in postgate's CPU per message is **postgate's own
+  cost** of scanning, the target's figure;
 - **rspamd**: scanning on against the real rspamd, a private instance with one normal worker on loopback and the
   test suite's configuration (dist/test/helpers/scanners.js: DNS answered NXDOMAIN at once by a loopback server,
   since this machine has no network, and a short URL TLD list); its main and worker processes' CPU is counted apart.
@@ -304,32 +424,54 @@ rotating which goes first:
 - Node: ${process.version} (${process.platform} ${process.arch}); ${rspamdVersion}; load: \`${SMTP_SOURCE}\` with ${SESSIONS} sessions, connections reused
 - Machine: ${cpuModel}, ${os.cpus().length} cores, ${f0(os.totalmem() / 2 ** 30)} GiB RAM; client, postgate, receiver and scanner share the cores
 - rspamd answered its first ping ${f1(rspamdStartupMs / 1000)} s after it was started
-- Rounds: ${ROUNDS}; each measurement a fresh postgate warmed up with ${WARM} messages, then ${COUNT} messages as fast as it
-  answers (CPU per message and msg/s: utime+stime of postgate's process from /proc), then a fixed ${LAT_RATE} msg/s for
-  ${LAT_SECONDS} s (bench/lib/latency.mjs, 20 connections, open loop: latency from the end of data to the reply, and the
-  scanner's CPU per message). Medians reported.
+- Rounds: ${ROUNDS}. In each, three postgates run side by side — without scanning, against the stand-in over TCP, and
+  against it over its Unix socket — each warmed up with ${WARM} messages (smtp-source), then fed ${PAIRS} sets of batches,
+  one batch each in turn (which goes first rotates from set to set): each batch a fixed ${PAIR_RATE} msg/s for ${PAIR_SECONDS} s (bench/lib/latency.mjs, 20 connections, open
+  loop: latency from the end of data to the reply), so both do the same work per second however long a scan takes;
+  CPU per message from utime+stime of each postgate's process (/proc) over its batch. The postgate against the real
+  rspamd, warmed up alike, gets ${COUNT} messages as fast as it answers (msg/s: its single worker's pace), then a fixed
+  ${LAT_RATE} msg/s for ${LAT_SECONDS} s (rspamd's CPU per message, latency), as does the postgate without scanning
+  for comparison; it runs before the pair in odd rounds and after it in even ones. Medians reported.
 
-| | postgate CPU per message | msg/s (${SESSIONS} sessions) | scanner CPU per message | latency p50 at ${LAT_RATE} msg/s | latency p99 |
+postgate's own cost, at ${PAIR_RATE} msg/s:
+
+| | postgate CPU per message | latency p50 | latency p99 | late (sent after their time) |
+|---|---|---|---|---|
+| without scanning | ${f0(mb('plain', 'pgCpuUs'))} µs | ${f1(mb('plain', 'p50'))} ms | ${f1(mb('plain', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.plain.late, 0)} |
+| rspamd stand-in | ${f0(mb('replay', 'pgCpuUs'))} µs | ${f1(mb('replay', 'p50'))} ms | ${f1(mb('replay', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.replay.late, 0)} |
+| rspamd stand-in over its Unix socket | ${f0(mb('unix', 'pgCpuUs'))} µs | ${f1(mb('unix', 'p50'))} ms | ${f1(mb('unix', 'p99'))} ms | ${pairs.reduce((n, x) => n + x.unix.late, 0)} |
+
+With the real rspamd, at ${LAT_RATE} msg/s:
+
+| | postgate CPU per message | rspamd CPU per message | latency p50 | latency p99 | msg/s as fast as it answers (${SESSIONS} sessions) |
 |---|---|---|---|---|---|
-${row('without scanning', 'plain', '—')}
-${row('rspamd stand-in', 'replay', '(not counted)')}
-${row('rspamd', 'rspamd', `${f0(m('rspamd', 'scannerCpuUs'))} µs`)}
+| without scanning | ${f0(ml('latPlain', 'pgCpuUs'))} µs | — | ${f1(ml('latPlain', 'p50'))} ms | ${f1(ml('latPlain', 'p99'))} ms | — |
+| rspamd | ${f0(mr('pgCpuUs'))} µs | ${f0(mr('scannerCpuUs'))} µs | ${f1(mr('p50'))} ms | ${f1(mr('p99'))} ms | ${f0(mr('rate'))} |
 
-- **The scan step alone: ${f0(step.step)} µs of CPU per message** (ScanStep.run with the rspamd client in one process,
-  against the stand-in, ${STEP_COUNT} scans 8 at a time per round; per round: ${step.stepRounds.map(f0).join(', ')} µs). A bare undici
-  POST of the same bytes to the same stand-in, reading the answer — the floor of any HTTP scanner client — costs
-  ${f0(step.floor)} µs in the same rounds (${step.floorRounds.map(f0).join(', ')} µs): the step adds ${f0(step.step - step.floor)} µs to one request.
-  Target at most ${TARGET_US} µs: **${stepPass ? 'PASS' : 'FAIL'}**.
-- **End to end: ${f0(added)} µs** of postgate's CPU per message, stand-in minus without scanning (per round:
-  ${perRound.map((x) => `${f0(x)} µs`).join(', ')}). Target at most ${TARGET_US} µs: **${pass ? 'PASS' : 'FAIL'}**. This is the difference of
-  two figures of ${f0(m('plain', 'pgCpuUs'))} µs and more measured minutes apart on a machine shared with other work; the per-round
-  spread shows how far it can be trusted, and the in-process figure above is the steadier one.
-- With the real rspamd: ${f0(m('rspamd', 'scannerCpuUs'))} µs of rspamd's CPU per message, and ${f1(m('rspamd', 'p50') - m('plain', 'p50'))} ms
-  (p50) / ${f1(m('rspamd', 'p99') - m('plain', 'p99'))} ms (p99) added latency, almost all rspamd's own time; its msg/s is its single worker's.
-  postgate's CPU per message against the real rspamd is higher than against the stand-in because it answers fewer
-  messages per second, over which the same per-second costs spread.
-- The added CPU is the difference of two medians on a machine shared with other work, so the per-round figures show
-  how far one reading can be trusted.
+- **The scan step alone: ${f0(step.step.median)} µs of CPU per message** (ScanStep.run with the rspamd client in one
+  process, against the stand-in, ${STEP_COUNT} scans 8 at a time per round; per round: ${step.step.rounds.map(f0).join(', ')} µs).
+  Target at most ${TARGET_US} µs: **${stepPass ? 'PASS' : 'FAIL'}**. In the same rounds (order rotating), against the same stand-in:
+  - the floor of any client of rspamd's protocol, a bare socket that connects, writes the request head and the
+    message and reads the answer to the close: ${f0(step.floor.median)} µs (${step.floor.rounds.map(f0).join(', ')} µs); the step adds
+    ${f0(step.step.median - step.floor.median)} µs to it: the headers, the parse of the answer, the policy and the verdict;
+  - the same step with the client connecting to the stand-in's Unix socket (\`scan.scanners[].socket\`):
+    ${f0(step.socket.median)} µs (${step.socket.rounds.map(f0).join(', ')} µs);
+  - undici's \`Pool.request\` with the same headers and the same parse of the answer, the client before this one:
+    ${f0(step.undici.median)} µs (${step.undici.rounds.map(f0).join(', ')} µs). rspamd closes the connection after every answer, so a
+    pool opens one per scan as the bare socket does, and undici's own work per connection is what it adds.
+- **End to end over TCP (the default): ${f0(added)} µs** of postgate's CPU per message, stand-in minus without
+  scanning, median of the ${diffs.length} sets (interquartile range ${f0(quartile(diffs, 0.25))} to ${f0(quartile(diffs, 0.75))} µs; per set: ${diffs.map(f0).join(', ')} µs).
+  Target at most ${TARGET_US} µs: **${pass ? 'PASS' : 'FAIL'}**.
+- **End to end over rspamd's Unix socket (\`scan.scanners[].socket\`): ${f0(addedUnix)} µs** (interquartile range
+  ${f0(quartile(diffsUnix, 0.25))} to ${f0(quartile(diffsUnix, 0.75))} µs; per set: ${diffsUnix.map(f0).join(', ')} µs). Target at most ${TARGET_US} µs: **${addedUnix <= TARGET_US ? 'PASS' : 'FAIL'}**.
+- Each end-to-end figure is the difference of two batches of about ${f0(mb('plain', 'pgCpuUs'))} µs per message taken seconds
+  apart on cores shared with the client, the receiver and the stand-in, and /proc counts CPU in ticks of ${f0(1000 / CLK_TCK)} ms;
+  the spread of the sets shows how far one reading can be trusted, and the in-process figures, taken with nothing
+  else in the process, are the steadier ones.${late ? ` ${late} messages of the batches were sent late: the machine did not keep up with ${PAIR_RATE} msg/s throughout, so those batches measured less work per second than intended.` : ''}
+- With the real rspamd: ${f0(mr('scannerCpuUs'))} µs of rspamd's CPU per message, and ${f1(mr('p50') - ml('latPlain', 'p50'))} ms
+  (p50) / ${f1(mr('p99') - ml('latPlain', 'p99'))} ms (p99) added latency at ${LAT_RATE} msg/s, almost all rspamd's own time.
+  postgate's CPU per message there is higher than in the first table because at ${LAT_RATE} msg/s its per-second
+  costs (timers, the event loop's wake-ups) spread over fewer messages.
 `;
 process.stdout.write(`\n${body}`);
 if (WRITE) {

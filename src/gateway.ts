@@ -568,7 +568,7 @@ export function createScanner(c: ScannerConfig): Scanner {
   const id = c.id ?? c.type;
   switch (c.type) {
     case 'rspamd':
-      return rspamdScanner({ id, url: c.url, password: c.password });
+      return rspamdScanner({ id, url: c.url, socket: c.socket, password: c.password });
     case 'spamassassin':
       return spamdScanner({ id, address: c.address, user: c.user });
     case 'clamav':

@@ -11,11 +11,16 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
+import tls from 'node:tls';
 import { clamdScanner, rspamdScanner, spamdScanner, ScanError, type Scanner, type ScanInput } from '../src/scan/index.js';
+import type { ScanResult, SpamResult } from '../src/scan/types.js';
 import { parseClamdAnswer } from '../src/scan/clamd.js';
 import { parseSpamdAnswer } from '../src/scan/spamd.js';
 import { parseRspamdAnswer } from '../src/scan/rspamd.js';
+import { dechunk } from '../src/scan/http.js';
+import { fixturePath } from './helpers/fixtures.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
@@ -154,6 +159,152 @@ describe('clients against broken daemons', () => {
     await rejects(r.scan({ ...input(), envelope: { ...input().envelope, queueId: 'other' } }), 'protocol', /not JSON/);
     await r.close();
     server.close();
+  });
+});
+
+describe('rspamd: the HTTP exchange (scan/http.ts)', () => {
+  const VERDICT = JSON.stringify({ score: 3.5, required_score: 15, action: 'no action', symbols: { A: { score: 0.5 }, B: { score: 3 } } });
+  /** The spam verdict a scan resolved with. */
+  const spam = async (p: Promise<ScanResult>): Promise<SpamResult> => {
+    const v = await p;
+    assert.equal(v.kind, 'spam');
+    return v as SpamResult;
+  };
+  const ok = (body = VERDICT, extra = '') => `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+
+  /** A server that reads one request head and body, then runs `answer` on the socket; the requests it read. */
+  async function httpServer(answer: (socket: net.Socket) => void): Promise<{ url: string; requests: string[]; close(): Promise<void> }> {
+    const requests: string[] = [];
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.on('error', () => undefined);
+      let got = '';
+      sock.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        const end = got.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const length = Number(/content-length: (\d+)/i.exec(got.slice(0, end))?.[1] ?? 0);
+        if (got.length < end + 4 + length) return;
+        requests.push(got);
+        got = '';
+        answer(sock);
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return {
+      url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+      requests,
+      close: () => {
+        for (const x of sockets) x.destroy();
+        return new Promise((r) => server.close(() => r()));
+      },
+    };
+  }
+
+  test('the request: envelope, client address, HELO and user as headers; Connection: close; the message as the body', async () => {
+    const srv = await httpServer((sock) => sock.end(ok()));
+    const r = rspamdScanner({ id: 'r', url: `${srv.url}/rspamd/`, password: 'pw' });
+    try {
+      const body = Buffer.from(MSG);
+      const env = { mailFrom: '', rcptTo: ['b@example.com', 'c@example.com'], helo: 'h\u00e9lo', clientAddress: '::ffff:192.0.2.7', clientHostname: 'mail.example.org', authUser: 'alice', queueId: 'Q7' };
+      const v = await spam(r.scan({ ...input(), content: async () => body, envelope: env }));
+      assert.deepEqual([v.kind, v.score, v.symbols], ['spam', 3.5, ['B', 'A']]);
+      const req = srv.requests[0]!;
+      const [head, sent] = [req.slice(0, req.indexOf('\r\n\r\n')), req.slice(req.indexOf('\r\n\r\n') + 4)];
+      const lines = head.split('\r\n');
+      assert.equal(lines[0], 'POST /rspamd/checkv2 HTTP/1.1');
+      for (const l of ['Connection: close', `Content-Length: ${MSG.length}`, 'From: <>', 'Rcpt: b@example.com', 'Rcpt: c@example.com', 'IP: 192.0.2.7', 'Hostname: mail.example.org', 'User: alice', 'Queue-Id: Q7', 'Password: pw', `Host: ${new URL(srv.url).host}`]) {
+        assert.ok(lines.includes(l), `${l} in ${JSON.stringify(lines)}`);
+      }
+      assert.ok(!lines.some((l) => l.startsWith('Helo:')), 'a HELO that is not printable ASCII is left out, not mangled');
+      assert.equal(sent, MSG.toString('latin1'));
+      // A stream (a spilled message) is sent as it is read.
+      await r.scan(input());
+      assert.equal(srv.requests[1]!.slice(-MSG.length), MSG.toString('latin1'));
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a whole answer by Content-Length settles without waiting for the close', async () => {
+    const srv = await httpServer((sock) => sock.write(ok())); // never closes
+    const r = rspamdScanner({ id: 'r', url: srv.url });
+    try {
+      const t0 = Date.now();
+      assert.equal((await spam(r.scan(input(5000)))).score, 3.5);
+      assert.ok(Date.now() - t0 < 2500, `${Date.now() - t0} ms`);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('chunked, in pieces; or delimited by the close, after an interim 100', async () => {
+    const chunked = await httpServer((sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const half = VERDICT.length >> 1;
+      setTimeout(() => sock.write(`${half.toString(16)};ext=1\r\n${VERDICT.slice(0, half)}\r\n`), 20);
+      setTimeout(() => sock.write(`${(VERDICT.length - half).toString(16)}\r\n${VERDICT.slice(half)}\r\n0\r\n\r\n`), 40); // no close
+    });
+    const closed = await httpServer((sock) => sock.end(`HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n${VERDICT}`));
+    try {
+      assert.equal((await spam(rspamdScanner({ id: 'r', url: chunked.url }).scan(input(3000)))).score, 3.5);
+      assert.equal((await spam(rspamdScanner({ id: 'r', url: closed.url }).scan(input(3000)))).score, 3.5);
+    } finally {
+      await chunked.close();
+      await closed.close();
+    }
+    assert.equal(dechunk(Buffer.from('3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n'))?.toString(), 'abc');
+    assert.equal(dechunk(Buffer.from('3\r\nabc\r\n0\r\n')), null, 'the trailer section is not over');
+    assert.equal(dechunk(Buffer.from('zz\r\nabc\r\n0\r\n\r\n')), null);
+  });
+
+  test('broken answers: protocol; silence: timeout; an untrusted certificate: connect', async () => {
+    const cases: [string, RegExp][] = [
+      ['SPAMD/1.1 0 EX_OK\r\n\r\n', /not HTTP/],
+      ['HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n{}', /invalid Content-Length/],
+      ['HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{}', /invalid Content-Length/],
+      [`HTTP/1.1 200 OK\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n{}`, /longer than/],
+      ['HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"score":', /closed before the whole answer/],
+      ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"sc', /closed before the whole answer/],
+      ['HTTP/1.1 200 OK\r\nX-Pad: ' + 'x'.repeat(20_000), /head longer than/],
+      ['', /closed without an answer/],
+    ];
+    for (const [answer, re] of cases) {
+      const srv = await httpServer((sock) => sock.end(answer));
+      try {
+        await rejects(rspamdScanner({ id: 'r', url: srv.url }).scan(input()), 'protocol', re);
+      } finally {
+        await srv.close();
+      }
+    }
+    const endless = await httpServer((sock) => {
+      sock.write('HTTP/1.1 200 OK\r\n\r\n');
+      const junk = Buffer.alloc(64 * 1024, 'x');
+      const pump = () => {
+        while (!sock.destroyed && sock.write(junk));
+        if (!sock.destroyed) sock.once('drain', pump);
+      };
+      pump();
+    });
+    await rejects(rspamdScanner({ id: 'r', url: endless.url }).scan(input()), 'protocol', /longer than/);
+    await endless.close();
+    const silent = await tcpServer(() => undefined);
+    const t0 = Date.now();
+    await rejects(rspamdScanner({ id: 'r', url: `http://${silent.address}` }).scan(input(300)), 'timeout', /within 300 ms/);
+    assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
+    await silent.close();
+    const tlsServer = tls.createServer({ cert: readFileSync(fixturePath('tls', 'mx.pem')), key: readFileSync(fixturePath('tls', 'mx-key.pem')) }, (s) => s.end(ok()));
+    tlsServer.listen(0, '127.0.0.1');
+    await once(tlsServer, 'listening');
+    try {
+      // https is spoken (a plain client would fail on the handshake bytes as "not HTTP"), and the certificate is checked.
+      await rejects(rspamdScanner({ id: 'r', url: `https://localhost:${(tlsServer.address() as net.AddressInfo).port}` }).scan(input()), 'connect', /CERT|SELF_SIGNED|SIGNATURE/);
+    } finally {
+      tlsServer.close();
+    }
   });
 });
 

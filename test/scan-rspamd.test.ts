@@ -12,9 +12,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { listFiles, type TestGateway } from './helpers/gateway.js';
+import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
-import { sendOne, simpleMessage } from './helpers/smtp-client.js';
+import { RawSmtp, sendMail, sendOne, simpleMessage } from './helpers/smtp-client.js';
 import { GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
 
 const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
@@ -128,6 +128,24 @@ describe('rspamd', { skip }, () => {
     }
   });
 
+  test('over its Unix socket (scan.scanners[].socket): the same verdict, the URL giving only path and Host', async () => {
+    assert.ok(rspamd.socket);
+    const viaSocket = await startGateway({
+      // Nothing listens on this host's port: only the socket can answer.
+      scan: { scanners: [{ type: 'rspamd', url: 'http://rspamd.invalid:9', socket: rspamd.socket, timeout: '5s' }] },
+      routes: [{ name: 'tag', recipients: ['*@tag.test'], targets: [{ type: 'webhook', url: app.url }] }],
+    });
+    try {
+      const r = await sendOne(viaSocket.port, 'user@tag.test', gtube('gtube-socket'));
+      assert.equal(r.code, 250, r.raw);
+      const ev = events(app).find((e) => e.data.subject === 'gtube-socket');
+      assert.equal(ev?.data.spam?.action, 'tag');
+      assert.ok(ev?.data.spam?.symbols.includes('GTUBE'), String(ev?.data.spam?.symbols));
+    } finally {
+      await viaSocket.close();
+    }
+  });
+
   test('rspamd made slow: tempfail answers 451 and delivers nothing; accept delivers with spam null and a note', async () => {
     rspamd.pause();
     try {
@@ -159,11 +177,30 @@ describe('rspamd', { skip }, () => {
       const ready = await fetch(`http://127.0.0.1:${tg.opsPort}/readyz`);
       assert.equal(ready.status, 503);
       assert.deepEqual(((await ready.json()) as { reasons: string[] }).reasons, ['scanner rspamd down']);
-      // While down, no attempt and no wait: onError at once.
+      // While down, no attempt and no wait: onError at once — under tempfail
+      // already at RCPT, so the sender does not send the body for nothing.
       const t0 = Date.now();
-      const again = await sendOne(tg.port, 'user@tempfail.test', simpleMessage('down-tempfail'));
-      assert.equal(again.code, 451);
+      const c = await RawSmtp.connect(tg.port);
+      try {
+        await c.read();
+        await c.cmd('EHLO client.example');
+        const again = await sendMail(c, 'sender@example.org', ['user@tempfail.test'], simpleMessage('down-tempfail'));
+        assert.equal(again.data, null, 'no DATA: the only recipient was deferred');
+        assert.match(again.rcpt[0]!.raw, /^451 4\.3\.0 Content scan unavailable/);
+        // onError: accept still takes the mail, delivered without a verdict.
+        const accepted = await sendMail(c, 'sender@example.org', ['user@accept.test'], simpleMessage('down-accept'));
+        assert.equal(accepted.rcpt[0]!.code, 250, accepted.rcpt[0]!.raw);
+        assert.equal(accepted.data?.code, 250, accepted.data?.raw);
+        // Postmaster mail is never scanned: still accepted at RCPT.
+        assert.equal((await c.cmd('MAIL FROM:<sender@example.org>')).code, 250);
+        assert.equal((await c.cmd('RCPT TO:<postmaster@tempfail.test>')).code, 250);
+        await c.cmd('RSET');
+      } finally {
+        c.close();
+      }
       assert.ok(Date.now() - t0 < 1000, `answered after ${Date.now() - t0} ms`);
+      assert.ok(tg.logs.some((l) => l.msg === 'recipient refused' && l.code === 'PG_SCAN_UNAVAILABLE' && l.rcpt === 'user@tempfail.test'));
+      assert.deepEqual(events(app).find((e) => e.data.subject === 'down-accept')?.data.parseErrors.map((p) => p.message), ['rspamd: down']);
       const metrics = await (await fetch(`http://127.0.0.1:${tg.opsPort}/metrics`)).text();
       assert.match(metrics, /postgate_scanner_down\{scanner="rspamd"\} 1/);
       assert.match(metrics, /postgate_scan_verdicts_total\{scanner="rspamd",verdict="spam"\} [1-9]/);

@@ -3,7 +3,12 @@
  * recorded answer of the real rspamd (its first argument, a file). bench/scan.mjs
  * uses it to measure what postgate itself spends on a scan at the same
  * throughput as without scanning: the real rspamd's own time and CPU are
- * measured apart. Prints `ready <port>`; answers `count` on stdin.
+ * measured apart. Like rspamd's normal worker it closes the connection after
+ * every answer (`Connection: close`, whatever the client asked), so a client
+ * pays for one connection per scan here as it does against the real daemon.
+ * With a second argument, a path, it also listens on that Unix socket (as
+ * rspamd's worker does with a second bind_socket). Prints `ready <port>`;
+ * answers `count` on stdin.
  */
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -11,12 +16,12 @@ import { serveHelper } from './helper.mjs';
 
 const answer = readFileSync(process.argv[2]);
 let count = 0;
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   req.on('data', () => undefined);
   req.on('end', () => {
     count++;
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length }).end(answer);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': answer.length, connection: 'close' }).end(answer);
   });
-});
-server.keepAliveTimeout = 60_000;
-serveHelper(server, () => count);
+};
+if (process.argv[3]) http.createServer(handler).listen(process.argv[3]);
+serveHelper(http.createServer(handler), () => count);

@@ -417,6 +417,11 @@ export const scannerSchema = z.discriminatedUnion('type', [
         .refine((u) => /^https?:/i.test(u), { message: 'must be http:// or https://' })
         .default('http://127.0.0.1:11333')
         .describe('Base URL of rspamd\'s normal worker; postgate posts to <url>/checkv2.'),
+      socket: z
+        .string()
+        .refine((v) => v.startsWith('/'), { message: 'expected the absolute path of a Unix socket' })
+        .optional()
+        .describe('Path of a Unix socket of rspamd\'s normal worker (a bind_socket of its own): postgate connects there instead of to the URL\'s host; the URL still gives the path and the Host header. Cheaper per scan than TCP.'),
       password: secretRef.optional().describe('Sent as the Password header when rspamd requires one; use "${ENV_NAME}".'),
       timeout: duration('Time allowed for one verdict; past it the scanner counts as failed (onError).').default(15_000),
     })

@@ -3,13 +3,19 @@
  * body and the transaction facts as request headers (rspamd's protocol
  * documentation: From, Rcpt, IP, Helo, Hostname, User, Queue-Id), so its own
  * SPF, DKIM, DMARC, RBL and per-user modules see what the MTA saw. The answer
- * is JSON: score, required_score, action, symbols, messages. undici Pool, as
- * the webhook target (docs/decisions.md: not fetch).
+ * is JSON: score, required_score, action, symbols, messages.
  *
- * Leaf module: imports only scan/ and undici.
+ * One connection per scan, through scan/http.ts rather than undici's Pool as
+ * the webhook target does (docs/decisions.md): rspamd closes every
+ * connection after its answer, so a pool has nothing to reuse, and a bare
+ * socket costs a fraction of undici's per-connection work
+ * (docs/scanning.md, "Why rspamd has its own HTTP client").
+ *
+ * Leaf module: imports only scan/.
  */
-import { Pool } from 'undici';
-import { cleanName, MAX_SYMBOLS, ScanError, timeoutError, type ScanInput, type Scanner, type SpamResult } from './types.js';
+import net from 'node:net';
+import { httpExchange, type HttpEndpoint } from './http.js';
+import { cleanName, MAX_SYMBOLS, ScanError, type ScanInput, type Scanner, type SpamResult } from './types.js';
 
 /** Largest JSON answer read; rspamd's is a few KB, its symbols capped by us anyway. */
 const MAX_ANSWER = 1024 * 1024;
@@ -18,78 +24,43 @@ export interface RspamdOptions {
   id: string;
   /** Base URL of rspamd's normal worker (http://127.0.0.1:11333). */
   url: string;
+  /** A Unix socket of rspamd's worker to connect to instead of the URL's host (the URL still gives the path and Host). */
+  socket?: string | undefined;
   /** Sent as `Password` (the controller's password, when rspamd asks for one). */
   password?: string | undefined;
 }
 
 /** A header value rspamd can take: printable ASCII (a value that is not is left out, not mangled). */
-const printable = (v: string): boolean => /^[\x20-\x7e]*$/.test(v) && v.length <= 1024;
+const printable = (v: string): boolean => v.length <= 1024 && /^[\x20-\x7e]*$/.test(v);
+
+/** `name: value` CRLF, or nothing for a value that is empty or not printable. */
+const field = (name: string, v: string | null): string => (v !== null && v !== '' && printable(v) ? `${name}: ${v}\r\n` : '');
 
 export function rspamdScanner(opts: RspamdOptions): Scanner {
   const base = new URL(opts.url);
-  const path = `${base.pathname.replace(/\/$/, '')}/checkv2`;
-  const pool = new Pool(base.origin, { connections: 32, keepAliveTimeout: 30_000, connect: { timeout: 10_000 } });
+  const secure = base.protocol === 'https:';
+  const host = base.hostname.replace(/^\[(.*)\]$/, '$1');
+  const to: HttpEndpoint = opts.socket ? { path: opts.socket } : { host, port: Number(base.port) || (secure ? 443 : 80), tls: secure, ...(secure && net.isIP(host) === 0 ? { servername: host } : {}) };
+  // What every request shares, built once. Connection: close, since rspamd
+  // closes anyway and says so (RFC 9112 §9.6: then neither side waits).
+  const fixed = `POST ${base.pathname.replace(/\/$/, '')}/checkv2 HTTP/1.1\r\nHost: ${base.host}\r\nConnection: close\r\n${opts.password ? field('Password', opts.password) : ''}`;
   const name = `rspamd ${opts.id}`;
   return {
     id: opts.id,
     type: 'rspamd',
     async scan(input: ScanInput): Promise<SpamResult> {
       const e = input.envelope;
-      const headers: string[] = ['content-length', String(input.size)];
-      const add = (k: string, v: string | null) => {
-        if (v !== null && v !== '' && printable(v)) headers.push(k, v);
-      };
-      add('From', e.mailFrom === '' ? '<>' : e.mailFrom);
-      for (const r of e.rcptTo) add('Rcpt', r);
-      add('IP', e.clientAddress.replace(/^::ffff:/, ''));
-      add('Helo', e.helo);
-      add('Hostname', e.clientHostname);
-      add('User', e.authUser);
-      add('Queue-Id', e.queueId);
-      if (opts.password) add('Password', opts.password);
-      let res;
-      try {
-        // undici's own timers bound the wait for the answer's head and for its
-        // body: rspamd answers only once it has scanned, so headersTimeout is
-        // the scan's time (docs/scanning.md).
-        res = await pool.request({ path, method: 'POST', headers, body: await input.content(), headersTimeout: input.timeoutMs, bodyTimeout: input.timeoutMs });
-      } catch (err) {
-        const code = (err as { code?: string }).code ?? '';
-        if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') throw timeoutError(name, input.timeoutMs);
-        throw new ScanError(/CONNECT|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH/.test(code) ? 'connect' : 'protocol', `${name}: ${code || (err as Error).message}`, { cause: err });
-      }
-      let body: Buffer;
-      try {
-        // rspamd says how long its answer is: one read of a bounded size (the
-        // common case); without a length, chunks counted as they come.
-        const length = Number(res.headers['content-length']);
-        if (length > MAX_ANSWER) {
-          res.body.destroy();
-          throw new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`);
-        }
-        if (Number.isInteger(length)) body = Buffer.from(await res.body.arrayBuffer());
-        else {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          for await (const c of res.body as AsyncIterable<Buffer>) {
-            size += c.length;
-            if (size > MAX_ANSWER) {
-              res.body.destroy();
-              throw new ScanError('protocol', `${name}: answer longer than ${MAX_ANSWER} bytes`);
-            }
-            chunks.push(c);
-          }
-          body = Buffer.concat(chunks, size);
-        }
-      } catch (err) {
-        if (err instanceof ScanError) throw err;
-        if ((err as { code?: string }).code === 'UND_ERR_BODY_TIMEOUT') throw timeoutError(name, input.timeoutMs);
-        throw new ScanError('protocol', `${name}: ${(err as Error).message}`, { cause: err });
-      }
-      if (res.statusCode !== 200) throw new ScanError('refused', `${name}: HTTP ${res.statusCode}`);
-      return parseRspamdAnswer(name, body);
+      let head = `${fixed}Content-Length: ${input.size}\r\n${field('From', e.mailFrom === '' ? '<>' : e.mailFrom)}`;
+      for (const r of e.rcptTo) head += field('Rcpt', r);
+      head += field('IP', e.clientAddress.startsWith('::ffff:') ? e.clientAddress.slice(7) : e.clientAddress);
+      head += field('Helo', e.helo) + field('Hostname', e.clientHostname) + field('User', e.authUser) + field('Queue-Id', e.queueId) + '\r\n';
+      // One timer bounds the whole exchange: rspamd answers only once it has
+      // scanned, so waiting for the answer is waiting for the scan (docs/scanning.md).
+      const res = await httpExchange(name, to, input.timeoutMs, Buffer.from(head, 'latin1'), await input.content(), input.size, MAX_ANSWER);
+      if (res.status !== 200) throw new ScanError('refused', `${name}: HTTP ${res.status}`);
+      return parseRspamdAnswer(name, res.body);
     },
-    close: () => pool.close().catch(() => undefined),
+    async close() {},
   };
 }
 

@@ -288,6 +288,13 @@ export function createSmtpServer(
           // RFC 3463 4.4.1: no answer from host; the sender retries later.
           return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
         }
+        // A scanner whose breaker is open would make the reply after DATA a
+        // 451 under onError: tempfail (docs/scanning.md): say so now and spare
+        // the sender the body. Postmaster mail is never scanned (scanPolicyOf).
+        const down = ctx.scan?.down() ?? [];
+        if (down.length > 0 && scanPolicyOf(cfg, decision.route)?.onError === 'tempfail') {
+          return refuseRcpt(failure('PG_SCAN_UNAVAILABLE', { message: `scanner ${down.join(', ')} down (circuit breaker open)` }));
+        }
         const take = () => {
           txn.route = decision.route;
           txn.rcpts.set(address.address, { mailboxHash: decision.mailboxHash, targets: resolved });

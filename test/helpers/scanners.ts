@@ -24,6 +24,8 @@ import { simpleMessage } from './smtp-client.js';
 export interface Daemon {
   /** rspamd: the base URL; spamd: host:port; clamd: its Unix socket path. */
   address: string;
+  /** rspamd: its normal worker's Unix socket (it listens on both). */
+  socket?: string;
   /** Milliseconds from spawn to the first answer to a ping. */
   startupMs: number;
   /** The process the test started (its children are the daemon's workers); 0 when not running. */
@@ -187,7 +189,8 @@ export async function startNxdomainDns(): Promise<{ address: string; close(): Pr
 }
 
 /**
- * rspamd with one normal worker on a free loopback port. Its DNS is a local
+ * rspamd with one normal worker on a free loopback port and on a Unix socket
+ * in its folder (`socket`). Its DNS is a local
  * NXDOMAIN server (startNxdomainDns; no lookup leaves the machine), and the
  * URL TLD list is a short one: compiling the full public suffix list costs
  * about 50 s of CPU at the first start, the short one about 5 s. Hyperscan's
@@ -211,6 +214,7 @@ options {
 logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }
 worker "normal" {
   bind_socket = "127.0.0.1:${port}";
+  bind_socket = "${dir}/rspamd.sock mode=0666";
   .include "$CONFDIR/worker-normal.inc"
   count = 1;
 }
@@ -219,6 +223,7 @@ worker "normal" {
   const args = ['-f', ...(isRoot ? ['-i'] : []), '-c', path.join(dir, 'rspamd.conf'), `--var=RUNDIR=${dir}`, `--var=DBDIR=${dir}`, `--var=LOGDIR=${dir}`];
   const url = `http://127.0.0.1:${port}`;
   const d = daemon(dir, url, ['rspamd', args], {}, path.join(dir, 'rspamd.log'), async () => (await ask({ host: '127.0.0.1', port }, 'GET /ping HTTP/1.0\r\n\r\n')).includes('pong'), 'rspamd', 90_000);
+  d.socket = path.join(dir, 'rspamd.sock');
   await d.start();
   const stopDaemon = d.stop;
   d.stop = async () => {
