@@ -240,6 +240,11 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     const mapping = resources('AWS::Lambda::EventSourceMapping')[0]?.[1];
     assert.deepEqual(mapping!.Properties.FunctionResponseTypes, ['ReportBatchItemFailures']);
     assert.deepEqual(mapping!.Properties.EventSourceArn, { 'Fn::GetAtt': ['RouteQueue', 'Arn'] });
+    // Both queues refuse requests without TLS (cdk-nag AwsSolutions-SQS4, infra/test/functions-nag.test.ts).
+    const tls = res('RouteQueuesTlsOnly').Properties;
+    assert.deepEqual(tls.Queues, [{ Ref: 'RouteQueue' }, { Ref: 'RouteDeadLetterQueue' }]);
+    assert.deepEqual(tls.PolicyDocument.Statement[0].Condition, { Bool: { 'aws:SecureTransport': 'false' } });
+    assert.equal(tls.PolicyDocument.Statement[0].Effect, 'Deny');
   });
 
   test('every export the edge stack (infra/) imports is exported, under the name it imports', async () => {
