@@ -226,6 +226,11 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     const deny = res('MessagesBucketTlsOnly').Properties.PolicyDocument.Statement[0];
     assert.equal(deny.Effect, 'Deny');
     assert.deepEqual(deny.Condition, { Bool: { 'aws:SecureTransport': 'false' } });
+    // The mail outlives the stack: npm run remove keeps both unless --delete-data (scripts/deploy.mjs).
+    for (const name of ['MessagesBucket', 'IndexTable']) {
+      assert.equal(res(name).DeletionPolicy, 'Retain', name);
+      assert.equal(res(name).UpdateReplacePolicy, 'Retain', name);
+    }
     const t = res('IndexTable').Properties;
     assert.deepEqual(t.TimeToLiveSpecification, { AttributeName: 'expiresAt', Enabled: true });
     assert.equal(t.SSESpecification.SSEEnabled, true);
