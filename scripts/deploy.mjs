@@ -32,14 +32,14 @@ const OSLS = 'node_modules/osls/bin/serverless.js';
 const SERVICE = 'postgate';
 const USAGE = `usage:
   npm run deploy -- --domain DOMAIN --region REGION --alarm-email ADDRESS
-                    [--stage prod] [--downstream-url URL] [--dry-run]
+                    [--stage prod] [--downstream-url URL] [--config deploy/FILE.yaml] [--dry-run]
   npm run remove -- --domain DOMAIN --region REGION [--stage prod] [--delete-data] [--dry-run]`;
 
 /** Parses argv into options; returns the problems found, all at once. */
 export function parseArgs(command, argv) {
   const opts = { command, stage: 'prod', dryRun: false, deleteData: false };
   const problems = [];
-  const valued = { '--domain': 'domain', '--region': 'region', '--alarm-email': 'alarmEmail', '--stage': 'stage', '--downstream-url': 'downstreamUrl' };
+  const valued = { '--domain': 'domain', '--region': 'region', '--alarm-email': 'alarmEmail', '--stage': 'stage', '--downstream-url': 'downstreamUrl', '--config': 'config' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -61,6 +61,8 @@ export function parseArgs(command, argv) {
     else if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(opts.alarmEmail)) problems.push(`--alarm-email ${opts.alarmEmail}: not an email address`);
     opts.downstreamUrl ??= `https://app.${opts.domain ?? 'example.com'}/inbound`;
     if (!/^https:\/\//.test(opts.downstreamUrl)) problems.push(`--downstream-url ${opts.downstreamUrl}: must be https://`);
+    // The edge's configuration is baked into the image, which copies deploy/.
+    if (opts.config !== undefined && !/^deploy\/[\w.-]+\.ya?ml$/.test(opts.config)) problems.push(`--config ${opts.config}: a file under deploy/ (deploy/<name>.yaml)`);
   }
   return { opts, problems };
 }
@@ -99,7 +101,7 @@ export function plan(o) {
     step('the CDK app, compiled', ['npm', '--prefix', 'infra', 'run', 'build']);
     step(`the edge stack ${edgeStack} (builds and pushes the image: needs Docker)`, [
       'npx', '--no-install', 'cdk', 'deploy', edgeStack, '--require-approval', 'never', '--no-notices',
-      ...cdkContext, '-c', `alarmEmail=${o.alarmEmail}`,
+      ...cdkContext, '-c', `alarmEmail=${o.alarmEmail}`, ...(o.config ? ['-c', `config=${o.config}`] : []),
     ], { cwd: 'infra' });
     step('the load balancer\'s DNS name', [
       'aws', 'cloudformation', 'describe-stacks', '--stack-name', edgeStack, '--query', "Stacks[0].Outputs[?OutputKey=='NlbDnsName'].OutputValue", '--output', 'text', ...r,

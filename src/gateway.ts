@@ -143,10 +143,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   await mkdir(cfg.storage.path, { recursive: true });
   const certs = cfg.tls
     ? await CertificateStore.load({
-        certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+        certificates: cfg.tls.certificates,
         minVersion: cfg.tls.minVersion,
         watch: cfg.tls.watch,
         watchIntervalMs: cfg.tls.watchInterval,
+        sourceIntervalMs: cfg.tls.sourceInterval,
         logger,
       })
     : null;
@@ -291,7 +292,9 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   // A renewed certificate also becomes the default for STARTTLS without SNI.
   certs?.on('reload', () => {
     for (const smtp of smtpServers) setDefaultSecureContext(smtp, certs.defaultContext);
+    metrics.tlsReloads.inc({ result: 'reloaded' });
   });
+  certs?.on('reloadError', () => metrics.tlsReloads.inc({ result: 'failed' }));
 
   const readiness = () => {
     const reasons: string[] = [];

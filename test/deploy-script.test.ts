@@ -108,6 +108,15 @@ describe('npm run deploy -- --dry-run', () => {
     assert.ok(r.steps.some((s) => /serverless\.js deploy --stage staging --region ap-southeast-2 .*downstreamUrl=https:\/\/hooks\.example\.org\/mail/.test(text(s))));
   });
 
+  test('--config names the edge configuration (a file under deploy/, baked into the image)', () => {
+    const r = dryRun('deploy', '--domain', 'example.com', '--region', 'eu-west-1', '--alarm-email', 'ops@example.com', '--config', 'deploy/edge-tls.yaml', '--dry-run');
+    assert.equal(r.code, 0, r.err);
+    assert.ok(r.steps.some((s) => /cdk deploy postgate-edge-prod .*-c config=deploy\/edge-tls\.yaml/.test(text(s))), r.out);
+    const outside = dryRun('deploy', '--domain', 'example.com', '--region', 'eu-west-1', '--alarm-email', 'ops@example.com', '--config', '/etc/edge.yaml', '--dry-run');
+    assert.equal(outside.code, 2);
+    assert.match(outside.err, /--config \/etc\/edge\.yaml: a file under deploy\//);
+  });
+
   test('missing or malformed options are reported together, and nothing runs', () => {
     const r = dryRun('deploy', '--domain', 'not a domain', '--region', 'Europe', '--dry-run');
     assert.equal(r.code, 2);

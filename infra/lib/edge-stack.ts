@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Duration, Fn, RemovalPolicy, Stack, type StackProps, CfnOutput } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Fn, RemovalPolicy, Stack, type StackProps, CfnOutput } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
@@ -135,6 +135,29 @@ export class EdgeStack extends Stack {
     taskDef.taskRole.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:PutObject'], resources: [Fn.join('', [bucketArn, '/', C.BLOB_PREFIX, '*'])] }),
     );
+
+    // A certificate kept in S3 or SSM (tls.certificates[].source of the
+    // file): the task reads exactly that object or parameter, and polls it
+    // for renewals (docs/deploy.md, "TLS certificate").
+    for (const src of config.tlsSources) {
+      if (src.type === 's3') {
+        taskDef.taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [Fn.join('', [bucketArn, '/', src.key])] }));
+        continue;
+      }
+      taskDef.taskRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: ['ssm:GetParameter'], resources: [this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: src.parameter.slice(1) })] }),
+      );
+      if (src.type === 'secret') {
+        // Parameter Store reads the secret with the caller's own rights. A
+        // secret's ARN ends in "-" and six random characters.
+        taskDef.taskRole.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: [this.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${src.secretName}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+          }),
+        );
+      }
+    }
 
     taskDef.addContainer('edge', {
       image: ecs.ContainerImage.fromAsset(REPO_ROOT, {

@@ -479,7 +479,7 @@ async function check(flags: ServeFlags, print: boolean, ctx: RunContext): Promis
   if (cfg.tls) {
     const { CertificateStore } = await import('../tls/certificates.js');
     const store = await CertificateStore.load({
-      certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+      certificates: cfg.tls.certificates,
       minVersion: cfg.tls.minVersion,
       watch: false,
     });
