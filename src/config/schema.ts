@@ -755,6 +755,11 @@ export const configSchema = z
         failureDelay: duration('Delay of the first 535 after a failed AUTH; doubled per further failure of the address (at most 5 s).', 0).default(500),
       })
       .optional(),
+    reload: z
+      .strictObject({
+        interval: duration('How often a configuration read from S3 or SSM (--config s3://bucket/key or ssm:/name) is checked for a new version.', 1000).default(60_000),
+      })
+      .prefault({}),
     domains: z.array(domain).default([]).describe('Extra served domains (their unknown users get 550 5.1.1).'),
     routes: z.array(routeSchema).default([]),
     postmaster: z

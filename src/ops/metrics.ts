@@ -29,6 +29,8 @@ export interface Metrics {
   scanDuration: Histogram<'scanner'>;
   /** Certificate reloads (files or a source), by result: reloaded, failed (the previous certificates stay). */
   tlsReloads: Counter<'result'>;
+  /** Configuration reloads from S3 or SSM, by result: reloaded, failed (the configuration in force stays). */
+  configReloads: Counter<'result'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -120,6 +122,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       help: 'Time of one DNS block list lookup (the A query, and the TXT query of a listed client)',
       labelNames: ['zone'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    configReloads: new Counter({
+      name: 'postgate_config_reloads_total',
+      help: 'Configurations read from S3 or SSM, by result (reloaded; failed: the configuration in force stays)',
+      labelNames: ['result'],
       registers,
     }),
     tlsReloads: new Counter({

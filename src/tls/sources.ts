@@ -15,15 +15,10 @@
  * (S3 If-None-Match, RFC 9110 §13.1.2). docs/deploy.md says how to obtain,
  * renew and store a certificate this way.
  */
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
-import { createHash } from 'node:crypto';
-
 import { GatewayError } from '../core/errors.js';
+import { describeRemote, remoteReader, type RemoteObject } from '../core/remote-object.js';
 
-export type CertificateSource =
-  | { type: 's3'; bucket: string; key: string; region?: string | undefined; endpoint?: string | undefined; forcePathStyle?: boolean | undefined }
-  | { type: 'ssm'; parameter: string; region?: string | undefined; endpoint?: string | undefined };
+export type CertificateSource = RemoteObject;
 
 export type SourceRead = { unchanged: true } | { unchanged: false; pem: Buffer; version: string };
 
@@ -35,50 +30,20 @@ export interface SourceReader {
   close(): void;
 }
 
-export function describeSource(s: CertificateSource): string {
-  return s.type === 's3' ? `s3://${s.bucket}/${s.key}` : `ssm:${s.parameter}`;
-}
+export const describeSource = describeRemote;
 
 export function sourceReader(source: CertificateSource): SourceReader {
-  const where = describeSource(source);
-  const at = { ...(source.region ? { region: source.region } : {}), ...(source.endpoint ? { endpoint: source.endpoint } : {}) };
-  if (source.type === 's3') {
-    const client = new S3Client({ ...at, ...(source.forcePathStyle ? { forcePathStyle: true } : {}) });
-    return {
-      where,
-      close: () => client.destroy(),
-      async read(previous) {
-        try {
-          const out = await client.send(new GetObjectCommand({ Bucket: source.bucket, Key: source.key, ...(previous ? { IfNoneMatch: previous } : {}) }));
-          const pem = Buffer.from(await out.Body!.transformToByteArray());
-          return { unchanged: false, pem, version: out.ETag ?? sha256(pem) };
-        } catch (err) {
-          // 304 Not Modified: the object still has the ETag we loaded.
-          if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 304) return { unchanged: true };
-          throw sourceError(where, err);
-        }
-      },
-    };
-  }
-  const client = new SSMClient(at);
+  const r = remoteReader(source);
   return {
-    where,
-    close: () => client.destroy(),
+    where: r.where,
+    close: () => r.close(),
     async read(previous) {
-      let value: string | undefined;
-      let version: string;
       try {
-        const out = await client.send(new GetParameterCommand({ Name: source.parameter, WithDecryption: true }));
-        value = out.Parameter?.Value;
-        // A Secrets Manager secret read through Parameter Store reports no
-        // useful version number here: its content decides.
-        version = `${out.Parameter?.Version ?? ''}:${sha256(Buffer.from(value ?? ''))}`;
+        const got = await r.read(previous);
+        return got.unchanged ? got : { unchanged: false, pem: got.content, version: got.version };
       } catch (err) {
-        throw sourceError(where, err);
+        throw sourceError(r.where, err);
       }
-      if (!value) throw sourceError(where, new Error('the parameter is empty'));
-      if (version === previous) return { unchanged: true };
-      return { unchanged: false, pem: Buffer.from(value, 'utf8'), version };
     },
   };
 }
@@ -93,12 +58,8 @@ export function splitBundle(pem: Buffer, where: string): { cert: Buffer; key: Bu
   return { cert: Buffer.from(`${certs.join('\n')}\n`), key: Buffer.from(`${keys[0]!}\n`) };
 }
 
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
 /** The SDK's message names the service's error (NoSuchKey, ParameterNotFound, AccessDenied …), never the content. */
 function sourceError(where: string, cause: unknown): GatewayError {
-  const why = cause instanceof Error ? `${cause.name !== 'Error' ? `${cause.name}: ` : ''}${cause.message}` : String(cause);
+  const why = cause instanceof Error ? cause.message.replace(/^cannot read \S+: /, '') : String(cause);
   return new GatewayError({ code: 'PG_TLS_CERT', message: `cannot read the TLS certificate bundle ${where}: ${why}`, transient: false, cause });
 }
