@@ -132,6 +132,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'logs:CreateLogStream',
       'logs:PutLogEvents',
       's3:AbortMultipartUpload',
+      's3:GetObject',
       's3:PutObject',
       'sqs:GetQueueUrl',
       'sqs:SendMessage',
@@ -142,6 +143,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'dynamodb:UpdateItem',
       'logs:CreateLogStream',
       'logs:PutLogEvents',
+      's3:GetObject',
       's3:GetObject',
       's3:PutObject',
       'sqs:ChangeMessageVisibility',
@@ -172,13 +174,15 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       }
       assert.deepEqual(res(role).Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'lambda.amazonaws.com' });
     }
-    // S3 access is limited to the messages/ prefix.
+    const ssmOf = (role: string) => statements(role).find((st) => st.actions.includes('ssm:GetParameter'))?.resource ?? '';
+    // S3 access is limited to the messages/ prefix, and reads of the routes under config/.
     for (const role of ['IngestRole', 'RouteRole']) {
-      const s3 = statements(role).find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
-      assert.match(s3.resource, /messages\/\*/);
+      const s3 = statements(role).filter((s) => s.actions.some((a: string) => a.startsWith('s3:')));
+      assert.deepEqual(s3.map((s) => /messages\/\*/.test(s.resource) || (/config\/\*/.test(s.resource) && s.actions.join() === 's3:GetObject')), [true, true], role);
+      assert.match(ssmOf(role), /parameter\/postgate\/ci\/config"/, `${role} may read the routes parameter`);
     }
     // Each function reads only its own secrets.
-    const ssm = (role: string) => statements(role).find((st) => st.actions.includes('ssm:GetParameter'))?.resource ?? '';
+    const ssm = ssmOf;
     assert.match(ssm('IngestRole'), /ingest-secrets/);
     assert.match(ssm('RouteRole'), /downstream-secret/);
     assert.doesNotMatch(ssm('RouteRole'), /ingest-secrets/);

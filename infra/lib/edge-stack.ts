@@ -43,6 +43,14 @@ export interface EdgeStackProps extends StackProps {
   submission: boolean;
   /** Subscribed by email to the alarm topic; the topic exists either way. */
   alarmEmail?: string;
+  /**
+   * A key of the stack's bucket (config/edge.yaml) the task reads its
+   * configuration from instead of the file in the image, and polls for new
+   * routes (docs/operations.md, "Configuration reload"). The file in the
+   * repository still decides the NLB's ports: keep the object's listeners
+   * the same (a change of listeners needs a deploy either way).
+   */
+  configObject?: string;
 }
 
 /** Construct id of a role's listener and target group ("Smtp" keeps the mx ids of earlier deploys). */
@@ -159,6 +167,11 @@ export class EdgeStack extends Stack {
       }
     }
 
+    if (props.configObject) {
+      if (!/^config\/[\w.-]+\.ya?ml$/.test(props.configObject)) throw new Error(`-c configObject=${props.configObject}: a key under config/ of the bucket (config/edge.yaml)`);
+      taskDef.taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [Fn.join('', [bucketArn, '/', props.configObject])] }));
+    }
+
     taskDef.addContainer('edge', {
       image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
         // Built for the task's architecture (Graviton), also on an x86 machine (docker buildx).
@@ -168,7 +181,7 @@ export class EdgeStack extends Stack {
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'edge' }),
       stopTimeout: Duration.seconds(C.STOP_TIMEOUT_SECONDS),
       environment: {
-        POSTGATE_CONFIG: `/app/${config.file}`,
+        POSTGATE_CONFIG: props.configObject ? Fn.join('', ['s3://', bucketName, '/', props.configObject]) : `/app/${config.file}`,
         MAIL_DOMAIN: props.mailDomain,
         MAIL_HOSTNAME: `mx.${props.mailDomain}`,
         INGEST_FUNCTION_ARN: ingestFunctionArn,

@@ -47,6 +47,12 @@ export function functionsFindings(stage: string): FunctionsAck[] {
     { resource: 'RedriveRole', rule: logs('redrive'), reason: logGroupReason('redrive') },
     { resource: 'IngestRole', rule: 'IAM5[Resource::<MessagesBucket.Arn>/messages/*]', reason: messagesReason('s3:PutObject and s3:AbortMultipartUpload') },
     { resource: 'RouteRole', rule: 'IAM5[Resource::<MessagesBucket.Arn>/messages/*]', reason: messagesReason('s3:GetObject and s3:PutObject') },
+    ...['IngestRole', 'RouteRole'].map((resource) => ({
+      resource,
+      rule: 'IAM5[Resource::<MessagesBucket.Arn>/config/*]',
+      reason:
+        'The routes may be kept under config/ of the bucket to change them without a deploy (routesConfig in serverless.yml); the operator names the object at deploy, so the prefix is the narrowest scope, and s3:GetObject the only action.',
+    })),
   ];
 }
 

@@ -36,6 +36,9 @@ const shipped = readEdgeConfig(REPO_ROOT, 'deploy/edge.yaml');
 const OPS_PORT = shipped.opsPort;
 const MX_PORT = shipped.listeners.find((l) => l.role === 'mx')!.containerPort;
 
+/** The container's environment. */
+const env = (t: Template) => ofType(t, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
+
 function ofType(t: Template, type: string): Res[] {
   return Object.values(t.findResources(type)) as Res[];
 }
@@ -60,7 +63,6 @@ test('the NLB publishes exactly the listeners of the configuration: 25 -> 2525 a
   const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
   const ports = td.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort();
   assert.deepEqual(ports, [2465, 2525, 2587, OPS_PORT].sort());
-  const env = (t: Template) => ofType(t, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
   assert.equal(env(full).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, `/app/${SUBMISSION_CONFIG}`);
   assert.equal(env(mxOnly).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, '/app/deploy/edge.yaml');
   assert.deepEqual(ofType(mxOnly, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort(), [MX_PORT, OPS_PORT].sort());
@@ -211,6 +213,16 @@ test('a certificate in Secrets Manager (through Parameter Store): the task may r
   const secret = norm.find((s) => s.actions.includes('secretsmanager:GetSecretValue'))!;
   assert.deepEqual(secret.actions, ['secretsmanager:GetSecretValue']);
   assert.match(JSON.stringify(secret.resources), /:secretsmanager:us-east-1:123456789012:secret:postgate\/prod\/mx-tls-\?{6}"/);
+});
+
+test('-c configObject: the task reads its configuration from that key of the bucket (and may read nothing else there but blobs)', () => {
+  const t = synth({ configObject: 'config/edge.yaml' });
+  assert.deepEqual(env(t).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, { 'Fn::Join': ['', ['s3://', { 'Fn::ImportValue': 'postgate-test-BucketName' }, '/config/edge.yaml']] });
+  const norm = taskStatements(t);
+  assert.equal(norm.length, 3, JSON.stringify(norm));
+  const read = norm.find((s) => s.actions.join() === 's3:GetObject')!;
+  assert.deepEqual(read.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, '/config/edge.yaml']] }]);
+  assert.throws(() => synth({ configObject: '../other' }), /a key under config\//);
 });
 
 test('a certificate source the stack cannot grant is refused at synth', () => {
