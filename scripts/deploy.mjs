@@ -79,6 +79,11 @@ export function plan(o) {
   const fnStack = `${SERVICE}-${o.stage}`;
   const params = { ingest: `/${SERVICE}/${o.stage}/ingest-secrets`, downstream: `/${SERVICE}/${o.stage}/downstream-secret` };
   const cdkContext = ['-c', `stage=${o.stage}`, '-c', `mailDomain=${o.domain}`, '-c', `region=${o.region}`, '-c', 'account={account}'];
+  // The routes live in the stack's bucket, so they change without a deploy
+  // (docs/deploy.md, "Changing routes"): copied there from deploy/ once.
+  const bucket = `${SERVICE}-${o.stage}-${o.region}-messages`;
+  const edgeObject = 'config/edge.yaml';
+  const routesObject = `s3://${bucket}/config/functions.yaml`;
   const steps = [];
   const step = (what, argv, extra = {}) => steps.push({ what, argv, cwd: '.', env, ...extra });
 
@@ -97,11 +102,20 @@ export function plan(o) {
     step(`the serverless stack ${fnStack}`, [
       'node', OSLS, 'deploy', '--stage', o.stage, ...r,
       '--param', `mailDomain=${o.domain}`, '--param', `downstreamUrl=${o.downstreamUrl}`, '--param', `alarmEmail=${o.alarmEmail}`,
+      '--param', `routesConfig=${routesObject}`,
     ], { env: { ...env, SLS_TELEMETRY_DISABLED: '1' } });
+    step(`the functions' routes, ${routesObject}, from deploy/functions.yaml (only when missing: later edits are yours)`, [
+      'aws', 's3', 'cp', 'deploy/functions.yaml', routesObject, ...r,
+    ], { unless: ['aws', 's3api', 'head-object', '--bucket', bucket, '--key', 'config/functions.yaml', ...r] });
+    // --config names the file to run: it replaces the object. Without it the
+    // shipped file only fills an empty place.
+    step(`the edge's configuration, s3://${bucket}/${edgeObject}, from ${o.config ?? 'deploy/edge.yaml'}${o.config ? ' (replacing the object)' : ' (only when missing)'}`, [
+      'aws', 's3', 'cp', o.config ?? 'deploy/edge.yaml', `s3://${bucket}/${edgeObject}`, ...r,
+    ], o.config ? {} : { unless: ['aws', 's3api', 'head-object', '--bucket', bucket, '--key', edgeObject, ...r] });
     step('the CDK app, compiled', ['npm', '--prefix', 'infra', 'run', 'build']);
     step(`the edge stack ${edgeStack} (builds and pushes the image: needs Docker)`, [
       'npx', '--no-install', 'cdk', 'deploy', edgeStack, '--require-approval', 'never', '--no-notices',
-      ...cdkContext, '-c', `alarmEmail=${o.alarmEmail}`, ...(o.config ? ['-c', `config=${o.config}`] : []),
+      ...cdkContext, '-c', `alarmEmail=${o.alarmEmail}`, '-c', `configObject=${edgeObject}`, ...(o.config ? ['-c', `config=${o.config}`] : []),
     ], { cwd: 'infra' });
     step('the load balancer\'s DNS name', [
       'aws', 'cloudformation', 'describe-stacks', '--stack-name', edgeStack, '--query', "Stacks[0].Outputs[?OutputKey=='NlbDnsName'].OutputValue", '--output', 'text', ...r,

@@ -90,6 +90,18 @@ describe('npm run deploy -- --dry-run', () => {
     assert.match(fn, /--param alarmEmail=ops@example\.com/);
   });
 
+  test('the routes go to the bucket once, after the stack that makes it and before the edge that reads them; both stacks are pointed at them', () => {
+    const steps = run.steps;
+    const fnDeploy = indexOf(steps, /serverless\.js deploy/);
+    const routes = indexOf(steps, /^aws s3 cp deploy\/functions\.yaml s3:\/\/postgate-prod-eu-west-1-messages\/config\/functions\.yaml --region eu-west-1$/);
+    const edgeCfg = indexOf(steps, /^aws s3 cp deploy\/edge\.yaml s3:\/\/postgate-prod-eu-west-1-messages\/config\/edge\.yaml --region eu-west-1$/);
+    const edge = indexOf(steps, /cdk deploy/);
+    assert.ok(fnDeploy < routes && routes < edge && fnDeploy < edgeCfg && edgeCfg < edge, JSON.stringify({ fnDeploy, routes, edgeCfg, edge }));
+    assert.match(text(steps[fnDeploy]!), /--param routesConfig=s3:\/\/postgate-prod-eu-west-1-messages\/config\/functions\.yaml/);
+    assert.match(text(steps[edge]!), /-c configObject=config\/edge\.yaml/);
+    assert.match(run.out, /skipped when this succeeds: aws s3api head-object --bucket postgate-prod-eu-west-1-messages --key config\/functions\.yaml --region eu-west-1/);
+  });
+
   test('parameters are created only when missing, and no secret is printed', () => {
     for (const s of run.steps.filter((x) => /put-parameter/.test(text(x)))) assert.match(text(s), /<generated whsec_ secret>/);
     assert.match(run.out, /skipped when this succeeds: aws ssm get-parameter --name \/postgate\/prod\/ingest-secrets --region eu-west-1/);
@@ -112,6 +124,8 @@ describe('npm run deploy -- --dry-run', () => {
     const r = dryRun('deploy', '--domain', 'example.com', '--region', 'eu-west-1', '--alarm-email', 'ops@example.com', '--config', 'deploy/edge-tls.yaml', '--dry-run');
     assert.equal(r.code, 0, r.err);
     assert.ok(r.steps.some((s) => /cdk deploy postgate-edge-prod .*-c config=deploy\/edge-tls\.yaml/.test(text(s))), r.out);
+    // The named file replaces the edge's configuration object (no "only when missing").
+    assert.match(r.out, /\+ \(cd \. && env [^)]*aws s3 cp deploy\/edge-tls\.yaml s3:\/\/postgate-prod-eu-west-1-messages\/config\/edge\.yaml --region eu-west-1\)\n/);
     const outside = dryRun('deploy', '--domain', 'example.com', '--region', 'eu-west-1', '--alarm-email', 'ops@example.com', '--config', '/etc/edge.yaml', '--dry-run');
     assert.equal(outside.code, 2);
     assert.match(outside.err, /--config \/etc\/edge\.yaml: a file under deploy\//);

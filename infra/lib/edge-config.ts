@@ -5,6 +5,7 @@
  * the balancer can never offer a port nobody answers on, and no port number
  * is written down twice.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
@@ -36,6 +37,8 @@ export interface EdgeConfig {
   opsPort: number;
   /** Certificates kept in S3 or SSM (docs/deploy.md, "TLS certificate"): the task role may read exactly these. */
   tlsSources: TlsSource[];
+  /** SHA-256 of the file: a changed file is a new task definition, so the tasks restart with it. */
+  sha256: string;
 }
 
 const SECRET_REFERENCE = '/aws/reference/secretsmanager/';
@@ -82,7 +85,8 @@ export function readEdgeConfig(repoRoot: string, file: string): EdgeConfig {
   const rel = path.relative(repoRoot, abs);
   // The image is built from the repository: a file outside it is not in /app.
   if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`config ${file}: must be a file inside the repository (it is baked into the image)`);
-  const doc = (parse(readFileSync(abs, 'utf8')) ?? {}) as Record<string, any>;
+  const text = readFileSync(abs, 'utf8');
+  const doc = (parse(text) ?? {}) as Record<string, any>;
   const raw = doc.listeners;
   if (!Array.isArray(raw) || raw.length === 0) {
     throw new Error(`${rel}: the edge stack publishes the file's listeners[]; it has none (add an mx listener with proxyProtocol)`);
@@ -99,7 +103,7 @@ export function readEdgeConfig(repoRoot: string, file: string): EdgeConfig {
   const roles = listeners.map((l) => l.role);
   const twice = roles.find((r, i) => roles.indexOf(r) !== i);
   if (twice) throw new Error(`${rel}: two ${twice} listeners, but the NLB has one public port (${PUBLIC_PORT_BY_ROLE[twice]}) per role`);
-  return { file: rel.split(path.sep).join('/'), listeners, opsPort: portOf(doc.http?.listen, `${rel}: http.listen`), tlsSources: tlsSourcesOf(doc, rel) };
+  return { file: rel.split(path.sep).join('/'), listeners, opsPort: portOf(doc.http?.listen, `${rel}: http.listen`), tlsSources: tlsSourcesOf(doc, rel), sha256: createHash('sha256').update(text).digest('hex') };
 }
 
 /**

@@ -182,6 +182,10 @@ export class EdgeStack extends Stack {
       stopTimeout: Duration.seconds(C.STOP_TIMEOUT_SECONDS),
       environment: {
         POSTGATE_CONFIG: props.configObject ? Fn.join('', ['s3://', bucketName, '/', props.configObject]) : `/app/${config.file}`,
+        // Read from the bucket, the file is not in the image: this makes a
+        // deploy of a changed file a new task definition, so settings that
+        // need a restart (listeners, tls …) reach the tasks.
+        ...(props.configObject ? { EDGE_CONFIG_SHA256: config.sha256 } : {}),
         MAIL_DOMAIN: props.mailDomain,
         MAIL_HOSTNAME: `mx.${props.mailDomain}`,
         INGEST_FUNCTION_ARN: ingestFunctionArn,

@@ -222,6 +222,11 @@ test('-c configObject: the task reads its configuration from that key of the buc
   assert.equal(norm.length, 3, JSON.stringify(norm));
   const read = norm.find((s) => s.actions.join() === 's3:GetObject')!;
   assert.deepEqual(read.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, '/config/edge.yaml']] }]);
+  // A deploy of a changed file restarts the tasks (a new task definition).
+  const hash = (cfgFile: string) => env(synth({ configObject: 'config/edge.yaml', ...(cfgFile ? { configFile: cfgFile } : {}) })).find((e) => e.Name === 'EDGE_CONFIG_SHA256')?.Value;
+  assert.match(String(hash('')), /^[0-9a-f]{64}$/);
+  assert.notEqual(hash(''), hash('infra/test/fixtures/edge-tls-secret.yaml'));
+  assert.equal(env(mxOnly).find((e) => e.Name === 'EDGE_CONFIG_SHA256'), undefined);
   assert.throws(() => synth({ configObject: '../other' }), /a key under config\//);
 });
 
