@@ -520,9 +520,11 @@ async function routeCommand(address: string | undefined, flags: ServeFlags, opts
  * then watched for new versions by the gateway (config/source.ts).
  */
 async function loadFrom(flags: ServeFlags): Promise<{ cfg: import('../config/load.js').ResolvedConfig; source?: import('../config/source.js').ConfigSource }> {
-  const { parseRemote, openConfigSource } = await import('../config/source.js');
+  // The AWS clients load only for a configuration kept in AWS.
+  const { parseRemote } = await import('../core/remote-location.js');
   const remote = flags.config ? parseRemote(flags.config) : null;
   if (!remote) return { cfg: await loadConfig({ file: flags.config, overrides: cliOverrides(flags) }) };
+  const { openConfigSource } = await import('../config/source.js');
   const { config, source } = await openConfigSource(remote, { overrides: cliOverrides(flags) });
   return { cfg: config, source };
 }

@@ -15,9 +15,9 @@ import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { createHash } from 'node:crypto';
 
-export type RemoteObject =
-  | { type: 's3'; bucket: string; key: string; region?: string | undefined; endpoint?: string | undefined; forcePathStyle?: boolean | undefined }
-  | { type: 'ssm'; parameter: string; region?: string | undefined; endpoint?: string | undefined };
+import { describeRemote, type RemoteObject } from './remote-location.js';
+
+export { describeRemote, parseRemote, type RemoteObject } from './remote-location.js';
 
 export type RemoteRead = { unchanged: true } | { unchanged: false; content: Buffer; version: string };
 
@@ -27,19 +27,6 @@ export interface RemoteReader {
   readonly where: string;
   /** Destroys the client (its sockets). */
   close(): void;
-}
-
-export function describeRemote(o: RemoteObject): string {
-  return o.type === 's3' ? `s3://${o.bucket}/${o.key}` : `ssm:${o.parameter}`;
-}
-
-/** "s3://bucket/key" or "ssm:/name" (as POSTGATE_CONFIG and --config take them); null for anything else. */
-export function parseRemote(text: string): RemoteObject | null {
-  const s3 = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/(.+)$/.exec(text);
-  if (s3) return { type: 's3', bucket: s3[1]!, key: s3[2]! };
-  const ssm = /^ssm:(\/[\w.\-/]+)$/.exec(text);
-  if (ssm) return { type: 'ssm', parameter: ssm[1]! };
-  return null;
 }
 
 /** The failure of a read, with the service's own error name (NoSuchKey, ParameterNotFound, AccessDenied …). */

@@ -30,7 +30,8 @@ import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 
 import { GatewayError } from '../core/errors.js';
-import { describeSource, sourceReader, splitBundle, type CertificateSource, type SourceReader } from './sources.js';
+import { describeSource, splitBundle } from './bundle.js';
+import type { CertificateSource, SourceReader } from './sources.js';
 
 export type { CertificateSource } from './sources.js';
 
@@ -157,8 +158,10 @@ export class CertificateStore extends EventEmitter {
       throw new GatewayError({ code: 'PG_TLS_CERT', message: `invalid TLS sourceIntervalMs ${String(sourceInterval)}: must be a positive number of milliseconds`, transient: false });
     }
     const readers = new Map<number, SourceReader>();
+    // The AWS SDK loads only when a certificate has a source.
+    const readerFor = opts.readerFor ?? (specs.some((s) => s.source) ? (await import('./sources.js')).sourceReader : null);
     specs.forEach((s, i) => {
-      if (s.source) readers.set(i, (opts.readerFor ?? sourceReader)(s.source));
+      if (s.source && readerFor) readers.set(i, readerFor(s.source));
     });
 
     // Take the stat snapshot *before* reading: a file replaced between the

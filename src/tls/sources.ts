@@ -15,8 +15,8 @@
  * (S3 If-None-Match, RFC 9110 §13.1.2). docs/deploy.md says how to obtain,
  * renew and store a certificate this way.
  */
-import { GatewayError } from '../core/errors.js';
-import { describeRemote, remoteReader, type RemoteObject } from '../core/remote-object.js';
+import { remoteReader, type RemoteObject } from '../core/remote-object.js';
+import { sourceError } from './bundle.js';
 
 export type CertificateSource = RemoteObject;
 
@@ -29,8 +29,6 @@ export interface SourceReader {
   readonly where: string;
   close(): void;
 }
-
-export const describeSource = describeRemote;
 
 export function sourceReader(source: CertificateSource): SourceReader {
   const r = remoteReader(source);
@@ -46,20 +44,4 @@ export function sourceReader(source: CertificateSource): SourceReader {
       }
     },
   };
-}
-
-/** The CERTIFICATE blocks (leaf first, as stored) and the one private key block of a bundle. */
-export function splitBundle(pem: Buffer, where: string): { cert: Buffer; key: Buffer } {
-  const blocks = pem.toString('utf8').match(/-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+?-----END \1-----/g) ?? [];
-  const certs = blocks.filter((b) => b.startsWith('-----BEGIN CERTIFICATE-----'));
-  const keys = blocks.filter((b) => /^-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/.test(b));
-  if (certs.length === 0) throw sourceError(where, new Error('no CERTIFICATE block in the bundle'));
-  if (keys.length !== 1) throw sourceError(where, new Error(`expected one PRIVATE KEY block in the bundle, found ${keys.length}`));
-  return { cert: Buffer.from(`${certs.join('\n')}\n`), key: Buffer.from(`${keys[0]!}\n`) };
-}
-
-/** The SDK's message names the service's error (NoSuchKey, ParameterNotFound, AccessDenied …), never the content. */
-function sourceError(where: string, cause: unknown): GatewayError {
-  const why = cause instanceof Error ? cause.message.replace(/^cannot read \S+: /, '') : String(cause);
-  return new GatewayError({ code: 'PG_TLS_CERT', message: `cannot read the TLS certificate bundle ${where}: ${why}`, transient: false, cause });
 }
