@@ -228,6 +228,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     });
     console.log(`serverless-offline (osls + esbuild) ready in ${fn.startMs} ms`);
     lambda = new LambdaClient({ region: TEST_REGION, endpoint: fn.endpoint });
+    // ingest's cold start (the bundle, its settings, the routes read from the
+    // bucket) happens here, not inside the first test's 8 s delivery deadline:
+    // an invocation without a delivery id is refused once it has started.
+    await lambda.send(new InvokeCommand({ FunctionName: fn.functionName('ingest'), Payload: Buffer.from('{}') }));
     // The edge's lambda target, as deploy/edge.yaml ships it, pointed at serverless-offline's Lambda API.
     const ingestTarget = { type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' };
     edge = await startGateway({
