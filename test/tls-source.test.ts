@@ -174,6 +174,12 @@ describe('certificate bundle in SSM or Secrets Manager (the SSM stand-in of test
       assert.equal(await store.refreshSources(), 'unchanged', 'the same bad value is not tried again');
       assert.equal(errors.length, 1);
 
+      // A renewal already past its notAfter is no renewal: refused, the certificate in force stays.
+      ssm.put('/postgate/test/tls', bundle('expired.pem', 'expired-key.pem'));
+      assert.equal(await store.refreshSources(), 'failed');
+      assert.match(String((errors[1] as Error).message), /expired on Jan {1,2}2 00:00:00 2020 GMT/);
+      assert.equal(await served(store), RENEWED);
+
       ssm.put('/postgate/test/tls', bundle('mx.pem', 'mx-key.pem'));
       assert.equal(await store.refreshSources(), 'reloaded', 'a new value after a bad one is tried');
       assert.equal(await served(store), MX);
