@@ -17,6 +17,8 @@ import type http from 'node:http';
 import type { SMTPServer } from 'smtp-server';
 import type { ResolvedConfig } from './config/load.js';
 import { configWarnings } from './config/warnings.js';
+import { Holder, restartOnlyChanges } from './config/reload.js';
+import type { ConfigSource } from './config/source.js';
 import { routingTableOf } from './routing/from-config.js';
 import { routeRecipient, urlPlaceholders, type ResolvedTarget, type RoutingTable } from './routing/index.js';
 import { RecipientValidator, type ValidateRequest } from './delivery/rcpt-validate.js';
@@ -39,7 +41,7 @@ import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createOpsServer } from './ops/http.js';
 import { DiskWatch, MemoryBudget } from './ops/shedding.js';
 import { installSmtpExtensions, PassCache, sayToEverySession, setDefaultSecureContext, setIdleTimeout, type SmtpPolicy } from './smtp/extensions.js';
-import { createSmtpServer, type SessionContext } from './smtp/session.js';
+import { createSmtpServer, type RouteSet, type SessionContext } from './smtp/session.js';
 import { RCPT_REFUSALS, reply, type Reply } from './transaction/replies.js';
 import { createListener } from './smtp/listener.js';
 import { ClientFilters } from './smtp/client-filters.js';
@@ -61,6 +63,12 @@ export interface GatewayDeps {
   diskProbe?: (dir: string) => Promise<number>;
   /** AWS SDK clients for the lambda and s3 targets and the DynamoDB skip-store; default: made here, destroyed by stop(). */
   aws?: AwsClientCache;
+  /**
+   * Where newer versions of the configuration come from (S3 or SSM,
+   * config/source.ts): asked every reload.interval from start() to stop(),
+   * its routes applied by reloadRoutes. Closed by stop().
+   */
+  configSource?: ConfigSource;
 }
 
 export interface BoundAddress {
@@ -82,6 +90,16 @@ export interface Gateway {
   opsAddress(): { host: string; port: number } | null;
   readiness(): { ready: boolean; reasons: string[]; degraded?: string[] };
   readonly draining: boolean;
+  /**
+   * Applies the routing table and targets of a newer configuration (already
+   * validated) to transactions that start from now on; those in progress keep
+   * theirs. Other changed settings are logged as needing a restart. Throws a
+   * GatewayError (PG_CONFIG_RELOAD) and changes nothing when the routes
+   * cannot run in this gateway as built (a queued route without a queue).
+   */
+  reloadRoutes(next: ResolvedConfig): { restartNeeded: string[] };
+  /** The configuration whose routes are in force. */
+  readonly routesConfig: ResolvedConfig;
 }
 
 /** The routing table of a resolved config (also used by `postgate route`). */
@@ -97,56 +115,79 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   const aws = deps.aws ?? createAwsClients();
   const targetDeps = { pool: pools.pool, now, aws };
 
-  // One Target instance per distinct target id, shared by routes.
+  // One Target instance per distinct target id, shared by routes and by
+  // the generations of routes a configuration reload makes: a target whose
+  // settings are unchanged keeps its instance (its pool, its breaker state).
   const targets = new Map<string, Target>();
+  const targetSpecs = new Map<string, string>();
+  /** Instances a reload replaced: a transaction may still hold them, so they close at stop. */
+  const retired: Target[] = [];
   const materialize = (list: readonly TargetConfig[]) => {
     for (const t of list) {
       // A templated URL gets its instances per resolved URL (targetFor).
       if (t.type === 'webhook' && urlPlaceholders(t.url).length) continue;
-      if (!targets.has(t.id!)) targets.set(t.id!, createTarget(t, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses === 'always' }));
+      const spec = JSON.stringify(t);
+      if (targetSpecs.get(t.id!) === spec) continue;
+      const old = targets.get(t.id!);
+      if (old) retired.push(old);
+      targets.set(t.id!, createTarget(t, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses === 'always' }));
+      targetSpecs.set(t.id!, spec);
     }
   };
-  for (const r of cfg.routes) {
-    materialize(r.targets);
-    if (r.scan?.quarantine) materialize(r.scan.quarantine);
-  }
-  materialize(cfg.postmasterTargets);
-  const routing = routingTableOf(cfg);
   // Instances for resolved template URLs, created on demand. Bounded: the
   // URLs come from recipient addresses. Pools are per origin, which a
   // template cannot change, so an evicted instance costs nothing to recreate.
   const resolvedTargets = new Map<string, Target>();
   const MAX_RESOLVED_TARGETS = 1000;
-  const targetFor = (r: ResolvedTarget<TargetConfig & { id: string }>): Target => {
-    if (!r.templated) return targets.get(r.id)!;
-    let inst = resolvedTargets.get(r.id);
-    if (inst) {
-      resolvedTargets.delete(r.id); // most recently used last
-    } else {
-      inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses !== 'never' });
-      if (resolvedTargets.size >= MAX_RESOLVED_TARGETS) {
-        const oldest = resolvedTargets.keys().next().value!;
-        void resolvedTargets.get(oldest)!.close().catch(() => undefined);
-        resolvedTargets.delete(oldest);
-      }
-    }
-    resolvedTargets.set(r.id, inst);
-    return inst;
-  };
   const validator = new RecipientValidator({ pool: pools.pool, now });
-  const validateRecipient = async (routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean> => {
-    const hooks = routes.map((r) => cfg.routes[r.index]?.validate).filter((v) => v !== undefined);
-    const answers = await Promise.all(hooks.map((v) => validator.check(v, req)));
-    return answers.every(Boolean);
+  /** The routing table and targets of a configuration: what a reload swaps (config/reload.ts). */
+  const routeSetOf = (rc: ResolvedConfig): RouteSet => {
+    for (const r of rc.routes) {
+      materialize(r.targets);
+      if (r.scan?.quarantine) materialize(r.scan.quarantine);
+    }
+    materialize(rc.postmasterTargets);
+    const specs = new Map<string, string>(targetSpecs);
+    const own = new Map<string, Target>(targets);
+    return {
+      cfg: rc,
+      routing: routingTableOf(rc),
+      routeModes: new Map(rc.routes.map((r) => [r.name!, r.mode])),
+      targetFor: (r: ResolvedTarget<TargetConfig & { id: string }>): Target => {
+        if (!r.templated) return own.get(r.id)!;
+        // Keyed by the spec as well: a reload that changes a template's settings gets fresh instances.
+        const key = `${r.id}|${specs.get(r.id) ?? JSON.stringify(r.spec)}`;
+        let inst = resolvedTargets.get(key);
+        if (inst) {
+          resolvedTargets.delete(key); // most recently used last
+        } else {
+          inst = createTarget({ ...r.spec, id: r.id, url: r.url! } as TargetConfig, { ...targetDeps, denyPrivate: cfg.delivery.denyPrivateAddresses !== 'never' });
+          if (resolvedTargets.size >= MAX_RESOLVED_TARGETS) {
+            const oldest = resolvedTargets.keys().next().value!;
+            void resolvedTargets.get(oldest)!.close().catch(() => undefined);
+            resolvedTargets.delete(oldest);
+          }
+        }
+        resolvedTargets.set(key, inst);
+        return inst;
+      },
+      validateRecipient: async (routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean> => {
+        const hooks = routes.map((r) => rc.routes[r.index]?.validate).filter((v) => v !== undefined);
+        const answers = await Promise.all(hooks.map((v) => validator.check(v, req)));
+        return answers.every(Boolean);
+      },
+    };
   };
+  const routeSets = new Holder<RouteSet>(routeSetOf(cfg));
 
   await mkdir(cfg.storage.path, { recursive: true });
   const certs = cfg.tls
     ? await CertificateStore.load({
-        certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+        certificates: cfg.tls.certificates,
         minVersion: cfg.tls.minVersion,
         watch: cfg.tls.watch,
         watchIntervalMs: cfg.tls.watchInterval,
+        sourceIntervalMs: cfg.tls.sourceInterval,
         logger,
       })
     : null;
@@ -175,7 +216,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       cfg.smtp.vrfy === 'routes'
         ? (address) => {
             // RFC 5321 §3.5.3: 250 names a deliverable mailbox; otherwise RCPT's own refusal.
-            const d = routeRecipient(routing, address);
+            const d = routeRecipient(routeSets.current().routing, address);
             if (d.kind === 'accept') return reply('PG_VRFY_DELIVERABLE', { address });
             return reply(RCPT_REFUSALS[d.kind], { address });
           }
@@ -247,9 +288,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     cfg,
     logger,
     metrics,
-    routing,
-    targetFor,
-    validateRecipient,
+    routes: routeSets,
     memory,
     disk,
     skip,
@@ -257,7 +296,6 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     scan,
     queue: null,
     dsn: null,
-    routeModes: new Map(cfg.routes.map((r) => [r.name!, r.mode])),
     now,
     isDraining: () => draining,
     transactionStarted: () => {
@@ -291,7 +329,9 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   // A renewed certificate also becomes the default for STARTTLS without SNI.
   certs?.on('reload', () => {
     for (const smtp of smtpServers) setDefaultSecureContext(smtp, certs.defaultContext);
+    metrics.tlsReloads.inc({ result: 'reloaded' });
   });
+  certs?.on('reloadError', () => metrics.tlsReloads.inc({ result: 'failed' }));
 
   const readiness = () => {
     const reasons: string[] = [];
@@ -471,6 +511,31 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   };
 
   let started = false;
+  // A configuration kept in S3 or SSM (config/source.ts): asked every
+  // reload.interval; a version that fails leaves the routes in force and
+  // readiness as it is (docs/operations.md, "Configuration reload").
+  let configTimer: NodeJS.Timeout | undefined;
+  let configPolling = false;
+  const pollConfig = (source: ConfigSource) => {
+    configTimer = setInterval(() => {
+      if (configPolling || draining) return;
+      configPolling = true;
+      source
+        .next()
+        .then((next) => {
+          if (!next || draining) return;
+          gw.reloadRoutes(next);
+          metrics.configReloads.inc({ result: 'reloaded' });
+        })
+        .catch((err: unknown) => {
+          metrics.configReloads.inc({ result: 'failed' });
+          logger.error({ err, source: source.where, code: 'PG_CONFIG_RELOAD' }, 'configuration reload failed; the configuration in force stays');
+        })
+        .finally(() => (configPolling = false));
+    }, cfg.reload.interval);
+    configTimer.unref();
+  };
+
   const gw: Gateway = {
     config: cfg,
     logger,
@@ -479,9 +544,28 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       return draining;
     },
     readiness,
+    get routesConfig() {
+      return routeSets.current().cfg;
+    },
+    reloadRoutes(next: ResolvedConfig) {
+      // A queued route needs the spool and worker built at start.
+      if (!queue && next.routes.some((r) => r.mode !== 'sync')) {
+        throw new GatewayError({
+          code: 'PG_CONFIG_RELOAD',
+          message: 'a queue or sync-then-queue route needs the queue, which this gateway did not start (no queued route at start): restart to apply',
+          transient: false,
+        });
+      }
+      const restartNeeded = restartOnlyChanges(routeSets.current().cfg, next);
+      routeSets.swap(routeSetOf(next));
+      logger.info({ routes: next.routes.length, domains: next.servedDomains, generation: routeSets.generation }, 'routes reloaded');
+      if (restartNeeded.length) logger.warn({ keys: restartNeeded }, 'configuration changed outside routes, postmaster and domains: those changes apply at the next restart');
+      return { restartNeeded };
+    },
     async start() {
       if (started) return;
       started = true;
+      if (deps.configSource) pollConfig(deps.configSource);
       // Once per gateway, before listening: the same lines `postgate check` prints.
       for (const w of configWarnings(cfg)) logger.warn({ path: w.path }, w.message);
       for (const [i, l] of cfg.resolvedListeners.entries()) {
@@ -539,9 +623,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       clearInterval(diskTimer);
       if (blobSweepTimer) clearInterval(blobSweepTimer);
       certs?.close();
+      if (configTimer) clearInterval(configTimer);
+      deps.configSource?.close();
       await queue?.worker.stop();
       notifier?.close();
-      await Promise.all([...targets.values(), ...resolvedTargets.values()].map((t) => t.close()));
+      await Promise.all([...targets.values(), ...resolvedTargets.values(), ...retired].map((t) => t.close()));
       await pools.close();
       await Promise.all((scan?.scanners ?? []).map((x) => x.close()));
       await skip.close();

@@ -19,7 +19,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ScanCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Webhook } from 'standardwebhooks';
@@ -76,6 +76,9 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
   const routeFn = () => ({ queueUrl: queue.url, queueArn: queue.arn, functionName: fn.functionName('route') });
 
   const send = (to: string | string[], body: string) => sendOne(edge.port, to, body);
+  const ROUTES_KEY = 'config/functions.yaml';
+  let routesDoc: { routes: Array<{ recipients: string[]; targets: Array<Record<string, unknown>> }> };
+  const putRoutes = (text: string) => s3.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: ROUTES_KEY, Body: text }));
 
   /** Sends while the service behind `proxy` is unreachable from the functions. */
   async function sendWhileDown(proxy: FaultProxy, to: string, body: string) {
@@ -186,11 +189,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     flaky = await startReceiver(() => ({ status: flakyStatus }), { path: '/flaky' });
     other = await startReceiver(() => ({ status: 204 }), { path: '/other' });
 
-    const routesFile = path.join(dir, 'functions.yaml');
+    // The routes are kept in the bucket, as routesConfig allows in production
+    // (docs/functions.md, "Routes"): read at cold start, asked every second.
     const hook = (id: string, r: Receiver) => ({ type: 'webhook', id, url: r.url, secret: DOWN_SECRET, timeout: '5s' });
-    await writeFile(
-      routesFile,
-      JSON.stringify({
+    routesDoc = {
         routes: [
           { recipients: ['*@e2e.example.test', '*@lambda.example.test', '*@big.example.test'], targets: [hook('app', good)] },
           { recipients: ['*@split.example.test'], targets: [hook('good', good), hook('flaky', flaky)] },
@@ -200,8 +202,8 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
           // A destination whose id is also a file name next to the stored event, and whose events always go as claim-check pointers.
           { recipients: ['*@tenant-c.example.test'], targets: [{ ...hook('event', other), maxEventSize: '1KiB' }] },
         ],
-      }),
-    );
+      };
+    await putRoutes(JSON.stringify(routesDoc));
     fn = await startServerlessOffline({
       serviceDir: projectRoot(),
       service: 'postgate',
@@ -210,10 +212,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
       startTimeoutMs: 120_000,
       // The functions' idea of the last attempt matches the test queue's maxReceiveCount.
       // --localEnvironment: the handlers see this environment (secrets set directly, no SSM offline).
-      args: ['--param', `maxAttempts=${MAX_RECEIVES}`, '--localEnvironment'],
+      args: ['--param', `maxAttempts=${MAX_RECEIVES}`, '--param', 'configInterval=1', '--localEnvironment'],
       env: {
         POSTGATE_BUCKET_NAME: BUCKET,
-        POSTGATE_FUNCTIONS_CONFIG: routesFile,
+        POSTGATE_FUNCTIONS_CONFIG: `s3://${BUCKET}/${ROUTES_KEY}`,
         POSTGATE_INGEST_SECRETS: INGEST_SECRET,
         DOWNSTREAM_SECRET: DOWN_SECRET,
         // Failed deliveries come back at once (SQS visibility 0) instead of after 30 s, 60 s, ...
@@ -226,6 +228,10 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     });
     console.log(`serverless-offline (osls + esbuild) ready in ${fn.startMs} ms`);
     lambda = new LambdaClient({ region: TEST_REGION, endpoint: fn.endpoint });
+    // ingest's cold start (the bundle, its settings, the routes read from the
+    // bucket) happens here, not inside the first test's 8 s delivery deadline:
+    // an invocation without a delivery id is refused once it has started.
+    await lambda.send(new InvokeCommand({ FunctionName: fn.functionName('ingest'), Payload: Buffer.from('{}') }));
     // The edge's lambda target, as deploy/edge.yaml ships it, pointed at serverless-offline's Lambda API.
     const ingestTarget = { type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' };
     edge = await startGateway({
@@ -630,5 +636,35 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     assert.ok(event.data.text.length > 3000);
     const before = good.got.length;
     await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+  });
+
+  test('routes kept in S3: the functions follow a changed object without a deploy; a bad one is refused and the routes in force keep working', async () => {
+    try {
+      // The same destination id, now to another receiver.
+      const moved = structuredClone(routesDoc);
+      moved.routes[0]!.targets = [{ ...moved.routes[0]!.targets[0]!, url: other.url }];
+      await putRoutes(JSON.stringify(moved));
+      await new Promise((r) => setTimeout(r, 1500));
+      const reply = await send('grace@e2e.example.test', message('after the move'));
+      assert.equal(reply.code, 250, reply.text);
+      const before = other.got.length;
+      const goodBefore = good.got.length;
+      await pollUntil(sqs, lambda, routeFn(), () => other.got.length > before);
+      assert.equal(verifiedDownstream(other, before).event.data.subject, 'after the move');
+      assert.equal(good.got.length, goodBefore, 'the old receiver got nothing');
+
+      // A version the functions refuse (they deliver to webhooks only): logged, and the routes in force stay.
+      await putRoutes('routes:\n  - recipients: ["*@e2e.example.test"]\n    targets:\n      - { type: lambda, functionName: elsewhere }\n');
+      await new Promise((r) => setTimeout(r, 1500));
+      const again = await send('heidi@e2e.example.test', message('after the bad one'));
+      assert.equal(again.code, 250, again.text);
+      const before2 = other.got.length;
+      await pollUntil(sqs, lambda, routeFn(), () => other.got.length > before2);
+      assert.equal(verifiedDownstream(other, before2).event.data.subject, 'after the bad one');
+      assert.match(fn.output(), /configuration reload failed; the configuration in force stays/);
+      assert.match(fn.output(), /webhooks only/);
+    } finally {
+      await putRoutes(JSON.stringify(routesDoc));
+    }
   });
 });

@@ -132,6 +132,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'logs:CreateLogStream',
       'logs:PutLogEvents',
       's3:AbortMultipartUpload',
+      's3:GetObject',
       's3:PutObject',
       'sqs:GetQueueUrl',
       'sqs:SendMessage',
@@ -142,6 +143,7 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       'dynamodb:UpdateItem',
       'logs:CreateLogStream',
       'logs:PutLogEvents',
+      's3:GetObject',
       's3:GetObject',
       's3:PutObject',
       'sqs:ChangeMessageVisibility',
@@ -172,13 +174,15 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
       }
       assert.deepEqual(res(role).Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'lambda.amazonaws.com' });
     }
-    // S3 access is limited to the messages/ prefix.
+    const ssmOf = (role: string) => statements(role).find((st) => st.actions.includes('ssm:GetParameter'))?.resource ?? '';
+    // S3 access is limited to the messages/ prefix, and reads of the routes under config/.
     for (const role of ['IngestRole', 'RouteRole']) {
-      const s3 = statements(role).find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
-      assert.match(s3.resource, /messages\/\*/);
+      const s3 = statements(role).filter((s) => s.actions.some((a: string) => a.startsWith('s3:')));
+      assert.deepEqual(s3.map((s) => /messages\/\*/.test(s.resource) || (/config\/\*/.test(s.resource) && s.actions.join() === 's3:GetObject')), [true, true], role);
+      assert.match(ssmOf(role), /parameter\/postgate\/ci\/config"/, `${role} may read the routes parameter`);
     }
     // Each function reads only its own secrets.
-    const ssm = (role: string) => statements(role).find((st) => st.actions.includes('ssm:GetParameter'))?.resource ?? '';
+    const ssm = ssmOf;
     assert.match(ssm('IngestRole'), /ingest-secrets/);
     assert.match(ssm('RouteRole'), /downstream-secret/);
     assert.doesNotMatch(ssm('RouteRole'), /ingest-secrets/);
@@ -226,6 +230,11 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     const deny = res('MessagesBucketTlsOnly').Properties.PolicyDocument.Statement[0];
     assert.equal(deny.Effect, 'Deny');
     assert.deepEqual(deny.Condition, { Bool: { 'aws:SecureTransport': 'false' } });
+    // The mail outlives the stack: npm run remove keeps both unless --delete-data (scripts/deploy.mjs).
+    for (const name of ['MessagesBucket', 'IndexTable']) {
+      assert.equal(res(name).DeletionPolicy, 'Retain', name);
+      assert.equal(res(name).UpdateReplacePolicy, 'Retain', name);
+    }
     const t = res('IndexTable').Properties;
     assert.deepEqual(t.TimeToLiveSpecification, { AttributeName: 'expiresAt', Enabled: true });
     assert.equal(t.SSESpecification.SSEEnabled, true);
@@ -240,6 +249,11 @@ describe('serverless.yml: osls package offline', { timeout: 180_000 }, () => {
     const mapping = resources('AWS::Lambda::EventSourceMapping')[0]?.[1];
     assert.deepEqual(mapping!.Properties.FunctionResponseTypes, ['ReportBatchItemFailures']);
     assert.deepEqual(mapping!.Properties.EventSourceArn, { 'Fn::GetAtt': ['RouteQueue', 'Arn'] });
+    // Both queues refuse requests without TLS (cdk-nag AwsSolutions-SQS4, infra/test/functions-nag.test.ts).
+    const tls = res('RouteQueuesTlsOnly').Properties;
+    assert.deepEqual(tls.Queues, [{ Ref: 'RouteQueue' }, { Ref: 'RouteDeadLetterQueue' }]);
+    assert.deepEqual(tls.PolicyDocument.Statement[0].Condition, { Bool: { 'aws:SecureTransport': 'false' } });
+    assert.equal(tls.PolicyDocument.Statement[0].Effect, 'Deny');
   });
 
   test('every export the edge stack (infra/) imports is exported, under the name it imports', async () => {

@@ -17,6 +17,7 @@ new EdgeStack(app, `postgate-edge-${stage}`, {
   submission: String(app.node.tryGetContext('submission') ?? 'false') === 'true',
   ...(app.node.tryGetContext('config') ? { configFile: String(app.node.tryGetContext('config')) } : {}),
   ...(app.node.tryGetContext('alarmEmail') ? { alarmEmail: String(app.node.tryGetContext('alarmEmail')) } : {}),
+  ...(app.node.tryGetContext('configObject') ? { configObject: String(app.node.tryGetContext('configObject')) } : {}),
   env: account && region ? { account: String(account), region: String(region) } : undefined,
   description: `postgate SMTP edge (${stage}): NLB + ECS Fargate`,
 });

@@ -5,6 +5,7 @@
  * the balancer can never offer a port nobody answers on, and no port number
  * is written down twice.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
@@ -21,12 +22,50 @@ export interface EdgeListener {
   publicPort: number;
 }
 
+/**
+ * Where a certificate of tls.certificates[].source lives, as the task role
+ * must be allowed to read it: an object of the stack's own bucket, or an SSM
+ * parameter (a Secrets Manager secret through its /aws/reference/ name).
+ */
+export type TlsSource = { type: 's3'; key: string } | { type: 'ssm'; parameter: string } | { type: 'secret'; parameter: string; secretName: string };
+
 export interface EdgeConfig {
   /** Path relative to the repository root, as the image has it under /app. */
   file: string;
   listeners: EdgeListener[];
   /** Port of http.listen: the operations endpoint (/readyz). */
   opsPort: number;
+  /** Certificates kept in S3 or SSM (docs/deploy.md, "TLS certificate"): the task role may read exactly these. */
+  tlsSources: TlsSource[];
+  /** SHA-256 of the file: a changed file is a new task definition, so the tasks restart with it. */
+  sha256: string;
+}
+
+const SECRET_REFERENCE = '/aws/reference/secretsmanager/';
+
+function tlsSourcesOf(doc: Record<string, any>, rel: string): TlsSource[] {
+  const certs: unknown = doc.tls?.certificates;
+  if (!Array.isArray(certs)) return [];
+  return certs.flatMap((c: Record<string, any>, i: number): TlsSource[] => {
+    const src = c?.source as Record<string, unknown> | undefined;
+    if (!src) return [];
+    const where = `${rel}: tls.certificates[${i}].source`;
+    if (src.type === 's3') {
+      // The stack grants reads on its own bucket only: the one the task knows as BLOB_BUCKET.
+      if (src.bucket !== '${BLOB_BUCKET}') throw new Error(`${where}: bucket must be "\${BLOB_BUCKET}" (the stack's bucket), got ${JSON.stringify(src.bucket)}`);
+      if (typeof src.key !== 'string' || !src.key || src.key.includes('*') || src.key.includes('${')) throw new Error(`${where}: key must be a literal object key`);
+      return [{ type: 's3', key: src.key }];
+    }
+    if (src.type === 'ssm') {
+      const parameter = src.parameter;
+      if (typeof parameter !== 'string' || !parameter.startsWith('/') || parameter.includes('*') || parameter.includes('${')) {
+        throw new Error(`${where}: parameter must be a literal name starting with "/"`);
+      }
+      if (parameter.startsWith(SECRET_REFERENCE)) return [{ type: 'secret', parameter, secretName: parameter.slice(SECRET_REFERENCE.length) }];
+      return [{ type: 'ssm', parameter }];
+    }
+    throw new Error(`${where}: unknown type ${JSON.stringify(src.type)}`);
+  });
 }
 
 function portOf(listen: unknown, where: string): number {
@@ -46,7 +85,8 @@ export function readEdgeConfig(repoRoot: string, file: string): EdgeConfig {
   const rel = path.relative(repoRoot, abs);
   // The image is built from the repository: a file outside it is not in /app.
   if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`config ${file}: must be a file inside the repository (it is baked into the image)`);
-  const doc = (parse(readFileSync(abs, 'utf8')) ?? {}) as Record<string, any>;
+  const text = readFileSync(abs, 'utf8');
+  const doc = (parse(text) ?? {}) as Record<string, any>;
   const raw = doc.listeners;
   if (!Array.isArray(raw) || raw.length === 0) {
     throw new Error(`${rel}: the edge stack publishes the file's listeners[]; it has none (add an mx listener with proxyProtocol)`);
@@ -63,7 +103,7 @@ export function readEdgeConfig(repoRoot: string, file: string): EdgeConfig {
   const roles = listeners.map((l) => l.role);
   const twice = roles.find((r, i) => roles.indexOf(r) !== i);
   if (twice) throw new Error(`${rel}: two ${twice} listeners, but the NLB has one public port (${PUBLIC_PORT_BY_ROLE[twice]}) per role`);
-  return { file: rel.split(path.sep).join('/'), listeners, opsPort: portOf(doc.http?.listen, `${rel}: http.listen`) };
+  return { file: rel.split(path.sep).join('/'), listeners, opsPort: portOf(doc.http?.listen, `${rel}: http.listen`), tlsSources: tlsSourcesOf(doc, rel), sha256: createHash('sha256').update(text).digest('hex') };
 }
 
 /**

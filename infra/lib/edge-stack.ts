@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Duration, Fn, RemovalPolicy, Stack, type StackProps, CfnOutput } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Fn, RemovalPolicy, Stack, type StackProps, CfnOutput } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
@@ -43,6 +43,14 @@ export interface EdgeStackProps extends StackProps {
   submission: boolean;
   /** Subscribed by email to the alarm topic; the topic exists either way. */
   alarmEmail?: string;
+  /**
+   * A key of the stack's bucket (config/edge.yaml) the task reads its
+   * configuration from instead of the file in the image, and polls for new
+   * routes (docs/operations.md, "Configuration reload"). The file in the
+   * repository still decides the NLB's ports: keep the object's listeners
+   * the same (a change of listeners needs a deploy either way).
+   */
+  configObject?: string;
 }
 
 /** Construct id of a role's listener and target group ("Smtp" keeps the mx ids of earlier deploys). */
@@ -136,6 +144,34 @@ export class EdgeStack extends Stack {
       new iam.PolicyStatement({ actions: ['s3:GetObject', 's3:PutObject'], resources: [Fn.join('', [bucketArn, '/', C.BLOB_PREFIX, '*'])] }),
     );
 
+    // A certificate kept in S3 or SSM (tls.certificates[].source of the
+    // file): the task reads exactly that object or parameter, and polls it
+    // for renewals (docs/deploy.md, "TLS certificate").
+    for (const src of config.tlsSources) {
+      if (src.type === 's3') {
+        taskDef.taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [Fn.join('', [bucketArn, '/', src.key])] }));
+        continue;
+      }
+      taskDef.taskRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: ['ssm:GetParameter'], resources: [this.formatArn({ service: 'ssm', resource: 'parameter', resourceName: src.parameter.slice(1) })] }),
+      );
+      if (src.type === 'secret') {
+        // Parameter Store reads the secret with the caller's own rights. A
+        // secret's ARN ends in "-" and six random characters.
+        taskDef.taskRole.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: [this.formatArn({ service: 'secretsmanager', resource: 'secret', resourceName: `${src.secretName}-??????`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+          }),
+        );
+      }
+    }
+
+    if (props.configObject) {
+      if (!/^config\/[\w.-]+\.ya?ml$/.test(props.configObject)) throw new Error(`-c configObject=${props.configObject}: a key under config/ of the bucket (config/edge.yaml)`);
+      taskDef.taskRole.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [Fn.join('', [bucketArn, '/', props.configObject])] }));
+    }
+
     taskDef.addContainer('edge', {
       image: ecs.ContainerImage.fromAsset(REPO_ROOT, {
         // Built for the task's architecture (Graviton), also on an x86 machine (docker buildx).
@@ -145,7 +181,11 @@ export class EdgeStack extends Stack {
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: 'edge' }),
       stopTimeout: Duration.seconds(C.STOP_TIMEOUT_SECONDS),
       environment: {
-        POSTGATE_CONFIG: `/app/${config.file}`,
+        POSTGATE_CONFIG: props.configObject ? Fn.join('', ['s3://', bucketName, '/', props.configObject]) : `/app/${config.file}`,
+        // Read from the bucket, the file is not in the image: this makes a
+        // deploy of a changed file a new task definition, so settings that
+        // need a restart (listeners, tls …) reach the tasks.
+        ...(props.configObject ? { EDGE_CONFIG_SHA256: config.sha256 } : {}),
         MAIL_DOMAIN: props.mailDomain,
         MAIL_HOSTNAME: `mx.${props.mailDomain}`,
         INGEST_FUNCTION_ARN: ingestFunctionArn,

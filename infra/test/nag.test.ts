@@ -58,6 +58,20 @@ test('AwsSolutions: no unacknowledged finding with submission and smtps listener
   assert.deepEqual(findings(edge('infra/test/fixtures/edge-submission.yaml')), []);
 });
 
+test('AwsSolutions: no unacknowledged finding with the certificate in Secrets Manager (exact parameter and secret)', () => {
+  const got = findings(
+    (app) =>
+      new EdgeStack(app, 'edge-nag-tls', {
+        stage: 'test',
+        mailDomain: 'example.com',
+        submission: false,
+        configFile: 'infra/test/fixtures/edge-tls-secret.yaml',
+        env: { account: '123456789012', region: 'us-east-1' },
+      }),
+  );
+  assert.deepEqual(got, []);
+});
+
 test('the pack does run: a bucket without access logs or a TLS-only policy is reported', () => {
   const got = findings((app) => new s3.Bucket(new Stack(app, 'probe'), 'Unchecked'));
   assert.ok(got.some((f) => f.includes('AwsSolutions-S1 ')), got.join('\n'));

@@ -36,6 +36,9 @@ const shipped = readEdgeConfig(REPO_ROOT, 'deploy/edge.yaml');
 const OPS_PORT = shipped.opsPort;
 const MX_PORT = shipped.listeners.find((l) => l.role === 'mx')!.containerPort;
 
+/** The container's environment. */
+const env = (t: Template) => ofType(t, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
+
 function ofType(t: Template, type: string): Res[] {
   return Object.values(t.findResources(type)) as Res[];
 }
@@ -60,7 +63,6 @@ test('the NLB publishes exactly the listeners of the configuration: 25 -> 2525 a
   const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
   const ports = td.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort();
   assert.deepEqual(ports, [2465, 2525, 2587, OPS_PORT].sort());
-  const env = (t: Template) => ofType(t, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[];
   assert.equal(env(full).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, `/app/${SUBMISSION_CONFIG}`);
   assert.equal(env(mxOnly).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, '/app/deploy/edge.yaml');
   assert.deepEqual(ofType(mxOnly, 'AWS::ECS::TaskDefinition')[0]!.Properties.ContainerDefinitions[0].PortMappings.map((p: any) => p.ContainerPort).sort(), [MX_PORT, OPS_PORT].sort());
@@ -167,17 +169,28 @@ test('security groups: the internet reaches only the SMTP ports on the NLB; task
   assert.equal(svc.Properties.NetworkConfiguration.AwsvpcConfiguration.AssignPublicIp, 'DISABLED');
 });
 
-test('task role: lambda:InvokeFunction on the ingest function and s3 Get/Put under the blob prefix, nothing else', () => {
+/** The task role's statements, normalised. */
+function taskStatements(t: Template) {
+  const td = ofType(t, 'AWS::ECS::TaskDefinition')[0]!;
+  const taskRoleId = td.Properties.TaskRoleArn['Fn::GetAtt'][0] as string;
+  const policies = ofType(t, 'AWS::IAM::Policy').filter((p) => (p.Properties.Roles as any[]).some((r) => r.Ref === taskRoleId));
+  const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement as any[]);
+  return statements.map((s) => ({ effect: s.Effect, actions: [s.Action].flat().sort(), resources: [s.Resource].flat() }));
+}
+
+test('task role: lambda:InvokeFunction on the ingest function, s3 Get/Put under the blob prefix, GetObject on the certificate bundle of the configuration, nothing else', () => {
   const td = ofType(full, 'AWS::ECS::TaskDefinition')[0]!;
   const taskRoleId = td.Properties.TaskRoleArn['Fn::GetAtt'][0] as string;
-  const policies = ofType(full, 'AWS::IAM::Policy').filter((p) => (p.Properties.Roles as any[]).some((r) => r.Ref === taskRoleId));
-  const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement as any[]);
-  const norm = statements.map((s) => ({ effect: s.Effect, actions: [s.Action].flat().sort(), resources: [s.Resource].flat() }));
-  assert.equal(norm.length, 2, JSON.stringify(norm));
+  const norm = taskStatements(full);
+  assert.equal(norm.length, 3, JSON.stringify(norm));
   const invoke = norm.find((s) => s.actions.includes('lambda:InvokeFunction'))!;
   assert.deepEqual(invoke.actions, ['lambda:InvokeFunction']);
   assert.deepEqual(invoke.resources, [{ 'Fn::ImportValue': 'postgate-test-IngestFunctionArn' }]);
-  const s3 = norm.find((s) => s.actions.some((a: string) => a.startsWith('s3:')))!;
+  // tls.certificates[].source of the submission configuration: that one object, read only.
+  const cert = norm.find((s) => s.actions.length === 1 && s.actions[0] === 's3:GetObject')!;
+  assert.deepEqual(cert.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, '/tls/mx.example.com.pem']] }]);
+  assert.equal(taskStatements(mxOnly).length, 2, 'no certificate source, no read permission for one');
+  const s3 = norm.find((s) => s.actions.includes('s3:PutObject'))!;
   assert.deepEqual(s3.actions, ['s3:GetObject', 's3:PutObject']);
   assert.deepEqual(s3.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, `/${C.BLOB_PREFIX}*`]] }]);
   for (const s of norm) {
@@ -188,6 +201,45 @@ test('task role: lambda:InvokeFunction on the ingest function and s3 Get/Put und
   const role = full.findResources('AWS::IAM::Role')[taskRoleId]!;
   assert.equal(role.Properties.ManagedPolicyArns, undefined);
   assert.deepEqual(role.Properties.AssumeRolePolicyDocument.Statement[0].Principal, { Service: 'ecs-tasks.amazonaws.com' });
+});
+
+test('a certificate in Secrets Manager (through Parameter Store): the task may read that parameter and that secret only', () => {
+  const t = synth({ configFile: 'infra/test/fixtures/edge-tls-secret.yaml' });
+  const norm = taskStatements(t);
+  assert.equal(norm.length, 4, JSON.stringify(norm));
+  const ssm = norm.find((s) => s.actions.includes('ssm:GetParameter'))!;
+  assert.deepEqual(ssm.actions, ['ssm:GetParameter']);
+  assert.match(JSON.stringify(ssm.resources), /:ssm:us-east-1:123456789012:parameter\/aws\/reference\/secretsmanager\/postgate\/prod\/mx-tls"/);
+  const secret = norm.find((s) => s.actions.includes('secretsmanager:GetSecretValue'))!;
+  assert.deepEqual(secret.actions, ['secretsmanager:GetSecretValue']);
+  assert.match(JSON.stringify(secret.resources), /:secretsmanager:us-east-1:123456789012:secret:postgate\/prod\/mx-tls-\?{6}"/);
+});
+
+test('-c configObject: the task reads its configuration from that key of the bucket (and may read nothing else there but blobs)', () => {
+  const t = synth({ configObject: 'config/edge.yaml' });
+  assert.deepEqual(env(t).find((e) => e.Name === 'POSTGATE_CONFIG')?.Value, { 'Fn::Join': ['', ['s3://', { 'Fn::ImportValue': 'postgate-test-BucketName' }, '/config/edge.yaml']] });
+  const norm = taskStatements(t);
+  assert.equal(norm.length, 3, JSON.stringify(norm));
+  const read = norm.find((s) => s.actions.join() === 's3:GetObject')!;
+  assert.deepEqual(read.resources, [{ 'Fn::Join': ['', [{ 'Fn::ImportValue': 'postgate-test-BucketArn' }, '/config/edge.yaml']] }]);
+  // A deploy of a changed file restarts the tasks (a new task definition).
+  const hash = (cfgFile: string) => env(synth({ configObject: 'config/edge.yaml', ...(cfgFile ? { configFile: cfgFile } : {}) })).find((e) => e.Name === 'EDGE_CONFIG_SHA256')?.Value;
+  assert.match(String(hash('')), /^[0-9a-f]{64}$/);
+  assert.notEqual(hash(''), hash('infra/test/fixtures/edge-tls-secret.yaml'));
+  assert.equal(env(mxOnly).find((e) => e.Name === 'EDGE_CONFIG_SHA256'), undefined);
+  assert.throws(() => synth({ configObject: '../other' }), /a key under config\//);
+});
+
+test('a certificate source the stack cannot grant is refused at synth', () => {
+  const dir = path.join(REPO_ROOT, 'infra', 'dist', 'test-configs');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'other-bucket.yaml');
+  writeFileSync(
+    file,
+    'listeners:\n  - role: mx\n    listen: 0.0.0.0:2525\n    proxyProtocol: { trustedSources: ["10.0.0.0/8"] }\nhttp:\n  listen: 0.0.0.0:9025\n' +
+      'tls:\n  certificates:\n    - source: { type: s3, bucket: someone-elses, key: mx.pem }\n',
+  );
+  assert.throws(() => readEdgeConfig(REPO_ROOT, path.relative(REPO_ROOT, file)), /tls\.certificates\[0\]\.source: bucket must be "\$\{BLOB_BUCKET\}"/);
 });
 
 test('the serverless stack is referenced by its exports only', () => {

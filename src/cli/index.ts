@@ -435,9 +435,9 @@ let onOutputClosed = (): void => {
 
 async function serve(flags: ServeFlags): Promise<number> {
   configFile = flags.config;
-  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const { cfg, source } = await loadFrom(flags);
   const { buildGateway } = await import('../gateway.js');
-  const gateway = await buildGateway(cfg);
+  const gateway = await buildGateway(cfg, source ? { configSource: source } : {});
   await gateway.start();
   const a = gateway.addresses();
   if (!flags.config) {
@@ -474,12 +474,13 @@ async function serve(flags: ServeFlags): Promise<number> {
 async function check(flags: ServeFlags, print: boolean, ctx: RunContext): Promise<number> {
   if (!flags.config) return ctx.usage('--config FILE is required');
   configFile = flags.config;
-  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const { cfg, source } = await loadFrom(flags);
+  source?.close();
   // Certificates are files the schema cannot see into: open them now, not at 3 a.m.
   if (cfg.tls) {
     const { CertificateStore } = await import('../tls/certificates.js');
     const store = await CertificateStore.load({
-      certificates: cfg.tls.certificates.map((c) => ({ cert: c.cert, key: c.key, ...(c.hostnames ? { hostnames: c.hostnames } : {}) })),
+      certificates: cfg.tls.certificates,
       minVersion: cfg.tls.minVersion,
       watch: false,
     });
@@ -505,11 +506,27 @@ async function routeCommand(address: string | undefined, flags: ServeFlags, opts
   if (!address) return ctx.usage('give the recipient ADDRESS, e.g. postgate route support@example.test --config postgate.yml');
   if (opts.client !== undefined && !isIP(opts.client)) return ctx.usage(`--client ${JSON.stringify(opts.client)} is not an IP address`);
   configFile = flags.config;
-  const cfg = await loadConfig({ file: flags.config, overrides: cliOverrides(flags) });
+  const { cfg, source } = await loadFrom(flags);
+  source?.close();
   const [{ routingTableOf }, { describeRoute }] = await Promise.all([import('../routing/from-config.js'), import('./route.js')]);
   const { text, json, accepted } = describeRoute(cfg, routingTableOf(cfg), address, { mailFrom: opts.from === '<>' ? '' : opts.from, clientAddress: opts.client });
   process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   return accepted ? 0 : 1;
+}
+
+/**
+ * The configuration of --config (or POSTGATE_CONFIG): a file, or an object
+ * kept in S3 or SSM (`s3://bucket/key`, `ssm:/name`), loaded the same way and
+ * then watched for new versions by the gateway (config/source.ts).
+ */
+async function loadFrom(flags: ServeFlags): Promise<{ cfg: import('../config/load.js').ResolvedConfig; source?: import('../config/source.js').ConfigSource }> {
+  // The AWS clients load only for a configuration kept in AWS.
+  const { parseRemote } = await import('../core/remote-location.js');
+  const remote = flags.config ? parseRemote(flags.config) : null;
+  if (!remote) return { cfg: await loadConfig({ file: flags.config, overrides: cliOverrides(flags) }) };
+  const { openConfigSource } = await import('../config/source.js');
+  const { config, source } = await openConfigSource(remote, { overrides: cliOverrides(flags) });
+  return { cfg: config, source };
 }
 
 /**

@@ -319,6 +319,11 @@ function sharedIdProblems(cfg: ResolvedConfig): ConfigProblem[] {
 export interface LoadOptions {
   /** Path of the YAML file; omitted → the embedded default (no file). */
   file?: string | undefined;
+  /**
+   * The file's content, already read (a configuration kept in S3 or SSM,
+   * config/source.ts); `file` then only names it in messages.
+   */
+  text?: string | undefined;
   /** Environment for `${NAME}` references and POSTGATE_* overrides. */
   env?: Record<string, string | undefined>;
   /** Applied after the file and the environment (command-line flags). */
@@ -331,10 +336,10 @@ export interface LoadOptions {
 export async function loadConfig(opts: LoadOptions = {}): Promise<ResolvedConfig> {
   const env = opts.env ?? process.env;
   let doc: Record<string, unknown> = {};
-  if (opts.file) {
+  if (opts.file || opts.text !== undefined) {
     let text: string;
     try {
-      text = await readFile(opts.file, 'utf8');
+      text = opts.text ?? (await readFile(opts.file!, 'utf8'));
     } catch (err) {
       throw new ConfigError('PG_CONFIG_READ', [{ path: '', message: `cannot read ${opts.file}: ${(err as Error).message}` }], err);
     }

@@ -559,19 +559,52 @@ const listenerSchema = z.strictObject({
     .describe('Refuse MAIL with 530 5.7.0 until the client has issued STARTTLS (RFC 3207 §4); smtps sessions are always TLS. Not for a public MX: see docs/smtp.md.'),
 });
 
-const certificateSchema = z.strictObject({
-  cert: z.string().min(1).describe('PEM certificate (chain) file.'),
-  key: z.string().min(1).describe('PEM private key file.'),
-  hostnames: z
-    .array(
-      z
-        .string()
-        .refine((v) => DOMAIN_RE.test(v.replace(/^\*\./, '')), { message: 'not a host name (a leading "*." wildcard is allowed)' })
-        .transform((v) => v.toLowerCase()),
-    )
-    .optional()
-    .describe('SNI names served with this certificate ("*.example.test" allowed). Default: from the certificate.'),
-});
+const sniHostnames = z
+  .array(
+    z
+      .string()
+      .refine((v) => DOMAIN_RE.test(v.replace(/^\*\./, '')), { message: 'not a host name (a leading "*." wildcard is allowed)' })
+      .transform((v) => v.toLowerCase()),
+  )
+  .optional()
+  .describe('SNI names served with this certificate ("*.example.test" allowed). Default: from the certificate.');
+
+/**
+ * Where a certificate kept outside the instance lives: one PEM bundle
+ * (certificate, chain and key) in an S3 object or an SSM parameter, polled for
+ * renewals (src/tls/sources.ts, docs/deploy.md).
+ */
+const certificateSource = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('s3'),
+    bucket: z.string().min(3).max(63).describe('Bucket of the PEM bundle.'),
+    key: z.string().min(1).describe('Object key of the PEM bundle (certificate, chain and private key).'),
+    region: awsRegion,
+    endpoint: awsEndpoint,
+    forcePathStyle: z.boolean().default(false).describe('Path-style URLs, for S3-compatible stores.'),
+  }),
+  z.strictObject({
+    type: z.literal('ssm'),
+    parameter: z
+      .string()
+      .regex(/^\/[\w.\-/]+$/, { message: 'an SSM parameter name starting with "/" (a Secrets Manager secret: /aws/reference/secretsmanager/<name>)' })
+      .describe('SecureString parameter holding the PEM bundle; /aws/reference/secretsmanager/<name> reads a Secrets Manager secret.'),
+    region: awsRegion,
+    endpoint: awsEndpoint,
+  }),
+]);
+
+const certificateSchema = z.union([
+  z.strictObject({
+    cert: z.string().min(1).describe('PEM certificate (chain) file.'),
+    key: z.string().min(1).describe('PEM private key file.'),
+    hostnames: sniHostnames,
+  }),
+  z.strictObject({
+    source: certificateSource.describe('A PEM bundle in S3 or SSM (Secrets Manager through SSM), instead of cert and key files.'),
+    hostnames: sniHostnames,
+  }),
+]);
 
 const userSchema = z.strictObject({
   username: z.string().min(1),
@@ -710,6 +743,7 @@ export const configSchema = z
         minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
         watch: z.boolean().default(true).describe('Reload certificates when the files change.'),
         watchInterval: duration('How often certificate files are checked for changes.', 10).default(5_000),
+        sourceInterval: duration('How often certificates with a source (S3, SSM) are checked for a new version.', 1000).default(5 * 60_000),
       })
       .optional(),
     auth: z
@@ -726,6 +760,11 @@ export const configSchema = z
         failureDelay: duration('Delay of the first 535 after a failed AUTH; doubled per further failure of the address (at most 5 s).', 0).default(500),
       })
       .optional(),
+    reload: z
+      .strictObject({
+        interval: duration('How often a configuration read from S3 or SSM (--config s3://bucket/key or ssm:/name) is checked for a new version.', 1000).default(60_000),
+      })
+      .prefault({}),
     domains: z.array(domain).default([]).describe('Extra served domains (their unknown users get 550 5.1.1).'),
     routes: z.array(routeSchema).default([]),
     postmaster: z

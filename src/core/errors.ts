@@ -78,6 +78,7 @@ export class GatewayError extends Error {
 export const ERROR_CODES = {
   PG_CONFIG_INVALID: 'The configuration failed validation; every problem is listed with its path.',
   PG_CONFIG_READ: 'The configuration file could not be read or is not valid YAML.',
+  PG_CONFIG_RELOAD: 'A newer configuration read from S3 or SSM was not applied; the configuration in force stays.',
   PG_SMTP_INTERNALS: 'The installed smtp-server lacks an internal that postgate extends; install a tested version.',
   PG_RCPT_SYNTAX: 'RCPT TO is not a routable address (553 5.1.3).',
   PG_RCPT_UNKNOWN_USER: 'RCPT TO names an unknown user in a served domain (550 5.1.1).',

@@ -9,7 +9,7 @@ import { routingTableOf } from '../routing/from-config.js';
 import { headerConditionHolds, resolveTargets, routeRecipient, type RoutingTable } from '../routing/index.js';
 import type { ResolvedConfig } from '../config/load.js';
 import type { TargetConfig, WebhookTargetConfig } from '../config/schema.js';
-import { configError, loadRoutes, readSettings, type FunctionSettings } from './settings.js';
+import { configError, openRoutes, readSettings, type FunctionSettings, type RoutesSource } from './settings.js';
 import { Store } from './store.js';
 
 export interface Runtime {
@@ -19,21 +19,65 @@ export interface Runtime {
   routing: RoutingTable<TargetConfig & { id: string }>;
 }
 
-let runtime: Promise<Runtime> | null = null;
+let runtime: Promise<{ settings: FunctionSettings; store: Store; routes: RoutesSource }> | null = null;
+/** The routes in force: replaced whole when a newer configuration validates, never edited. */
+let current: Runtime | null = null;
+let checkedAt = 0;
 
-export function getRuntime(): Promise<Runtime> {
+/**
+ * Settings, clients and the routes in force. A configuration kept in S3 or
+ * SSM (POSTGATE_CONFIG=s3://… or ssm:/…) is asked for a newer version at most
+ * every POSTGATE_CONFIG_INTERVAL seconds, at the start of an invocation; a
+ * version that validates replaces the routes for the invocations after it,
+ * one that fails is logged (PG_CONFIG_RELOAD, and a CloudWatch metric) and
+ * the routes in force stay (docs/functions.md, "Routes").
+ */
+export async function getRuntime(): Promise<Runtime> {
   if (!runtime) {
     runtime = (async () => {
       await secretsFromSsm(process.env);
       const settings = readSettings();
-      const config = await loadRoutes(settings.configFile);
-      return { settings, store: new Store(settings), config, routing: routingTableOf(config) };
+      const routes = await openRoutes(settings.configFile);
+      const store = new Store(settings);
+      current = { settings, store, config: routes.config, routing: routingTableOf(routes.config) };
+      checkedAt = Date.now();
+      return { settings, store, routes };
     })();
     runtime.catch(() => {
       runtime = null;
     });
   }
-  return runtime;
+  const { settings, store, routes } = await runtime;
+  if (Date.now() - checkedAt >= settings.configIntervalSeconds * 1000) {
+    checkedAt = Date.now();
+    try {
+      const next = await routes.next();
+      if (next) {
+        current = { settings, store, config: next, routing: routingTableOf(next) };
+        log('info', 'routes reloaded', { source: routes.where, routes: next.routes.length });
+        metric('ConfigReloads', 'reloaded');
+      }
+    } catch (err) {
+      log('error', 'configuration reload failed; the configuration in force stays', { source: routes.where, code: 'PG_CONFIG_RELOAD', ...errorFields(err) });
+      metric('ConfigReloads', 'failed');
+    }
+  }
+  return current!;
+}
+
+/**
+ * One count as a CloudWatch metric, by the embedded metric format: a log
+ * line CloudWatch Logs turns into a metric (namespace postgate/functions),
+ * with no API call and no permission beyond writing the log.
+ */
+function metric(name: string, result: string): void {
+  console.log(
+    JSON.stringify({
+      _aws: { Timestamp: Date.now(), CloudWatchMetrics: [{ Namespace: 'postgate/functions', Dimensions: [['result']], Metrics: [{ Name: name, Unit: 'Count' }] }] },
+      result,
+      [name]: 1,
+    }),
+  );
 }
 
 let base: { settings: FunctionSettings; store: Store } | null = null;

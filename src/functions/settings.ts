@@ -10,6 +10,7 @@
  */
 import path from 'node:path';
 import { loadConfig, type ResolvedConfig } from '../config/load.js';
+import { openConfigSource, parseRemote } from '../config/source.js';
 import { GatewayError } from '../core/errors.js';
 import { secretKey } from '../delivery/signing.js';
 
@@ -33,7 +34,10 @@ export interface FunctionSettings {
   linkSeconds: number;
   /** Largest event fetched for a claim-check pointer, bytes. */
   maxFetchBytes: number;
+  /** A file in the bundle, or s3://bucket/key or ssm:/name (read again every configIntervalSeconds). */
   configFile: string;
+  /** How often a configuration kept in S3 or SSM is asked for a new version, seconds. */
+  configIntervalSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -83,10 +87,16 @@ export function readSettings(env: Env = process.env): FunctionSettings {
     // that session ends (hours), whatever it says: 6 h is the most offered.
     linkSeconds: int('POSTGATE_LINK_SECONDS', 3600, 60, 21_600),
     maxFetchBytes: int('POSTGATE_MAX_FETCH_BYTES', 100 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
-    configFile: path.resolve(env.POSTGATE_CONFIG?.trim() || 'postgate.yml'),
+    configFile: configLocation(env.POSTGATE_CONFIG?.trim() || 'postgate.yml'),
+    configIntervalSeconds: int('POSTGATE_CONFIG_INTERVAL', 60, 1, 86_400),
   };
   if (problems.length) throw configError(problems);
   return settings;
+}
+
+/** A remote location as given; a file as an absolute path. */
+function configLocation(raw: string): string {
+  return parseRemote(raw) ? raw : path.resolve(raw);
 }
 
 export function configError(problems: string[], cause?: unknown): GatewayError {
@@ -99,10 +109,42 @@ export function configError(problems: string[], cause?: unknown): GatewayError {
  * Lambdas belongs in Step Functions): any other target type is refused here.
  */
 export async function loadRoutes(file: string, env: Env = process.env): Promise<ResolvedConfig> {
-  // The functions' own POSTGATE_* settings are not configuration overrides
-  // (the edge reads POSTGATE_<KEY> as one): the routes file alone decides.
-  const refs = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('POSTGATE_')));
-  const cfg = await loadConfig({ file, env: refs });
+  return webhooksOnly(await loadConfig({ file, env: routeRefs(env) }));
+}
+
+/**
+ * The routes and where newer versions come from: a file in the bundle never
+ * changes; a configuration in S3 or SSM (config/source.ts) is asked by
+ * `next()` and each version validated as `loadRoutes` validates a file.
+ */
+export interface RoutesSource {
+  config: ResolvedConfig;
+  readonly where: string;
+  /** A newer valid version, or null (unchanged, or the version refused last). Throws for a version that fails. */
+  next(): Promise<ResolvedConfig | null>;
+}
+
+export async function openRoutes(location: string, env: Env = process.env): Promise<RoutesSource> {
+  const remote = parseRemote(location);
+  if (!remote) return { config: await loadRoutes(location, env), where: location, next: async () => null };
+  const { config, source } = await openConfigSource(remote, { env: routeRefs(env) });
+  return {
+    config: webhooksOnly(config),
+    where: source.where,
+    async next() {
+      const cfg = await source.next();
+      return cfg ? webhooksOnly(cfg) : null;
+    },
+  };
+}
+
+// The functions' own POSTGATE_* settings are not configuration overrides
+// (the edge reads POSTGATE_<KEY> as one): the routes file alone decides.
+function routeRefs(env: Env): Env {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('POSTGATE_')));
+}
+
+function webhooksOnly(cfg: ResolvedConfig): ResolvedConfig {
   const problems: string[] = [];
   cfg.routes.forEach((r, i) =>
     r.targets.forEach((t, j) => {

@@ -27,6 +27,10 @@ export interface Metrics {
   /** Content scanning (docs/scanning.md): one count per scanner and message, by what it said. */
   scanVerdicts: Counter<'scanner' | 'verdict'>;
   scanDuration: Histogram<'scanner'>;
+  /** Certificate reloads (files or a source), by result: reloaded, failed (the previous certificates stay). */
+  tlsReloads: Counter<'result'>;
+  /** Configuration reloads from S3 or SSM, by result: reloaded, failed (the configuration in force stays). */
+  configReloads: Counter<'result'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics {
@@ -118,6 +122,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): Metrics 
       help: 'Time of one DNS block list lookup (the A query, and the TXT query of a listed client)',
       labelNames: ['zone'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    configReloads: new Counter({
+      name: 'postgate_config_reloads_total',
+      help: 'Configurations read from S3 or SSM, by result (reloaded; failed: the configuration in force stays)',
+      labelNames: ['result'],
+      registers,
+    }),
+    tlsReloads: new Counter({
+      name: 'postgate_tls_reloads_total',
+      help: 'TLS certificate reloads, by result (reloaded; failed: the previous certificates are still served)',
+      labelNames: ['result'],
       registers,
     }),
     dnsblCacheHits: new Counter({ name: 'postgate_dnsbl_cache_hits_total', help: 'DNS block list answers served from the cache, by zone', labelNames: ['zone'], registers }),

@@ -66,11 +66,12 @@ export interface SessionContext {
   cfg: ResolvedConfig;
   logger: Logger;
   metrics: Metrics;
-  routing: RoutingTable<RouteTarget>;
-  /** The Target instance of a resolved target (templated URLs get theirs on demand). */
-  targetFor(resolved: ResolvedTarget<RouteTarget>): Target;
-  /** Runs the RCPT validation hooks of these routes: true accept, false unknown user; throws GatewayError. */
-  validateRecipient(routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean>;
+  /**
+   * The routes in force: read once per transaction, at MAIL, so a
+   * configuration reloaded meanwhile applies from the next transaction on
+   * (docs/operations.md, "Configuration reload").
+   */
+  routes: { current(): RouteSet };
   memory: MemoryBudget;
   disk: DiskWatch;
   skip: SkipStore;
@@ -81,8 +82,6 @@ export interface SessionContext {
   queue: Queue | null;
   /** Sends DSNs when `dsn` is configured. */
   dsn: DsnNotifier | null;
-  /** Delivery mode per route name (absent: sync). */
-  routeModes: ReadonlyMap<string, DeliveryMode>;
   now(): number;
   isDraining(): boolean;
   /** Called around each DATA phase, so shutdown can wait for in-flight transactions. */
@@ -95,6 +94,23 @@ export interface SessionContext {
 /** A configured target with its id resolved by the config loader. */
 export type RouteTarget = TargetConfig & { id: string };
 
+/**
+ * One generation of what a configuration reload may change: the routing
+ * table and the targets it names. A transaction keeps the one it started
+ * with to its reply.
+ */
+export interface RouteSet {
+  /** The configuration these routes came from (its routes, postmaster, scan and quarantine settings). */
+  cfg: ResolvedConfig;
+  routing: RoutingTable<RouteTarget>;
+  /** The Target instance of a resolved target (templated URLs get theirs on demand). */
+  targetFor(resolved: ResolvedTarget<RouteTarget>): Target;
+  /** Runs the RCPT validation hooks of these routes: true accept, false unknown user; throws GatewayError. */
+  validateRecipient(routes: readonly { index: number }[], req: ValidateRequest): Promise<boolean>;
+  /** Delivery mode per route name (absent: sync). */
+  routeModes: ReadonlyMap<string, DeliveryMode>;
+}
+
 interface AcceptedRcpt {
   mailboxHash: string | null;
   targets: ResolvedTarget<RouteTarget>[];
@@ -102,6 +118,8 @@ interface AcceptedRcpt {
 
 interface Txn {
   queueId: string;
+  /** The routes in force when the transaction began (docs/operations.md, "Configuration reload"). */
+  set: RouteSet;
   /** Fixed by the first accepted recipient (docs/architecture.md §2.3). */
   route: ResolvedRoute<RouteTarget> | null;
   /** Accepted recipients by the address as given in RCPT TO. */
@@ -136,7 +154,7 @@ export function createSmtpServer(
   const timingHash = users.values().next().value ?? DUMMY_HASH;
   const authservId = cfg.mailAuth.authservId ?? cfg.hostname;
   /** A route's delivery mode; a chain (stop: false) is delivered in the mode of its first route. */
-  const modeOf = (route: ResolvedRoute<RouteTarget>): DeliveryMode => ctx.routeModes.get(route.routes[0]?.name ?? route.name) ?? 'sync';
+  const modeOf = (set: RouteSet, route: ResolvedRoute<RouteTarget>): DeliveryMode => set.routeModes.get(route.routes[0]?.name ?? route.name) ?? 'sync';
 
   const disabled = ['WIZ', 'SHELL', 'KILL'];
   if (!tls || listener.role === 'smtps') disabled.push('STARTTLS');
@@ -248,7 +266,7 @@ export function createSmtpServer(
             return cb(replyError(failure('PG_SHED_DISK')));
           }
           const queueId = newQueueId(ctx.now());
-          txns.set(session.envelope, { queueId, route: null, rcpts: new Map(), log: new LazyLog(logger, { sid: session.id, listener: listener.name, txn: queueId }) });
+          txns.set(session.envelope, { queueId, set: ctx.routes.current(), route: null, rcpts: new Map(), log: new LazyLog(logger, { sid: session.id, listener: listener.name, txn: queueId }) });
           cb();
         },
         (err: unknown) => cb(replyError(toGatewayError(err, 'transaction'))),
@@ -264,9 +282,10 @@ export function createSmtpServer(
       };
       const routeRcpt = () => {
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-        const decision = routeRecipient(ctx.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
+        const { set } = txn;
+        const decision = routeRecipient(set.routing, address.address, { mailFrom, clientAddress: session.remoteAddress });
         if (decision.kind !== 'accept') return refuseRcpt(recipientRefusal(decision.kind, address.address));
-        if (!session.secure && decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.requireTls)) {
+        if (!session.secure && decision.route.routes.some((r) => r.index >= 0 && set.cfg.routes[r.index]?.requireTls)) {
           return refuseRcpt(failure('PG_RCPT_TLS_REQUIRED', { vars: { address: address.address } }));
         }
         // RFC 5321 §4.5.3.1.10 / docs/architecture.md §2.3: one reply after DATA covers every
@@ -284,7 +303,7 @@ export function createSmtpServer(
         // accepting while a target is down (its spool holds the message;
         // docs/queue.md).
         // A templated target is another destination per recipient, so each is checked.
-        if (modeOf(decision.route) === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
+        if (modeOf(set, decision.route) === 'sync' && resolved.some((t) => (!txn.route || t.templated) && t.spec.required && t.spec.when === undefined && ctx.breakers.isDown(t.id))) {
           // RFC 3463 4.4.1: no answer from host; the sender retries later.
           return refuseRcpt(failure('PG_TARGET_DOWN', { vars: { address: address.address } }));
         }
@@ -300,8 +319,8 @@ export function createSmtpServer(
           txn.rcpts.set(address.address, { mailboxHash: decision.mailboxHash, targets: resolved });
           cb();
         };
-        if (!decision.route.routes.some((r) => r.index >= 0 && cfg.routes[r.index]?.validate)) return take();
-        ctx
+        if (!decision.route.routes.some((r) => r.index >= 0 && set.cfg.routes[r.index]?.validate)) return take();
+        set
           .validateRecipient(decision.route.routes, { address: decision.address?.address ?? address.address, mailFrom, clientAddress: session.remoteAddress })
           .then(
             (ok) => (ok ? take() : refuseRcpt(recipientRefusal('unknown-user', address.address))),
@@ -553,7 +572,7 @@ export function createSmtpServer(
         // counts against the delivery deadline.
         const scanStarted = ctx.now();
         let scanMs = 0;
-        const scanning = scanMessage(ctx, route, message, { mailFrom, rcptTo, helo: envelope.helo, clientAddress: session.remoteAddress, clientHostname, authUser, queueId: txn.queueId }).then((o) => {
+        const scanning = scanMessage(ctx, txn.set.cfg, route, message, { mailFrom, rcptTo, helo: envelope.helo, clientAddress: session.remoteAddress, clientHostname, authUser, queueId: txn.queueId }).then((o) => {
           if (o) scanMs = ctx.now() - scanStarted;
           return o;
         });
@@ -586,19 +605,19 @@ export function createSmtpServer(
         const eventJson = Buffer.from(JSON.stringify(event));
         const msg = { queueId: txn.queueId, mailFrom, rcptTo, receivedAt, message: delivered, rawSha256, event, eventJson, claimCheck: claimCheckOnce(eventJson, ctx.blobs) };
         // Quarantine: the route's quarantine targets instead of its own, never both.
-        const quarantine = scanned?.quarantine ? quarantineTargets(cfg, route) : null;
+        const quarantine = scanned?.quarantine ? quarantineTargets(txn.set.cfg, route) : null;
         const deliveries = planDeliveries(
           env.rcptTo.map((r) => ({ address: r.address, targets: quarantine ?? txn.rcpts.get(r.address)?.targets ?? [] })),
-          (t) => headerConditionHolds(ctx.routing, t.when, event.data.headers, event.data.classification),
+          (t) => headerConditionHolds(txn.set.routing, t.when, event.data.headers, event.data.classification),
           msg,
-          ctx.targetFor,
+          txn.set.targetFor,
           (json) => claimCheckOnce(json, ctx.blobs),
         );
         // Config validation guarantees a required target without a condition;
         // should that ever fail, defer rather than answer 250 for nothing (docs/architecture.md §2.1).
         if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
         const result = await dispatch(
-          modeOf(route),
+          modeOf(txn.set, route),
           deliveries,
           {
             queue: ctx.queue,
@@ -736,8 +755,8 @@ export function scanPolicyOf(cfg: ResolvedConfig, route: ResolvedRoute<RouteTarg
 }
 
 /** Runs the scan step for a route that is scanned; null for one that is not. Rejects with the reply's GatewayError. */
-function scanMessage(ctx: SessionContext, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
-  const policy = ctx.scan ? scanPolicyOf(ctx.cfg, route) : null;
+function scanMessage(ctx: SessionContext, routesCfg: ResolvedConfig, route: ResolvedRoute<RouteTarget>, message: MessageBytes, envelope: ScanEnvelope): Promise<ScanOutcome | null> {
+  const policy = ctx.scan ? scanPolicyOf(routesCfg, route) : null;
   if (!ctx.scan || !policy) return Promise.resolve(null);
   // A message held in memory is joined into one Buffer once, for every
   // scanner; a spilled one is a fresh stream per scanner.

@@ -30,15 +30,28 @@ import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 
 import { GatewayError } from '../core/errors.js';
+import { describeSource, splitBundle } from './bundle.js';
+import type { CertificateSource, SourceReader } from './sources.js';
 
-export interface CertificateSpec {
-  /** Path of the PEM certificate; it may hold the leaf followed by its chain. */
-  cert: string;
-  /** Path of the PEM private key (unencrypted). */
-  key: string;
-  /** SNI names served with this certificate; read from the certificate when omitted. */
-  hostnames?: string[];
-}
+export type { CertificateSource } from './sources.js';
+
+export type CertificateSpec =
+  | {
+      /** Path of the PEM certificate; it may hold the leaf followed by its chain. */
+      cert: string;
+      /** Path of the PEM private key (unencrypted). */
+      key: string;
+      /** SNI names served with this certificate; read from the certificate when omitted. */
+      hostnames?: string[] | undefined;
+      source?: undefined;
+    }
+  | {
+      /** One PEM bundle (certificate, chain, key) in S3 or SSM (sources.ts). */
+      source: CertificateSource;
+      hostnames?: string[] | undefined;
+      cert?: undefined;
+      key?: undefined;
+    };
 
 export interface CertificateStoreOptions {
   /** The first one is the default, served when SNI is absent or matches nothing. */
@@ -46,12 +59,17 @@ export interface CertificateStoreOptions {
   minVersion?: 'TLSv1.2' | 'TLSv1.3';
   watch?: boolean;
   watchIntervalMs?: number;
+  /** How often certificate sources (S3, SSM) are asked for a new version; default 5 minutes. */
+  sourceIntervalMs?: number;
+  /** Makes the reader of a source; tests hand in their own. Default: sourceReader (AWS SDK). */
+  readerFor?: (source: CertificateSource) => SourceReader;
   logger?: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
 
 type Logger = NonNullable<CertificateStoreOptions['logger']>;
 
 interface LoadedCertificate {
+  /** Where the certificate and key came from: file paths, or the source. */
   certPath: string;
   keyPath: string;
   context: SecureContext;
@@ -71,6 +89,10 @@ interface State {
 }
 
 const DEFAULT_WATCH_INTERVAL_MS = 5000;
+const DEFAULT_SOURCE_INTERVAL_MS = 5 * 60_000;
+
+/** The last bundle read from each source spec (by its index), and its version. */
+type Bundles = Map<number, { cert: Buffer; key: Buffer; version: string }>;
 const MIN_VERSIONS: ReadonlySet<string> = new Set(['TLSv1.2', 'TLSv1.3']);
 
 export class CertificateStore extends EventEmitter {
@@ -85,6 +107,12 @@ export class CertificateStore extends EventEmitter {
   /** Stat signature seen by the previous poll, to wait until the files stop changing. */
   private lastSeenSignature = '';
   private polling = false;
+  private sourceTimer: NodeJS.Timeout | undefined;
+  private readers = new Map<number, SourceReader>();
+  /** The bundles the current contexts were built from. */
+  private bundles: Bundles = new Map();
+  /** Versions of a source whose bundle failed to load: not tried again until the source changes. */
+  private refused = new Map<number, string>();
 
   private constructor(specs: CertificateSpec[], minVersion: 'TLSv1.2' | 'TLSv1.3', logger: Logger | undefined, state: State) {
     super();
@@ -123,21 +151,45 @@ export class CertificateStore extends EventEmitter {
     }
     // Copied, so that a caller mutating its configuration object cannot
     // change what a later reload reads.
-    const specs = opts.certificates.map((s) => ({ ...s, ...(s.hostnames ? { hostnames: [...s.hostnames] } : {}) }));
+    const specs = opts.certificates.map((s) => ({ ...s, ...(s.hostnames ? { hostnames: [...s.hostnames] } : {}) })) as CertificateSpec[];
     const paths = watchedPaths(specs);
+    const sourceInterval = opts.sourceIntervalMs ?? DEFAULT_SOURCE_INTERVAL_MS;
+    if (!Number.isFinite(sourceInterval) || sourceInterval <= 0) {
+      throw new GatewayError({ code: 'PG_TLS_CERT', message: `invalid TLS sourceIntervalMs ${String(sourceInterval)}: must be a positive number of milliseconds`, transient: false });
+    }
+    const readers = new Map<number, SourceReader>();
+    // The AWS SDK loads only when a certificate has a source.
+    const readerFor = opts.readerFor ?? (specs.some((s) => s.source) ? (await import('./sources.js')).sourceReader : null);
+    specs.forEach((s, i) => {
+      if (s.source && readerFor) readers.set(i, readerFor(s.source));
+    });
 
     // Take the stat snapshot *before* reading: a file replaced between the
     // snapshot and the read is then seen as changed by the first poll and
     // reloaded (at worst once for nothing), instead of being missed forever.
     const signature = opts.watch ? await statSignature(paths) : '';
-    const state = await buildState(specs, minVersion);
+    let state: State;
+    const bundles: Bundles = new Map();
+    try {
+      for (const [i, r] of readers) {
+        const got = await r.read();
+        if (!got.unchanged) bundles.set(i, { ...splitBundle(got.pem, r.where), version: got.version });
+      }
+      state = await buildState(specs, minVersion, bundles);
+    } catch (err) {
+      for (const r of readers.values()) r.close();
+      throw err;
+    }
     const store = new CertificateStore(specs, minVersion, opts.logger, state);
+    store.readers = readers;
+    store.bundles = bundles;
     store.logger?.info({ certificates: describe(state) }, 'TLS certificates loaded');
 
     if (opts.watch) {
       store.loadedSignature = signature;
       store.lastSeenSignature = signature;
-      store.startPolling(paths, interval);
+      if (paths.length) store.startPolling(paths, interval);
+      if (readers.size) store.startSourcePolling(sourceInterval);
     }
     return store;
   }
@@ -187,7 +239,70 @@ export class CertificateStore extends EventEmitter {
   close(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.sourceTimer) clearInterval(this.sourceTimer);
     this.timer = undefined;
+    this.sourceTimer = undefined;
+    for (const r of this.readers.values()) r.close();
+  }
+
+  /**
+   * Asks every source for a new version (the renewal of a certificate kept
+   * in S3 or SSM, written there by whoever renews it, docs/deploy.md). When
+   * one changed, the whole set is built again and swapped in as one
+   * generation, as a file reload is; a bundle that fails (not PEM, a key of
+   * another certificate, expired) leaves the current contexts in place and is
+   * not tried again until its source changes once more. Public so that an
+   * operator's signal or a test can ask at once; the timer calls it too.
+   */
+  async refreshSources(): Promise<'unchanged' | 'reloaded' | 'failed'> {
+    if (this.closed || this.readers.size === 0) return 'unchanged';
+    const fresh = new Map<number, { pem: Buffer; version: string; where: string }>();
+    try {
+      for (const [i, r] of this.readers) {
+        const got = await r.read(this.bundles.get(i)?.version);
+        if (!got.unchanged && got.version !== this.refused.get(i)) fresh.set(i, { pem: got.pem, version: got.version, where: r.where });
+      }
+    } catch (err) {
+      // The source did not answer (network, permissions): nothing to judge, ask again next time.
+      return this.failed(err);
+    }
+    if (fresh.size === 0 || this.closed) return 'unchanged';
+    let state: State;
+    const next: Bundles = new Map(this.bundles);
+    try {
+      for (const [i, f] of fresh) next.set(i, { ...splitBundle(f.pem, f.where), version: f.version });
+      state = await buildState(this.specs, this.minVersion, next);
+      rejectExpired(state);
+    } catch (err) {
+      for (const [i, f] of fresh) this.refused.set(i, f.version);
+      return this.failed(err);
+    }
+    if (this.closed) return 'unchanged';
+    // The swap, as for files: new connections see only the new generation.
+    this.state = state;
+    this.bundles = next;
+    this.refused.clear();
+    this.logger?.info({ certificates: describe(state) }, 'TLS certificates reloaded from their source');
+    this.emit('reload');
+    return 'reloaded';
+  }
+
+  private failed(err: unknown): 'failed' | 'unchanged' {
+    if (this.closed) return 'unchanged';
+    this.logger?.error({ err }, 'TLS certificate reload from its source failed; still serving the previous certificates');
+    this.emit('reloadError', err);
+    return 'failed';
+  }
+
+  private startSourcePolling(intervalMs: number): void {
+    this.sourceTimer = setInterval(() => {
+      if (this.polling) return;
+      this.polling = true;
+      this.refreshSources()
+        .catch((err: unknown) => this.logger?.error({ err }, 'TLS certificate reload listener failed'))
+        .finally(() => (this.polling = false));
+    }, intervalMs);
+    this.sourceTimer.unref();
   }
 
   /**
@@ -234,7 +349,7 @@ export class CertificateStore extends EventEmitter {
   private async reload(): Promise<void> {
     let next: State;
     try {
-      next = await buildState(this.specs, this.minVersion);
+      next = await buildState(this.specs, this.minVersion, this.bundles);
     } catch (err) {
       if (this.closed) return;
       this.logger?.error({ err }, 'TLS certificate reload failed; still serving the previous certificates');
@@ -258,7 +373,19 @@ function normalizeHostname(name: string): string {
 }
 
 function watchedPaths(specs: CertificateSpec[]): string[] {
-  return [...new Set(specs.flatMap((s) => [s.cert, s.key]))];
+  return [...new Set(specs.flatMap((s) => (s.source ? [] : [s.cert, s.key])))];
+}
+
+/**
+ * A renewal must not make things worse: a certificate from a source that is
+ * already past its notAfter (a stale copy written back, a wrong object)
+ * keeps the current one in place. At start there is nothing better to serve,
+ * so only reloads apply this.
+ */
+function rejectExpired(state: State): void {
+  for (const c of state.loaded) {
+    if (Date.parse(c.validTo) < Date.now()) throw certError(`TLS certificate from ${c.certPath} expired on ${c.validTo}`);
+  }
 }
 
 /**
@@ -280,11 +407,22 @@ async function statSignature(paths: string[]): Promise<string> {
   return parts.join('|');
 }
 
-async function buildState(specs: CertificateSpec[], minVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<State> {
+async function buildState(specs: CertificateSpec[], minVersion: 'TLSv1.2' | 'TLSv1.3', bundles: Bundles): Promise<State> {
   // Read everything first, then build: a reload either yields a complete new
   // generation or fails as a whole.
   const loaded: LoadedCertificate[] = [];
-  for (const spec of specs) loaded.push(await loadOne(spec, minVersion));
+  for (const [i, spec] of specs.entries()) {
+    if (spec.source) {
+      const b = bundles.get(i);
+      const where = describeSource(spec.source);
+      if (!b) throw certError(`TLS certificate bundle ${where} was never read`);
+      loaded.push(fromPem({ certPem: b.cert, keyPem: b.key, certLabel: where, keyLabel: where, hostnames: spec.hostnames }, minVersion));
+    } else {
+      const certPem = await readPem(spec.cert, 'certificate');
+      const keyPem = await readPem(spec.key, 'private key');
+      loaded.push(fromPem({ certPem, keyPem, certLabel: spec.cert, keyLabel: spec.key, hostnames: spec.hostnames }, minVersion));
+    }
+  }
 
   const exact = new Map<string, SecureContext>();
   const wildcard = new Map<string, SecureContext>();
@@ -306,9 +444,18 @@ async function buildState(specs: CertificateSpec[], minVersion: 'TLSv1.2' | 'TLS
   return { loaded, defaultContext: first.context, exact, wildcard, names };
 }
 
-async function loadOne(spec: CertificateSpec, minVersion: 'TLSv1.2' | 'TLSv1.3'): Promise<LoadedCertificate> {
-  const certPem = await readPem(spec.cert, 'certificate');
-  const keyPem = await readPem(spec.key, 'private key');
+interface PemPair {
+  certPem: Buffer;
+  keyPem: Buffer;
+  /** For messages: the file or the source each came from. */
+  certLabel: string;
+  keyLabel: string;
+  hostnames?: string[] | undefined;
+}
+
+function fromPem(pair: PemPair, minVersion: 'TLSv1.2' | 'TLSv1.3'): LoadedCertificate {
+  const { certPem, keyPem } = pair;
+  const spec = { cert: pair.certLabel, key: pair.keyLabel, hostnames: pair.hostnames };
 
   let x509: X509Certificate;
   try {
