@@ -311,7 +311,7 @@ export function createSmtpServer(
         // 451 under onError: tempfail (docs/scanning.md): say so now and spare
         // the sender the body. Postmaster mail is never scanned (scanPolicyOf).
         const down = ctx.scan?.down() ?? [];
-        if (down.length > 0 && scanPolicyOf(cfg, decision.route)?.onError === 'tempfail') {
+        if (down.length > 0 && scanPolicyOf(set.cfg, decision.route)?.onError === 'tempfail') {
           return refuseRcpt(failure('PG_SCAN_UNAVAILABLE', { message: `scanner ${down.join(', ')} down (circuit breaker open)` }));
         }
         const take = () => {
