@@ -103,7 +103,7 @@ function row(m: MessageSummary): Safe {
   <td class="c-status">${badge(m.status)}</td>
   <td class="c-from" title="${m.from ?? m.mailFrom}">${clip(m.from ?? (m.mailFrom || '<>'), MAX_CELL)}</td>
   <td class="c-to" title="${to}">${clip(to, MAX_CELL)}</td>
-  <td class="c-subject"><a href="${href}">${m.subject === null || m.subject === '' ? html`<em class="none">(no subject)</em>` : clip(m.subject, MAX_CELL)}</a>${m.attachments > 0 ? html` <span class="clip" title="${m.attachments} attachment(s)">📎${m.attachments}</span>` : ''}</td>
+  <td class="c-subject"><a href="${href}">${m.subject === null || m.subject === '' ? html`<em class="none">(no subject)</em>` : clip(m.subject, MAX_CELL)}</a>${m.attachments > 0 ? html` <span class="clip">${m.attachments === 1 ? '1 file' : `${m.attachments} files`}</span>` : ''}</td>
   <td class="c-when">${when(m.receivedAt)}</td>
   <td class="c-size">${formatSize(m.size)}</td>
 </tr>`;
