@@ -26,6 +26,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne } from './helpers/smtp-client.js';
+import { waitFor } from './helpers/wait.js';
 import { fixturePath, projectRoot } from './helpers/fixtures.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -108,11 +109,9 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
     assert.ok(await notReloaded(page), 'the row came without a reload');
 
     await page.fill('#search input[name="q"]', 'password');
-    await page.waitForFunction(
-      `(() => { const rows = document.querySelectorAll('#rows tr[data-id]'); return rows.length === 1 && rows[0].textContent.includes('Password reset request'); })()`,
-      undefined,
-      { timeout: WAIT },
-    );
+    // (Polled from here: the page's CSP forbids the string evaluation waitForFunction would use.)
+    const rows = page.locator('#rows tr[data-id]');
+    await waitFor(async () => (await rows.count()) === 1 && /Password reset request/.test(await rows.first().innerText()), WAIT, 'the search to leave one row');
     assert.ok(await notReloaded(page), 'the search answered without a reload');
     assert.equal(new URL(page.url()).searchParams.get('q'), 'password', 'the address bar keeps the search');
     await page.close();
@@ -189,8 +188,7 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
 
     // The control: the same payload on a page without our defences is counted by both counters.
     await page.setContent(`<script>try{__canary('control')}catch(e){};fetch('http://127.0.0.1:${canary.port}/control', { mode: 'no-cors' })</script>`);
-    const deadline = Date.now() + WAIT;
-    while ((executions.length === 0 || canary.got.length === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => executions.length > 0 && canary.got.length > 0, WAIT, 'the control payload to be counted');
     assert.deepEqual(executions, ['control']);
     assert.equal(canary.got.length, 1);
     await page.close();
