@@ -204,7 +204,7 @@ ${timeline(m)}
 <section class="bodies">
 ${m.html !== null
   ? html`<h2>HTML</h2>
-<iframe class="html-body" title="HTML body (sandboxed, no scripts, no remote content)" src="/messages/${id}/body" sandbox="" referrerpolicy="no-referrer" loading="lazy"></iframe>`
+<iframe class="html-body" title="HTML body (sandboxed, no scripts, no remote content)" src="/messages/${id}/body" sandbox="" referrerpolicy="no-referrer"></iframe>`
   : ''}
 ${m.text !== null ? html`<h2>Text</h2><pre class="text-body">${m.text}</pre>` : ''}
 ${m.html === null && m.text === null ? html`<p class="none">This message has no text or HTML body.</p>` : ''}
