@@ -98,7 +98,7 @@ describe('console pages', () => {
     store.messages.set('Q2', detail('Q2', { html: null, text: null, status: 'delivered', subject: null }));
     const pages = createConsolePages();
     server = http.createServer((req, res) => {
-      pages.handle(req, res, { store, csrfToken: CSRF, identity: null }).then(
+      pages.handle(req, res, { store, csrfToken: CSRF, identity: { name: 'local', via: 'none' } }).then(
         (handled) => {
           if (!handled) res.writeHead(404).end('not mine');
         },
@@ -134,8 +134,7 @@ describe('console pages', () => {
     assert.match(view, /<iframe class="html-body"[^>]* src="\/messages\/Q1\/body" sandbox=""/);
     assert.match(view, /A{4000}… \(46000 more characters\)/, 'a huge header is cut');
     assert.match(view, /U\+202E/);
-    assert.match(view, /name="_csrf" value="csrf-token-for-tests-0123456789"/);
-    assert.match(view, /action="\/messages\/Q1\/retry"/);
+    assert.doesNotMatch(view, /class="who"/, 'nobody signed in on an open console');
   });
 
   test('every page carries the strict headers; the body document its own CSP with sandbox', async () => {
@@ -163,24 +162,23 @@ describe('console pages', () => {
     assert.equal(await (await fetch(`${base}/elsewhere`)).text(), 'not mine', 'paths the pages do not own go back to the server');
   });
 
-  test('action forms: refused without the token or from another site, done with it', async () => {
-    const post = (path: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
-      fetch(base + path, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(form).toString() });
-    assert.equal((await post('/messages/Q1/retry', {})).status, 403);
-    assert.equal((await post('/messages/Q1/retry', { _csrf: 'wrong-token-of-other-length' })).status, 403);
-    assert.equal((await post('/messages/Q1/retry', { _csrf: CSRF }, { origin: 'http://evil.example' })).status, 403);
-    assert.equal((await post('/messages/Q1/retry', { _csrf: CSRF }, { 'sec-fetch-site': 'cross-site' })).status, 403);
-    assert.deepEqual(store.calls, []);
-    const ok = await post('/messages/Q1/retry', { _csrf: CSRF });
-    assert.equal(ok.status, 303);
-    assert.equal(ok.headers.get('location'), '/messages/Q1?done=retry&ok=1');
-    const failed = await post('/messages/Q1/replay', { _csrf: CSRF, target: 'hook' });
-    assert.equal(failed.headers.get('location'), '/messages/Q1?done=replay&ok=0&code=PG_CONSOLE_UNKNOWN_TARGET');
-    assert.deepEqual(store.calls, ['retry Q1', 'replay Q1 hook']);
-    const notice = await (await fetch(`${base}${failed.headers.get('location')}`)).text();
-    assert.match(notice, /Replay failed \(PG_CONSOLE_UNKNOWN_TARGET\)\./);
-    const forged = await (await fetch(`${base}/messages/Q1?done=replay&ok=0&code=%3Cscript%3E`)).text();
-    assert.match(forged, /Replay failed\./, 'only a stable code is shown from the URL');
-    assert.equal((await fetch(`${base}/messages/Q1/retry`)).status, 405);
+  test('action forms post to the API with the CSRF token and come back to the page', async () => {
+    const view = await (await fetch(`${base}/messages/Q1`)).text();
+    const forms = view.match(/<form method="post"[\s\S]*?<\/form>/g) ?? [];
+    assert.deepEqual(
+      forms.map((f) => /action="([^"]+)"/.exec(f)![1]),
+      ['/api/v1/messages/Q1/retry', '/api/v1/messages/Q1/replay', '/api/v1/messages/Q1/delete'],
+    );
+    for (const f of forms) assert.match(f, /<input type="hidden" name="csrf" value="csrf-token-for-tests-0123456789">/);
+    assert.match(forms[0]!, /name="redirect" value="\/messages\/Q1\?done=retry"/);
+    assert.match(forms[2]!, /name="redirect" value="\/\?done=delete"/);
+    const delivered = await (await fetch(`${base}/messages/Q2`)).text();
+    assert.doesNotMatch(delivered, /data-action="retry"/, 'a delivered message has nothing to retry');
+    const notice = await (await fetch(`${base}/messages/Q1?done=retry`)).text();
+    assert.match(notice, /<p class="notice notice-ok" role="status">Retry requested/);
+    const forged = await (await fetch(`${base}/messages/Q1?done=%3Cscript%3E`)).text();
+    assert.doesNotMatch(forged, /class="notice/, 'only known actions give a notice, in fixed words');
+    assert.equal((await fetch(`${base}/messages/Q1`, { method: 'POST' })).status, 405);
+    assert.deepEqual(store.calls, [], 'the pages change nothing themselves');
   });
 });

@@ -152,15 +152,18 @@ function attemptItem(a: Attempt): Safe {
 }
 
 function actions(m: MessageDetail, ctx: PageContext): Safe {
-  const base = `/messages/${pathSegment(m.id)}`;
-  const csrf = html`<input type="hidden" name="_csrf" value="${ctx.csrfToken}">`;
+  // The forms post to the API (the server checks the token and the origin)
+  // and come back to this page, or to the list after a delete.
+  const base = `/api/v1/messages/${pathSegment(m.id)}`;
+  const back = `/messages/${pathSegment(m.id)}`;
+  const csrf = (done: string, to = back) => html`<input type="hidden" name="csrf" value="${ctx.csrfToken}"><input type="hidden" name="redirect" value="${to}?done=${done}">`;
   const canRetry = m.status === 'deferred' || m.status === 'dead';
   return html`<div class="actions" id="actions">
-  ${canRetry ? html`<form method="post" action="${base}/retry" data-action="retry">${csrf}<button type="submit" class="primary">Retry now</button></form>` : ''}
+  ${canRetry ? html`<form method="post" action="${base}/retry" data-action="retry">${csrf('retry')}<button type="submit" class="primary">Retry now</button></form>` : ''}
   ${m.targets.length > 0 && m.status !== 'refused'
-    ? html`<form method="post" action="${base}/replay" data-action="replay">${csrf}<label>Replay to <select name="target">${m.targets.map((t) => html`<option value="${t.target}">${t.target} (${t.kind})</option>`)}</select></label> <button type="submit">Replay</button></form>`
+    ? html`<form method="post" action="${base}/replay" data-action="replay">${csrf('replay')}<label>Replay to <select name="target">${m.targets.map((t) => html`<option value="${t.target}">${t.target} (${t.kind})</option>`)}</select></label> <button type="submit">Replay</button></form>`
     : ''}
-  <form method="post" action="${base}/delete" data-action="delete" data-confirm="Delete this message and its stored copies?">${csrf}<button type="submit" class="danger">Delete</button></form>
+  <form method="post" action="${base}/delete" data-action="delete" data-confirm="Delete this message and its stored copies?">${csrf('delete', '/')}<button type="submit" class="danger">Delete</button></form>
 </div>`;
 }
 
