@@ -93,9 +93,12 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
   }
 
   test('a message sent over SMTP appears in the list without a reload, and the search narrows it in place', async () => {
-    for (const s of ['Your order #4821 has shipped', 'Password reset request', 'Weekly report: inbound volume']) {
-      queueId(await sendOne(tg.port, 'inbox@app.test', message(s)));
-    }
+    const earlier: Array<[string, string]> = [
+      ['Your order #4821 has shipped', 'Acme Shop <orders@shop.example>'],
+      ['Password reset request', 'Accounts <no-reply@accounts.example>'],
+      ['Weekly report: inbound volume', 'Reports <reports@metrics.example>'],
+    ];
+    for (const [s, from] of earlier) queueId(await sendOne(tg.port, 'inbox@app.test', message(s, 'Hello from the browser test.', from)));
     const page = await context.newPage();
     await page.goto(base + '/');
     await page.locator('#rows tr', { hasText: 'Weekly report' }).waitFor();
@@ -167,9 +170,10 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
       await page.locator('#attempts li.attempt-delivered').waitFor();
       const frames = page.locator('iframe.html-body');
       if ((await frames.count()) > 0) {
-        // The frame's document has loaded (its heading or first paragraph is there).
-        await page.frameLocator('iframe.html-body').locator('body').waitFor();
-        for (const link of await page.frameLocator('iframe.html-body').locator('a[href^="javascript:"]').all()) await link.click();
+        // The frame's document has loaded; then its javascript: links are clicked.
+        const frame = await (await frames.elementHandle())!.contentFrame();
+        await frame!.waitForLoadState('load');
+        for (const link of await page.frameLocator('iframe.html-body').locator('a[href^="javascript:"]').all()) await link.click({ timeout: 2000 }).catch(() => undefined);
       }
       // Hover everything the page shows of the message (an attribute payload would need an event).
       await page.click('details.headers summary');

@@ -190,7 +190,7 @@ export function renderMessage(m: MessageDetail, ctx: PageContext): string {
   if (m.virus) verdicts.push(html`<dt>Virus</dt><dd>${m.virus.scanner}: ${m.virus.infected ? `infected (${m.virus.names.join(', ')})` : 'clean'}</dd>`);
   const body = html`<p class="back"><a href="/">« All messages</a></p>
 <article class="message" id="message" data-id="${m.id}">
-<h1 class="subject">${m.subject === null || m.subject === '' ? html`<em class="none">(no subject)</em>` : clip(m.subject, MAX_SHOWN)}</h1>
+<h1 class="subject">${m.subject === null || m.subject === '' ? html`<em class="none">(no subject)</em>` : clip(m.subject, 500)}</h1>
 <dl class="meta">
   <dt>From</dt><dd>${clip(m.from ?? '', MAX_SHOWN)}</dd>
   <dt>Envelope</dt><dd>${m.mailFrom || '<>'} → ${m.rcptTo.join(', ')}</dd>
