@@ -201,7 +201,7 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
     await control.close();
   });
 
-  test('without JavaScript the list, the search and the message are readable', async () => {
+  test('without JavaScript the list, the search and the message are readable, and the buttons work as forms', async () => {
     const id = queueId(await sendOne(tg.port, 'inbox@app.test', message('Plain reading 99c1', 'Readable without scripts.')));
     const plain = await browser.newContext({ javaScriptEnabled: false });
     plain.setDefaultTimeout(WAIT);
@@ -215,6 +215,11 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
     assert.match(await page.locator('pre.text-body').innerText(), /Readable without scripts\./);
     assert.match(await page.locator('#attempts').innerText(), /delivered/);
     assert.equal(await page.locator('a', { hasText: 'Raw source' }).count(), 1);
+    // The buttons are forms: Delete posts to the API with the CSRF token and comes back to the list.
+    await Promise.all([page.waitForURL('**/?done=delete'), page.click('#actions form[data-action="delete"] button')]);
+    assert.match(await page.locator('.notice').innerText(), /Message deleted\./);
+    assert.equal(await page.locator(`#rows tr[data-id="${id}"]`).count(), 0);
+    assert.equal((await page.goto(`${base}/messages/${id}`))?.status(), 404);
     await plain.close();
   });
 });

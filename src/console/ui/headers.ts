@@ -44,15 +44,31 @@ export const BODY_CSP = [
 /** Headers every console response carries. */
 export const COMMON_HEADERS: Readonly<Record<string, string>> = {
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
   'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
 };
 
+/**
+ * The console's pages send no referrer to any other site. To the console
+ * itself they do (`same-origin`, not `no-referrer`): under `no-referrer` a
+ * browser sends `Origin: null` with a form's POST, and the server's CSRF
+ * check, which wants the console's own origin, would refuse every button
+ * pressed without JavaScript (docs/console.md, "The web console").
+ */
+export const PAGE_REFERRER_POLICY = 'same-origin';
+
 export function pageHeaders(contentType = 'text/html; charset=utf-8'): Record<string, string> {
-  return { ...COMMON_HEADERS, 'content-type': contentType, 'content-security-policy': PAGE_CSP, 'x-frame-options': 'DENY', 'cache-control': 'no-store' };
+  return {
+    ...COMMON_HEADERS,
+    'content-type': contentType,
+    'content-security-policy': PAGE_CSP,
+    'referrer-policy': PAGE_REFERRER_POLICY,
+    'x-frame-options': 'DENY',
+    'cache-control': 'no-store',
+  };
 }
 
+/** The HTML body's document sends no referrer at all, wherever a link in it leads. */
 export function bodyHeaders(): Record<string, string> {
-  return { ...COMMON_HEADERS, 'content-type': 'text/html; charset=utf-8', 'content-security-policy': BODY_CSP, 'cache-control': 'no-store' };
+  return { ...COMMON_HEADERS, 'content-type': 'text/html; charset=utf-8', 'content-security-policy': BODY_CSP, 'referrer-policy': 'no-referrer', 'cache-control': 'no-store' };
 }

@@ -63,7 +63,6 @@ function layout(title: string, ctx: PageContext, body: Safe, bodyAttrs: { page: 
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
 <meta name="postgate-csrf" content="${ctx.csrfToken}">
 <title>${new Safe(escapeAttr(clip(title, 200)))} · postgate</title>
 <link rel="stylesheet" href="/static/console.css">
