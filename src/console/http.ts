@@ -57,6 +57,9 @@ export const CONSOLE_ROUTES = [
   { method: 'GET', path: '/api/v1/events' },
 ] as const;
 
+/** The query parameters of `GET /api/v1/messages`: the fields of MessageQuery. */
+export const MESSAGE_QUERY_PARAMS = ['q', 'rcpt', 'from', 'subject', 'route', 'status', 'since', 'until', 'cursor', 'limit'] as const satisfies ReadonlyArray<keyof MessageQuery>;
+
 const STATUSES: readonly MessageStatus[] = ['delivered', 'queued', 'deferred', 'dead', 'refused', 'quarantined'];
 const MAX_BODY = 64 * 1024;
 const MAX_SSE_CLIENTS = 100;
@@ -119,6 +122,7 @@ function messageId(raw: string): string {
 export function parseQuery(sp: URLSearchParams): MessageQuery {
   const q: MessageQuery = {};
   const bad = (m: string) => new HttpError(400, 'PG_CONSOLE_BAD_REQUEST', m);
+  for (const k of sp.keys()) if (!(MESSAGE_QUERY_PARAMS as readonly string[]).includes(k)) throw bad(`unknown parameter ${k} (${MESSAGE_QUERY_PARAMS.join(', ')})`);
   for (const k of ['q', 'rcpt', 'from', 'subject', 'route'] as const) {
     const v = sp.get(k);
     if (v !== null && v !== '') {

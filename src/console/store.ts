@@ -289,6 +289,12 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     return () => this.listeners.delete(listener);
   }
 
+  /** How many messages the index holds and the bytes of their stored copies. */
+  stats(): { messages: number; bytes: number } {
+    const db = this.ready();
+    return { messages: db.count(), bytes: db.storedBytes() };
+  }
+
   /** Index entries and copies are consistent (see ConsoleDb.check). */
   check(): string[] {
     return this.ready().check();
