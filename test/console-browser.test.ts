@@ -148,6 +148,7 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
       await mkdir(dir, { recursive: true });
       await page.screenshot({ path: path.join(dir, 'console-message.png'), fullPage: true });
       const list = await context.newPage();
+      await list.setViewportSize({ width: 1280, height: 440 });
       await list.goto(base + '/');
       await list.locator(`#rows tr[data-id="${id}"] .badge-delivered`).waitFor();
       await list.screenshot({ path: path.join(dir, 'console-list.png') });
