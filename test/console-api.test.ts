@@ -350,6 +350,32 @@ describe('console authentication', () => {
 });
 
 describe('console index unavailable', () => {
+  test('a write that fails (fault injected) leaves mail flowing, /readyz degraded until a write succeeds again', async () => {
+    const hook = await startReceiver(() => ({ status: 200 }));
+    const tg = await startGateway({ console: { listen: '127.0.0.1:0' }, routes: [{ recipients: ['*@sync.test'], targets: [{ type: 'webhook', id: 'hook', url: hook.url }] }] });
+    try {
+      const db = (tg.gw.console as unknown as { db: { apply: (ops: unknown[]) => void } }).db;
+      const apply = db.apply.bind(db);
+      db.apply = () => {
+        throw Object.assign(new Error('MDB_MAP_FULL: Environment mapsize limit reached'), { code: 'MDB_MAP_FULL' });
+      };
+      assert.equal((await sendOne(tg.port, 'bob@sync.test', simpleMessage('while broken'))).code, 250);
+      const readyz = async () => (await (await fetch(`http://127.0.0.1:${tg.opsPort}/readyz`)).json()) as { status: string; degraded?: string[] };
+      await waitFor(async () => ((await readyz()).degraded ?? []).some((d) => d.startsWith('console: console index write failed')), 5000, 'degraded');
+      assert.equal((await readyz()).status, 'ready');
+      assert.equal(hook.got.length, 1, 'delivered all the same');
+      db.apply = apply;
+      assert.equal((await sendOne(tg.port, 'bob@sync.test', simpleMessage('after the repair'))).code, 250);
+      await waitFor(async () => (await readyz()).degraded === undefined, 5000, 'healthy again');
+      const port = tg.gw.consoleAddress()!.port;
+      const items = (await consoleRequest(port, 'GET', '/api/v1/messages')).json<MessagePage>().items;
+      assert.deepEqual(items.map((m) => m.subject), ['after the repair'], 'the record of the failed batch is lost, not the mail');
+    } finally {
+      await tg.close();
+      await hook.close();
+    }
+  });
+
   test('mail still flows and /readyz reports the console degraded', async () => {
     const hook = await startReceiver(() => ({ status: 200 }));
     // A file where the index's directory should be: it cannot be opened.

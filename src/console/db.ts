@@ -18,7 +18,7 @@
  * range is a range of ids.
  */
 import { mkdirSync } from 'node:fs';
-import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type RootDatabase } from 'lmdb';
 import type { AttachmentInfo, Attempt, MessageQuery, MessageStatus, MessageSummary, TargetState } from './types.js';
 
 /** What is kept per message. */
@@ -44,6 +44,8 @@ export type DbOp =
 
 type KeyParts = [kind: 'r' | 'f', value: string];
 
+/** Records read for one page at most; a page that needs more ends early with a cursor. */
+export const SCAN_BUDGET = 20_000;
 /** Attempts kept per message; the oldest go first. */
 export const MAX_ATTEMPTS = 200;
 const EMPTY = Buffer.alloc(0);
@@ -120,18 +122,23 @@ export class ConsoleDb {
 
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
-    this.env = open({ path: dir, maxDbs: 8, compression: false });
-    this.messages = this.env.openDB<StoredMessage, string>({ name: 'messages' });
+    this.env = open({ path: dir, maxDbs: 8, compression: false, noSync: true });
+    // Shared msgpack structures: every record has the same shape, so its
+    // field names are written once, not per record (smaller, faster to encode).
+    this.messages = this.env.openDB<StoredMessage, string>({ name: 'messages', sharedStructuresKey: Symbol.for('structures') });
     this.copies = this.env.openDB<Buffer, string>({ name: 'copies', encoding: 'binary' });
     this.keys = this.env.openDB<Buffer, (string | number)[]>({ name: 'keys', encoding: 'binary' });
     this.meta = this.env.openDB<number, string>({ name: 'meta' });
   }
 
   /**
-   * Applies a batch in one transaction. The commit does not wait for the
-   * disk (NO_SYNC_FLUSH: LMDB flushes it after): the console is a view of
-   * what happened, not the promise of docs/architecture.md §2.1, and a
-   * flush on the event loop would stall SMTP sessions.
+   * Applies a batch in one transaction. Commits are not fsync'd (the
+   * environment is opened with noSync): the console is a view of what
+   * happened, not the promise of docs/architecture.md §2.1, and a synced
+   * commit held the event loop for milliseconds per batch and cost the
+   * process three times the system CPU (docs/decisions.md, "The console's
+   * database"). A process crash loses nothing LMDB committed; a machine
+   * crash can lose the last batches or damage the index (docs/console.md).
    */
   apply(ops: readonly DbOp[]): void {
     this.env.transactionSync(() => {
@@ -146,7 +153,7 @@ export class ConsoleDb {
           this.messages.put(o.id, o.rec);
           continue;
         }
-        if (this.messages.get(o.id) !== undefined) bytes -= this.removeOne(o.id);
+        // Queue ids are unique (message/ids.ts): a put never replaces a message.
         this.messages.put(o.id, o.rec);
         for (const [kind, value] of keysOf(o.rec.s)) this.keys.put([kind, value, o.id], EMPTY);
         if (o.raw) {
@@ -159,7 +166,7 @@ export class ConsoleDb {
         }
       }
       this.meta.put('bytes', Math.max(0, bytes));
-    }, TransactionFlags.NO_SYNC_FLUSH);
+    });
   }
 
   /** Inside a transaction: removes a message, its keys and copies; returns the bytes freed. */
@@ -212,7 +219,13 @@ export class ConsoleDb {
     if (q.cursor && q.cursor < before) before = q.cursor;
     const from = sinceMs !== null ? timePrefix(sinceMs - 3_600_000) : '';
     const items: MessageSummary[] = [];
+    let read = 0;
+    let last = '';
     for (const id of this.ids(q, before, from)) {
+      // A search the keys cannot narrow reads records; past the budget the
+      // page ends early and `next` goes on below the last one read (docs/console.md).
+      if (++read > SCAN_BUDGET) return { items, next: last };
+      last = id;
       const rec = this.messages.get(id);
       if (!rec || !matches(rec.s, q, sinceMs, untilMs)) continue;
       if (items.length === limit) return { items, next: items[items.length - 1]!.id };

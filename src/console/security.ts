@@ -69,6 +69,8 @@ export class ConsoleSecurity {
 
   /** The identity of a request, or null when it must authenticate and did not. */
   async identify(req: http.IncomingMessage): Promise<Identity | null> {
+    // An open (loopback) console ignores credentials: nothing to check them against.
+    if (!this.auth) return { name: 'local', via: 'none' };
     const header = req.headers.authorization ?? '';
     const [scheme, value = ''] = header.split(/\s+/, 2);
     if (/^bearer$/i.test(scheme ?? '') && value) {
@@ -92,7 +94,7 @@ export class ConsoleSecurity {
       this.basicOk.set(cacheKey, this.now() + BASIC_CACHE_MS);
       return { name: user, via: 'basic' };
     }
-    return this.auth ? null : { name: 'local', via: 'none' };
+    return null;
   }
 
   /** What a 401 offers (RFC 7617 basic, RFC 6750 bearer). */

@@ -21,7 +21,7 @@ import type { TargetConfig } from '../config/schema.js';
 import type { ValidateRequest } from '../delivery/rcpt-validate.js';
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
-import { buildEvent, eventForRecipients, type Envelope } from '../message/event.js';
+import { buildEvent, eventForRecipients, type EmailEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
@@ -376,7 +376,7 @@ export function createSmtpServer(
         receivedAt: Date;
         clientHostname: string | null;
         rawSha256: string;
-        event: import('../message/event.js').EmailEvent;
+        event: EmailEvent;
         eventJson: Buffer;
         delivered: MessageBytes;
         deliveries: Delivery[];
