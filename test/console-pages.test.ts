@@ -52,9 +52,13 @@ function detail(id: string, over: Partial<MessageDetail> = {}): MessageDetail {
 class MemoryStore implements ConsoleStore {
   messages = new Map<string, MessageDetail>();
   calls: string[] = [];
+  queries: MessageQuery[] = [];
   async list(query: MessageQuery) {
+    this.queries.push(query);
     const items = [...this.messages.values()].filter((m) => !query.q || (m.subject ?? '').includes(query.q));
-    return { items, next: null };
+    // Two to a page, so the pager shows: the cursor is the index of the next item.
+    const from = Number(query.cursor ?? 0);
+    return { items: items.slice(from, from + 2), next: from + 2 < items.length ? String(from + 2) : null };
   }
   async get(id: string) {
     return this.messages.get(id) ?? null;
@@ -162,6 +166,22 @@ describe('console pages', () => {
     assert.equal((await fetch(`${base}/messages/nope`)).status, 404);
     assert.equal((await fetch(`${base}/elsewhere`)).status, 404);
     assert.equal(await (await fetch(`${base}/elsewhere`)).text(), 'not mine', 'paths the pages do not own go back to the server');
+  });
+
+  test('the list pages with the store\'s cursor and keeps the search in its links', async () => {
+    store.messages.set('Q3', detail('Q3', { subject: 'third', status: 'queued' }));
+    const first = await (await fetch(`${base}/?status=queued&bogus=1`)).text();
+    assert.deepEqual(store.queries.at(-1), { limit: 50, status: 'queued' }, 'only known parameters reach the store');
+    const all = await (await fetch(`${base}/`)).text();
+    assert.match(all, /data-first-page="yes"/);
+    assert.match(all, /<a rel="next" href="\/\?cursor=2">Older »<\/a>/);
+    assert.doesNotMatch(all, /« Newest/);
+    const older = await (await fetch(`${base}/?cursor=2`)).text();
+    assert.match(older, /data-first-page=""/, 'an older page does not follow live updates');
+    assert.match(older, /<a href="\/">« Newest<\/a>/);
+    assert.equal((older.match(/<tr data-id=/g) ?? []).length, 1);
+    assert.match(first, /<option value="queued" selected>/);
+    store.messages.delete('Q3');
   });
 
   test('action forms post to the API with the CSRF token and come back to the page', async () => {
