@@ -7,7 +7,8 @@
  * - a message sent over SMTP appears in the list without a reload, a search
  *   narrows the list without a reload, the message view shows its attempts;
  * - a message whose webhook failed is retried with the button once the
- *   receiver has recovered, and its timeline shows the delivery;
+ *   receiver has recovered: its timeline shows the delivery, and its row in
+ *   a list open in another tab turns delivered, neither page reloaded;
  * - the hostile-message set (test/fixtures/console/) is rendered and no
  *   script runs: every payload calls a function the test exposes in every
  *   frame and fetches a URL of a counting receiver, and both counts stay at
@@ -134,12 +135,22 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
     await frame.locator('h2', { hasText: 'Invoice 2026-113' }).waitFor();
     const hooksBefore = hook.got.length;
 
+    // A second tab keeps the list open: the row's status follows the retry there too.
+    const list = await context.newPage();
+    await list.goto(base + '/');
+    await list.locator(`#rows tr[data-id="${id}"] .badge-deferred`).waitFor();
+    await list.locator('#live:not([hidden])').waitFor();
+    await mark(list);
+
     recovered = true;
     await mark(page);
     await page.click('#actions form[data-action="retry"] button');
     await page.locator('#attempts li.attempt-delivered', { hasText: 'app-webhook' }).waitFor();
     await page.locator('#timeline[data-status="delivered"]').waitFor();
     assert.ok(await notReloaded(page), 'the timeline updated in place');
+    await list.locator(`#rows tr[data-id="${id}"] .badge-delivered`).waitFor();
+    assert.ok(await notReloaded(list), 'the row changed status without a reload');
+    await list.close();
     assert.ok(hook.got.length > hooksBefore, 'the receiver got the message again');
     assert.match(await page.locator('#action-result').innerText(), /\S/);
 
@@ -147,12 +158,12 @@ describe('web console in Chromium', { skip: existsSync(CHROMIUM) ? false : `${CH
       const dir = path.join(projectRoot(), 'docs', 'images');
       await mkdir(dir, { recursive: true });
       await page.screenshot({ path: path.join(dir, 'console-message.png'), fullPage: true });
-      const list = await context.newPage();
-      await list.setViewportSize({ width: 1280, height: 440 });
-      await list.goto(base + '/');
-      await list.locator(`#rows tr[data-id="${id}"] .badge-delivered`).waitFor();
-      await list.screenshot({ path: path.join(dir, 'console-list.png') });
-      await list.close();
+      const shot = await context.newPage();
+      await shot.setViewportSize({ width: 1280, height: 440 });
+      await shot.goto(base + '/');
+      await shot.locator(`#rows tr[data-id="${id}"] .badge-delivered`).waitFor();
+      await shot.screenshot({ path: path.join(dir, 'console-list.png') });
+      await shot.close();
     }
     await page.close();
   });
