@@ -102,7 +102,7 @@ describe('console pages', () => {
     store.messages.set('Q2', detail('Q2', { html: null, text: null, status: 'delivered', subject: null }));
     const pages = createConsolePages();
     server = http.createServer((req, res) => {
-      pages.handle(req, res, { store, csrfToken: CSRF, identity: { name: 'local', via: 'none' } }).then(
+      pages.handle(req, res, { store, csrfToken: CSRF, identity: { name: 'local', via: 'none' }, url: new URL(req.url ?? '/', 'http://console.test') }).then(
         (handled) => {
           if (!handled) res.writeHead(404).end('not mine');
         },

@@ -23,7 +23,7 @@ const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;'
  * markup characters, the bidirectional controls (U+202A–U+202E, U+2066–U+2069)
  * are shown as their code points: an RTL override in a subject or a filename
  * ("invoice\u202Efdp.exe") would otherwise reorder what the reader sees
- * (Unicode TR #9; the same trick is CVE-2021-42574 in source code). Other
+ * (docs/console.md, "How the pages stay safe with hostile mail"). Other
  * control characters but tab and newline are dropped.
  */
 export function escapeText(value: unknown): string {

@@ -8,28 +8,13 @@
 import type http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { ConsoleStore, MessageQuery, MessageStatus } from '../types.js';
+// The server's side of the contract: it has already checked the Host,
+// authentication and, for anything that changes state, the CSRF token, so
+// the pages' forms post to the API and the pages answer only GET and HEAD.
+import type { ConsolePages } from '../http.js';
+import type { MessageQuery, MessageStatus } from '../types.js';
 import { bodyHeaders, pageHeaders } from './headers.js';
-import { renderList, renderMessage, renderNotFound, STATUSES, type PageContext } from './pages.js';
-
-/**
- * What the console's server hands the pages with each request (the server's
- * `PageContext` in http.ts has this shape). The server has already checked
- * the Host, authentication and, for any request that changes state, the CSRF
- * token: the pages' forms post to the API, never to the pages.
- */
-export interface PagesContext {
-  store: ConsoleStore;
-  /** The token the action forms (field `csrf`) and the script's API calls (header `X-CSRF-Token`) carry. */
-  csrfToken: string;
-  /** Who is signed in; `via: 'none'` on an open loopback console. */
-  identity: { name: string; via: string } | null;
-}
-
-export interface ConsolePages {
-  /** Answers the request and resolves true, or resolves false for a path the pages do not serve. */
-  handle(req: http.IncomingMessage, res: http.ServerResponse, ctx: PagesContext): Promise<boolean>;
-}
+import { renderList, renderMessage, renderNotFound, STATUSES, type RenderContext } from './pages.js';
 
 const PAGE_SIZE = 50;
 
@@ -87,7 +72,7 @@ const ACTION_WORDS: Record<string, string> = {
   delete: 'Message deleted.',
 };
 
-function noticeOf(url: URL): PageContext['notice'] {
+function noticeOf(url: URL): RenderContext['notice'] {
   const done = url.searchParams.get('done');
   const text = done ? ACTION_WORDS[done] : undefined;
   return text ? { ok: true, text } : null;
@@ -98,10 +83,10 @@ export function createConsolePages(): ConsolePages {
 
   return {
     async handle(req, res, ctx) {
-      const url = new URL(req.url ?? '/', 'http://console.invalid');
+      const url = ctx.url;
       const method = req.method ?? 'GET';
-      const who = ctx.identity && ctx.identity.via !== 'none' ? ctx.identity.name : null;
-      const page: PageContext = { csrfToken: ctx.csrfToken, identity: who, notice: noticeOf(url) };
+      const who = ctx.identity.via !== 'none' ? ctx.identity.name : null;
+      const page: RenderContext = { csrfToken: ctx.csrfToken, identity: who, notice: noticeOf(url) };
       const file = statics.get(url.pathname);
       if (file && (method === 'GET' || method === 'HEAD')) {
         send(res, 200, { ...pageHeaders(file.type), 'cache-control': 'no-cache' }, method === 'HEAD' ? '' : file.body);

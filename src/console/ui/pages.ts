@@ -14,7 +14,7 @@ import type { Attempt, MessageDetail, MessagePage, MessageQuery, MessageStatus, 
 import { html, Safe, escapeAttr, pathSegment } from './html.js';
 
 /** What every page needs besides its data. */
-export interface PageContext {
+export interface RenderContext {
   csrfToken: string;
   /** Who is signed in, when the console asked (token or basic auth); shown in the header. */
   identity: string | null;
@@ -57,7 +57,7 @@ export function formatSize(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-function layout(title: string, ctx: PageContext, body: Safe, bodyAttrs: { page: string; id?: string }): string {
+function layout(title: string, ctx: RenderContext, body: Safe, bodyAttrs: { page: string; id?: string }): string {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -118,7 +118,7 @@ export function listHref(query: MessageQuery, cursor?: string | null): string {
   return s ? `/?${s}` : '/';
 }
 
-export function renderList(page: MessagePage, query: MessageQuery, ctx: PageContext): string {
+export function renderList(page: MessagePage, query: MessageQuery, ctx: RenderContext): string {
   const searching = Boolean(query.q || query.status);
   const body = html`<section class="list">
 ${searchForm(query)}
@@ -150,7 +150,7 @@ function attemptItem(a: Attempt): Safe {
 </li>`;
 }
 
-function actions(m: MessageDetail, ctx: PageContext): Safe {
+function actions(m: MessageDetail, ctx: RenderContext): Safe {
   // The forms post to the API (the server checks the token and the origin)
   // and come back to this page, or to the list after a delete.
   const base = `/api/v1/messages/${pathSegment(m.id)}`;
@@ -181,7 +181,7 @@ ${m.attempts.length === 0 ? html`<li class="attempt attempt-none">No attempt has
 </section>`;
 }
 
-export function renderMessage(m: MessageDetail, ctx: PageContext): string {
+export function renderMessage(m: MessageDetail, ctx: RenderContext): string {
   const id = pathSegment(m.id);
   const api = `/api/v1/messages/${id}`;
   const verdicts: Safe[] = [];
@@ -229,6 +229,6 @@ ${m.headers.map(([name, value]) => html`<tr><th>${clip(name, 200)}</th><td>${cli
   return layout(m.subject ?? '(no subject)', ctx, body, { page: 'message', id: m.id });
 }
 
-export function renderNotFound(ctx: PageContext, what: string): string {
+export function renderNotFound(ctx: RenderContext, what: string): string {
   return layout('Not found', ctx, html`<p class="back"><a href="/">« All messages</a></p><h1>Not found</h1><p>${what}</p>`, { page: 'error' });
 }
