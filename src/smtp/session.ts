@@ -423,7 +423,8 @@ export function createSmtpServer(
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           rcptTo: session.envelope.rcptTo.map((x) => x.address),
           size,
-          reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `250 ${text ?? ''}`,
+          // The reply as the sender read it: code, enhanced code, text (each a row of the reply table).
+          reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `${REPLIES.PG_QUEUED.code} ${text ?? ''}`,
           refused: err !== null,
           quarantined: r?.quarantined ?? false,
           event: r?.event ?? null,
