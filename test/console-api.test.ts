@@ -301,6 +301,36 @@ describe('console REST API', () => {
   });
 });
 
+describe('console timeline of optional targets', () => {
+  test('an optional target that answers after the 250 shows up in the timeline when it ends', async () => {
+    const fast = await startReceiver(() => ({ status: 200 }));
+    const slow = await startReceiver(() => ({ status: 200, delayMs: 400 }));
+    const tg = await startGateway({
+      console: { listen: '127.0.0.1:0' },
+      routes: [
+        { name: 'opt', recipients: ['*@opt.test'], targets: [{ type: 'webhook', id: 'fast', url: fast.url }, { type: 'webhook', id: 'slow', url: slow.url, required: false }] },
+      ],
+    });
+    try {
+      const port = tg.gw.consoleAddress()!.port;
+      const reply = await sendOne(tg.port, 'o@opt.test', simpleMessage('optional later'));
+      assert.equal(reply.code, 250);
+      assert.equal(slow.got.filter((g) => g.answeredAt).length, 0, 'the 250 did not wait for the optional target');
+      const id = idOf(reply.text);
+      const get = async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
+      await waitFor(async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).status === 200 && (await get()).attempts.length === 2, 5000, 'both attempts');
+      const d = await get();
+      assert.deepEqual(d.attempts.map((a) => [a.target, a.outcome]), [['fast', 'delivered'], ['slow', 'delivered']]);
+      assert.deepEqual(d.targets.map((t) => [t.target, t.required, t.status]), [['fast', true, 'delivered'], ['slow', false, 'delivered']]);
+      assert.equal(d.status, 'delivered');
+    } finally {
+      await tg.close();
+      await fast.close();
+      await slow.close();
+    }
+  });
+});
+
 describe('console authentication', () => {
   test('console.auth: token or basic user required, on loopback too; a bearer token needs no CSRF token', async () => {
     const hash = await hashPassword('correct horse');
