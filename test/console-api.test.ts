@@ -7,13 +7,16 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
 import { waitFor } from './helpers/wait.js';
 import { browserSession, consoleRequest, readEvents } from './helpers/console.js';
+import { projectRoot } from './helpers/fixtures.js';
 import { validateConfig } from '../src/config/load.js';
 import { ConfigError } from '../src/config/errors.js';
 import { hashPassword } from '../src/auth/password.js';
@@ -364,6 +367,19 @@ describe('console authentication', () => {
     } finally {
       await tg.close();
       await hook.close();
+    }
+  });
+
+  test('postgate check, the command, exits 2 naming console.listen', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-check-'));
+    try {
+      const file = path.join(dir, 'postgate.yaml');
+      await writeFile(file, 'routes:\n  - recipients: ["*@a.test"]\n    targets: [{ type: local }]\nconsole:\n  listen: "0.0.0.0:8025"\n');
+      const r = spawnSync(process.execPath, [path.join(projectRoot(), 'dist/src/cli/index.js'), 'check', '--config', file], { encoding: 'utf8', env: { ...process.env, POSTGATE_CONFIG: '' } });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /console\.listen: 0\.0\.0\.0:8025 is not a loopback address: set console\.auth/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
