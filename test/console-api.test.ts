@@ -7,13 +7,16 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
 import { waitFor } from './helpers/wait.js';
 import { browserSession, consoleRequest, readEvents } from './helpers/console.js';
+import { projectRoot } from './helpers/fixtures.js';
 import { validateConfig } from '../src/config/load.js';
 import { ConfigError } from '../src/config/errors.js';
 import { hashPassword } from '../src/auth/password.js';
@@ -301,6 +304,36 @@ describe('console REST API', () => {
   });
 });
 
+describe('console timeline of optional targets', () => {
+  test('an optional target that answers after the 250 shows up in the timeline when it ends', async () => {
+    const fast = await startReceiver(() => ({ status: 200 }));
+    const slow = await startReceiver(() => ({ status: 200, delayMs: 400 }));
+    const tg = await startGateway({
+      console: { listen: '127.0.0.1:0' },
+      routes: [
+        { name: 'opt', recipients: ['*@opt.test'], targets: [{ type: 'webhook', id: 'fast', url: fast.url }, { type: 'webhook', id: 'slow', url: slow.url, required: false }] },
+      ],
+    });
+    try {
+      const port = tg.gw.consoleAddress()!.port;
+      const reply = await sendOne(tg.port, 'o@opt.test', simpleMessage('optional later'));
+      assert.equal(reply.code, 250);
+      assert.equal(slow.got.filter((g) => g.answeredAt).length, 0, 'the 250 did not wait for the optional target');
+      const id = idOf(reply.text);
+      const get = async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
+      await waitFor(async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).status === 200 && (await get()).attempts.length === 2, 5000, 'both attempts');
+      const d = await get();
+      assert.deepEqual(d.attempts.map((a) => [a.target, a.outcome]), [['fast', 'delivered'], ['slow', 'delivered']]);
+      assert.deepEqual(d.targets.map((t) => [t.target, t.required, t.status]), [['fast', true, 'delivered'], ['slow', false, 'delivered']]);
+      assert.equal(d.status, 'delivered');
+    } finally {
+      await tg.close();
+      await fast.close();
+      await slow.close();
+    }
+  });
+});
+
 describe('console authentication', () => {
   test('console.auth: token or basic user required, on loopback too; a bearer token needs no CSRF token', async () => {
     const hash = await hashPassword('correct horse');
@@ -334,6 +367,19 @@ describe('console authentication', () => {
     } finally {
       await tg.close();
       await hook.close();
+    }
+  });
+
+  test('postgate check, the command, exits 2 naming console.listen', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-check-'));
+    try {
+      const file = path.join(dir, 'postgate.yaml');
+      await writeFile(file, 'routes:\n  - recipients: ["*@a.test"]\n    targets: [{ type: local }]\nconsole:\n  listen: "0.0.0.0:8025"\n');
+      const r = spawnSync(process.execPath, [path.join(projectRoot(), 'dist/src/cli/index.js'), 'check', '--config', file], { encoding: 'utf8', env: { ...process.env, POSTGATE_CONFIG: '' } });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /console\.listen: 0\.0\.0\.0:8025 is not a loopback address: set console\.auth/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

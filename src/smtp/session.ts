@@ -384,6 +384,8 @@ export function createSmtpServer(
         queued: number;
       } | null = null;
       const syncAttempts: Attempt[] = [];
+      /** Set once the console has the transaction: later attempts (optional targets run on after the reply) go to it one by one. */
+      let consoleHasIt = false;
       let finished = false;
       const finish = (err: GatewayError | null, text?: string, outcomeLabel?: 'aborted') => {
         if (finished) return;
@@ -413,6 +415,7 @@ export function createSmtpServer(
         else reply();
       };
       const recordMessage = (recorder: MessageRecorder, err: GatewayError | null, text: string | undefined) => {
+        consoleHasIt = true;
         const r = recorded;
         const delivered = new Set(syncAttempts.filter((a) => a.outcome === 'delivered' || a.outcome === 'skipped').map((a) => a.target));
         recorder.received({
@@ -423,7 +426,8 @@ export function createSmtpServer(
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           rcptTo: session.envelope.rcptTo.map((x) => x.address),
           size,
-          reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `250 ${text ?? ''}`,
+          // The reply as the sender read it: code, enhanced code, text (each a row of the reply table).
+          reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `${REPLIES.PG_QUEUED.code} ${text ?? ''}`,
           refused: err !== null,
           quarantined: r?.quarantined ?? false,
           event: r?.event ?? null,
@@ -436,7 +440,7 @@ export function createSmtpServer(
             required: d.target.required,
             spooled: err === null && r!.queued > 0 && !delivered.has(d.target.id),
           })),
-          attempts: syncAttempts,
+          attempts: [...syncAttempts],
         });
       };
       stream.on('data', (chunk: Buffer) => {
@@ -663,7 +667,7 @@ export function createSmtpServer(
               }
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
               if (ctx.console) {
-                syncAttempts.push({
+                const a: Attempt = {
                   at: new Date(ctx.now()).toISOString(),
                   target: t.id,
                   kind: t.type,
@@ -671,7 +675,10 @@ export function createSmtpServer(
                   outcome: o.skipped ? 'skipped' : o.ok ? 'delivered' : o.error?.transient === false ? 'failed' : 'deferred',
                   latencyMs: Math.round(o.ms),
                   ...(o.error ? { code: o.error.code, detail: o.error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
-                });
+                };
+                // An optional target that ends after the reply was never spooled: a failure is final.
+                if (consoleHasIt) ctx.console.attempt(txn.queueId, a, o.skipped ? 'skipped' : o.ok ? 'delivered' : 'dead', t.required);
+                else syncAttempts.push(a);
               }
               // At info a message that goes well writes one line ('accepted'
               // below); a target's own line is for failures, or for debug.
