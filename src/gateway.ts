@@ -49,9 +49,21 @@ import { CertificateStore } from './tls/certificates.js';
 import type { ScannerConfig, SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
 import { GatewayError } from './core/errors.js';
+import { ConsoleService, type ConsoleActions } from './console/store.js';
+import { createConsoleServer, type ConsolePages } from './console/http.js';
+import { createConsolePages } from './console/ui/index.js';
+import type { ActionResult, ConsoleStore } from './console/types.js';
+import type { S3Spool } from './queue/s3-spool.js';
+import { MessageBytes } from './message/bytes.js';
+import { deliveryId } from './message/ids.js';
+import { claimCheckOnce } from './delivery/claim-check.js';
+import { deliverToTargets } from './delivery/index.js';
+import type { EmailEvent } from './message/event.js';
 
 /** How often the local blob store removes blobs whose links expired. */
 const BLOB_SWEEP_INTERVAL_MS = 3_600_000;
+/** How often console retention runs (it also runs at start). */
+const CONSOLE_SWEEP_INTERVAL_MS = 600_000;
 
 export interface GatewayDeps {
   logger?: Logger;
@@ -69,6 +81,10 @@ export interface GatewayDeps {
    * its routes applied by reloadRoutes. Closed by stop().
    */
   configSource?: ConfigSource;
+  /** The console's web pages; default: src/console/ui/. null serves the API only. */
+  consolePages?: ConsolePages | null;
+  /** Where the console keeps its index (tests point it somewhere unusable to check the degraded path). */
+  consoleDir?: string;
 }
 
 export interface BoundAddress {
@@ -88,6 +104,10 @@ export interface Gateway {
   /** Addresses actually bound (port 0 resolved), valid after start(). */
   addresses(): BoundAddress[];
   opsAddress(): { host: string; port: number } | null;
+  /** The console's address, valid after start(); null when the console is off. */
+  consoleAddress(): { host: string; port: number } | null;
+  /** The console's store (null when the console is off). */
+  readonly console: (ConsoleStore & { check(): string[]; sweep(): Promise<number>; flush(): void }) | null;
   readiness(): { ready: boolean; reasons: string[]; degraded?: string[] };
   readonly draining: boolean;
   /**
@@ -264,6 +284,18 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       ? new ClientFilters({ hostname: cfg.hostname, deny: cfg.smtp.clients.deny, dnsbl: cfg.smtp.dnsbl, logger, metrics, now })
       : null;
 
+  // The message console (docs/console.md): recorded off the 250's path; a
+  // console that cannot open its index leaves mail flowing and /readyz degraded.
+  const consoleSvc = cfg.console
+    ? new ConsoleService({
+        dir: deps.consoleDir ?? cfg.console.path ?? path.join(cfg.storage.path, 'console'),
+        retention: cfg.console.retention,
+        sweepIntervalMs: CONSOLE_SWEEP_INTERVAL_MS,
+        now,
+        logger: logger.child({ component: 'console' }),
+      })
+    : null;
+
   const closers = new Map<string, () => void>();
   const sessionCtx: SessionContext = {
     blobs: null,
@@ -296,6 +328,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     scan,
     queue: null,
     dsn: null,
+    console: consoleSvc,
     now,
     isDraining: () => draining,
     transactionStarted: () => {
@@ -343,6 +376,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     // it is a reason under tempfail; under accept mail still flows: degraded.
     const degraded: string[] = [];
     for (const id of scan?.down() ?? []) (cfg.scan.onError === 'tempfail' ? reasons : degraded).push(`scanner ${id} down`);
+    const consoleProblem = consoleSvc?.degraded();
+    if (consoleProblem) degraded.push(`console: ${consoleProblem}`);
     return { ready: reasons.length === 0, reasons, ...(degraded.length ? { degraded } : {}) };
   };
   // Readiness is read synchronously; refresh the disk state in the background.
@@ -432,8 +467,32 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     logger: logger.child({ component: 'queue' }),
     deadlineMs: cfg.delivery.deadline,
     policy: queuePolicy,
-    onAttempt: (_meta, outcome) => metrics.queueAttempts.inc({ outcome }),
+    onAttempt: (meta, outcome, detail) => {
+      metrics.queueAttempts.inc({ outcome });
+      if (!consoleSvc) return;
+      const error = detail?.error ?? null;
+      consoleSvc.attempt(
+        meta.queueId,
+        {
+          at: new Date(now()).toISOString(),
+          target: meta.targetId,
+          kind: targets.get(meta.targetId)?.type ?? 'unknown',
+          // Items copied by a replay carry "-r" in their id (cli/queue.ts, replayItem below).
+          via: meta.itemId.includes('-r') ? 'replay' : retried.delete(meta.itemId) ? 'retry' : 'queue',
+          outcome: outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'failed',
+          latencyMs: Math.round(detail?.ms ?? 0),
+          ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+        },
+        outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'dead',
+        meta.required,
+      );
+    },
   };
+  /** Items the console sent again, so their next attempt shows as a retry. */
+  const retried = new Set<string>();
+  /** The spool as `postgate queue` sees it, for the console's actions. */
+  let adminSpool: LocalSpool | S3Spool | null = null;
+  let localWorker: QueueWorker | null = null;
   const backend = cfg.queue.backend;
   if (cfg.routes.some((r) => r.mode !== 'sync') && backend.type === 's3-sqs') {
     // Several instances share the queue: items in S3, work items in SQS.
@@ -455,6 +514,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       ...queueDeps,
     });
     await sqsQueue.start();
+    adminSpool = sqsQueue.store;
     queue = { spool: sqsQueue, worker: sqsQueue, maxItems: cfg.queue.maxItems };
     sessionCtx.queue = queue;
     const etrnClients = createAddressMatcher(cfg.queue.etrn.allowed);
@@ -478,6 +538,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
     const { recovered, discarded } = await worker.start();
     if (recovered || discarded) logger.info({ recovered, discarded, spool: spool.root }, 'spool recovered');
     queue = { spool, worker, maxItems: cfg.queue.maxItems };
+    adminSpool = spool;
+    localWorker = worker;
     sessionCtx.queue = queue;
     const etrnClients = createAddressMatcher(cfg.queue.etrn.allowed);
     policy.etrn = (node, client) => etrnReply(node, etrnClients.matches(client), worker);
@@ -485,6 +547,110 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
   }
   if (scan) metrics.registry.registerMetric(scannerGauge(() => scan.scanners.map((x) => ({ id: x.id, down: scan.down().includes(x.id) }))));
   if (cfg.http !== false) ops = createOpsServer(metrics.registry, { readiness }, blobs instanceof LocalBlobStore ? blobs : undefined);
+
+  // The console's buttons: the same operations as `postgate queue retry` and
+  // `replay` (cli/queue.ts), on this gateway's spool and worker.
+  let replays = 0;
+  const consoleActions: ConsoleActions = {
+    async retry(id) {
+      const q = queue;
+      const spool = adminSpool;
+      if (!q || !spool) return { ok: false, code: 'PG_CONSOLE_NO_QUEUE', message: 'no queued route: a synchronous delivery is retried by its sender' };
+      const mine = (m: SpoolMeta) => m.queueId === id;
+      let revived = 0;
+      for (const e of await spool.list('dead')) {
+        if (!mine(e.meta)) continue;
+        await spool.revive(e.meta.itemId, now());
+        retried.add(e.meta.itemId);
+        revived++;
+      }
+      if (localWorker && revived) await localWorker.rescan();
+      const flushed = q.worker.flush(mine, '') ?? 0;
+      const n = Math.max(revived, flushed);
+      if (n === 0) return { ok: false, code: 'PG_CONSOLE_NOTHING_TO_RETRY', message: 'nothing of this message is waiting in the queue or dead' };
+      return { ok: true, message: `${n} queued item(s) of ${id} due now` };
+    },
+    async replay(id, target, rec, copy): Promise<ActionResult> {
+      const t = targets.get(target);
+      if (!t) return { ok: false, code: 'PG_CONSOLE_BAD_REQUEST', message: `no target "${target}" is configured` };
+      const at = now();
+      const rcptTo = rec.s.rcptTo;
+      // Same delivery id as `postgate queue replay`: the message's envelope,
+      // its hash as received and the new target (docs/architecture.md §2.5).
+      const did = deliveryId(rec.s.mailFrom, rcptTo, rec.sha, target);
+      if (queue) {
+        const meta: SpoolMeta = {
+          itemId: `${id}-r${at.toString(36)}${replays++}`,
+          queueId: id,
+          deliveryId: did,
+          targetId: target,
+          required: false,
+          route: rec.s.route ?? '',
+          mailFrom: rec.s.mailFrom,
+          rcptTo: [...rcptTo],
+          rawSha256: rec.sha,
+          receivedAt: rec.s.receivedAt,
+          spooledAt: new Date(at).toISOString(),
+        };
+        // Its own copy of the message, as `postgate queue replay` stores it (NewSpoolItem.ownCopy).
+        await queue.spool.put([{ meta, message: MessageBytes.of(copy.message), eventJson: copy.eventJson, ownCopy: true }], at);
+        queue.worker.add([{ meta, state: { attempts: 0, nextAt: at, history: [] } }]);
+        return { ok: true, message: `${id} queued for ${target} (delivery id ${did})` };
+      }
+      // No spool: one attempt now, under the delivery deadline.
+      const started = now();
+      const outcome = await deliverToTargets(
+        [
+          {
+            target: t,
+            msg: {
+              queueId: id,
+              mailFrom: rec.s.mailFrom,
+              rcptTo,
+              receivedAt: new Date(rec.s.receivedAt),
+              message: MessageBytes.of(copy.message),
+              rawSha256: rec.sha,
+              event: JSON.parse(copy.eventJson.toString('utf8')) as EmailEvent,
+              eventJson: copy.eventJson,
+              claimCheck: claimCheckOnce(copy.eventJson, blobs),
+            },
+          },
+        ],
+        { deadlineMs: cfg.delivery.deadline, skip, now, retry: false },
+      );
+      const o = outcome.targets[0];
+      const error = outcome.error ?? null;
+      consoleSvc?.attempt(
+        id,
+        {
+          at: new Date(now()).toISOString(),
+          target,
+          kind: t.type,
+          via: 'replay',
+          outcome: o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'failed' : 'deferred',
+          latencyMs: Math.round(now() - started),
+          ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+        },
+        o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'dead' : 'deferred',
+      );
+      return outcome.ok
+        ? { ok: true, message: o?.skipped ? `${target} already has ${id} (delivery id ${did})` : `${id} delivered to ${target}` }
+        : { ok: false, code: error?.code ?? 'PG_DELIVERY_FAILED', message: `${target}: ${error?.message ?? 'not delivered'}` };
+    },
+  };
+  if (consoleSvc) consoleSvc.actions = consoleActions;
+  const consoleServer =
+    consoleSvc && cfg.console
+      ? createConsoleServer({
+          store: consoleSvc,
+          // The web pages unless the caller says otherwise (null: the API only).
+          pages: deps.consolePages === undefined ? createConsolePages() : deps.consolePages,
+          auth: cfg.console.auth ?? null,
+          allowedHosts: cfg.console.allowedHosts,
+          logger: logger.child({ component: 'console' }),
+          now,
+        })
+      : null;
 
   const listenOne = async (server: net.Server | http.Server, { host, port }: HostPort) => {
     const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
@@ -573,10 +739,15 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       }
       // validated by the schema
       if (ops && cfg.http !== false) await listenOne(ops, parseHostPort(cfg.http.listen)!);
+      if (consoleServer && cfg.console) {
+        await listenOne(consoleServer, parseHostPort(cfg.console.listen)!);
+        consoleSvc!.start();
+      }
       logger.info(
         {
           listeners: gw.addresses().map((a) => `${a.name}(${a.role})=${a.host}:${a.port}`),
           ops: gw.opsAddress(),
+          ...(consoleServer ? { console: gw.consoleAddress() } : {}),
           domains: cfg.servedDomains,
           storage: cfg.storage.path,
         },
@@ -594,6 +765,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       const a = ops?.address() as net.AddressInfo | null | undefined;
       return a ? { host: a.address, port: a.port } : null;
     },
+    consoleAddress() {
+      const a = consoleServer?.address() as net.AddressInfo | null | undefined;
+      return a ? { host: a.address, port: a.port } : null;
+    },
+    console: consoleSvc,
     async stop() {
       if (draining) return;
       draining = true;
@@ -620,6 +796,11 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
         o.closeAllConnections?.();
         await new Promise<void>((resolve) => (o.listening ? o.close(() => resolve()) : resolve()));
       }
+      if (consoleServer) {
+        const c = consoleServer;
+        c.closeAllConnections?.();
+        await new Promise<void>((resolve) => (c.listening ? c.close(() => resolve()) : resolve()));
+      }
       clearInterval(diskTimer);
       if (blobSweepTimer) clearInterval(blobSweepTimer);
       certs?.close();
@@ -631,6 +812,8 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
       await pools.close();
       await Promise.all((scan?.scanners ?? []).map((x) => x.close()));
       await skip.close();
+      // After the worker: its last attempts are recorded too.
+      await consoleSvc?.close();
       if (!deps.aws) aws.destroy();
       logger.info({ inflightLeft: inflight }, 'stopped');
       flushLogs(logger);

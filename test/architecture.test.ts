@@ -128,10 +128,12 @@ const ALLOWED: Readonly<Record<string, Allowed>> = {
   delivery: { may: ['core', 'message', 'net', 'transaction'], typesOnly: ['config', 'routing'] },
   queue: { may: ['core', 'message', 'delivery', 'transaction'] },
   dsn: { may: ['core', 'message'], typesOnly: ['queue'] },
-  smtp: { may: ['core', 'transaction', 'routing', 'message', 'blob', 'net', 'auth', 'delivery', 'queue', 'ops'], typesOnly: ['config', 'dsn', 'tls', 'scan'] },
+  smtp: { may: ['core', 'transaction', 'routing', 'message', 'blob', 'net', 'auth', 'delivery', 'queue', 'ops'], typesOnly: ['config', 'dsn', 'tls', 'scan', 'console'] },
   // Content scanning: the daemons' clients are leaves; the step names its replies.
   scan: { may: ['core', 'transaction'] },
   functions: { may: ['core', 'config', 'routing', 'delivery', 'message', 'blob'] },
+  // The message console: its store and HTTP server; the gateway wires it to the queue and the targets.
+  console: { may: ['core', 'message', 'auth'] },
   'gateway.ts': { may: { allBut: ['cli', 'functions'] } },
   'index.ts': { may: { allBut: ['cli', 'functions'] } },
   cli: { may: { allBut: ['functions', 'smtp'] } },

@@ -33,14 +33,24 @@ describe('embedded default (postgate serve, no config)', () => {
   let cwd: string;
   let port: number;
   const logLines: Array<Record<string, unknown>> = [];
+  const stderrLines: string[] = [];
+  let consoleUrl: Promise<string>;
 
   before(async () => {
     cwd = await mkdtemp(path.join(os.tmpdir(), 'postgate-default-'));
     // Port 0 so parallel test runs never collide; everything else is the default.
-    child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--domain', 'example.test'], {
+    child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0', '--console', '127.0.0.1:0', '--domain', 'example.test'], {
       cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, POSTGATE_CONFIG: '' },
+    });
+    // The startup lines on standard error: the SMTP line, then the console's URL.
+    consoleUrl = new Promise<string>((resolve) => {
+      createInterface({ input: child.stderr! }).on('line', (line) => {
+        stderrLines.push(line);
+        const m = /^ {2}console: (http:\/\/\S+)$/.exec(line);
+        if (m) resolve(m[1]!);
+      });
     });
     const rl = createInterface({ input: child.stdout! });
     port = await new Promise<number>((resolve, reject) => {
@@ -86,6 +96,27 @@ describe('embedded default (postgate serve, no config)', () => {
     assert.match(out.stdout, /<- {2}250 2\.0\.0 Ok: queued as [0-9A-Z]{20}/);
     const after = await listFiles(path.join(cwd, 'data'));
     assert.equal(after.length, before + 2);
+  });
+
+  test('the console is on at 127.0.0.1, its URL printed after the SMTP line, and it lists the mail', async () => {
+    const url = await consoleUrl;
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    const smtpLine = stderrLines.findIndex((l) => l.startsWith('postgate: embedded default — SMTP on 127.0.0.1:'));
+    assert.ok(smtpLine >= 0 && stderrLines.findIndex((l) => l.startsWith('  console: ')) > smtpLine, stderrLines.join('\n'));
+    const sent = await RawSmtp.connect(port);
+    await sent.read();
+    await sent.cmd('EHLO laptop');
+    const r = await sendMail(sent, 'me@example.org', ['viewer@localhost'], simpleMessage('see me in the console'));
+    await sent.cmd('QUIT');
+    const id = /queued as (\S+)/.exec(r.data!.text)![1]!;
+    let found: { id: string; subject: string | null; status: string } | undefined;
+    for (let i = 0; i < 100 && !found; i++) {
+      const page = (await (await fetch(`${url}api/v1/messages?rcpt=viewer@localhost`)).json()) as { items: Array<{ id: string; subject: string | null; status: string }> };
+      found = page.items.find((m) => m.id === id);
+      if (!found) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.equal(found?.subject, 'see me in the console');
+    assert.equal(found?.status, 'delivered');
   });
 
   test('SIGTERM: exits 0 after draining', async () => {

@@ -38,6 +38,7 @@ interface ServeFlags {
   listen?: string | undefined;
   data?: string | undefined;
   http?: string | undefined;
+  console?: string | undefined;
 }
 
 const CONFIG_OPTION: OptionSpecs = {
@@ -55,11 +56,13 @@ const SERVE_OPTIONS: OptionSpecs = {
   listen: { type: 'string', value: 'HOST:PORT', help: 'the SMTP listener, instead of smtp.listen' },
   ...DATA_OPTION,
   http: { type: 'string', value: 'HOST:PORT|off', help: 'the operations endpoint, instead of http.listen; off: none' },
+  console: { type: 'string', value: 'HOST:PORT|off', help: 'the message console, instead of console.listen; off: none' },
 };
 
 const EMBEDDED_DEFAULT =
   'With no --config, postgate serves its embedded default: SMTP on 127.0.0.1:2525,\n' +
-  'mail for localhost (and each --domain) stored under ./data.';
+  'mail for localhost (and each --domain) stored under ./data, the message console\n' +
+  'on http://127.0.0.1:8025.';
 
 /** Set when a command reads a configuration file, so its problems can name the file. */
 let configFile: string | undefined;
@@ -68,7 +71,7 @@ let commandName = '';
 
 const COMMANDS: Record<string, Command> = {
   serve: {
-    synopsis: 'serve [--config FILE] [--domain DOMAIN]... [--listen HOST:PORT] [--data DIR] [--http HOST:PORT|off]',
+    synopsis: 'serve [--config FILE] [--domain DOMAIN]... [--listen HOST:PORT] [--data DIR] [--http HOST:PORT|off] [--console HOST:PORT|off]',
     summary: 'receive mail over SMTP and deliver it (the default command)',
     about: `Runs in the foreground until SIGTERM or SIGINT, then drains and exits 0.\n${EMBEDDED_DEFAULT}`,
     options: SERVE_OPTIONS,
@@ -76,7 +79,7 @@ const COMMANDS: Record<string, Command> = {
     run: (values) => serve(withConfigFallback(values as ServeFlags)),
   },
   check: {
-    synopsis: 'check --config FILE [--print] [--domain DOMAIN]... [--listen HOST:PORT] [--data DIR] [--http HOST:PORT|off]',
+    synopsis: 'check --config FILE [--print] [--domain DOMAIN]... [--listen HOST:PORT] [--data DIR] [--http HOST:PORT|off] [--console HOST:PORT|off]',
     summary: 'validate a configuration file (exit 0 valid, 2 invalid)',
     about:
       'Validates the file, opens its TLS certificates and keys, and prints a summary.\n' +
@@ -415,6 +418,8 @@ function cliOverrides(flags: ServeFlags) {
       out.routes = [
         { name: 'local', recipients: ['*@localhost', ...domains.map((d) => `*@${d}`)], targets: [{ type: 'local' }] },
       ];
+      // So the first message can be seen in a browser (docs/console.md); loopback only.
+      out.console ??= {};
     } else if (domains.length) {
       out.routes = [
         ...((out.routes as unknown[] | undefined) ?? []),
@@ -424,6 +429,8 @@ function cliOverrides(flags: ServeFlags) {
     if (flags.listen) out.smtp = { ...((out.smtp as object | undefined) ?? {}), listen: flags.listen };
     if (flags.data) out.storage = { ...((out.storage as object | undefined) ?? {}), path: flags.data };
     if (flags.http) out.http = flags.http === 'off' ? false : { listen: flags.http };
+    if (flags.console === 'off') delete out.console;
+    else if (flags.console) out.console = { ...((out.console as object | undefined) ?? {}), listen: flags.console };
     return out;
   };
 }
@@ -440,10 +447,13 @@ async function serve(flags: ServeFlags): Promise<number> {
   const gateway = await buildGateway(cfg, source ? { configSource: source } : {});
   await gateway.start();
   const a = gateway.addresses();
+  const c = gateway.consoleAddress();
+  const consoleUrl = c ? `http://${c.host.includes(':') ? `[${c.host}]` : c.host}:${c.port}/` : null;
   if (!flags.config) {
     process.stderr.write(
       `postgate: embedded default — SMTP on ${a.map((x) => `${x.host}:${x.port}`).join(', ')}, ` +
         `mail for ${cfg.servedDomains.join(', ')} stored under ${cfg.storage.path}\n` +
+        (consoleUrl ? `  console: ${consoleUrl}\n` : '') +
         `  try: swaks --server ${a[0]!.host}:${a[0]!.port} --to someone@localhost\n`,
     );
   }

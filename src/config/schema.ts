@@ -60,6 +60,12 @@ function listenAddressProblem(v: string): string | null {
   return 'expected host:port, e.g. "127.0.0.1:2525" or "[::]:25"';
 }
 
+/** 127.0.0.0/8, ::1 and localhost: reachable from this machine only. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(?:\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
 const listenAddress = z
   .string()
   .describe('host:port to listen on, e.g. "127.0.0.1:2525", "[::]:25", ":25" (all interfaces).')
@@ -899,6 +905,33 @@ export const configSchema = z
       ])
       .default({ listen: '127.0.0.1:9025' })
       .describe('Operations endpoint (/healthz, /readyz, /metrics); false to disable.'),
+    console: z
+      .strictObject({
+        listen: listenAddress
+          .default('127.0.0.1:8025')
+          .describe('host:port of the message console and its REST API (docs/console.md). A listener that is not loopback needs console.auth.'),
+        path: z.string().min(1).optional().describe('Directory of the console\'s index and stored copies. Default: storage.path/console.'),
+        auth: z
+          .strictObject({
+            tokens: z.array(secretRef).default([]).describe('Bearer tokens (`Authorization: Bearer <token>`); use "${ENV_NAME}".'),
+            users: z.array(userSchema).default([]).describe('Basic auth users with scrypt hashes (`postgate hash-password`), as auth.users.'),
+          })
+          .optional()
+          .refine((a) => !a || a.tokens.length + a.users.length > 0, { message: 'give at least one token or user' })
+          .describe('When set, every request needs a token or a user, on loopback too; required for a listener that is not loopback.'),
+        allowedHosts: z
+          .array(z.string().min(1))
+          .default([])
+          .describe('Host header values besides localhost, 127.0.0.1 and [::1] on the listening port (the name a proxy serves the console under); other Hosts get 403 (DNS rebinding).'),
+        retention: z
+          .strictObject({
+            days: z.number().positive().default(3).describe('Messages older than this are removed from the index with their stored copies.'),
+            maxBytes: bytes('Past this much stored .eml and event JSON, the oldest messages are removed.').default(1024 * 1024 * 1024),
+          })
+          .prefault({}),
+      })
+      .optional()
+      .describe('The message console: an index of every message with its stored .eml and event, a REST API and web pages (docs/console.md). Off unless set; the embedded default turns it on at 127.0.0.1:8025.'),
     mailAuth: z
       .strictObject({
         enabled: z.boolean().default(false).describe('Verify SPF, DKIM, DMARC and ARC of every accepted message (DNS lookups).'),
@@ -1105,6 +1138,14 @@ export const configSchema = z
         });
       });
       checkPlaceholders(obj(cfg.postmaster).targets, ['postmaster', 'targets'], []);
+      // The console shows every message: off loopback, only to those who authenticate (docs/console.md).
+      const consoleCfg = cfg.console ? obj(cfg.console) : null;
+      if (consoleCfg && typeof consoleCfg.listen === 'string' && !consoleCfg.auth) {
+        const hp = parseHostPort(consoleCfg.listen);
+        if (hp && !isLoopbackHost(hp.host)) {
+          ctx.addIssue({ code: 'custom', path: ['console', 'listen'], message: `${consoleCfg.listen} is not a loopback address: set console.auth (a token or users), or listen on 127.0.0.1` });
+        }
+      }
     },
     { when: () => true },
   );

@@ -30,7 +30,8 @@ export interface QueueDeliveryDeps {
   logger: Logger;
   deadlineMs: number;
   policy: QueuePolicy;
-  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead'): void;
+  /** After each attempt: how it ended, its failure, and how long it took (metrics, the message console). */
+  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead', detail?: { error: GatewayError | null; ms: number }): void;
 }
 
 /**

@@ -272,13 +272,15 @@ export class SqsQueue {
       return;
     }
     const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
+    const started = this.o.now();
     const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
+    const ms = this.o.now() - started;
     if (!error) {
       await done();
       await this.store.removeItem(meta.itemId);
       await this.store.releaseMessage(meta.queueId);
       log.info({ attempts }, 'queued delivery succeeded');
-      this.o.onAttempt?.(meta, 'delivered');
+      this.o.onAttempt?.(meta, 'delivered', { error: null, ms });
       await this.final(meta, true, undefined, message!, eventJson!, log);
       return;
     }
@@ -290,7 +292,7 @@ export class SqsQueue {
       await done();
       this.dead++;
       log.warn({ attempts, reason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
-      this.o.onAttempt?.(meta, 'dead');
+      this.o.onAttempt?.(meta, 'dead', { error, ms });
       if (message && eventJson) await this.final(meta, false, error, message, eventJson, log);
       return;
     }
@@ -305,7 +307,7 @@ export class SqsQueue {
       await this.o.onRetry?.(this.store, meta, error, { message: MessageBytes.of(message), eventJson }).catch((err: unknown) => log.error({ err: (err as Error).message }, 'delay report hook failed'));
     }
     log.info({ attempts, nextInMs: delayMs, code: error.code, err: error.message }, 'queued delivery failed, will retry');
-    this.o.onAttempt?.(meta, 'retry');
+    this.o.onAttempt?.(meta, 'retry', { error, ms });
   }
 
   private async final(meta: SpoolMeta, delivered: boolean, error: GatewayError | undefined, message: Buffer, eventJson: Buffer, log: { error(o: object, msg: string): void }): Promise<void> {

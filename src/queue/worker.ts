@@ -178,6 +178,7 @@ export class QueueWorker {
     const log = logger.child({ queueId: e.meta.queueId, item: e.meta.itemId, target: e.meta.targetId });
     let content: { message: MessageBytes; eventJson: Buffer } | undefined;
     let error: GatewayError | null;
+    const started = this.deps.now();
     try {
       content = await spool.content('active', e.meta.itemId);
       error = await attemptItem(e.meta, content, this.deps);
@@ -196,7 +197,7 @@ export class QueueWorker {
     if (!error) {
       this.index.delete(e.meta.itemId);
       log.info({ attempts, deliveryId: e.meta.deliveryId }, 'queued delivery succeeded');
-      this.deps.onAttempt?.(e.meta, 'delivered');
+      this.deps.onAttempt?.(e.meta, 'delivered', { error: null, ms: this.deps.now() - started });
       await this.deps.onFinal?.(e, true, undefined, content)?.catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
       await spool.remove(e.meta.itemId);
       return;
@@ -204,7 +205,7 @@ export class QueueWorker {
     const history = [...e.state.history, attemptRecord(this.deps.now(), error)];
     const reason = deadReason(e.meta, error, attempts, this.deps);
     if (reason) {
-      await this.finish(e, { ...e.state, attempts, history, deadReason: reason }, error, log);
+      await this.finish(e, { ...e.state, attempts, history, deadReason: reason }, error, log, this.deps.now() - started);
       return;
     }
     const delay = retryDelay(attempts, this.deps.policy, this.deps.random ?? Math.random, error.retryAfterMs);
@@ -219,15 +220,15 @@ export class QueueWorker {
     e.state = state;
     await spool.saveState('active', e.meta.itemId, state);
     log.info({ attempts, nextInMs: delay, code: error.code, err: error.message }, 'queued delivery failed, will retry');
-    this.deps.onAttempt?.(e.meta, 'retry');
+    this.deps.onAttempt?.(e.meta, 'retry', { error, ms: this.deps.now() - started });
   }
 
-  private async finish(e: SpoolEntry, state: SpoolState, error: GatewayError, log: Logger): Promise<void> {
+  private async finish(e: SpoolEntry, state: SpoolState, error: GatewayError, log: Logger, ms: number): Promise<void> {
     this.index.delete(e.meta.itemId);
     await this.deps.spool.bury(e.meta.itemId, state);
     this.deadCount++;
     log.warn({ attempts: state.attempts, reason: state.deadReason, code: error.code, err: error.message }, 'queued delivery dead-lettered');
-    this.deps.onAttempt?.(e.meta, 'dead');
+    this.deps.onAttempt?.(e.meta, 'dead', { error, ms });
     await this.deps.onFinal?.({ meta: e.meta, state }, false, error)?.catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
   }
 

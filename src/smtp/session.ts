@@ -21,7 +21,7 @@ import type { TargetConfig } from '../config/schema.js';
 import type { ValidateRequest } from '../delivery/rcpt-validate.js';
 import { newQueueId } from '../message/ids.js';
 import { traceHeaders, type Transport } from '../message/trace.js';
-import { buildEvent, eventForRecipients, type Envelope } from '../message/event.js';
+import { buildEvent, eventForRecipients, type EmailEvent, type Envelope } from '../message/event.js';
 import { parseMessage, type BlobSink } from '../message/parse.js';
 import { offloadBodies } from '../message/bodies.js';
 import { RawCapture } from '../blob/raw-capture.js';
@@ -49,6 +49,8 @@ import type { Metrics } from '../ops/metrics.js';
 import type { DiskWatch, MemoryBudget } from '../ops/shedding.js';
 import { internals, POLICY, REPLY_HOOK, type SmtpPolicy } from './extensions.js';
 import type { ClientFilters, SessionListing } from './client-filters.js';
+import type { MessageRecorder } from '../console/record.js';
+import type { Attempt } from '../console/types.js';
 
 export interface SessionContext {
   /** DNS resolver for sender authentication (tests inject fixture records). */
@@ -82,6 +84,8 @@ export interface SessionContext {
   queue: Queue | null;
   /** Sends DSNs when `dsn` is configured. */
   dsn: DsnNotifier | null;
+  /** The message console's recorder (null: console off); it only queues what it is given (docs/console.md). */
+  console?: MessageRecorder | null | undefined;
   now(): number;
   isDraining(): boolean;
   /** Called around each DATA phase, so shutdown can wait for in-flight transactions. */
@@ -393,6 +397,21 @@ export function createSmtpServer(
         metrics.inflightBytes.set(ctx.memory.inUse);
         held = 0;
       };
+      // What the console records of this transaction (docs/console.md): filled in as delivery goes.
+      let recorded: {
+        receivedAt: Date;
+        clientHostname: string | null;
+        rawSha256: string;
+        event: EmailEvent;
+        eventJson: Buffer;
+        delivered: MessageBytes;
+        deliveries: Delivery[];
+        quarantined: boolean;
+        queued: number;
+      } | null = null;
+      const syncAttempts: Attempt[] = [];
+      /** Set once the console has the transaction: later attempts (optional targets run on after the reply) go to it one by one. */
+      let consoleHasIt = false;
       let finished = false;
       const finish = (err: GatewayError | null, text?: string, outcomeLabel?: 'aborted') => {
         if (finished) return;
@@ -400,6 +419,7 @@ export function createSmtpServer(
         stopParsing();
         release();
         ctx.transactionEnded();
+        if (ctx.console && outcomeLabel !== 'aborted') recordMessage(ctx.console, err, text);
         const result = outcomeLabel ?? (err ? (err.transient ? 'deferred' : 'rejected') : 'accepted');
         metrics.transactions.inc({ route: route.name, result });
         const reply = () => {
@@ -419,6 +439,35 @@ export function createSmtpServer(
         const removing = spill.discard();
         if (removing) removing.then(reply, reply);
         else reply();
+      };
+      const recordMessage = (recorder: MessageRecorder, err: GatewayError | null, text: string | undefined) => {
+        consoleHasIt = true;
+        const r = recorded;
+        const delivered = new Set(syncAttempts.filter((a) => a.outcome === 'delivered' || a.outcome === 'skipped').map((a) => a.target));
+        recorder.received({
+          queueId: txn.queueId,
+          receivedAt: r?.receivedAt ?? new Date(ctx.now()),
+          route: route.name,
+          client: { address: session.remoteAddress, hostname: r?.clientHostname ?? undefined, helo: session.hostNameAppearsAs || undefined },
+          mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          rcptTo: session.envelope.rcptTo.map((x) => x.address),
+          size,
+          // The reply as the sender read it: code, enhanced code, text (each a row of the reply table).
+          reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `${REPLIES.PG_QUEUED.code} ${text ?? ''}`,
+          refused: err !== null,
+          quarantined: r?.quarantined ?? false,
+          event: r?.event ?? null,
+          eventJson: r?.eventJson ?? null,
+          message: r?.delivered ?? null,
+          rawSha256: r?.rawSha256 ?? '',
+          targets: (r?.deliveries ?? []).map((d) => ({
+            target: d.target.id,
+            kind: d.target.type,
+            required: d.target.required,
+            spooled: err === null && r!.queued > 0 && !delivered.has(d.target.id),
+          })),
+          attempts: [...syncAttempts],
+        });
       };
       stream.on('data', (chunk: Buffer) => {
         size += chunk.length;
@@ -616,6 +665,7 @@ export function createSmtpServer(
         // Config validation guarantees a required target without a condition;
         // should that ever fail, defer rather than answer 250 for nothing (docs/architecture.md §2.1).
         if (!deliveries.some((d) => d.target.required)) throw new Error(`route ${route.name}: no required target for this message`);
+        recorded = { receivedAt, clientHostname, rawSha256, event, eventJson, delivered, deliveries, quarantined: quarantine !== null, queued: 0 };
         const result = await dispatch(
           modeOf(txn.set, route),
           deliveries,
@@ -642,6 +692,20 @@ export function createSmtpServer(
                 txn.log.warn({ target: t.id, cooldownMs: cfg.delivery.breaker.cooldown, code: 'PG_TARGET_DOWN' }, 'target marked down');
               }
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
+              if (ctx.console) {
+                const a: Attempt = {
+                  at: new Date(ctx.now()).toISOString(),
+                  target: t.id,
+                  kind: t.type,
+                  via: 'sync',
+                  outcome: o.skipped ? 'skipped' : o.ok ? 'delivered' : o.error?.transient === false ? 'failed' : 'deferred',
+                  latencyMs: Math.round(o.ms),
+                  ...(o.error ? { code: o.error.code, detail: o.error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+                };
+                // An optional target that ends after the reply was never spooled: a failure is final.
+                if (consoleHasIt) ctx.console.attempt(txn.queueId, a, o.skipped ? 'skipped' : o.ok ? 'delivered' : 'dead', t.required);
+                else syncAttempts.push(a);
+              }
               // At info a message that goes well writes one line ('accepted'
               // below); a target's own line is for failures, or for debug.
               const line = { target: t.id, ok: o.ok, skipped: o.skipped, ms: Math.round(o.ms), attempts: o.attempts, ...(o.error ? { code: o.error.code, err: o.error.message } : {}) };
@@ -650,6 +714,7 @@ export function createSmtpServer(
             },
           },
         );
+        recorded.queued = result.queued;
         if (!result.ok) throw result.error!;
         // RFC 3461 NOTIFY=SUCCESS: every required target has it now (what was
         // spooled reports when the queue delivers it).

@@ -1,0 +1,264 @@
+/**
+ * The console's index and stored copies in one LMDB environment
+ * (docs/decisions.md, "The console's database"): one record per message, the
+ * .eml and the event JSON as stored copies, and secondary keys for the
+ * searches that must stay fast at 100,000 messages (recipient, sender).
+ *
+ *   messages  <queue id>                 → StoredMessage (msgpack)
+ *   copies    <queue id>\0raw | \0event   → bytes
+ *   keys      ['r'|'f', address, id]      → empty (recipient, sender / From)
+ *   meta      'bytes'                     → bytes of every stored copy
+ *
+ * A message, its copies and its keys are written and removed in one
+ * transaction, so no crash leaves an entry without its copies or copies
+ * without their entry (docs/console.md, "Retention").
+ *
+ * Queue ids start with their millisecond time (message/ids.ts), so the
+ * messages sort by arrival and "newest first" is a reverse range; a time
+ * range is a range of ids.
+ */
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { AttachmentInfo, Attempt, MessageQuery, MessageStatus, MessageSummary, TargetState } from './types.js';
+
+/** What is kept per message. */
+export interface StoredMessage {
+  s: MessageSummary;
+  targets: TargetState[];
+  attempts: Attempt[];
+  attachments: AttachmentInfo[];
+  /** What the status is when every target is through: a refusal stays one, quarantine shows as such. */
+  base: MessageStatus;
+  /** SHA-256 of the message as received (for replay's delivery id). */
+  sha: string;
+  /** Bytes of the stored copies (0 when not stored). */
+  raw: number;
+  event: number;
+}
+
+/** A write of the batch the store flushes. */
+export type DbOp =
+  | { op: 'put'; id: string; rec: StoredMessage; raw: Buffer | null; event: Buffer | null; oldKeys?: KeyParts[] }
+  | { op: 'update'; id: string; rec: StoredMessage }
+  | { op: 'remove'; id: string };
+
+type KeyParts = [kind: 'r' | 'f', value: string];
+
+/** Records read for one page at most; a page that needs more ends early with a cursor. */
+export const SCAN_BUDGET = 20_000;
+/** Attempts kept per message; the oldest go first. */
+export const MAX_ATTEMPTS = 200;
+const EMPTY = Buffer.alloc(0);
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+/** A queue id: 10 characters of time, 10 of randomness, Crockford base32 (message/ids.ts). */
+export const QUEUE_ID_RE = /^[0-9A-HJKMNP-TV-Z]{20}$/;
+
+/** The first ten characters of a queue id made at `ms`: ids of later messages sort after it. */
+export function timePrefix(ms: number): string {
+  let out = '';
+  let t = Math.max(0, Math.floor(ms));
+  for (let i = 0; i < 10; i++) {
+    out = CROCKFORD[t % 32]! + out;
+    t = Math.floor(t / 32);
+  }
+  return out;
+}
+
+/** The secondary keys of a message: each recipient, the envelope sender and the header From, lower-cased. */
+function keysOf(s: MessageSummary): KeyParts[] {
+  const out: KeyParts[] = [];
+  for (const r of new Set(s.rcptTo.map((a) => a.toLowerCase()))) out.push(['r', r]);
+  const senders = new Set([s.mailFrom.toLowerCase(), (s.from ?? '').toLowerCase()].filter(Boolean));
+  for (const f of senders) out.push(['f', f]);
+  return out;
+}
+
+/** Lower-cased words of letters and digits. */
+export function words(text: string): string[] {
+  return text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
+}
+
+/** Whether a stored message matches every given field of a query (the index narrowed it first). */
+export function matches(s: MessageSummary, q: MessageQuery, sinceMs: number | null, untilMs: number | null): boolean {
+  if (q.rcpt && !s.rcptTo.some((r) => r.toLowerCase() === q.rcpt!.toLowerCase())) return false;
+  if (q.from) {
+    const f = q.from.toLowerCase();
+    if (s.mailFrom.toLowerCase() !== f && (s.from ?? '').toLowerCase() !== f) return false;
+  }
+  if (q.route && s.route !== q.route) return false;
+  if (q.status && s.status !== q.status) return false;
+  if (sinceMs !== null || untilMs !== null) {
+    const t = Date.parse(s.receivedAt);
+    if (sinceMs !== null && t < sinceMs) return false;
+    if (untilMs !== null && t > untilMs) return false;
+  }
+  if (q.subject) {
+    const subject = (s.subject ?? '').toLowerCase();
+    if (!words(q.subject).every((w) => subject.includes(w))) return false;
+  }
+  if (q.q) {
+    const hay = [s.subject ?? '', s.from ?? '', s.mailFrom, ...s.rcptTo].join('\n').toLowerCase();
+    if (!words(q.q).every((w) => hay.includes(w))) return false;
+  }
+  return true;
+}
+
+/** Where a message stands, from its targets (a refusal stays a refusal). */
+export function statusOf(base: MessageStatus, targets: readonly TargetState[]): MessageStatus {
+  if (base === 'refused') return base;
+  const required = targets.filter((t) => t.required);
+  if (required.some((t) => t.status === 'dead')) return 'dead';
+  if (required.some((t) => t.status === 'deferred')) return 'deferred';
+  if (required.some((t) => t.status === 'pending')) return 'queued';
+  return base === 'quarantined' ? 'quarantined' : 'delivered';
+}
+
+export class ConsoleDb {
+  private readonly env: RootDatabase;
+  private readonly messages: Database<StoredMessage, string>;
+  private readonly copies: Database<Buffer, string>;
+  private readonly keys: Database<Buffer, (string | number)[]>;
+  private readonly meta: Database<number, string>;
+
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o750 });
+    this.env = open({ path: dir, maxDbs: 8, compression: false, noSync: true });
+    // Shared msgpack structures: every record has the same shape, so its
+    // field names are written once, not per record (smaller, faster to encode).
+    this.messages = this.env.openDB<StoredMessage, string>({ name: 'messages', sharedStructuresKey: Symbol.for('structures') });
+    this.copies = this.env.openDB<Buffer, string>({ name: 'copies', encoding: 'binary' });
+    this.keys = this.env.openDB<Buffer, (string | number)[]>({ name: 'keys', encoding: 'binary' });
+    this.meta = this.env.openDB<number, string>({ name: 'meta' });
+  }
+
+  /**
+   * Applies a batch in one transaction. Commits are not fsync'd (the
+   * environment is opened with noSync): the console is a view of what
+   * happened, not the promise of docs/architecture.md §2.1, and a synced
+   * commit held the event loop for milliseconds per batch and cost the
+   * process three times the system CPU (docs/decisions.md, "The console's
+   * database"). A process crash loses nothing LMDB committed; a machine
+   * crash can lose the last batches or damage the index (docs/console.md).
+   */
+  apply(ops: readonly DbOp[]): void {
+    this.env.transactionSync(() => {
+      let bytes = this.meta.get('bytes') ?? 0;
+      for (const o of ops) {
+        if (o.op === 'remove') {
+          bytes -= this.removeOne(o.id);
+          continue;
+        }
+        if (o.op === 'update') {
+          if (this.messages.get(o.id) === undefined) continue; // removed meanwhile
+          this.messages.put(o.id, o.rec);
+          continue;
+        }
+        // Queue ids are unique (message/ids.ts): a put never replaces a message.
+        this.messages.put(o.id, o.rec);
+        for (const [kind, value] of keysOf(o.rec.s)) this.keys.put([kind, value, o.id], EMPTY);
+        if (o.raw) {
+          this.copies.put(`${o.id}\0raw`, o.raw);
+          bytes += o.raw.length;
+        }
+        if (o.event) {
+          this.copies.put(`${o.id}\0event`, o.event);
+          bytes += o.event.length;
+        }
+      }
+      this.meta.put('bytes', Math.max(0, bytes));
+    });
+  }
+
+  /** Inside a transaction: removes a message, its keys and copies; returns the bytes freed. */
+  private removeOne(id: string): number {
+    const rec = this.messages.get(id);
+    if (rec === undefined) return 0;
+    for (const [kind, value] of keysOf(rec.s)) this.keys.remove([kind, value, id]);
+    this.copies.remove(`${id}\0raw`);
+    this.copies.remove(`${id}\0event`);
+    this.messages.remove(id);
+    return rec.raw + rec.event;
+  }
+
+  get(id: string): StoredMessage | undefined {
+    return this.messages.get(id);
+  }
+
+  copy(id: string, which: 'raw' | 'event'): Buffer | undefined {
+    return this.copies.get(`${id}\0${which}`);
+  }
+
+  storedBytes(): number {
+    return this.meta.get('bytes') ?? 0;
+  }
+
+  count(): number {
+    return this.messages.getCount();
+  }
+
+  /** Ids, newest first, below `before` (exclusive) and at or above `from`. */
+  private *ids(q: MessageQuery, before: string, from: string): Generator<string> {
+    const driver: KeyParts | null = q.rcpt ? ['r', q.rcpt.toLowerCase()] : q.from ? ['f', q.from.toLowerCase()] : null;
+    if (driver) {
+      for (const key of this.keys.getKeys({ start: [...driver, before], end: [...driver, from], reverse: true })) {
+        const id = key[2] as string;
+        if (id !== before) yield id;
+      }
+      return;
+    }
+    for (const id of this.messages.getKeys({ start: before, end: from, reverse: true })) if (id !== before) yield id;
+  }
+
+  /** A page of a search, newest first: the driving key narrows it, the record decides. */
+  query(q: MessageQuery, limit: number): { items: MessageSummary[]; next: string | null } {
+    const sinceMs = q.since ? Date.parse(q.since) : null;
+    const untilMs = q.until ? Date.parse(q.until) : null;
+    // An id's time is the MAIL command's, a little before receivedAt: the
+    // lower bound leaves room for a long transaction, the record decides.
+    let before = untilMs !== null ? `${timePrefix(untilMs + 1)}` : '\u{10ffff}';
+    if (q.cursor && q.cursor < before) before = q.cursor;
+    const from = sinceMs !== null ? timePrefix(sinceMs - 3_600_000) : '';
+    const items: MessageSummary[] = [];
+    let read = 0;
+    let last = '';
+    for (const id of this.ids(q, before, from)) {
+      // A search the keys cannot narrow reads records; past the budget the
+      // page ends early and `next` goes on below the last one read (docs/console.md).
+      if (++read > SCAN_BUDGET) return { items, next: last };
+      last = id;
+      const rec = this.messages.get(id);
+      if (!rec || !matches(rec.s, q, sinceMs, untilMs)) continue;
+      if (items.length === limit) return { items, next: items[items.length - 1]!.id };
+      items.push(rec.s);
+    }
+    return { items, next: null };
+  }
+
+  /** Ids of the oldest messages first, up to `max`. */
+  oldest(max: number): Array<{ id: string; rec: StoredMessage }> {
+    const out: Array<{ id: string; rec: StoredMessage }> = [];
+    for (const { key, value } of this.messages.getRange({ limit: max })) out.push({ id: key, rec: value });
+    return out;
+  }
+
+  /**
+   * Every copy has its message and every message's recorded copies exist
+   * (what a crash must never break); returns the problems found.
+   */
+  check(): string[] {
+    const problems: string[] = [];
+    for (const key of this.copies.getKeys()) {
+      const [id] = key.split('\0');
+      if (this.messages.get(id!) === undefined) problems.push(`copy ${key.replace('\0', '/')} without its message`);
+    }
+    for (const { key, value } of this.messages.getRange()) {
+      if (value.raw && !this.copies.doesExist(`${key}\0raw`)) problems.push(`message ${key} without its .eml`);
+      if (value.event && !this.copies.doesExist(`${key}\0event`)) problems.push(`message ${key} without its event`);
+    }
+    return problems;
+  }
+
+  async close(): Promise<void> {
+    await this.env.close();
+  }
+}
