@@ -30,6 +30,7 @@ function withAttachment(subject: string): string {
     'From: Alice <alice@example.org>',
     'To: bob@sync.test',
     `Subject: ${subject}`,
+    'Keywords: =?UTF-8?B?UsOpc3Vtw6k=?= =?UTF-8?Q?_trimestriel?=',
     'Message-ID: <att-1@example.org>',
     'MIME-Version: 1.0',
     'Content-Type: multipart/mixed; boundary="b1"',
@@ -118,6 +119,8 @@ describe('console REST API', () => {
     const detail = (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
     assert.equal(detail.text?.trim(), 'See the attached page.');
     assert.ok(detail.headers.some(([n, v]) => n === 'Subject' && v === 'quarterly report'));
+    // Encoded words (RFC 2047) are decoded for display; the .eml keeps them as sent.
+    assert.ok(detail.headers.some(([n, v]) => n === 'Keywords' && v === 'Résumé trimestriel'), JSON.stringify(detail.headers));
     assert.deepEqual(detail.attachmentList.map((a) => [a.filename, a.contentType]), [['evil.html', 'text/html']]);
     assert.equal(detail.hasRaw, true);
     assert.equal(detail.hasEvent, true);

@@ -11,6 +11,7 @@
  */
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { decodeWords } from '../message/address.js';
 import { parseMessage } from '../message/parse.js';
 import { ConsoleDb, MAX_ATTEMPTS, statusOf, type DbOp, type StoredMessage } from './db.js';
 import type { MessageRecorder, RecordedMessage } from './record.js';
@@ -220,7 +221,8 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
       ...rec.s,
       targets: rec.targets,
       attempts: rec.attempts,
-      headers: (data?.headers ?? []).map((h) => [h.name, h.value] as [string, string]),
+      // Encoded words (RFC 2047) decoded for display; the raw .eml keeps them as sent.
+      headers: (data?.headers ?? []).map((h) => [h.name, decodeWords(h.value)] as [string, string]),
       text: typeof data?.text === 'string' ? data.text : null,
       html: typeof data?.html === 'string' ? data.html : null,
       attachmentList: rec.attachments,

@@ -43,7 +43,10 @@
       onChange(change, ev.type);
     };
     ['message', 'added', 'updated', 'deleted', 'change'].forEach(function (t) { es.addEventListener(t, handler); });
-    es.addEventListener('open', function () { if (live) live.hidden = false; });
+    // Changes made between the page's rendering and this subscription (or
+    // while the stream was reconnecting) sent no event here: read the page
+    // again once the stream is open.
+    es.addEventListener('open', function () { if (live) live.hidden = false; onChange(null, 'open'); });
     es.addEventListener('error', function () { if (live) live.hidden = true; });
   }
 
