@@ -187,8 +187,53 @@ const { MessageBytes } = await import(join(ROOT, 'dist', 'src', 'message', 'byte
 const { newQueueId } = await import(join(ROOT, 'dist', 'src', 'message', 'ids.js'));
 const { default: pino } = await import('pino');
 
-const dir = mkdtempSync(join(tmp, 'index-'));
 const logger = pino({ level: 'silent' });
+
+// The recording cost in one process, for the benchmark's own message: the
+// plain 4 KB message as the .eml and its real event (parsed, text and
+// strippedText included), as the SMTP workload above records them.
+const { parseMessage } = await import(join(ROOT, 'dist', 'src', 'message', 'parse.js'));
+const REAL_N = QUICK ? 2_000 : 10_000;
+const realSvc = new ConsoleService({ dir: mkdtempSync(join(tmp, 'real-')), retention: { days: 365, maxBytes: Number.MAX_SAFE_INTEGER }, sweepIntervalMs: 3_600_000, now: Date.now, logger });
+const parsed = await parseMessage(plain.buf);
+const realRecords = [];
+for (let i = 0; i < REAL_N; i++) {
+  const at = Date.now() - (REAL_N - i) * 1000;
+  const queueId = newQueueId(at);
+  const event = { type: 'email.received', timestamp: new Date(at).toISOString(), data: { id: queueId, ...parsed } };
+  realRecords.push({
+    queueId,
+    receivedAt: new Date(at),
+    route: 'bench',
+    client: { address: '127.0.0.1', helo: 'client.bench' },
+    mailFrom: `sender${i % 50}@example.org`,
+    rcptTo: [`user${i % 1000}@example.test`],
+    size: plain.buf.length,
+    reply: `250 2.0.0 Ok: queued as ${queueId}`,
+    refused: false,
+    quarantined: false,
+    event,
+    eventJson: Buffer.from(JSON.stringify(event)),
+    message: MessageBytes.of(plain.buf),
+    rawSha256: '0'.repeat(64),
+    targets: [{ target: 'hook', kind: 'webhook', required: true, spooled: false }],
+    attempts: [{ at: new Date(at).toISOString(), target: 'hook', kind: 'webhook', via: 'sync', outcome: 'delivered', latencyMs: 3 }],
+  });
+}
+const realEventBytes = realRecords[0].eventJson.length;
+const realCpu0 = process.cpuUsage();
+for (let i = 0; i < REAL_N; i++) {
+  realSvc.received(realRecords[i]);
+  if (i % 50 === 49) realSvc.flush();
+}
+realSvc.flush();
+const realCpu = process.cpuUsage(realCpu0);
+const realUs = (realCpu.user + realCpu.system) / REAL_N;
+const realSysUs = realCpu.system / REAL_N;
+realRecords.length = 0;
+await realSvc.close();
+
+const dir = mkdtempSync(join(tmp, 'index-'));
 const svc = new ConsoleService({ dir, retention: { days: 365, maxBytes: Number.MAX_SAFE_INTEGER }, sweepIntervalMs: 3_600_000, now: Date.now, logger });
 const body = Buffer.from(plain.buf.subarray(0, 1024));
 const base = Date.now() - INDEXED * 1000;
@@ -294,9 +339,12 @@ L.push(`| msg/s (median) | ${f0(rateOff)} | ${f0(rateOn)} | |`);
 L.push('');
 L.push(`Per round, on − off: ${diffs.map(f0).join(', ')} µs. ${complete ? 'Every run complete (the receiver counted every message).' : 'Not every run was complete.'}`);
 L.push('');
-L.push(`Target ≤ 50 µs CPU per accepted message against the console off: **${verdict(cpuDiff <= 50)}** (${f0(cpuDiff)} µs).`);
+L.push(`The same cost without the SMTP noise, in one process: recording ${REAL_N.toLocaleString('en')} of the workload's messages (the ${plain.buf.length.toLocaleString('en')}-byte .eml and its parsed event, ${realEventBytes.toLocaleString('en')} bytes of JSON, two search keys each) in batches of 50 took **${f1(realUs)} µs** of CPU per message (user + system, of which system ${f1(realSysUs)} µs: the pages the copies fill), the batch writes included.`);
 L.push('');
-L.push(`The same cost without the SMTP noise, in one process: recording ${INDEXED.toLocaleString('en')} messages (1 KiB .eml, their event JSON, two search keys each) in batches of 50 took **${f1(recordUs)} µs** of CPU per message (user + system), the batch writes included.`);
+const recordOk = cpuDiff <= 50 && realUs <= 50;
+L.push(`Target ≤ 50 µs CPU per accepted message against the console off: **${verdict(recordOk)}** (SMTP comparison ${f0(cpuDiff)} µs, its rounds spreading ${f0(Math.min(...diffs))} to ${f0(Math.max(...diffs))} µs; in one process ${f1(realUs)} µs). Both must hold: the SMTP comparison alone cannot tell 50 µs from its own spread.`);
+L.push('');
+L.push(`The index for the reads below was filled with ${INDEXED.toLocaleString('en')} smaller messages (1 KiB .eml, a short event JSON): ${f1(recordUs)} µs of CPU per message.`);
 L.push('');
 L.push(`### Reads at ${INDEXED.toLocaleString('en')} messages`);
 L.push('');
