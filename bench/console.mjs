@@ -20,7 +20,7 @@
  * A benchmark, not a test: it exits 0 whatever the figures and prints
  * PASS / FAIL per target.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -28,7 +28,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
-import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { findSmtpSource, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { median, p95 } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -41,24 +42,12 @@ const ROUNDS = QUICK ? 1 : 3;
 const INDEXED = QUICK ? 20_000 : 100_000;
 const QUERIES = QUICK ? 20 : 50;
 
-const SMTP_SOURCE = ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => {
-  try {
-    execFileSync(p, [], { stdio: 'ignore' });
-    return true;
-  } catch (err) {
-    return err.status !== undefined && err.code !== 'ENOENT';
-  }
-});
+const SMTP_SOURCE = findSmtpSource();
 if (!SMTP_SOURCE) {
   process.stderr.write('bench/console.mjs needs smtp-source (Postfix); see bench/smtp.mjs for how to install it.\n');
   process.exit(1);
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ── 1. recording cost ───────────────────────────────────────────────────────
@@ -189,6 +178,28 @@ const { default: pino } = await import('pino');
 
 const logger = pino({ level: 'silent' });
 
+/** One delivered message as the SMTP session hands it to the console (src/console/record.ts). */
+function recordOf(at, i, queueId, eml, event) {
+  return {
+    queueId,
+    receivedAt: new Date(at),
+    route: 'bench',
+    client: { address: '127.0.0.1', helo: 'client.bench' },
+    mailFrom: `sender${i % 50}@example.org`,
+    rcptTo: [`user${i % 1000}@example.test`],
+    size: eml.length,
+    reply: `250 2.0.0 Ok: queued as ${queueId}`,
+    refused: false,
+    quarantined: false,
+    event,
+    eventJson: Buffer.from(JSON.stringify(event)),
+    message: MessageBytes.of(eml),
+    rawSha256: '0'.repeat(64),
+    targets: [{ target: 'hook', kind: 'webhook', required: true, spooled: false }],
+    attempts: [{ at: new Date(at).toISOString(), target: 'hook', kind: 'webhook', via: 'sync', outcome: 'delivered', latencyMs: 3 }],
+  };
+}
+
 // The recording cost in one process, for the benchmark's own message: the
 // plain 4 KB message as the .eml and its real event (parsed, text and
 // strippedText included), as the SMTP workload above records them.
@@ -201,24 +212,7 @@ for (let i = 0; i < REAL_N; i++) {
   const at = Date.now() - (REAL_N - i) * 1000;
   const queueId = newQueueId(at);
   const event = { type: 'email.received', timestamp: new Date(at).toISOString(), data: { id: queueId, ...parsed } };
-  realRecords.push({
-    queueId,
-    receivedAt: new Date(at),
-    route: 'bench',
-    client: { address: '127.0.0.1', helo: 'client.bench' },
-    mailFrom: `sender${i % 50}@example.org`,
-    rcptTo: [`user${i % 1000}@example.test`],
-    size: plain.buf.length,
-    reply: `250 2.0.0 Ok: queued as ${queueId}`,
-    refused: false,
-    quarantined: false,
-    event,
-    eventJson: Buffer.from(JSON.stringify(event)),
-    message: MessageBytes.of(plain.buf),
-    rawSha256: '0'.repeat(64),
-    targets: [{ target: 'hook', kind: 'webhook', required: true, spooled: false }],
-    attempts: [{ at: new Date(at).toISOString(), target: 'hook', kind: 'webhook', via: 'sync', outcome: 'delivered', latencyMs: 3 }],
-  });
+  realRecords.push(recordOf(at, i, queueId, plain.buf, event));
 }
 const realEventBytes = realRecords[0].eventJson.length;
 const realCpu0 = process.cpuUsage();
@@ -242,26 +236,8 @@ const records = [];
 for (let i = 0; i < INDEXED; i++) {
   const at = base + i * 1000;
   const queueId = newQueueId(at);
-  const rcpt = `user${i % 1000}@example.test`;
   const event = { type: 'email.received', timestamp: new Date(at).toISOString(), data: { id: queueId, subject: `report ${i}`, from: [{ name: '', address: `sender${i % 50}@example.org` }], headers: [], attachments: [] } };
-  records.push({
-    queueId,
-    receivedAt: new Date(at),
-    route: 'bench',
-    client: { address: '127.0.0.1', helo: 'client.bench' },
-    mailFrom: `sender${i % 50}@example.org`,
-    rcptTo: [rcpt],
-    size: body.length,
-    reply: `250 2.0.0 Ok: queued as ${queueId}`,
-    refused: false,
-    quarantined: false,
-    event,
-    eventJson: Buffer.from(JSON.stringify(event)),
-    message: MessageBytes.of(body),
-    rawSha256: '0'.repeat(64),
-    targets: [{ target: 'hook', kind: 'webhook', required: true, spooled: false }],
-    attempts: [{ at: new Date(at).toISOString(), target: 'hook', kind: 'webhook', via: 'sync', outcome: 'delivered', latencyMs: 3 }],
-  });
+  records.push(recordOf(at, i, queueId, body, event));
 }
 // Batches of 50: what the 50 ms batch window gathers at 1,000 messages per second.
 const fillStart = performance.now();

@@ -25,6 +25,7 @@ import { simpleParser } from 'mailparser';
 import { parseMessage, parseMessageFast } from '../dist/src/message/parse.js';
 import { messages, prng, prose, wrap } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
+import { median } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -92,11 +93,6 @@ async function round(fn, buf, ms) {
   return (n * 1e9) / Number(t - t0);
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 async function throughput(msgs) {
   const results = [];

@@ -30,7 +30,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
-import { CLK_TCK, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { CLK_TCK, findSmtpSource, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { median } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -52,7 +53,7 @@ const LAT_SECONDS = QUICK ? 5 : 10;
 const TARGET_US = 100;
 const STEP_COUNT = QUICK ? 1000 : 2000;
 
-const SMTP_SOURCE = ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => existsSync(p));
+const SMTP_SOURCE = findSmtpSource();
 const RSPAMD = ['/usr/bin/rspamd', '/usr/sbin/rspamd'].find((p) => existsSync(p));
 if (!SMTP_SOURCE || !RSPAMD) {
   process.stderr.write(
@@ -318,10 +319,6 @@ async function stepCost(url, socket, message) {
   return Object.fromEntries(names.map((k) => [k, { median: median(out[k]), rounds: out[k] }]));
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 // ── run ─────────────────────────────────────────────────────────────────────
 

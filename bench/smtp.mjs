@@ -18,7 +18,7 @@
  * kernel's getrusage counters) around the measured load. A benchmark, not a
  * test: it exits 0 whatever the figures, and prints PASS / FAIL per target.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -27,7 +27,8 @@ import { fileURLToPath } from 'node:url';
 import { messages } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
 import { summarizeProfile } from './lib/profile-summary.mjs';
-import { freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { findSmtpSource, freePort, procStat, startHelper, stop, waitPort } from './lib/processes.mjs';
+import { median } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -41,14 +42,7 @@ const MiB = 1024 * 1024;
 
 // ── prerequisites ───────────────────────────────────────────────────────────
 
-const SMTP_SOURCE = ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => {
-  try {
-    execFileSync(p, [], { stdio: 'ignore' });
-    return true;
-  } catch (err) {
-    return err.status !== undefined && err.code !== 'ENOENT'; // it exits 1 with usage when present
-  }
-});
+const SMTP_SOURCE = findSmtpSource();
 if (!SMTP_SOURCE) {
   process.stderr.write(
     'bench/smtp.mjs needs smtp-source, the SMTP load generator that ships with Postfix.\n' +
@@ -317,10 +311,6 @@ async function bigMessage(server, mib) {
 
 // ── run ─────────────────────────────────────────────────────────────────────
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const started = new Date();
 const t0 = performance.now();

@@ -34,6 +34,7 @@ import { request } from 'undici';
 import { prose, wrap } from './messages.mjs';
 import { writeSection } from './lib/doc.mjs';
 import { startHelper } from './lib/processes.mjs';
+import { median } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -92,10 +93,6 @@ async function measure(op, warm = Math.min(N, 1500)) {
   return (d.user + d.system) / N;
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const dir = mkdtempSync(join(os.tmpdir(), 'postgate-stages-'));
 const receiver = await startHelper('receiver.mjs');

@@ -23,10 +23,10 @@ import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-s
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { CreateQueueCommand, DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { Webhook } from 'standardwebhooks';
-import { sendOne } from './helpers/smtp-client.js';
+import { RawSmtp, sendMail, sendOne } from './helpers/smtp-client.js';
 import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startDynamo, startS3, startServerlessOffline, TEST_REGION, type LocalDynamo, type LocalLambda, type LocalS3 } from './helpers/aws.js';
-import { projectRoot } from './helpers/fixtures.js';
+import { fixturePath, projectRoot } from './helpers/fixtures.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { pollOnce, pollUntil } from './helpers/event-source.js';
@@ -235,7 +235,11 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     // The edge's lambda target, as deploy/edge.yaml ships it, pointed at serverless-offline's Lambda API.
     const ingestTarget = { type: 'lambda', functionName: fn.functionName('ingest'), endpoint: fn.endpoint, region: TEST_REGION, timeout: '6s' };
     edge = await startGateway({
+      // STARTTLS, for the route that must not take plaintext (requireTls).
+      tls: { certificates: [{ cert: fixturePath('tls', 'mx.pem'), key: fixturePath('tls', 'mx-key.pem') }], watch: false },
       routes: [
+        // Listed first: this one address of e2e.example.test is taken only over TLS (RFC 3207 §4).
+        { name: 'tls-only', recipients: ['secret@e2e.example.test'], requireTls: true, targets: [ingestTarget] },
         {
           name: 'ingest',
           recipients: ['*@e2e.example.test', '*@split.example.test', '*@tenant-a.example.test', '*@tenant-b.example.test', '*@tenant-c.example.test', '*@nowhere.example.test'],
@@ -303,6 +307,34 @@ describe('serverless functions end to end (serverless-offline, fauxqs, dynalite)
     const [after1] = await itemFor(rcpt);
     assert.equal(after1!.deliveries.app, 'delivered');
     assert.equal(await depth(queue.url), 0);
+  });
+
+  test('require-TLS: a route with requireTls refuses its recipient with 530 on a plaintext session; after STARTTLS the message goes through ingest and is routed', async () => {
+    const rcpt = 'secret@e2e.example.test';
+    const c = await RawSmtp.connect(edge.port);
+    try {
+      await c.read();
+      await c.cmd('EHLO plain.example');
+      assert.equal((await c.cmd('MAIL FROM:<sender@example.org>')).code, 250);
+      const refused = await c.cmd(`RCPT TO:<${rcpt}>`);
+      assert.equal(refused.code, 530, refused.raw);
+      assert.match(refused.text, /^5\.7\.0 /);
+      assert.equal((await c.cmd('RSET')).code, 250);
+      assert.equal((await itemFor(rcpt)).length, 0, 'nothing stored for the refused recipient');
+      await c.startTls();
+      await c.cmd('EHLO plain.example');
+      const body = message('over tls only');
+      const { rcpt: rcptReplies, data } = await sendMail(c, 'sender@example.org', [rcpt], body);
+      assert.equal(rcptReplies[0]!.code, 250);
+      assert.equal(data?.code, 250, data?.raw);
+    } finally {
+      c.close();
+    }
+    const [item] = await itemFor(rcpt);
+    assert.ok(item, 'the index holds the message taken over TLS');
+    const before = good.got.length;
+    await pollUntil(sqs, lambda, routeFn(), () => good.got.length > before);
+    assert.equal(verifiedDownstream(good, before).event.data.subject, 'over tls only');
   });
 
   test('a message over the edge\'s rawInlineLimit: its raw copy is linked, and ingest streams it into S3 next to the event, checked', async () => {

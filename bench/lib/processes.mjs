@@ -5,7 +5,7 @@
  * own process, and a stop that escalates. Benchmark tooling only.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,11 @@ export function procStat(pid) {
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024;
   // fields 14 and 15 of stat (utime, stime), here offset by the two fields before ')'
   return { cpuUs: ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK, rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+/** Postfix's load generator, where Debian installs it; undefined when it is missing. */
+export function findSmtpSource() {
+  return ['/usr/sbin/smtp-source', '/usr/bin/smtp-source'].find((p) => existsSync(p));
 }
 
 export function freePort() {
