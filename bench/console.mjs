@@ -173,31 +173,21 @@ const complete = rounds.every((r) => r.on.ok && r.off.ok);
 const { ConsoleService } = await import(join(ROOT, 'dist', 'src', 'console', 'store.js'));
 const { createConsoleServer } = await import(join(ROOT, 'dist', 'src', 'console', 'http.js'));
 const { MessageBytes } = await import(join(ROOT, 'dist', 'src', 'message', 'bytes.js'));
-const { newQueueId } = await import(join(ROOT, 'dist', 'src', 'message', 'ids.js'));
 const { default: pino } = await import('pino');
 
 const logger = pino({ level: 'silent' });
 
-/** One delivered message as the SMTP session hands it to the console (src/console/record.ts). */
-function recordOf(at, i, queueId, eml, event) {
-  return {
-    queueId,
-    receivedAt: new Date(at),
-    route: 'bench',
-    client: { address: '127.0.0.1', helo: 'client.bench' },
-    mailFrom: `sender${i % 50}@example.org`,
-    rcptTo: [`user${i % 1000}@example.test`],
-    size: eml.length,
-    reply: `250 2.0.0 Ok: queued as ${queueId}`,
-    refused: false,
-    quarantined: false,
-    event,
-    eventJson: Buffer.from(JSON.stringify(event)),
-    message: MessageBytes.of(eml),
-    rawSha256: '0'.repeat(64),
-    targets: [{ target: 'hook', kind: 'webhook', required: true, spooled: false }],
-    attempts: [{ at: new Date(at).toISOString(), target: 'hook', kind: 'webhook', via: 'sync', outcome: 'delivered', latencyMs: 3 }],
-  };
+const { fixtureMessage } = await import(join(ROOT, 'dist', 'test', 'helpers', 'console-fixtures.js'));
+
+/**
+ * The test suite's delivered message (the queue id, envelope, targets and
+ * attempt of its i-th message at `at`), with `eml` as its bytes and an event
+ * made by `eventOf` from its queue id.
+ */
+function recordOf(at, i, eml, eventOf) {
+  const base = fixtureMessage(at, i, 0); // its own bytes are replaced: none made
+  const event = eventOf(base.queueId);
+  return { ...base, size: eml.length, event, eventJson: Buffer.from(JSON.stringify(event)), message: MessageBytes.of(eml) };
 }
 
 // The recording cost in one process, for the benchmark's own message: the
@@ -210,9 +200,7 @@ const parsed = await parseMessage(plain.buf);
 const realRecords = [];
 for (let i = 0; i < REAL_N; i++) {
   const at = Date.now() - (REAL_N - i) * 1000;
-  const queueId = newQueueId(at);
-  const event = { type: 'email.received', timestamp: new Date(at).toISOString(), data: { id: queueId, ...parsed } };
-  realRecords.push(recordOf(at, i, queueId, plain.buf, event));
+  realRecords.push(recordOf(at, i, plain.buf, (id) => ({ type: 'email.received', timestamp: new Date(at).toISOString(), data: { id, ...parsed } })));
 }
 const realEventBytes = realRecords[0].eventJson.length;
 const realCpu0 = process.cpuUsage();
@@ -235,9 +223,9 @@ const base = Date.now() - INDEXED * 1000;
 const records = [];
 for (let i = 0; i < INDEXED; i++) {
   const at = base + i * 1000;
-  const queueId = newQueueId(at);
-  const event = { type: 'email.received', timestamp: new Date(at).toISOString(), data: { id: queueId, subject: `report ${i}`, from: [{ name: '', address: `sender${i % 50}@example.org` }], headers: [], attachments: [] } };
-  records.push(recordOf(at, i, queueId, body, event));
+  records.push(
+    recordOf(at, i, body, (id) => ({ type: 'email.received', timestamp: new Date(at).toISOString(), data: { id, subject: `report ${i}`, from: [{ name: '', address: `sender${i % 50}@example.org` }], headers: [], attachments: [] } })),
+  );
 }
 // Batches of 50: what the 50 ms batch window gathers at 1,000 messages per second.
 const fillStart = performance.now();
