@@ -1,17 +1,18 @@
 /**
  * The console's index and stored copies in one LMDB environment
  * (docs/decisions.md, "The console's database"): one record per message, the
- * .eml and the event JSON as stored copies, and secondary keys for the
+ * .eml and the event JSON as one stored copy, and secondary keys for the
  * searches that must stay fast at 100,000 messages (recipient, sender).
  *
  *   messages  <queue id>                 → StoredMessage (msgpack)
- *   copies    <queue id>\0raw | \0event   → bytes
- *   keys      ['r'|'f', address, id]      → empty (recipient, sender / From)
+ *   copies    <queue id>                 → the .eml and the event JSON (console/copy.ts)
  *   meta      'bytes'                     → bytes of every stored copy
  *
- * A message, its copies and its keys are written and removed in one
- * transaction, so no crash leaves an entry without its copies or copies
- * without their entry (docs/console.md, "Retention").
+ * A message and its copy are written and removed in one transaction, so no
+ * crash leaves an entry without its copy or a copy without its entry
+ * (docs/console.md, "Retention"). The search keys (recipient, sender) are
+ * derived from the records and held in memory (console/keys.ts): they are
+ * built from the records when the environment opens.
  *
  * Queue ids start with their millisecond time (message/ids.ts), so the
  * messages sort by arrival and "newest first" is a reverse range; a time
@@ -19,6 +20,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { copyEvent, copyRaw, encodeCopy } from './copy.js';
+import { SearchKeys, type KeyParts } from './keys.js';
 import type { AttachmentInfo, Attempt, MessageQuery, MessageStatus, MessageSummary, TargetState } from './types.js';
 
 /** What is kept per message. */
@@ -38,17 +41,15 @@ export interface StoredMessage {
 
 /** A write of the batch the store flushes. */
 export type DbOp =
-  | { op: 'put'; id: string; rec: StoredMessage; raw: Buffer | null; event: Buffer | null; oldKeys?: KeyParts[] }
+  | { op: 'put'; id: string; rec: StoredMessage; copy: Buffer | null }
   | { op: 'update'; id: string; rec: StoredMessage }
-  | { op: 'remove'; id: string };
-
-type KeyParts = [kind: 'r' | 'f', value: string];
+  /** `rec`: the record as read before the transaction (its keys and sizes never change), which saves reading it again. */
+  | { op: 'remove'; id: string; rec?: StoredMessage };
 
 /** Records read for one page at most; a page that needs more ends early with a cursor. */
 export const SCAN_BUDGET = 20_000;
 /** Attempts kept per message; the oldest go first. */
 export const MAX_ATTEMPTS = 200;
-const EMPTY = Buffer.alloc(0);
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** A queue id: 10 characters of time, 10 of randomness, Crockford base32 (message/ids.ts). */
 export const QUEUE_ID_RE = /^[0-9A-HJKMNP-TV-Z]{20}$/;
@@ -117,7 +118,7 @@ export class ConsoleDb {
   private readonly env: RootDatabase;
   private readonly messages: Database<StoredMessage, string>;
   private readonly copies: Database<Buffer, string>;
-  private readonly keys: Database<Buffer, (string | number)[]>;
+  private readonly keys = new SearchKeys();
   private readonly meta: Database<number, string>;
 
   constructor(readonly dir: string) {
@@ -127,8 +128,38 @@ export class ConsoleDb {
     // field names are written once, not per record (smaller, faster to encode).
     this.messages = this.env.openDB<StoredMessage, string>({ name: 'messages', sharedStructuresKey: Symbol.for('structures') });
     this.copies = this.env.openDB<Buffer, string>({ name: 'copies', encoding: 'binary' });
-    this.keys = this.env.openDB<Buffer, (string | number)[]>({ name: 'keys', encoding: 'binary' });
+    // An index written by an earlier version kept its keys in a database of their own: no longer read.
+    const legacy = this.env.openDB<Buffer, string>({ name: 'keys', encoding: 'binary' });
+    if (legacy.getCount() > 0) legacy.clearSync();
     this.meta = this.env.openDB<number, string>({ name: 'meta' });
+    this.migrateCopies();
+    for (const { key, value } of this.messages.getRange()) this.keys.add(key, keysOf(value.s));
+  }
+
+  /**
+   * An index written by an earlier version kept a message's .eml and event
+   * as two values (`<id>\0raw`, `<id>\0event`): they become one
+   * (console/copy.ts), a hundred messages per transaction.
+   */
+  private migrateCopies(): void {
+    if (this.meta.get('copyFormat') === 1) return;
+    const ids: string[] = [];
+    for (const key of this.copies.getKeys()) {
+      const at = key.indexOf('\0');
+      if (at > 0 && ids[ids.length - 1] !== key.slice(0, at)) ids.push(key.slice(0, at));
+    }
+    for (let i = 0; i < ids.length; i += 100) {
+      this.env.transactionSync(() => {
+        for (const id of ids.slice(i, i + 100)) {
+          const raw = this.copies.get(`${id}\0raw`);
+          const event = this.copies.get(`${id}\0event`);
+          this.copies.put(id, encodeCopy(raw ? [raw] : [], raw?.length ?? 0, event ?? null));
+          this.copies.remove(`${id}\0raw`);
+          this.copies.remove(`${id}\0event`);
+        }
+      });
+    }
+    this.meta.putSync('copyFormat', 1);
   }
 
   /**
@@ -141,11 +172,12 @@ export class ConsoleDb {
    * crash can lose the last batches or damage the index (docs/console.md).
    */
   apply(ops: readonly DbOp[]): void {
+    const removed: Array<{ id: string; keys: KeyParts[] }> = [];
     this.env.transactionSync(() => {
       let bytes = this.meta.get('bytes') ?? 0;
       for (const o of ops) {
         if (o.op === 'remove') {
-          bytes -= this.removeOne(o.id);
+          bytes -= this.removeOne(o.id, o.rec, removed);
           continue;
         }
         if (o.op === 'update') {
@@ -155,27 +187,24 @@ export class ConsoleDb {
         }
         // Queue ids are unique (message/ids.ts): a put never replaces a message.
         this.messages.put(o.id, o.rec);
-        for (const [kind, value] of keysOf(o.rec.s)) this.keys.put([kind, value, o.id], EMPTY);
-        if (o.raw) {
-          this.copies.put(`${o.id}\0raw`, o.raw);
-          bytes += o.raw.length;
-        }
-        if (o.event) {
-          this.copies.put(`${o.id}\0event`, o.event);
-          bytes += o.event.length;
+        if (o.copy) {
+          this.copies.put(o.id, o.copy);
+          bytes += o.rec.raw + o.rec.event;
         }
       }
       this.meta.put('bytes', Math.max(0, bytes));
     });
+    // Committed: the keys follow (a failed transaction changed neither).
+    if (removed.length) this.keys.remove(removed);
+    for (const o of ops) if (o.op === 'put') this.keys.add(o.id, keysOf(o.rec.s));
   }
 
-  /** Inside a transaction: removes a message, its keys and copies; returns the bytes freed. */
-  private removeOne(id: string): number {
-    const rec = this.messages.get(id);
+  /** Inside a transaction: removes a message and its copy; returns the bytes freed and notes its keys in `removed`. */
+  private removeOne(id: string, known: StoredMessage | undefined, removed: Array<{ id: string; keys: KeyParts[] }>): number {
+    const rec = known && this.messages.doesExist(id) ? known : this.messages.get(id);
     if (rec === undefined) return 0;
-    for (const [kind, value] of keysOf(rec.s)) this.keys.remove([kind, value, id]);
-    this.copies.remove(`${id}\0raw`);
-    this.copies.remove(`${id}\0event`);
+    removed.push({ id, keys: keysOf(rec.s) });
+    if (rec.raw || rec.event) this.copies.remove(id);
     this.messages.remove(id);
     return rec.raw + rec.event;
   }
@@ -185,7 +214,10 @@ export class ConsoleDb {
   }
 
   copy(id: string, which: 'raw' | 'event'): Buffer | undefined {
-    return this.copies.get(`${id}\0${which}`);
+    const stored = this.copies.get(id);
+    if (!stored) return undefined;
+    // `get` gives a buffer of its own (not LMDB's shared read buffer): views of it are safe to keep.
+    return (which === 'raw' ? copyRaw(stored) : copyEvent(stored)) ?? undefined;
   }
 
   storedBytes(): number {
@@ -200,10 +232,7 @@ export class ConsoleDb {
   private *ids(q: MessageQuery, before: string, from: string): Generator<string> {
     const driver: KeyParts | null = q.rcpt ? ['r', q.rcpt.toLowerCase()] : q.from ? ['f', q.from.toLowerCase()] : null;
     if (driver) {
-      for (const key of this.keys.getKeys({ start: [...driver, before], end: [...driver, from], reverse: true })) {
-        const id = key[2] as string;
-        if (id !== before) yield id;
-      }
+      yield* this.keys.below(driver[0], driver[1], before, from);
       return;
     }
     for (const id of this.messages.getKeys({ start: before, end: from, reverse: true })) if (id !== before) yield id;
@@ -247,13 +276,17 @@ export class ConsoleDb {
    */
   check(): string[] {
     const problems: string[] = [];
-    for (const key of this.copies.getKeys()) {
-      const [id] = key.split('\0');
-      if (this.messages.get(id!) === undefined) problems.push(`copy ${key.replace('\0', '/')} without its message`);
+    for (const id of this.copies.getKeys()) {
+      if (this.messages.get(id) === undefined) problems.push(`copy ${id} without its message`);
     }
     for (const { key, value } of this.messages.getRange()) {
-      if (value.raw && !this.copies.doesExist(`${key}\0raw`)) problems.push(`message ${key} without its .eml`);
-      if (value.event && !this.copies.doesExist(`${key}\0event`)) problems.push(`message ${key} without its event`);
+      if (!value.raw && !value.event) continue;
+      const stored = this.copies.get(key);
+      if (!stored) problems.push(`message ${key} without its copy`);
+      else {
+        if (value.raw && copyRaw(stored)?.length !== value.raw) problems.push(`message ${key} without its .eml`);
+        if (value.event && copyEvent(stored)?.length !== value.event) problems.push(`message ${key} without its event`);
+      }
     }
     return problems;
   }

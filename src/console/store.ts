@@ -13,6 +13,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { decodeWords } from '../message/address.js';
 import { parseMessage } from '../message/parse.js';
+import { encodeCopy } from './copy.js';
 import { ConsoleDb, MAX_ATTEMPTS, statusOf, type DbOp, type StoredMessage } from './db.js';
 import type { MessageRecorder, RecordedMessage } from './record.js';
 import type {
@@ -59,7 +60,7 @@ export interface ConsoleServiceOptions {
 }
 
 type Pending =
-  | { kind: 'received'; m: RecordedMessage }
+  | { kind: 'received'; rec: StoredMessage; copy: Buffer | null }
   | { kind: 'attempt'; id: string; a: Attempt; state: TargetState['status']; required: boolean | undefined };
 
 export class ConsoleService implements ConsoleStore, MessageRecorder {
@@ -68,6 +69,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
   private timer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping: Promise<number> | null = null;
+  private sweepQueued = false;
   private readonly listeners = new Set<(c: ConsoleChange) => void>();
   private openProblem: string | null = null;
   private writeProblem: string | null = null;
@@ -84,13 +86,24 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     }
   }
 
-  /** Starts retention: once now, then every sweepIntervalMs. */
+  /** Starts retention: once now, then every sweepIntervalMs, and whenever the copies pass maxBytes. */
   start(): void {
     if (!this.db || this.sweepTimer) return;
-    const run = () => void this.sweep().catch((err: unknown) => this.o.logger.warn({ err: describe(err) }, 'console retention failed'));
-    setImmediate(run);
-    this.sweepTimer = setInterval(run, this.o.sweepIntervalMs);
+    setImmediate(this.runSweep);
+    this.sweepTimer = setInterval(this.runSweep, this.o.sweepIntervalMs);
     this.sweepTimer.unref();
+  }
+
+  private readonly runSweep = (): void => {
+    this.sweepQueued = false;
+    void this.sweep().catch((err: unknown) => this.o.logger.warn({ err: describe(err) }, 'console retention failed'));
+  };
+
+  /** A sweep on the next turn of the event loop, unless one runs or is coming. */
+  private sweepSoon(): void {
+    if (this.sweeping || this.sweepQueued) return;
+    this.sweepQueued = true;
+    setImmediate(this.runSweep);
   }
 
   async close(): Promise<void> {
@@ -107,7 +120,11 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
   // --- the recorder (hot path: push, at most arm the batch's one timer) ---
 
   received(m: RecordedMessage): void {
-    this.enqueue({ kind: 'received', m });
+    if (!this.db) return;
+    // Made into what is stored now, not at the batch: the batch then holds two
+    // small objects and one buffer per message, not the parsed event and the
+    // message's buffers, which the young generation can free at once.
+    this.enqueue({ kind: 'received', ...toStored(m) });
   }
 
   attempt(queueId: string, a: Attempt, state: TargetState['status'], required?: boolean): void {
@@ -146,9 +163,9 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     try {
       for (const p of batch) {
         if (p.kind === 'received') {
-          const { rec, raw, event } = toStored(p.m);
+          const { rec, copy } = p;
           recs.set(rec.s.id, rec);
-          ops.push({ op: 'put', id: rec.s.id, rec, raw, event });
+          ops.push({ op: 'put', id: rec.s.id, rec, copy });
           changes.push({ type: 'added', summary: rec.s });
           continue;
         }
@@ -162,6 +179,9 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
       db.apply(ops);
       if (this.writeProblem) this.o.logger.info('console index writable again');
       this.writeProblem = null;
+      // Past maxBytes, retention runs now rather than at its next turn: at a
+      // thousand messages a second, ten minutes would store gigabytes more.
+      if (this.sweepTimer && db.storedBytes() > this.o.retention.maxBytes) this.sweepSoon();
     } catch (err) {
       // The records of this batch are lost to the console; mail is not affected.
       this.dropped += batch.length;
@@ -322,17 +342,17 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
       if (!db) break;
       this.flush();
       let bytes = db.storedBytes();
-      const ids: string[] = [];
+      const gone: DbOp[] = [];
       for (const { id, rec } of db.oldest(chunk)) {
         const old = Date.parse(rec.s.receivedAt) < cutoff;
         if (!old && bytes <= this.o.retention.maxBytes) break;
-        ids.push(id);
+        gone.push({ op: 'remove', id, rec });
         bytes -= rec.raw + rec.event;
       }
-      if (!ids.length) break;
-      db.apply(ids.map((id) => ({ op: 'remove', id })));
-      removed += ids.length;
-      for (const id of ids) this.emit({ type: 'deleted', id });
+      if (!gone.length) break;
+      db.apply(gone);
+      removed += gone.length;
+      for (const o of gone) this.emit({ type: 'deleted', id: o.id });
       this.o.onSweepStep?.(removed);
       // Let SMTP sessions run between chunks.
       await new Promise((r) => setImmediate(r));
@@ -362,8 +382,8 @@ function stateAfter(a: Attempt | undefined, spooled: boolean, refused: boolean):
   return 'dead';
 }
 
-/** The stored form of a recorded message; runs in the batch, not in the transaction. */
-function toStored(m: RecordedMessage): { rec: StoredMessage; raw: Buffer | null; event: Buffer | null } {
+/** The stored form of a recorded message. */
+function toStored(m: RecordedMessage): { rec: StoredMessage; copy: Buffer | null } {
   const d = m.event?.data;
   const fromEntry = d?.from?.find((f) => 'address' in f && typeof f.address === 'string' && f.address !== '') as { address: string } | undefined;
   const targets: TargetState[] = m.targets.map((t) => {
@@ -381,8 +401,16 @@ function toStored(m: RecordedMessage): { rec: StoredMessage; raw: Buffer | null;
   }));
   // Only what is still in memory is kept: a message spilled to disk has
   // lost its file by now (it goes before the reply, docs/architecture.md §1.1).
-  let raw: Buffer | null = null;
-  if (m.message && !m.message.spilled) raw = Buffer.concat(m.message.segments.map((s) => ('buf' in s ? s.buf : Buffer.alloc(0))));
+  const raw: Buffer[] = [];
+  let rawLength = 0;
+  if (m.message && !m.message.spilled) {
+    for (const s of m.message.segments) {
+      if (!('buf' in s)) continue;
+      raw.push(s.buf);
+      rawLength += s.buf.length;
+    }
+  }
+  const eventLength = m.eventJson?.length ?? 0;
   const rec: StoredMessage = {
     s: {
       id: m.queueId,
@@ -404,11 +432,11 @@ function toStored(m: RecordedMessage): { rec: StoredMessage; raw: Buffer | null;
     attempts: m.attempts.slice(-MAX_ATTEMPTS),
     attachments,
     sha: m.rawSha256,
-    raw: raw?.length ?? 0,
-    event: m.eventJson?.length ?? 0,
+    raw: rawLength,
+    event: eventLength,
     base,
   };
-  return { rec, raw, event: m.eventJson };
+  return { rec, copy: rawLength || eventLength ? encodeCopy(raw, rawLength, m.eventJson) : null };
 }
 
 /** A later attempt: appended to the timeline, its target's state and the message's status follow. */

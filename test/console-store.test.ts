@@ -1,0 +1,180 @@
+/**
+ * The console's storage (docs/decisions.md, "The console's database"): one
+ * stored copy per message that gives back the .eml and the event byte for
+ * byte, search keys held in memory and built again from the records when
+ * the index opens, an index written by the earlier layout read after a
+ * migration, and retention that runs as soon as the copies pass maxBytes.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { open } from 'lmdb';
+import pino from 'pino';
+import { copyEvent, copyRaw, encodeCopy } from '../src/console/copy.js';
+import { SearchKeys } from '../src/console/keys.js';
+import { ConsoleService } from '../src/console/store.js';
+import { fixtureMessage } from './helpers/console-fixtures.js';
+import { waitFor } from './helpers/wait.js';
+
+const quiet = pino({ level: 'silent' });
+
+function service(dir: string, maxBytes = Number.MAX_SAFE_INTEGER) {
+  return new ConsoleService({ dir, retention: { days: 365, maxBytes }, sweepIntervalMs: 3_600_000, now: Date.now, logger: quiet, sweepChunk: 10 });
+}
+
+/** An event as message/schema.ts orders its keys around the bodies. */
+function eventJson(text: string | null, strippedText: string | null, html: string | null = null): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      type: 'email.received',
+      data: { id: 'X', headers: [{ name: 'Subject', value: 'text, "strippedText": and so on' }], text, textSource: text === null ? null : 'text', textBlob: null, html, htmlBlob: null, strippedText, strippedSignature: null, strippedHtml: null, attachments: [] },
+    }),
+  );
+}
+
+describe('the stored copy', () => {
+  const raw = Buffer.from('Subject: hi\r\n\r\nbody\r\n');
+  const long = 'Hello,\n"quoted", a comma, and a backslash \\ and ümlauts\n'.repeat(40);
+  const cases: Array<[string, Buffer, boolean]> = [
+    ['strippedText equal to text', eventJson(long, long), true],
+    ['strippedText the start of text (trailing blank lines trimmed)', eventJson(`${long}\n\n`, long), true],
+    ['strippedText shorter than its reply (quote removed)', eventJson(`${long}> old\n> quoted\n`, long), true],
+    ['strippedText different', eventJson(long, `Other ${long}`), false],
+    ['no text', eventJson(null, null, '<p>hi</p>'), false],
+    ['a short text', eventJson('hi', 'hi'), false],
+    ['text ending in a backslash and a quote', eventJson(`${long}\\"`, `${long}\\"`), true],
+  ];
+  for (const [name, ev, smaller] of cases) {
+    test(`${name}: both read back byte for byte`, () => {
+      const stored = encodeCopy([raw.subarray(0, 5), raw.subarray(5)], raw.length, ev);
+      assert.ok(copyRaw(stored)!.equals(raw));
+      assert.ok(copyEvent(stored)!.equals(ev), 'the event as its targets got it');
+      if (smaller) assert.ok(stored.length < raw.length + ev.length - 1000, `${stored.length} bytes stored for ${raw.length + ev.length}`);
+      else assert.equal(stored.length, 17 + raw.length + ev.length);
+    });
+  }
+  test('a message without an event, and an event without a message', () => {
+    assert.equal(copyEvent(encodeCopy([raw], raw.length, null)), null);
+    const ev = eventJson(long, long);
+    const stored = encodeCopy([], 0, ev);
+    assert.equal(copyRaw(stored), null);
+    assert.ok(copyEvent(stored)!.equals(ev));
+  });
+});
+
+describe('search keys', () => {
+  test('ids come back newest first within bounds, whatever order they were added in', () => {
+    const k = new SearchKeys();
+    for (const id of ['A05', 'A01', 'A03', 'A02', 'A04', 'A03']) k.add(id, [['r', 'x@example.test']]);
+    assert.deepEqual([...k.below('r', 'x@example.test', '\u{10ffff}', '')], ['A05', 'A04', 'A03', 'A02', 'A01']);
+    assert.deepEqual([...k.below('r', 'x@example.test', 'A04', 'A02')], ['A03', 'A02']);
+    assert.deepEqual([...k.below('f', 'x@example.test', '\u{10ffff}', '')], [], 'kinds are apart');
+    k.remove([{ id: 'A01', keys: [['r', 'x@example.test']] }, { id: 'A02', keys: [['r', 'x@example.test']] }]);
+    k.remove([{ id: 'A04', keys: [['r', 'x@example.test']] }]);
+    assert.deepEqual([...k.below('r', 'x@example.test', '\u{10ffff}', '')], ['A05', 'A03']);
+    k.remove([{ id: 'A05', keys: [['r', 'x@example.test']] }, { id: 'A03', keys: [['r', 'x@example.test']] }]);
+    assert.deepEqual([...k.below('r', 'x@example.test', '\u{10ffff}', '')], []);
+  });
+
+  test('after a restart the searches answer as before; removed messages are not found', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+    try {
+      const now = Date.now() - 3_600_000;
+      const svc = service(dir);
+      for (let i = 0; i < 60; i++) svc.received(fixtureMessage(now + i * 1000, i % 3 === 0 ? 7 : i, 512));
+      svc.flush();
+      const byRcpt = (await svc.list({ rcpt: 'USER7@example.test', limit: 500 })).items.map((m) => m.id);
+      const bySender = (await svc.list({ from: 'sender7@example.org', limit: 500 })).items.map((m) => m.id);
+      assert.equal(byRcpt.length, 21);
+      assert.ok(bySender.length >= 21);
+      await svc.close();
+
+      const again = service(dir);
+      try {
+        assert.deepEqual((await again.list({ rcpt: 'user7@example.test', limit: 500 })).items.map((m) => m.id), byRcpt);
+        assert.deepEqual((await again.list({ from: 'sender7@example.org', limit: 500 })).items.map((m) => m.id), bySender);
+        // Pages of 5 walk the same ids.
+        const walked: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await again.list({ rcpt: 'user7@example.test', limit: 5, ...(cursor ? { cursor } : {}) });
+          walked.push(...page.items.map((m) => m.id));
+          cursor = page.next ?? undefined;
+        } while (cursor);
+        assert.deepEqual(walked, byRcpt);
+        assert.equal((await again.remove(byRcpt[0]!)).ok, true);
+        assert.deepEqual((await again.list({ rcpt: 'user7@example.test', limit: 500 })).items.map((m) => m.id), byRcpt.slice(1));
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+test('an index of the earlier layout (two copies per message, keys stored) is read after its migration', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+  try {
+    // Written by the current code, then put back into the earlier layout with LMDB itself.
+    const svc = service(dir);
+    const m = fixtureMessage(Date.now() - 60_000, 1, 1024);
+    svc.received(m);
+    svc.flush();
+    await svc.close();
+    const env = open({ path: dir, maxDbs: 8, compression: false });
+    const copies = env.openDB<Buffer, string>({ name: 'copies', encoding: 'binary' });
+    const keys = env.openDB<Buffer, string[]>({ name: 'keys', encoding: 'binary' });
+    const meta = env.openDB<number, string>({ name: 'meta' });
+    const stored = copies.get(m.queueId)!;
+    await env.transaction(() => {
+      copies.remove(m.queueId);
+      copies.put(`${m.queueId}\0raw`, Buffer.from(copyRaw(stored)!));
+      copies.put(`${m.queueId}\0event`, Buffer.from(copyEvent(stored)!));
+      keys.put(['r', 'user1@example.test', m.queueId], Buffer.alloc(0));
+      meta.remove('copyFormat');
+    });
+    await env.close();
+
+    const again = service(dir);
+    try {
+      assert.deepEqual(again.check(), []);
+      assert.ok((await again.event(m.queueId))!.equals(m.eventJson!));
+      const chunks: Buffer[] = [];
+      for await (const c of (await again.raw(m.queueId))!) chunks.push(c as Buffer);
+      assert.ok(Buffer.concat(chunks).equals(await m.message!.buffer()));
+      assert.deepEqual((await again.list({ rcpt: 'user1@example.test' })).items.map((x) => x.id), [m.queueId]);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('past maxBytes, retention runs at once rather than at its next interval', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+  try {
+    const svc = service(dir, 40 * 1024);
+    svc.start();
+    try {
+      const now = Date.now() - 3_600_000;
+      for (let i = 0; i < 100; i++) {
+        svc.received(fixtureMessage(now + i * 1000, i, 2048));
+        if (i % 10 === 9) svc.flush();
+      }
+      svc.flush();
+      await waitFor(() => svc.stats().bytes <= 40 * 1024, 10_000, 'retention after the copies passed maxBytes');
+      const left = (await svc.list({ limit: 500 })).items;
+      assert.ok(left.length > 0 && left.length < 100);
+      assert.equal(left[0]!.subject, 'fixture 99', 'the newest stay');
+      assert.deepEqual(svc.check(), []);
+    } finally {
+      await svc.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
