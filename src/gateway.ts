@@ -593,7 +593,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
           spooledAt: new Date(at).toISOString(),
         };
         // Its own copy of the message, as `postgate queue replay` stores it (NewSpoolItem.ownCopy).
-        await queue.spool.put([{ meta, message: MessageBytes.of(copy.message), eventJson: copy.eventJson, ownCopy: true }], at);
+        await queue.spool.put([{ meta, message: copy.message, eventJson: copy.eventJson, ownCopy: true }], at);
         queue.worker.add([{ meta, state: { attempts: 0, nextAt: at, history: [] } }]);
         return { ok: true, message: `${id} queued for ${target} (delivery id ${did})` };
       }
@@ -608,7 +608,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
               mailFrom: rec.s.mailFrom,
               rcptTo,
               receivedAt: new Date(rec.s.receivedAt),
-              message: MessageBytes.of(copy.message),
+              message: copy.message,
               rawSha256: rec.sha,
               event: JSON.parse(copy.eventJson.toString('utf8')) as EmailEvent,
               eventJson: copy.eventJson,

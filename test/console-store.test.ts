@@ -3,7 +3,8 @@
  * stored copy per message that gives back the .eml and the event byte for
  * byte, search keys held in memory and built again from the records when
  * the index opens, an index written by the earlier layout read after a
- * migration, and retention that runs as soon as the copies pass maxBytes.
+ * migration, retention that runs as soon as the copies pass maxBytes, and
+ * the .eml of a message large enough to be spilled to disk while it arrived.
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +18,12 @@ import { SearchKeys } from '../src/console/keys.js';
 import { ConsoleService } from '../src/console/store.js';
 import { fixtureMessage } from './helpers/console-fixtures.js';
 import { waitFor } from './helpers/wait.js';
+import { startGateway } from './helpers/gateway.js';
+import { startReceiver } from './helpers/receiver.js';
+import { RawSmtp } from './helpers/smtp-client.js';
+import { browserSession, consoleRequest } from './helpers/console.js';
+import { readdir } from 'node:fs/promises';
+import type { MessageDetail } from '../src/console/types.js';
 
 const quiet = pino({ level: 'silent' });
 
@@ -176,5 +183,70 @@ test('past maxBytes, retention runs at once rather than at its next interval', a
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a message spilled to disk while it arrived keeps its .eml: served whole, replayable, removed with its entry', async () => {
+  const hook = await startReceiver(() => ({ status: 204 }));
+  const other = await startReceiver(() => ({ status: 204 }));
+  const tg = await startGateway({
+    smtp: { maxMessageSize: '10MiB' },
+    storage: { spillAbove: '1MiB' },
+    console: { listen: '127.0.0.1:0' },
+    routes: [
+      { recipients: ['*@example.test'], targets: [{ type: 'webhook', id: 'hook', url: hook.url }] },
+      { recipients: ['*@other.test'], targets: [{ type: 'webhook', id: 'other', url: other.url }] },
+    ],
+  });
+  try {
+    const lines = ['From: <a@b.example>', 'To: <x@example.test>', 'Subject: large one', 'Message-ID: <large@b.example>', ''];
+    for (let i = 0; lines.length * 78 < 3 * 1024 * 1024; i++) lines.push(`${i.toString(36).padStart(8, '0')} ${'0123456789abcdef'.repeat(5)}`.slice(0, 76));
+    const message = Buffer.from(`${lines.join('\r\n')}\r\n`, 'latin1');
+    const c = await RawSmtp.connect(tg.port);
+    let reply: string;
+    try {
+      await c.read();
+      await c.cmd('EHLO client.test');
+      assert.equal((await c.cmd('MAIL FROM:<a@b.example>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<x@example.test>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write(message);
+      reply = (await c.cmd('.')).raw;
+    } finally {
+      c.close();
+    }
+    assert.match(reply, /^250 /);
+    const id = /queued as (\S+)/.exec(reply)![1]!;
+    const port = tg.gw.consoleAddress()!.port;
+    assert.deepEqual(await readdir(path.join(tg.dataDir, 'incoming')), [], 'the session removed its spill file');
+    await waitFor(async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).status === 200, 5000, 'the console has the message');
+    const detail = (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
+    assert.equal(detail.hasRaw, true);
+    const raw = await consoleRequest(port, 'GET', `/api/v1/messages/${id}/raw`);
+    assert.equal(raw.status, 200);
+    assert.match(raw.body.subarray(0, 200).toString('latin1'), /^Return-Path: <a@b\.example>\r\nReceived: /);
+    assert.ok(raw.body.subarray(raw.body.length - message.length).equals(message), 'the .eml ends with the message as received, byte for byte');
+
+    // Replay reads the same copy (the part in the kept file included).
+    const before = other.got.length;
+    const s = await browserSession(port);
+    const replayed = await consoleRequest(port, 'POST', `/api/v1/messages/${id}/replay`, {
+      headers: { ...s.headers, 'x-csrf-token': s.csrf, 'content-type': 'application/json' },
+      body: JSON.stringify({ target: 'other' }),
+    });
+    assert.equal(replayed.status, 202, replayed.body.toString());
+    await waitFor(() => other.got.length > before, 5000, 'the replay reached the target');
+    const replayedEvent = JSON.parse(other.got.at(-1)!.body.toString('utf8')) as { data: { subject: string } };
+    assert.equal(replayedEvent.data.subject, 'large one');
+
+    const kept = path.join(tg.dataDir, 'console', 'files', id);
+    assert.ok((await readdir(path.dirname(kept))).includes(id), 'the spilled part is kept beside the index');
+    const removed = await consoleRequest(port, 'DELETE', `/api/v1/messages/${id}`, { headers: { ...s.headers, 'x-csrf-token': s.csrf } });
+    assert.equal(removed.status, 200, removed.body.toString());
+    assert.ok(!(await readdir(path.dirname(kept))).includes(id), 'removed with its entry');
+  } finally {
+    await tg.close();
+    await hook.close();
+    await other.close();
   }
 });

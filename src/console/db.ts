@@ -18,7 +18,9 @@
  * messages sort by arrival and "newest first" is a reverse range; a time
  * range is a range of ids.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { MessageBytes } from '../message/bytes.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { copyEvent, copyRaw, encodeCopy } from './copy.js';
 import { SearchKeys, type KeyParts } from './keys.js';
@@ -37,6 +39,13 @@ export interface StoredMessage {
   /** Bytes of the stored copies (0 when not stored). */
   raw: number;
   event: number;
+  /**
+   * The part of a large message that was spilled to disk while it arrived
+   * (storage.spillAbove): bytes `start` to `end` of `files/<id>`, a hard link
+   * to the spill file made before the session removed it. The .eml is the
+   * copy's bytes, then these.
+   */
+  file?: { start: number; end: number };
 }
 
 /** A write of the batch the store flushes. */
@@ -121,8 +130,13 @@ export class ConsoleDb {
   private readonly keys = new SearchKeys();
   private readonly meta: Database<number, string>;
 
+  /** Where the spilled parts of large messages are kept (hard links, one per message). */
+  readonly filesDir: string;
+
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
+    this.filesDir = path.join(dir, 'files');
+    mkdirSync(this.filesDir, { recursive: true, mode: 0o750 });
     this.env = open({ path: dir, maxDbs: 8, compression: false, noSync: true });
     // Shared msgpack structures: every record has the same shape, so its
     // field names are written once, not per record (smaller, faster to encode).
@@ -134,6 +148,34 @@ export class ConsoleDb {
     this.meta = this.env.openDB<number, string>({ name: 'meta' });
     this.migrateCopies();
     for (const { key, value } of this.messages.getRange()) this.keys.add(key, keysOf(value.s));
+    // A file linked for a batch that was never committed, or whose message
+    // went while the process died before removing it.
+    for (const name of readdirSync(this.filesDir)) {
+      if (!this.messages.doesExist(name)) rmSync(path.join(this.filesDir, name), { force: true });
+    }
+  }
+
+  /**
+   * Keeps the spilled part of a message (a hard link: no bytes copied, and
+   * the session may remove its own name for the file at once). False when
+   * it cannot be linked (another file system: console.path elsewhere).
+   */
+  keepFile(id: string, file: string): boolean {
+    try {
+      linkSync(file, path.join(this.filesDir, id));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The .eml of a message as bytes in memory and, for a large one, a range of its kept file. */
+  rawBytes(id: string, rec: StoredMessage): MessageBytes | undefined {
+    const inline = this.copy(id, 'raw') ?? Buffer.alloc(0);
+    if (!rec.file) return inline.length ? MessageBytes.of(inline) : undefined;
+    const file = path.join(this.filesDir, id);
+    if (!existsSync(file)) return undefined;
+    return new MessageBytes([...(inline.length ? [{ buf: inline }] : []), { file, start: rec.file.start, end: rec.file.end }]);
   }
 
   /**
@@ -172,7 +214,21 @@ export class ConsoleDb {
    * crash can lose the last batches or damage the index (docs/console.md).
    */
   apply(ops: readonly DbOp[]): void {
-    const removed: Array<{ id: string; keys: KeyParts[] }> = [];
+    const removed: Array<{ id: string; keys: KeyParts[]; file: boolean }> = [];
+    try {
+      this.write(ops, removed);
+    } catch (err) {
+      // Nothing of the batch was committed: its kept files have no entry.
+      for (const o of ops) if (o.op === 'put' && o.rec.file) rmSync(path.join(this.filesDir, o.id), { force: true });
+      throw err;
+    }
+    // Committed: the keys and the kept files follow.
+    if (removed.length) this.keys.remove(removed);
+    for (const r of removed) if (r.file) rmSync(path.join(this.filesDir, r.id), { force: true });
+    for (const o of ops) if (o.op === 'put') this.keys.add(o.id, keysOf(o.rec.s));
+  }
+
+  private write(ops: readonly DbOp[], removed: Array<{ id: string; keys: KeyParts[]; file: boolean }>): void {
     this.env.transactionSync(() => {
       let bytes = this.meta.get('bytes') ?? 0;
       for (const o of ops) {
@@ -194,16 +250,13 @@ export class ConsoleDb {
       }
       this.meta.put('bytes', Math.max(0, bytes));
     });
-    // Committed: the keys follow (a failed transaction changed neither).
-    if (removed.length) this.keys.remove(removed);
-    for (const o of ops) if (o.op === 'put') this.keys.add(o.id, keysOf(o.rec.s));
   }
 
   /** Inside a transaction: removes a message and its copy; returns the bytes freed and notes its keys in `removed`. */
-  private removeOne(id: string, known: StoredMessage | undefined, removed: Array<{ id: string; keys: KeyParts[] }>): number {
+  private removeOne(id: string, known: StoredMessage | undefined, removed: Array<{ id: string; keys: KeyParts[]; file: boolean }>): number {
     const rec = known && this.messages.doesExist(id) ? known : this.messages.get(id);
     if (rec === undefined) return 0;
-    removed.push({ id, keys: keysOf(rec.s) });
+    removed.push({ id, keys: keysOf(rec.s), file: rec.file !== undefined });
     if (rec.raw || rec.event) this.copies.remove(id);
     this.messages.remove(id);
     return rec.raw + rec.event;
@@ -279,12 +332,20 @@ export class ConsoleDb {
     for (const id of this.copies.getKeys()) {
       if (this.messages.get(id) === undefined) problems.push(`copy ${id} without its message`);
     }
+    for (const name of readdirSync(this.filesDir)) {
+      if (!this.messages.doesExist(name)) problems.push(`kept file ${name} without its message`);
+    }
     for (const { key, value } of this.messages.getRange()) {
+      if (value.file) {
+        const size = existsSync(path.join(this.filesDir, key)) ? statSync(path.join(this.filesDir, key)).size : -1;
+        if (size < value.file.end) problems.push(`message ${key} without its kept file`);
+      }
       if (!value.raw && !value.event) continue;
       const stored = this.copies.get(key);
       if (!stored) problems.push(`message ${key} without its copy`);
       else {
-        if (value.raw && copyRaw(stored)?.length !== value.raw) problems.push(`message ${key} without its .eml`);
+        const inline = value.raw - (value.file ? value.file.end - value.file.start : 0);
+        if (inline && copyRaw(stored)?.length !== inline) problems.push(`message ${key} without its .eml`);
         if (value.event && copyEvent(stored)?.length !== value.event) problems.push(`message ${key} without its event`);
       }
     }

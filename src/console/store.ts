@@ -12,6 +12,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { decodeWords } from '../message/address.js';
+import type { MessageBytes } from '../message/bytes.js';
 import { parseMessage } from '../message/parse.js';
 import { encodeCopy } from './copy.js';
 import { ConsoleDb, MAX_ATTEMPTS, statusOf, type DbOp, type StoredMessage } from './db.js';
@@ -41,7 +42,7 @@ export interface ConsoleActions {
   /** Sends the message's deferred or dead queued items again now. */
   retry(id: string, rec: StoredMessage): Promise<ActionResult>;
   /** Delivers the stored copy once more to `target`. */
-  replay(id: string, target: string, rec: StoredMessage, copy: { message: Buffer; eventJson: Buffer }): Promise<ActionResult>;
+  replay(id: string, target: string, rec: StoredMessage, copy: { message: MessageBytes; eventJson: Buffer }): Promise<ActionResult>;
 }
 
 export interface ConsoleServiceOptions {
@@ -124,7 +125,8 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     // Made into what is stored now, not at the batch: the batch then holds two
     // small objects and one buffer per message, not the parsed event and the
     // message's buffers, which the young generation can free at once.
-    this.enqueue({ kind: 'received', ...toStored(m) });
+    const db = this.db;
+    this.enqueue({ kind: 'received', ...toStored(m, (id, file) => db.keepFile(id, file)) });
   }
 
   attempt(queueId: string, a: Attempt, state: TargetState['status'], required?: boolean): void {
@@ -256,8 +258,9 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
   }
 
   async raw(id: string): Promise<NodeJS.ReadableStream | null> {
-    const buf = this.ready().copy(id, 'raw');
-    return buf ? Readable.from([buf]) : null;
+    const db = this.ready();
+    const rec = db.get(id);
+    return (rec && db.rawBytes(id, rec)?.stream()) ?? null;
   }
 
   async attachment(id: string, index: number): Promise<{ info: AttachmentInfo; content: NodeJS.ReadableStream } | null> {
@@ -272,9 +275,9 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
       const a = (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data?.attachments?.[index];
       if (typeof a?.content === 'string') return { info, content: Readable.from([Buffer.from(a.content, 'base64')]) };
     }
-    const raw = db.copy(id, 'raw');
+    const raw = db.rawBytes(id, rec);
     if (!raw) return null;
-    const parsed = await parseMessage(Readable.from([raw]), { limits: { inlineLimit: Number.MAX_SAFE_INTEGER } });
+    const parsed = await parseMessage(raw.stream(), { limits: { inlineLimit: Number.MAX_SAFE_INTEGER } });
     const a = parsed.attachments[index] as { content?: string } | undefined;
     if (typeof a?.content !== 'string') return null;
     return { info, content: Readable.from([Buffer.from(a.content, 'base64')]) };
@@ -291,7 +294,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     const db = this.ready();
     const rec = db.get(id);
     if (!rec) return { ok: false, code: 'PG_CONSOLE_NOT_FOUND', message: `no message ${id}` };
-    const message = db.copy(id, 'raw');
+    const message = db.rawBytes(id, rec);
     const eventJson = db.copy(id, 'event');
     if (!message || !eventJson) return { ok: false, code: 'PG_CONSOLE_NOT_STORED', message: 'the stored copy of this message is gone (retention)' };
     if (!this.actions) return { ok: false, code: 'PG_CONSOLE_NO_QUEUE', message: 'replay is not available here' };
@@ -383,7 +386,7 @@ function stateAfter(a: Attempt | undefined, spooled: boolean, refused: boolean):
 }
 
 /** The stored form of a recorded message. */
-function toStored(m: RecordedMessage): { rec: StoredMessage; copy: Buffer | null } {
+function toStored(m: RecordedMessage, keepFile: (id: string, file: string) => boolean): { rec: StoredMessage; copy: Buffer | null } {
   const d = m.event?.data;
   const fromEntry = d?.from?.find((f) => 'address' in f && typeof f.address === 'string' && f.address !== '') as { address: string } | undefined;
   const targets: TargetState[] = m.targets.map((t) => {
@@ -399,15 +402,33 @@ function toStored(m: RecordedMessage): { rec: StoredMessage; copy: Buffer | null
     size: a.size,
     disposition: a.disposition ?? null,
   }));
-  // Only what is still in memory is kept: a message spilled to disk has
-  // lost its file by now (it goes before the reply, docs/architecture.md §1.1).
+  // The .eml: its bytes in memory, and for a large message the part spilled
+  // to disk while it arrived (storage.spillAbove), kept as a hard link to the
+  // spill file before the session removes its own name for it (it does so
+  // before the reply, docs/architecture.md §1.1). A layout other than memory
+  // then one file range, or a file that cannot be linked, keeps no .eml.
   const raw: Buffer[] = [];
   let rawLength = 0;
-  if (m.message && !m.message.spilled) {
-    for (const s of m.message.segments) {
-      if (!('buf' in s)) continue;
-      raw.push(s.buf);
-      rawLength += s.buf.length;
+  let file: StoredMessage['file'];
+  if (m.message) {
+    const segments = m.message.segments;
+    const at = segments.findIndex((s) => 'file' in s);
+    const last = at === -1 ? segments.length : at;
+    // Bytes in memory, then at most one file range at the end: the layout the session makes.
+    if (at === -1 || at === segments.length - 1) {
+      for (let i = 0; i < last; i++) {
+        const buf = (segments[i] as { buf: Buffer }).buf;
+        raw.push(buf);
+        rawLength += buf.length;
+      }
+      const tail = at === -1 ? null : (segments[at] as { file: string; start: number; end: number });
+      if (tail && keepFile(m.queueId, tail.file)) {
+        file = { start: tail.start, end: tail.end };
+        rawLength += tail.end - tail.start;
+      } else if (tail) {
+        raw.length = 0;
+        rawLength = 0;
+      }
     }
   }
   const eventLength = m.eventJson?.length ?? 0;
@@ -434,9 +455,11 @@ function toStored(m: RecordedMessage): { rec: StoredMessage; copy: Buffer | null
     sha: m.rawSha256,
     raw: rawLength,
     event: eventLength,
+    ...(file ? { file } : {}),
     base,
   };
-  return { rec, copy: rawLength || eventLength ? encodeCopy(raw, rawLength, m.eventJson) : null };
+  const inline = file ? rawLength - (file.end - file.start) : rawLength;
+  return { rec, copy: inline || eventLength ? encodeCopy(raw, inline, m.eventJson) : null };
 }
 
 /** A later attempt: appended to the timeline, its target's state and the message's status follow. */
