@@ -250,3 +250,72 @@ test('a message spilled to disk while it arrived keeps its .eml: served whole, r
     await other.close();
   }
 });
+
+test('the HTML body document shows cid: images of the message inline (raster only); the API keeps the HTML as sent', async () => {
+  const hook = await startReceiver(() => ({ status: 204 }));
+  const tg = await startGateway({ console: { listen: '127.0.0.1:0' }, routes: [{ recipients: ['*@example.test'], targets: [{ type: 'webhook', url: hook.url }] }] });
+  try {
+    // A 1×1 PNG, and an SVG that must not be inlined.
+    const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>').toString('base64');
+    const message = [
+      'From: <news@example.org>',
+      'To: <x@example.test>',
+      'Subject: inline images',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/related; boundary="r1"',
+      '',
+      '--r1',
+      'Content-Type: text/html; charset=utf-8',
+      '',
+      '<p>Logo: <img src="cid:logo@example.org" alt="logo"> <img src=cid:icon%40example.org> <span style="background: url(cid:logo@example.org)">x</span> <img src="cid:evil@example.org"> <img src="cid:missing@example.org"></p>',
+      '--r1',
+      'Content-Type: image/png',
+      'Content-ID: <logo@example.org>',
+      'Content-Transfer-Encoding: base64',
+      '',
+      png,
+      '--r1',
+      'Content-Type: image/png',
+      'Content-ID: <icon@example.org>',
+      'Content-Transfer-Encoding: base64',
+      '',
+      png,
+      '--r1',
+      'Content-Type: image/svg+xml',
+      'Content-ID: <evil@example.org>',
+      'Content-Transfer-Encoding: base64',
+      '',
+      svg,
+      '--r1--',
+      '',
+    ].join('\r\n');
+    const c = await RawSmtp.connect(tg.port);
+    let reply: string;
+    try {
+      await c.read();
+      await c.cmd('EHLO client.test');
+      await c.cmd('MAIL FROM:<news@example.org>');
+      await c.cmd('RCPT TO:<x@example.test>');
+      await c.cmd('DATA');
+      c.write(Buffer.from(`${message}\r\n`));
+      reply = (await c.cmd('.')).raw;
+    } finally {
+      c.close();
+    }
+    assert.match(reply, /^250 /);
+    const id = /queued as (\S+)/.exec(reply)![1]!;
+    const port = tg.gw.consoleAddress()!.port;
+    await waitFor(async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).status === 200, 5000, 'the console has the message');
+    const body = (await consoleRequest(port, 'GET', `/messages/${id}/body`)).body.toString();
+    const dataUrl = `data:image/png;base64,${png}`;
+    assert.equal(body.split(dataUrl).length - 1, 3, 'both PNGs (one referenced URL-encoded) and the CSS background are inline');
+    assert.match(body, /src="cid:evil@example\.org"/, 'the SVG is not inlined');
+    assert.match(body, /src="cid:missing@example\.org"/, 'an unknown Content-ID is left as it was');
+    const detail = (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
+    assert.match(detail.html ?? '', /src="cid:logo@example\.org"/, 'the API gives the HTML as sent');
+  } finally {
+    await tg.close();
+    await hook.close();
+  }
+});

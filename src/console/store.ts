@@ -283,6 +283,24 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     return { info, content: Readable.from([Buffer.from(a.content, 'base64')]) };
   }
 
+  async inlineImages(id: string): Promise<Array<{ contentId: string; contentType: string; base64: string }>> {
+    const eventJson = this.ready().copy(id, 'event');
+    if (!eventJson) return [];
+    let attachments: EventData['attachments'];
+    try {
+      attachments = (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data?.attachments;
+    } catch {
+      return [];
+    }
+    const out: Array<{ contentId: string; contentType: string; base64: string }> = [];
+    for (const a of attachments ?? []) {
+      if (typeof a.contentId === 'string' && a.contentId && typeof a.contentType === 'string' && typeof a.content === 'string') {
+        out.push({ contentId: a.contentId, contentType: a.contentType, base64: a.content });
+      }
+    }
+    return out;
+  }
+
   async retry(id: string): Promise<ActionResult> {
     const rec = this.ready().get(id);
     if (!rec) return { ok: false, code: 'PG_CONSOLE_NOT_FOUND', message: `no message ${id}` };
@@ -369,7 +387,7 @@ interface EventData {
   headers?: Array<{ name: string; value: string }>;
   text?: unknown;
   html?: unknown;
-  attachments?: Array<{ content?: string }>;
+  attachments?: Array<{ content?: string; contentId?: string | null; contentType?: string }>;
 }
 
 function describe(err: unknown): string {

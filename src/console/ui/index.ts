@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { ConsolePages } from '../http.js';
 import type { MessageQuery, MessageStatus } from '../types.js';
 import { bodyHeaders, pageHeaders } from './headers.js';
+import { withInlineImages } from './cid.js';
 import { renderList, renderMessage, renderNotFound, STATUSES, type RenderContext } from './pages.js';
 
 const PAGE_SIZE = 50;
@@ -115,7 +116,7 @@ export function createConsolePages(): ConsolePages {
       if (sub === '/body') {
         // The body's own document: only the sender's HTML, under its own CSP (headers.ts).
         if (!detail || detail.html === null) send(res, 404, bodyHeaders(), '');
-        else send(res, 200, bodyHeaders(), method === 'HEAD' ? '' : detail.html);
+        else send(res, 200, bodyHeaders(), method === 'HEAD' ? '' : withInlineImages(detail.html, await ctx.store.inlineImages(id)));
         return true;
       }
       if (!detail) {
