@@ -25,6 +25,11 @@ export interface RecordedMessage {
   reply: string;
   refused: boolean;
   quarantined: boolean;
+  /** The verdicts of a scanner that refused the message after DATA (the event, when there is one, has none). */
+  verdicts?: {
+    spam: { scanner: string; score: number; threshold: number; action: string } | null;
+    virus: { scanner: string; infected: boolean; names: string[] } | null;
+  };
   /** The event as built for the message (null when the transaction failed before it was built). */
   event: EmailEvent | null;
   /** The event serialized once, as the targets that take every recipient got it. */

@@ -12,6 +12,7 @@
  * open, as a target's is (delivery/index.ts): its outcome is onError's at
  * once, without waiting for a timeout per message.
  */
+import type { GatewayError } from '../core/errors.js';
 import { failure } from '../transaction/replies.js';
 import { ScanError, type ScanInput, type ScanResult, type Scanner, type SpamResult, type VirusResult } from './types.js';
 
@@ -99,6 +100,11 @@ export class ScanStep {
     return this.opts.scanners.map((s) => s.scanner);
   }
 
+  /** The verdicts behind a refusal this step threw (see scanRefusal), for callers that import its types only. */
+  refusalOf(err: unknown): ScanRefusal | undefined {
+    return scanRefusal(err);
+  }
+
   /** Scanners whose breaker is open now. */
   down(): string[] {
     return this.opts.scanners.filter((s) => this.opts.breaker.isDown(s.scanner.id)).map((s) => s.scanner.id);
@@ -136,6 +142,19 @@ export class ScanStep {
   }
 }
 
+/** The verdicts behind a refusal of the scan step (a 550 or 554 after DATA). */
+export interface ScanRefusal {
+  spam: { scanner: string; score: number; threshold: number; action: 'reject' | 'none' } | null;
+  virus: VirusVerdict | null;
+}
+
+const refusals = new WeakMap<GatewayError, ScanRefusal>();
+
+/** The verdicts of a refusal thrown by the scan step, or undefined for any other error. */
+export function scanRefusal(err: unknown): ScanRefusal | undefined {
+  return err instanceof Object ? refusals.get(err as GatewayError) : undefined;
+}
+
 /**
  * The policy, pure. Precedence: a virus refused, spam refused (an answer of a
  * working scanner is final, as a permanent refusal wins among targets,
@@ -161,17 +180,30 @@ export function decide(settled: readonly Settled[], policy: ScanPolicy, header: 
       if (!spam || (is && !spam.is)) spam = { s: x.s, r: x.r, is };
     }
   }
-  if (virus && policy.virus === 'reject') {
-    throw failure('PG_SCAN_VIRUS', {
-      vars: { reason: safeReason(virus.r.names[0]) ?? 'malware' },
-      message: `${virus.s.type} ${virus.s.id}: infected (${virus.r.names.join(', ')})`,
+  // A refusal carries the verdicts that made it, for the message console's record (scanRefusal).
+  const refused = (err: GatewayError): GatewayError => {
+    const v = virus ?? firstVirus;
+    refusals.set(err, {
+      spam: spam ? { scanner: spam.s.id, score: spam.r.score, threshold: policy.threshold ?? spam.r.threshold, action: spam.is && policy.spam === 'reject' ? 'reject' : 'none' } : null,
+      virus: v ? { scanner: v.s.id, infected: v.r.infected, names: v.r.names } : null,
     });
+    return err;
+  };
+  if (virus && policy.virus === 'reject') {
+    throw refused(
+      failure('PG_SCAN_VIRUS', {
+        vars: { reason: safeReason(virus.r.names[0]) ?? 'malware' },
+        message: `${virus.s.type} ${virus.s.id}: infected (${virus.r.names.join(', ')})`,
+      }),
+    );
   }
   if (spam?.is && policy.spam === 'reject') {
-    throw failure('PG_SCAN_SPAM', {
-      vars: { reason: safeReason(spam.r.message) ?? 'spam score above the threshold' },
-      message: `${spam.s.type} ${spam.s.id}: spam, score ${spam.r.score} / ${policy.threshold ?? spam.r.threshold}`,
-    });
+    throw refused(
+      failure('PG_SCAN_SPAM', {
+        vars: { reason: safeReason(spam.r.message) ?? 'spam score above the threshold' },
+        message: `${spam.s.type} ${spam.s.id}: spam, score ${spam.r.score} / ${policy.threshold ?? spam.r.threshold}`,
+      }),
+    );
   }
   if (unavailable.length && policy.onError === 'tempfail') {
     throw failure('PG_SCAN_UNAVAILABLE', { message: unavailable.map((u) => u.message).join('; ') });

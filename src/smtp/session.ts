@@ -28,7 +28,7 @@ import { RawCapture } from '../blob/raw-capture.js';
 import { confirmedHostname } from '../net/rdns.js';
 import type { AuthThrottle } from '../auth/throttle.js';
 import { type MessageBytes, SpillBuffer } from '../message/bytes.js';
-import type { ScanEnvelope, ScanOutcome, ScanPolicy, ScanStep } from '../scan/index.js';
+import type { ScanEnvelope, ScanOutcome, ScanPolicy, ScanRefusal, ScanStep } from '../scan/index.js';
 
 /**
  * How far into a message the header block is looked for (Received count for
@@ -403,11 +403,13 @@ export function createSmtpServer(
         clientHostname: string | null;
         rawSha256: string;
         event: EmailEvent;
-        eventJson: Buffer;
+        /** Null when no target got an event (the scan step refused the message). */
+        eventJson: Buffer | null;
         delivered: MessageBytes;
         deliveries: Delivery[];
         quarantined: boolean;
         queued: number;
+        refusal?: ScanRefusal | undefined;
       } | null = null;
       const syncAttempts: Attempt[] = [];
       /** Set once the console has the transaction: later attempts (optional targets run on after the reply) go to it one by one. */
@@ -456,6 +458,7 @@ export function createSmtpServer(
           reply: err ? `${err.smtp?.code ?? REPLIES.PG_INTERNAL.code} ${err.replyText}` : `${REPLIES.PG_QUEUED.code} ${text ?? ''}`,
           refused: err !== null,
           quarantined: r?.quarantined ?? false,
+          ...(r?.refusal ? { verdicts: r.refusal } : {}),
           event: r?.event ?? null,
           eventJson: r?.eventJson ?? null,
           message: r?.delivered ?? null,
@@ -634,7 +637,18 @@ export function createSmtpServer(
         // Claim check of large bodies and of the raw message: a store that
         // fails defers the message (451) rather than deliver an event missing
         // what it should carry.
-        const [{ content, bodies }, raw, scanned] = await Promise.all([offloadBodies(parsed, ctx.blobs, cfg.blobs.bodyInlineLimit), rawCapture.result(), scanning]);
+        const [{ content, bodies }, raw, scanned] = await Promise.all([offloadBodies(parsed, ctx.blobs, cfg.blobs.bodyInlineLimit), rawCapture.result(), scanning]).catch(
+          async (err: unknown) => {
+            // Refused by the scan step (550/554): the console records what the
+            // sender sent and why, from the parsed message; no target had an event.
+            const refusal = ctx.scan?.refusalOf(err);
+            if (refusal) {
+              const event = buildEvent({ queueId: txn.queueId, receivedAt, envelope, trace: trace + authHeader, content: parsed, rawSha256, rawSize: received.size, auth });
+              recorded = { receivedAt, clientHostname, rawSha256, event, eventJson: null, delivered: message, deliveries: [], quarantined: false, queued: 0, refusal };
+            }
+            throw err;
+          },
+        );
         const scanHeader = scanned?.header ?? '';
         const delivered = scanHeader ? message.prepend(Buffer.from(scanHeader, 'latin1')) : message;
         const event = buildEvent({
