@@ -344,6 +344,26 @@ describe('Date (RFC 5322 §3.3, obsolete forms §4.3)', () => {
     for (const v of invalid) assert.equal(parseMailDate(v), null, v);
   });
 
+  test('the ISO string written out matches the runtime\'s for random dates across nine millennia and every zone offset', () => {
+    const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+    let seed = 20261207;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let i = 0; i < 5000; i++) {
+      // Years 1000-9999 (two- and three-digit years are mapped by §4.3), zones -2359..+2359.
+      const local = Date.UTC(1000, 0, 1) + rand(2 ** 30) * 264_000 + rand(86_400) * 1000;
+      const d = new Date(local);
+      if (d.getUTCFullYear() > 9999) continue;
+      const sign = rand(2) ? '+' : '-';
+      const [zh, zm] = [rand(24), rand(60)];
+      const value = `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${d.getUTCHours()}:${String(d.getUTCMinutes()).padStart(2, '0')}:${String(d.getUTCSeconds()).padStart(2, '0')} ${sign}${String(zh).padStart(2, '0')}${String(zm).padStart(2, '0')}`;
+      const expected = new Date(local - (sign === '-' ? -1 : 1) * (zh * 60 + zm) * 60_000).toISOString();
+      assert.equal(parseMailDate(value), expected, value);
+    }
+  });
+
   test('an invalid Date is null with invalid_date, never "now"; a missing Date is null without error', async () => {
     const bad = await parseMessage(message('From: a@example.com\nDate: sometime last week', 'x'));
     assert.equal(bad.date, null);
