@@ -15,6 +15,8 @@
  *   serialize  the event's JSON, once per message
  *   sign       the Standard Webhooks signature
  *   webhook    WebhookTarget.deliver (sign, POST, read the answer) minus a bare undici POST of the same bytes
+ *   fan-out    deliverToTargets around that one target (the deadline, the delivery id, the skip-store,
+ *              the outcome) minus WebhookTarget.deliver
  *   log        the one `info` line of an accepted message, to the buffered destination
  * and, for reference, the bare undici POST itself (the HTTP half of the floor, which postgate pays too).
  * Messages are distinct (each has its own Message-ID and first line).
@@ -25,6 +27,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -53,6 +56,7 @@ const { traceHeaders } = await import(join(DIST, 'message', 'trace.js'));
 const { buildEvent } = await import(join(DIST, 'message', 'event.js'));
 const { signPayload, secretKey } = await import(join(DIST, 'delivery', 'signing.js'));
 const { WebhookTarget, createPoolCache } = await import(join(DIST, 'delivery', 'webhook.js'));
+const { deliverToTargets, MemorySkipStore } = await import(join(DIST, 'delivery', 'index.js'));
 const { hasBareLineEnding, countReceived, HEADER_SCAN_BYTES } = await import(join(DIST, 'smtp', 'session.js'));
 const { loadConfig } = await import(join(DIST, 'config', 'load.js'));
 
@@ -105,6 +109,14 @@ const pools = createPoolCache();
 const target = new WebhookTarget(targetCfg, { pool: pools.pool, now: Date.now });
 const bare = pools.pool(new URL(url).origin);
 const key = secretKey(SECRET);
+// The caller's signal for the webhook stage: deliverToTargets makes one per message, and the
+// fan-out stage counts it; here every operation shares one that never aborts.
+const callerSignal = new AbortController().signal;
+setMaxListeners(CONCURRENCY * 2, callerSignal);
+const skip = new MemorySkipStore(Date.now);
+// Every fan-out operation has its own delivery id, so the skip-store never skips one.
+let fanOutSeq = 0;
+const deliveryMessage = (p, rawSha256) => ({ queueId: p.queueId, mailFrom: 'alice@example.net', rcptTo: ['bob@bench.test'], receivedAt: p.receivedAt, message: p.received, rawSha256, event: p.event, eventJson: p.eventJson, claimCheck: () => Promise.reject(new Error('no claim check')) });
 const devNull = pino.destination({ dest: '/dev/null', sync: false, minLength: 4096 });
 const logger = pino({ level: 'info', base: { service: 'postgate' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, devNull);
 
@@ -215,8 +227,18 @@ const STAGES = [
     budget: null,
     op: async (i) => {
       const p = await prep(i);
-      const msg = { queueId: p.queueId, mailFrom: 'alice@example.net', rcptTo: ['bob@bench.test'], receivedAt: p.receivedAt, message: p.received, rawSha256: 'a'.repeat(64), event: p.event, eventJson: p.eventJson, claimCheck: () => Promise.reject(new Error('no claim check')) };
-      await target.deliver(msg, `msg_${p.queueId}_${i}`, AbortSignal.timeout(25_000));
+      await target.deliver(deliveryMessage(p, 'a'.repeat(64)), `msg_${p.queueId}_${i}`, callerSignal);
+    },
+  },
+  {
+    id: 'fan-out',
+    what: 'deliverToTargets with that one webhook target, as the session calls it',
+    budget: null,
+    op: async (i) => {
+      const p = await prep(i);
+      const msg = deliveryMessage(p, (fanOutSeq++).toString(16).padStart(64, '0'));
+      const o = await deliverToTargets([{ target, msg }], { deadlineMs: cfg.delivery.deadline, skip, now: Date.now, retry: { initialDelayMs: cfg.delivery.retry.initialDelay, maxDelayMs: cfg.delivery.retry.maxDelay } });
+      if (!o.ok) throw o.error;
     },
   },
   {
@@ -246,6 +268,13 @@ const overhead = med.webhook - med.post;
 const rows = [
   ...STAGES.filter((s) => s.budget !== null).map((s) => ({ id: s.id, what: s.what, us: med[s.id], budget: s.budget, rounds: results[s.id] })),
   { id: 'webhook − post', what: 'what WebhookTarget adds to a bare POST (its signature included)', us: overhead, budget: 15, rounds: results.webhook.map((w, k) => w - results.post[k]) },
+  {
+    id: 'fan-out − webhook',
+    what: 'what deliverToTargets adds around the target (the deadline, the delivery id, the skip-store, the outcome)',
+    us: med['fan-out'] - med.webhook,
+    budget: 10,
+    rounds: results['fan-out'].map((f, k) => f - results.webhook[k]),
+  },
 ];
 const own = rows.filter((r) => r.id !== 'sign').reduce((a, r) => a + r.us, 0);
 const ownBudget = rows.filter((r) => r.id !== 'sign').reduce((a, r) => a + r.budget, 0);
@@ -286,7 +315,7 @@ for (const r of rows) {
 }
 lines.push(`| **postgate’s own work** | the stages above but sign (counted inside webhook) | **${us(own)}** | ${us(ownBudget)} | ${own <= ownBudget ? 'within' : '**over**'} | |`);
 lines.push('');
-lines.push(`For reference: the bare undici POST of the same event bytes (half of the floor, paid by every gateway) costs ${us(med.post)}; WebhookTarget.deliver ${us(med.webhook)}.`);
+lines.push(`For reference: the bare undici POST of the same event bytes (half of the floor, paid by every gateway) costs ${us(med.post)}; WebhookTarget.deliver ${us(med.webhook)}; deliverToTargets with it ${us(med['fan-out'])}.`);
 if (floor) {
   const allowed = 0.6 * floor;
   lines.push(

@@ -13,7 +13,10 @@ import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { RawSmtp, sendMail, simpleMessage, type Reply } from './helpers/smtp-client.js';
 import { startReceiver, type Answer, type Receiver } from './helpers/receiver.js';
 import { fixturePath } from './helpers/fixtures.js';
-import { webhookOutcome, parseRetryAfter } from '../src/delivery/webhook.js';
+import { webhookOutcome, parseRetryAfter, WebhookTarget, createPoolCache } from '../src/delivery/webhook.js';
+import { loadConfig } from '../src/config/load.js';
+import type { DeliveryMessage } from '../src/delivery/types.js';
+import type { WebhookTargetConfig } from '../src/config/schema.js';
 import { interpretReceiverAnswer, sanitizeReplyText } from '../src/delivery/reply.js';
 import { retryPause } from '../src/delivery/index.js';
 import { GatewayError } from '../src/core/errors.js';
@@ -576,6 +579,82 @@ describe('partial success and the sender\'s retry (in-process skip-store)', () =
       await tg.close();
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('the webhook request itself (WebhookTarget.deliver against a real receiver)', () => {
+  async function target(url: string, extra: Record<string, unknown> = {}) {
+    const cfg = await loadConfig({ overrides: () => ({ routes: [{ recipients: ['*@hooks.test'], targets: [{ type: 'webhook', url, secret: SECRET, ...extra }] }] }) });
+    const pools = createPoolCache();
+    const t = new WebhookTarget(cfg.routes[0]!.targets[0] as WebhookTargetConfig, { pool: pools.pool, now: Date.now });
+    return { t, pools };
+  }
+  const event = { type: 'email.received', timestamp: '2026-01-01T00:00:00.000Z', data: {} };
+  const msg = (n: number) =>
+    ({
+      queueId: `Q${n}`,
+      mailFrom: 's@example.org',
+      rcptTo: ['in@hooks.test'],
+      receivedAt: new Date(),
+      rawSha256: 'a'.repeat(64),
+      event,
+      eventJson: Buffer.from(JSON.stringify({ ...event, n })),
+      claimCheck: () => Promise.reject(new Error('no claim check here')),
+    }) as unknown as DeliveryMessage;
+
+  test("the operator's headers and the URL's userinfo go with every request; postgate's own headers win over the operator's", async () => {
+    const hook = await startReceiver(() => ({ status: 204 }));
+    const url = hook.url.replace('://', '://hook%20user:p%40ss@');
+    const { t, pools } = await target(url, { headers: { 'x-tenant': 'acme', 'user-agent': 'not-postgate', 'webhook-id': 'forged', 'content-type': 'text/plain' } });
+    try {
+      for (const n of [1, 2]) await t.deliver(msg(n), `msg_${String(n).repeat(32)}`, new AbortController().signal);
+      assert.equal(hook.got.length, 2);
+      for (const [i, g] of hook.got.entries()) {
+        assert.equal(g.headers['x-tenant'], 'acme');
+        assert.equal(g.headers['user-agent'], 'postgate');
+        assert.equal(g.headers['content-type'], 'application/json');
+        assert.equal(g.headers['webhook-id'], `msg_${String(i + 1).repeat(32)}`);
+        assert.equal(g.headers.authorization, `Basic ${Buffer.from('hook user:p@ss').toString('base64')}`);
+        assert.match(String(g.headers['webhook-timestamp']), /^\d{10}$/);
+        // The signature is over this request's id, timestamp and body.
+        const wh = new Webhook(SECRET);
+        assert.doesNotThrow(() => wh.verify(g.body, g.headers as Record<string, string>));
+      }
+    } finally {
+      await pools.close();
+      await hook.close();
+    }
+  });
+
+  test("an attempt ends at the target's timeout (451 4.4.1, no answer), and at once when the caller's signal aborts; either way its slot is free again", async () => {
+    let silent = true;
+    const hook = await startReceiver(() => (silent ? { fault: 'silence' } : { status: 204 }));
+    const { t, pools } = await target(hook.url, { timeout: '300ms', concurrency: 1 });
+    const slow = await target(hook.url, { timeout: '2m', concurrency: 1 });
+    try {
+      let started = Date.now();
+      await assert.rejects(t.deliver(msg(1), `msg_${'1'.repeat(32)}`, new AbortController().signal), (err: GatewayError) => err.smtp?.enhanced === '4.4.1' && /no answer within the target's timeout/.test(err.message));
+      const timedOutAfter = Date.now() - started;
+      assert.ok(timedOutAfter >= 250 && timedOutAfter < 5_000, `timed out after ${timedOutAfter} ms`);
+
+      // The caller's deadline: the request is aborted with the caller's reason, long before the 2 min timeout.
+      const caller = new AbortController();
+      const reason = new Error('the delivery deadline passed');
+      started = Date.now();
+      setTimeout(() => caller.abort(reason), 100);
+      await assert.rejects(slow.t.deliver(msg(2), `msg_${'2'.repeat(32)}`, caller.signal), (err) => err === reason);
+      assert.ok(Date.now() - started < 5_000);
+
+      // concurrency 1: the next delivery of each target gets the slot back.
+      silent = false;
+      await t.deliver(msg(3), `msg_${'3'.repeat(32)}`, new AbortController().signal);
+      await slow.t.deliver(msg(4), `msg_${'4'.repeat(32)}`, new AbortController().signal);
+      assert.equal(hook.got.length, 4);
+    } finally {
+      await pools.close();
+      await slow.pools.close();
+      await hook.close();
     }
   });
 });

@@ -122,6 +122,8 @@ export interface RetryPolicy {
 }
 
 const DEFAULT_RETRY: RetryPolicy = { initialDelayMs: 250, maxDelayMs: 5_000 };
+const notSeen = (): boolean => false;
+const ignore = (): undefined => undefined;
 /** An attempt with less time than this left is not worth starting. */
 const MIN_ATTEMPT_MS = 100;
 
@@ -169,16 +171,17 @@ export async function deliverToTargets(
   // has no parent, so that is the only way it aborts).
   let fail!: (reason: Error) => void;
   const expired = new Promise<never>((_, reject) => (fail = reject));
-  expired.catch(() => undefined);
+  expired.catch(ignore);
   const dl = deadline(opts.deadlineMs, undefined, fail);
   const signal = dl.signal;
   const deadlineAt = performance.now() + opts.deadlineMs;
+  const skipStoreError = opts.onSkipStoreError ?? ignore;
   const runOne = async ({ target: t, msg }: Delivery): Promise<TargetOutcome> => {
     const id = deliveryId(msg.mailFrom, msg.rcptTo, msg.rawSha256, t.id);
     const started = performance.now();
     let outcome: TargetOutcome;
     // A failed lookup delivers again (a duplicate), never skips (a loss).
-    if (await opts.skip.has(id).catch(() => false)) {
+    if (await opts.skip.has(id).catch(notSeen)) {
       outcome = { targetId: t.id, ok: true, skipped: true, ms: 0, attempts: 0 };
     } else {
       let attempts = 0;
@@ -186,7 +189,7 @@ export async function deliverToTargets(
         attempts++;
         try {
           await Promise.race([t.deliver(msg, id, signal), expired]);
-          await opts.skip.add(id).catch((err: unknown) => opts.onSkipStoreError?.(err));
+          await opts.skip.add(id).catch(skipStoreError);
           outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started, attempts };
           break;
         } catch (err) {

@@ -15,7 +15,7 @@ import type { DeliveryMessage, Target } from './types.js';
 import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
 import type { KeyObject } from 'node:crypto';
-import { deadline } from '../core/deadline.js';
+import { AttemptTimeout } from '../core/deadline.js';
 import { guardedLookup, literalHostProblem } from '../net/private.js';
 import { randomBytes } from 'node:crypto';
 import { parseMessage } from '../message/parse.js';
@@ -152,12 +152,15 @@ class Slots {
   private used = 0;
   private readonly waiters: Array<() => void> = [];
   constructor(private readonly max: number) {}
+  /** Takes a free slot at once, without a promise (the usual case): false when none is free. */
+  tryTake(): boolean {
+    if (this.used >= this.max) return false;
+    this.used++;
+    return true;
+  }
   async take(signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
-    if (this.used < this.max) {
-      this.used++;
-      return;
-    }
+    if (this.tryTake()) return;
     await new Promise<void>((resolve, reject) => {
       const grant = () => {
         signal.removeEventListener('abort', onAbort);
@@ -180,13 +183,33 @@ class Slots {
 }
 
 const BODY_LIMIT = 64 * 1024;
+const DUMP_LIMIT = { limit: BODY_LIMIT };
+/** An answer in JSON (application/json, application/problem+json …) is read for its action. */
+const JSON_TYPE = /\bjson\b/i;
+const ignore = (): undefined => undefined;
 
 export class WebhookTarget implements Target {
   readonly type = 'webhook';
   readonly id: string;
   readonly required: boolean;
   private readonly url: URL;
+  private readonly origin: string;
+  /** The request target: path and query. */
+  private readonly path: string;
   private readonly where: string;
+  /**
+   * What every request of postgate's own event carries, built once as
+   * undici's flat name/value list: the operator's headers, less those we
+   * set (ours win, as later keys of an object would), then ours. Per request
+   * only the Standard Webhooks id, timestamp and signature and the basic
+   * auth are appended. A list, not an object: an object spread and then
+   * extended per request cost microseconds (a new hidden class each time).
+   */
+  private readonly fixedHeaders: readonly string[];
+  /** `Basic …` from the URL's userinfo, or undefined. */
+  private readonly basicAuth: string | undefined;
+  /** The pool, looked up on first use and kept while it is open. */
+  private poolInUse: Pool | null = null;
   private readonly keys: { hmac: Buffer[]; ed25519: KeyObject[] };
   private readonly tls: PoolTls | undefined;
   private readonly tlsKey: string;
@@ -203,7 +226,12 @@ export class WebhookTarget implements Target {
     this.id = cfg.id ?? defaultWebhookId(cfg.url, cfg.format);
     this.required = cfg.required;
     this.url = new URL(cfg.url);
-    this.where = `webhook ${this.url.origin}${this.url.pathname}`;
+    this.origin = this.url.origin;
+    this.path = `${this.url.pathname}${this.url.search}`;
+    this.where = `webhook ${this.origin}${this.url.pathname}`;
+    this.basicAuth = this.url.username
+      ? `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`
+      : undefined;
     const list = (v: string | string[] | undefined) => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
     this.format = cfg.format === undefined || cfg.format === 'postgate' ? null : FORMATS[cfg.format];
     // A format's own permanent refusals (Mailgun 406, Postmark 403) join the operator's list (docs/delivery.md).
@@ -229,6 +257,10 @@ export class WebhookTarget implements Target {
       this.tlsKey = '';
     }
     this.slots = new Slots(cfg.concurrency);
+    const ours = new Set(['content-type', 'user-agent', 'webhook-id', 'webhook-timestamp']);
+    if (this.keys.hmac.length + this.keys.ed25519.length > 0) ours.add('webhook-signature');
+    if (this.basicAuth) ours.add('authorization');
+    this.fixedHeaders = [...Object.entries(cfg.headers).filter(([name]) => !ours.has(name)).flat(), 'content-type', 'application/json', 'user-agent', 'postgate'];
   }
 
   get disabled(): boolean {
@@ -241,7 +273,8 @@ export class WebhookTarget implements Target {
       const blocked = literalHostProblem(this.url.hostname);
       if (blocked) throw transportError(this.where, blocked, false);
     }
-    await this.slots.take(signal);
+    // A free slot is taken without a promise; only a full target waits.
+    if (!this.slots.tryTake()) await this.slots.take(signal);
     if (this.format) {
       try {
         await this.deliverFormatted(this.format, msg, deliveryId, signal);
@@ -301,7 +334,9 @@ export class WebhookTarget implements Target {
       throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where}: format ${name} cannot carry a link: ${err.message}; deferred`, { retryable: false });
     }
     if (req.body.length > format.maxBytes) throw tooLarge(`${name} request`, req.body.length);
-    const outcome = await this.send(req.body, { ...this.cfg.headers, ...req.headers, 'content-type': req.contentType, 'user-agent': 'postgate', 'webhook-id': deliveryId }, signal);
+    const headers: Record<string, string> = { ...this.cfg.headers, ...req.headers, 'content-type': req.contentType, 'user-agent': 'postgate', 'webhook-id': deliveryId };
+    if (this.basicAuth) headers.authorization = this.basicAuth;
+    const outcome = await this.send(req.body, Object.entries(headers).flat(), signal);
     if (outcome.kind === 'too-large') {
       throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where} answered 413 to the ${name} request (${req.body.length} bytes), and the format cannot carry a link; deferred`, { retryable: false });
     }
@@ -324,40 +359,47 @@ export class WebhookTarget implements Target {
     // Signed at send time: a retry gets a fresh timestamp, so receivers can
     // keep a tight replay window, and the same webhook-id for deduplication.
     const timestamp = Math.floor(this.deps.now() / 1000);
-    const headers: Record<string, string> = {
-      ...this.cfg.headers,
-      'content-type': 'application/json',
-      'user-agent': 'postgate',
-      'webhook-id': deliveryId,
-      'webhook-timestamp': String(timestamp),
-    };
+    const headers = [...this.fixedHeaders, 'webhook-id', deliveryId, 'webhook-timestamp', `${timestamp}`];
     const signature = signatureHeader(this.keys, deliveryId, timestamp, body);
-    if (signature) headers['webhook-signature'] = signature;
+    if (signature) headers.push('webhook-signature', signature);
+    if (this.basicAuth) headers.push('authorization', this.basicAuth);
     return this.send(body, headers, signal);
   }
 
-  private async send(body: Buffer, headers: Record<string, string>, signal: AbortSignal): Promise<WebhookOutcome> {
-    if (this.url.username) {
-      headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(this.url.username)}:${decodeURIComponent(this.url.password)}`).toString('base64')}`;
-    }
-    const attempt = deadline(this.cfg.timeout, signal);
+  /** The gateway's pool for this target's origin and TLS identity; looked up again only once it was closed. */
+  private pool(): Pool {
+    const p = this.poolInUse;
+    if (p !== null && !p.closed && !p.destroyed) return p;
+    return (this.poolInUse = this.deps.pool(this.origin, this.tls, this.tlsKey, this.deps.denyPrivate === true));
+  }
+
+  /** `headers`: undici's flat list of names and values, complete. */
+  private async send(body: Buffer, headers: string[], signal: AbortSignal): Promise<WebhookOutcome> {
+    // The target's timeout bounds the whole attempt (waiting for a
+    // connection, connecting, the answer and its body), and the caller's
+    // signal (the delivery deadline) aborts it too; undici's own
+    // headersTimeout and bodyTimeout would leave the connect and the wait
+    // for a pooled connection unbounded by it. See AttemptTimeout for why
+    // this is not an AbortController.
+    const attempt = new AttemptTimeout(this.cfg.timeout, signal);
     let status: number;
     let answer: unknown;
     let retryAfterMs: number | undefined;
     try {
-      const res = await this.deps.pool(this.url.origin, this.tls, this.tlsKey, this.deps.denyPrivate === true).request({
+      const res = await this.pool().request({
         method: 'POST',
-        path: `${this.url.pathname}${this.url.search}`,
+        path: this.path,
         headers,
         body,
-        signal: attempt.signal,
+        signal: attempt,
         headersTimeout: this.cfg.timeout,
         bodyTimeout: this.cfg.timeout,
       });
       status = res.statusCode;
-      retryAfterMs = parseRetryAfter(res.headers['retry-after'], this.deps.now());
-      const type = String(res.headers['content-type'] ?? '');
-      if (/\bjson\b/i.test(type)) {
+      const retryAfter = res.headers['retry-after'];
+      if (retryAfter !== undefined) retryAfterMs = parseRetryAfter(retryAfter, this.deps.now());
+      const type = res.headers['content-type'];
+      if (type !== undefined && JSON_TYPE.test(String(type))) {
         const text = await readLimited(res.body, BODY_LIMIT);
         try {
           answer = text === null ? undefined : JSON.parse(text);
@@ -366,7 +408,7 @@ export class WebhookTarget implements Target {
         }
       } else {
         // Always consume the body so the connection goes back to the pool.
-        await res.body.dump({ limit: BODY_LIMIT }).catch(() => undefined);
+        await res.body.dump(DUMP_LIMIT).catch(ignore);
       }
     } catch (err) {
       if (signal.aborted) throw err;
