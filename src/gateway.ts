@@ -481,6 +481,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
           via: meta.itemId.includes('-r') ? 'replay' : retried.delete(meta.itemId) ? 'retry' : 'queue',
           outcome: outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'failed',
           latencyMs: Math.round(detail?.ms ?? 0),
+          ...httpStatusOf(detail?.httpStatus ?? error?.httpStatus),
           ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
         },
         outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'dead',
@@ -629,6 +630,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
           via: 'replay',
           outcome: o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'failed' : 'deferred',
           latencyMs: Math.round(now() - started),
+          ...httpStatusOf(o?.httpStatus),
           ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
         },
         o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'dead' : 'deferred',
@@ -861,4 +863,9 @@ function buildScanStep(cfg: ResolvedConfig, logger: Logger, metrics: Metrics, no
       logger.warn({ scanner: s.id, cooldownMs: cfg.scan.breaker.cooldown, code: 'PG_SCAN_UNAVAILABLE' }, 'scanner marked down');
     },
   });
+}
+
+/** The console attempt's `httpStatus` field, when there is a status. */
+function httpStatusOf(status: number | undefined): { httpStatus?: number } {
+  return status === undefined ? {} : { httpStatus: status };
 }

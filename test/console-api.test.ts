@@ -125,8 +125,8 @@ describe('console REST API', () => {
     assert.equal(detail.hasRaw, true);
     assert.equal(detail.hasEvent, true);
     assert.deepEqual(
-      detail.attempts.map((a) => [a.target, a.via, a.outcome]),
-      [['hook', 'sync', 'delivered']],
+      detail.attempts.map((a) => [a.target, a.via, a.outcome, a.httpStatus]),
+      [['hook', 'sync', 'delivered', 200]],
     );
     assert.deepEqual(detail.targets, [{ target: 'hook', kind: 'webhook', required: true, status: 'delivered' }]);
 
@@ -213,7 +213,8 @@ describe('console REST API', () => {
     const get = async () => (await consoleRequest(port, 'GET', `/api/v1/messages/${id}`)).json<MessageDetail>();
     await waitFor(async () => (await list(`?status=dead&rcpt=carol@q.test`)).items.some((m) => m.id === id), 10_000, 'dead status');
     let d = await get();
-    assert.deepEqual(d.attempts.map((a) => [a.target, a.via, a.outcome, a.code]), [['qhook', 'queue', 'failed', 'PG_TARGET_REJECTED']]);
+    // The receiver refused with a 200 and a structured answer: the status is what it said.
+    assert.deepEqual(d.attempts.map((a) => [a.target, a.via, a.outcome, a.code, a.httpStatus]), [['qhook', 'queue', 'failed', 'PG_TARGET_REJECTED', 200]]);
     assert.equal(d.targets[0]?.status, 'dead');
 
     const s = await browserSession(port);
@@ -223,7 +224,7 @@ describe('console REST API', () => {
     assert.equal(retry.json<{ ok: boolean }>().ok, true);
     await waitFor(async () => (await get()).status === 'delivered', 10_000, 'delivered after retry');
     d = await get();
-    assert.deepEqual(d.attempts.at(-1) && [d.attempts.at(-1)!.via, d.attempts.at(-1)!.outcome], ['retry', 'delivered']);
+    assert.deepEqual(d.attempts.at(-1) && [d.attempts.at(-1)!.via, d.attempts.at(-1)!.outcome, d.attempts.at(-1)!.httpStatus], ['retry', 'delivered', 200]);
     const q = qhook.got.at(-1)!;
     assert.match(q.body.toString(), /queued and refused/);
 
@@ -238,7 +239,7 @@ describe('console REST API', () => {
     await waitFor(() => staging.got.length > before, 10_000, 'the replay at staging');
     const got = staging.got.at(-1)!;
     assert.equal(got.headers['webhook-id'], deliveryId('sender@example.org', ['carol@q.test'], (JSON.parse(got.body.toString()) as { data: { raw: { sha256: string } } }).data.raw.sha256, 'staging'));
-    await waitFor(async () => (await get()).attempts.some((a) => a.via === 'replay' && a.target === 'staging' && a.outcome === 'delivered'), 10_000, 'the replay recorded');
+    await waitFor(async () => (await get()).attempts.some((a) => a.via === 'replay' && a.target === 'staging' && a.outcome === 'delivered' && a.httpStatus === 200), 10_000, 'the replay recorded');
 
     const unknown = await consoleRequest(port, 'POST', `/api/v1/messages/${id}/replay`, { headers: { ...s.headers, 'x-csrf-token': s.csrf, 'content-type': 'application/json' }, body: JSON.stringify({ target: 'nope' }) });
     assert.equal(unknown.status, 409);

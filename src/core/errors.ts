@@ -48,6 +48,11 @@ export class GatewayError extends Error {
   readonly publicMessage: string;
   readonly retryAfterMs: number | undefined;
   readonly retryable: boolean;
+  /**
+   * The HTTP status of the answer behind this failure (a webhook, a function
+   * URL), for the message console's timeline; set by the target that read it.
+   */
+  httpStatus: number | undefined;
 
   constructor(opts: GatewayErrorOptions) {
     super(opts.message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -58,6 +63,7 @@ export class GatewayError extends Error {
     this.transient = opts.transient ?? (opts.smtp ? opts.smtp.code < 500 : true);
     this.retryAfterMs = opts.retryAfterMs;
     this.retryable = this.transient && (opts.retryable ?? true);
+    this.httpStatus = undefined;
   }
 
   /**

@@ -102,6 +102,8 @@ export interface TargetOutcome {
   /** Attempts made (0 when skipped). */
   attempts: number;
   error?: GatewayError;
+  /** The HTTP status of the last attempt's answer, when the target spoke HTTP. */
+  httpStatus?: number | undefined;
 }
 
 export interface DeliveryOutcome {
@@ -188,19 +190,21 @@ export async function deliverToTargets(
       for (;;) {
         attempts++;
         try {
-          await Promise.race([t.deliver(msg, id, signal), expired]);
+          const receipt = await Promise.race([t.deliver(msg, id, signal), expired]);
           await opts.skip.add(id).catch(skipStoreError);
-          outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started, attempts };
+          outcome = { targetId: t.id, ok: true, skipped: false, ms: performance.now() - started, attempts, httpStatus: receipt?.httpStatus };
           break;
         } catch (err) {
           let error = toGatewayError(err, `target ${t.id}`);
           if (signal.aborted && error.transient) {
             // RFC 3463 4.4.7: delivery time expired; the sender keeps the message.
+            const status = error.httpStatus;
             error = failure('PG_DELIVERY_EXPIRED', { message: `delivery deadline of ${opts.deadlineMs} ms passed after ${attempts} attempt(s) (${error.message})`, cause: err });
+            error.httpStatus = status;
           }
           const pause = error.retryable && !signal.aborted && opts.retry !== false ? retryPause(attempts, error, deadlineAt - performance.now(), opts) : null;
           if (pause === null) {
-            outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, attempts, error };
+            outcome = { targetId: t.id, ok: false, skipped: false, ms: performance.now() - started, attempts, error, httpStatus: error.httpStatus };
             break;
           }
           opts.onRetry?.(t, { attempt: attempts, pauseMs: pause, error });

@@ -41,6 +41,12 @@ export interface Target {
   readonly type: string;
   readonly required: boolean;
   /** Resolves when the target has acknowledged; rejects with a GatewayError. */
-  deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void>;
+  /** Resolves when the target has the message; a target that spoke HTTP says the status it got (the console's timeline). */
+  deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<DeliveryReceipt | void>;
   close(): Promise<void>;
+}
+
+/** What a target may tell of a delivery that succeeded. */
+export interface DeliveryReceipt {
+  httpStatus?: number;
 }

@@ -11,7 +11,7 @@ import { failure, REPLIES, type FailureName } from '../transaction/replies.js';
 import { parseSigningKey, secretKey, signatureHeader } from './signing.js';
 import { interpretReceiverAnswer, sanitizeReplyText } from './reply.js';
 import { pointerEvent } from './claim-check.js';
-import type { DeliveryMessage, Target } from './types.js';
+import type { DeliveryMessage, DeliveryReceipt, Target } from './types.js';
 import { defaultWebhookId } from '../message/ids.js';
 import type { WebhookTargetConfig } from '../config/schema.js';
 import type { KeyObject } from 'node:crypto';
@@ -118,6 +118,15 @@ export function webhookOutcome(
   // every other 4xx (401, 403, 404, 422 ...): X.3.5 "system incorrectly
   // configured". Deferred, never bounced, and not retried within the deadline.
   return { kind: 'failed', error: deferred('PG_DELIVERY_MISCONFIGURED', `${what}${status < 400 ? ' (redirects are not followed)' : ''}`, { retryable: false }) };
+}
+
+/** An outcome with the HTTP status it was read from. */
+type Answered = WebhookOutcome & { status: number };
+
+/** Notes on a failure the HTTP status behind it (the console's timeline). */
+function withStatus(error: GatewayError, status: number): GatewayError {
+  error.httpStatus = status;
+  return error;
 }
 
 /** Maps a transport failure to its reply: X.4.1 no answer, X.4.2 bad connection (RFC 3463 §3.5). */
@@ -267,7 +276,7 @@ export class WebhookTarget implements Target {
     return this.disabledBy !== null;
   }
 
-  async deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
+  async deliver(msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<DeliveryReceipt> {
     if (this.disabledBy) throw this.disabledBy;
     if (this.deps.denyPrivate) {
       const blocked = literalHostProblem(this.url.hostname);
@@ -277,22 +286,22 @@ export class WebhookTarget implements Target {
     if (!this.slots.tryTake()) await this.slots.take(signal);
     if (this.format) {
       try {
-        await this.deliverFormatted(this.format, msg, deliveryId, signal);
+        return await this.deliverFormatted(this.format, msg, deliveryId, signal);
       } finally {
         this.slots.release();
       }
-      return;
     }
     try {
       const direct = msg.eventJson.length <= this.cfg.maxEventSize;
-      const first = direct ? await this.post(msg.eventJson, deliveryId, signal) : ({ kind: 'too-large' } as const);
-      let outcome: WebhookOutcome = first;
+      // Over maxEventSize: as if the receiver had answered 413, without asking it.
+      const first: Answered = direct ? await this.post(msg.eventJson, deliveryId, signal) : { kind: 'too-large', status: 413 };
+      let outcome: Answered = first;
       if (outcome.kind === 'too-large') {
         // 413 (or over maxEventSize): retry once with a claim-check pointer.
         const link = await msg.claimCheck();
         outcome = await this.post(Buffer.from(JSON.stringify(pointerEvent(msg.event, link))), deliveryId, signal);
         if (outcome.kind === 'too-large') {
-          throw failure('PG_EVENT_TOO_LARGE', { message: `${this.where} answered 413 to the event (${msg.eventJson.length} bytes) and to its claim-check pointer` });
+          throw withStatus(failure('PG_EVENT_TOO_LARGE', { message: `${this.where} answered 413 to the event (${msg.eventJson.length} bytes) and to its claim-check pointer` }), 413);
         }
       }
       if (outcome.kind === 'gone') {
@@ -300,6 +309,7 @@ export class WebhookTarget implements Target {
         throw outcome.error;
       }
       if (outcome.kind === 'failed') throw outcome.error;
+      return { httpStatus: outcome.status };
     } finally {
       this.slots.release();
     }
@@ -310,7 +320,7 @@ export class WebhookTarget implements Target {
    * (Mailgun's and Mandrill's signatures carry the send time), never a
    * claim-check pointer, which those consumers would not understand.
    */
-  private async deliverFormatted(format: WebhookFormat, msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<void> {
+  private async deliverFormatted(format: WebhookFormat, msg: DeliveryMessage, deliveryId: string, signal: AbortSignal): Promise<DeliveryReceipt> {
     const name = this.cfg.format;
     const tooLarge = (what: string, size: number) =>
       // Sending it would only be refused by the consumer: defer, so an operator can route it elsewhere (docs/formats.md, "Size limits").
@@ -338,13 +348,17 @@ export class WebhookTarget implements Target {
     if (this.basicAuth) headers.authorization = this.basicAuth;
     const outcome = await this.send(req.body, Object.entries(headers).flat(), signal);
     if (outcome.kind === 'too-large') {
-      throw deferred('PG_DELIVERY_MISCONFIGURED', `${this.where} answered 413 to the ${name} request (${req.body.length} bytes), and the format cannot carry a link; deferred`, { retryable: false });
+      throw withStatus(
+        deferred('PG_DELIVERY_MISCONFIGURED', `${this.where} answered 413 to the ${name} request (${req.body.length} bytes), and the format cannot carry a link; deferred`, { retryable: false }),
+        413,
+      );
     }
     if (outcome.kind === 'gone') {
       this.disabledBy = outcome.error;
       throw outcome.error;
     }
     if (outcome.kind === 'failed') throw outcome.error;
+    return { httpStatus: outcome.status };
   }
 
   /** The URL as the receiver sees it: without the userinfo, which travels as basic auth. */
@@ -355,7 +369,7 @@ export class WebhookTarget implements Target {
     return u;
   }
 
-  private async post(body: Buffer, deliveryId: string, signal: AbortSignal): Promise<WebhookOutcome> {
+  private async post(body: Buffer, deliveryId: string, signal: AbortSignal): Promise<Answered> {
     // Signed at send time: a retry gets a fresh timestamp, so receivers can
     // keep a tight replay window, and the same webhook-id for deduplication.
     const timestamp = Math.floor(this.deps.now() / 1000);
@@ -374,7 +388,7 @@ export class WebhookTarget implements Target {
   }
 
   /** `headers`: undici's flat list of names and values, complete. */
-  private async send(body: Buffer, headers: string[], signal: AbortSignal): Promise<WebhookOutcome> {
+  private async send(body: Buffer, headers: string[], signal: AbortSignal): Promise<Answered> {
     // The target's timeout bounds the whole attempt (waiting for a
     // connection, connecting, the answer and its body), and the caller's
     // signal (the delivery deadline) aborts it too; undici's own
@@ -416,7 +430,9 @@ export class WebhookTarget implements Target {
     } finally {
       attempt.done();
     }
-    return webhookOutcome(status, answer, { where: this.where, permanentOn: this.permanentOn, retryAfterMs, targetId: this.id });
+    const outcome = webhookOutcome(status, answer, { where: this.where, permanentOn: this.permanentOn, retryAfterMs, targetId: this.id });
+    if ('error' in outcome) withStatus(outcome.error, status);
+    return { ...outcome, status };
   }
 
   async close(): Promise<void> {}

@@ -31,7 +31,7 @@ export interface QueueDeliveryDeps {
   deadlineMs: number;
   policy: QueuePolicy;
   /** After each attempt: how it ended, its failure, and how long it took (metrics, the message console). */
-  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead', detail?: { error: GatewayError | null; ms: number }): void;
+  onAttempt?(meta: SpoolMeta, outcome: 'delivered' | 'retry' | 'dead', detail?: { error: GatewayError | null; ms: number; httpStatus?: number | undefined }): void;
 }
 
 /**
@@ -45,11 +45,17 @@ export function retryDelay(attempts: number, policy: Pick<QueuePolicy, 'initialD
   return Math.round(Math.max(delay, retryAfterMs ?? 0));
 }
 
-/** Delivers one item's content to its target; resolves with the failure, or null when acknowledged. */
-export async function attemptItem(meta: SpoolMeta, content: { message: MessageBytes; eventJson: Buffer } | null, deps: QueueDeliveryDeps): Promise<GatewayError | null> {
-  if (!content) return new GatewayError({ code: 'PG_QUEUE_READ', message: `the content of ${meta.itemId} is missing`, transient: false });
+/** What one attempt of an item came to: its failure (null when acknowledged) and the HTTP status the target read, if any. */
+export interface ItemAttempt {
+  error: GatewayError | null;
+  httpStatus?: number | undefined;
+}
+
+/** Delivers one item's content to its target. */
+export async function attemptItem(meta: SpoolMeta, content: { message: MessageBytes; eventJson: Buffer } | null, deps: QueueDeliveryDeps): Promise<ItemAttempt> {
+  if (!content) return { error: new GatewayError({ code: 'PG_QUEUE_READ', message: `the content of ${meta.itemId} is missing`, transient: false }) };
   const target = deps.target(meta.targetId);
-  if (!target) return new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${meta.targetId} is no longer configured`, transient: false });
+  if (!target) return { error: new GatewayError({ code: 'PG_QUEUE_TARGET_GONE', message: `target ${meta.targetId} is no longer configured`, transient: false }) };
   const { message, eventJson } = content;
   const outcome = await deliverToTargets(
     [
@@ -70,7 +76,7 @@ export async function attemptItem(meta: SpoolMeta, content: { message: MessageBy
     ],
     { deadlineMs: deps.deadlineMs, skip: deps.skip, now: deps.now, retry: false },
   );
-  return outcome.ok ? null : outcome.error!;
+  return { error: outcome.ok ? null : outcome.error!, httpStatus: outcome.targets[0]?.httpStatus };
 }
 
 /** The history line of a failed attempt. */

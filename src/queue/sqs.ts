@@ -273,14 +273,14 @@ export class SqsQueue {
     }
     const history: SpoolState['history'] = prev ? (JSON.parse(prev.toString('utf8')) as SpoolState).history : [];
     const started = this.o.now();
-    const error = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
+    const { error, httpStatus } = await attemptItem(meta, message && eventJson ? { message: MessageBytes.of(message), eventJson } : null, this.o);
     const ms = this.o.now() - started;
     if (!error) {
       await done();
       await this.store.removeItem(meta.itemId);
       await this.store.releaseMessage(meta.queueId);
       log.info({ attempts }, 'queued delivery succeeded');
-      this.o.onAttempt?.(meta, 'delivered', { error: null, ms });
+      this.o.onAttempt?.(meta, 'delivered', { error: null, ms, httpStatus });
       await this.final(meta, true, undefined, message!, eventJson!, log);
       return;
     }

@@ -178,10 +178,11 @@ export class QueueWorker {
     const log = logger.child({ queueId: e.meta.queueId, item: e.meta.itemId, target: e.meta.targetId });
     let content: { message: MessageBytes; eventJson: Buffer } | undefined;
     let error: GatewayError | null;
+    let httpStatus: number | undefined;
     const started = this.deps.now();
     try {
       content = await spool.content('active', e.meta.itemId);
-      error = await attemptItem(e.meta, content, this.deps);
+      ({ error, httpStatus } = await attemptItem(e.meta, content, this.deps));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !(await this.deps.spool.exists('active', e.meta.itemId))) {
         // Purged by an operator (`postgate queue purge`) while we held it.
@@ -197,7 +198,7 @@ export class QueueWorker {
     if (!error) {
       this.index.delete(e.meta.itemId);
       log.info({ attempts, deliveryId: e.meta.deliveryId }, 'queued delivery succeeded');
-      this.deps.onAttempt?.(e.meta, 'delivered', { error: null, ms: this.deps.now() - started });
+      this.deps.onAttempt?.(e.meta, 'delivered', { error: null, ms: this.deps.now() - started, httpStatus });
       await this.deps.onFinal?.(e, true, undefined, content)?.catch((err: unknown) => log.error({ err: (err as Error).message }, 'final hook failed'));
       await spool.remove(e.meta.itemId);
       return;

@@ -714,6 +714,7 @@ export function createSmtpServer(
                   via: 'sync',
                   outcome: o.skipped ? 'skipped' : o.ok ? 'delivered' : o.error?.transient === false ? 'failed' : 'deferred',
                   latencyMs: Math.round(o.ms),
+                  ...(o.httpStatus !== undefined ? { httpStatus: o.httpStatus } : {}),
                   ...(o.error ? { code: o.error.code, detail: o.error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
                 };
                 // An optional target that ends after the reply was never spooled: a failure is final.
