@@ -21,6 +21,7 @@ import { interpretReceiverAnswer, sanitizeReplyText } from '../src/delivery/repl
 import { retryPause } from '../src/delivery/index.js';
 import { GatewayError } from '../src/core/errors.js';
 import { parseSigningKey, publicKeyText } from '../src/delivery/signing.js';
+import { deliveryId } from '../src/message/ids.js';
 
 const SECRET = `whsec_${Buffer.from('delivery-test-secret-0123456789ab').toString('base64')}`;
 const FAST = { deadline: '1500ms', retry: { initialDelay: '20ms', maxDelay: '100ms' } };
@@ -74,6 +75,16 @@ function assertReply(r: Reply | null, code: number, enhanced: RegExp | string) {
   if (typeof enhanced === 'string') assert.ok(r.text.startsWith(`${enhanced} `), r.text);
   else assert.match(r.text, enhanced);
 }
+
+test('delivery ids stay what earlier versions stored (skip stores and receivers deduplicate on them across upgrades)', () => {
+  // Values of the first implementation (docs/architecture.md §2.5): case of the addresses ignored, recipients sorted.
+  assert.equal(deliveryId('Alice@Example.NET', ['Bob@bench.test'], 'a'.repeat(64), 'hook'), 'msg_b889f5f94e4fbc8d73f935881afc62b8');
+  assert.equal(
+    deliveryId('', ['zoë@例え.jp', 'Bob@bench.test', 'amy@x.test'], '0123456789abcdef'.repeat(4), 'webhook:https://app.example/in#1a2b3c4d5e6f'),
+    'msg_58f2ecfbb8b63062e666e12881685da7',
+  );
+  assert.equal(deliveryId('a@b.c', ['y@z', 'X@Z'], 'f'.repeat(64), 't'), deliveryId('A@B.C', ['x@z', 'Y@z'], 'f'.repeat(64), 't'));
+});
 
 describe('outcome table: webhook answers → SMTP reply (docs/delivery.md)', () => {
   test('2xx → 250, one request; a JSON {"action":"accept"} body is an acknowledgement too', async () => {
