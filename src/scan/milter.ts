@@ -162,7 +162,7 @@ class Connection {
     this.socket.setNoDelay(true);
     this.socket.on('data', (d: Buffer) => this.data(d));
     this.socket.on('error', (err: Error & { code?: string }) => this.fail(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: ${err.code ?? err.message}`, { cause: err })));
-    this.socket.on('close', () => this.fail(new ScanError('protocol', `${this.name}: connection closed`)));
+    this.socket.on('close', () => this.fail(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: connection closed${this.ready ? '' : ' before option negotiation'}`)));
     this.socket.write(OPTNEG);
   }
 
