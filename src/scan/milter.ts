@@ -146,6 +146,12 @@ class Connection {
   closed = false;
   /** Messages this connection has carried: a failure on a reused one is retried once on a fresh one. */
   used = 0;
+  /** The peer closed or reset it. */
+  gone = false;
+  /** Bytes of an answer to the current message arrived. */
+  get answered(): boolean {
+    return this.got > 0;
+  }
   private buf: Buffer | null = null;
   private got = 0;
   private answer: Answer | null = null;
@@ -161,9 +167,15 @@ class Connection {
     this.socket = 'path' in to ? net.connect({ path: to.path }) : net.connect({ host: to.host, port: to.port });
     this.socket.setNoDelay(true);
     this.socket.on('data', (d: Buffer) => this.data(d));
-    this.socket.on('error', (err: Error & { code?: string }) => this.fail(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: ${err.code ?? err.message}`, { cause: err })));
-    this.socket.on('close', () => this.fail(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: connection closed${this.ready ? '' : ' before option negotiation'}`)));
+    this.socket.on('error', (err: Error & { code?: string }) => this.lost(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: ${err.code ?? err.message}`, { cause: err })));
+    this.socket.on('close', () => this.lost(new ScanError(this.ready ? 'protocol' : 'connect', `${this.name}: connection closed${this.ready ? '' : ' before option negotiation'}`)));
     this.socket.write(OPTNEG);
+  }
+
+  /** The peer closed or reset the connection (not a failure of ours). */
+  private lost(err: ScanError): void {
+    if (!this.closed) this.gone = true;
+    this.fail(err);
   }
 
   /** Resolves once option negotiation is done. */
@@ -351,7 +363,12 @@ export function parseSpamdResult(v: string): { score: number; threshold: number;
   return { score: Number(m[1]), threshold: Number(m[2]), symbols };
 }
 
-export function rspamdMilterScanner(opts: MilterOptions): Scanner {
+/** A scanner whose verdicts are always spam verdicts. */
+export interface SpamScanner extends Scanner {
+  scan(input: ScanInput): Promise<SpamResult>;
+}
+
+export function rspamdMilterScanner(opts: MilterOptions): SpamScanner {
   const name = `rspamd ${opts.id}`;
   const idle: Connection[] = [];
   const all = new Set<Connection>();
@@ -438,15 +455,18 @@ export function rspamdMilterScanner(opts: MilterOptions): Scanner {
             const c = await acquire(attempt > 0, using);
             if (settled) return;
             const reused = c.used > 0;
+            let answer: Answer;
             try {
-              const answer = await c.send(input, await input.content());
-              current = null;
-              release(c);
-              return verdict(answer);
+              answer = await c.send(input, await input.content());
             } catch (err) {
-              // rspamd may close an idle connection as we write to it: once more, on a fresh one.
-              if (settled || !reused || attempt > 0) throw err;
+              // rspamd may close an idle connection as we write to it (its
+              // worker timeout): once more, on a fresh one, if it said nothing.
+              if (settled || !reused || attempt > 0 || !c.gone || c.answered) throw err;
+              continue;
             }
+            current = null;
+            release(c);
+            return verdict(answer);
           }
         })().then(
           (v) => {
