@@ -157,7 +157,8 @@ class Connection {
   private answer: Answer | null = null;
   private pending: { resolve: (a: Answer) => void; reject: (e: ScanError) => void } | null = null;
   private opened: { resolve: () => void; reject: (e: ScanError) => void } | null = null;
-  idleTimer: NodeJS.Timeout | null = null;
+  /** When it last went idle (ms since the epoch), for the sweep that closes idle ones. */
+  idleSince = 0;
 
   constructor(
     private readonly name: string,
@@ -239,7 +240,6 @@ class Connection {
   fail(err: ScanError): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.socket.destroy();
     const p = this.pending;
     const o = this.opened;
@@ -396,26 +396,28 @@ export function rspamdMilterScanner(opts: MilterOptions): SpamScanner {
     const w = waiting.shift();
     if (w) return w(c);
     if (closing) return c.quit();
+    c.idleSince = Date.now();
     idle.push(c);
-    c.idleTimer = setTimeout(() => {
-      const i = idle.indexOf(c);
-      if (i !== -1) idle.splice(i, 1);
-      c.quit();
-    }, IDLE_MS);
-    c.idleTimer.unref();
   };
+  // One sweep for the pool rather than a timer per idle connection: a timer
+  // made and cleared per message would cost CPU on every scan.
+  const sweep = setInterval(() => {
+    const before = Date.now() - IDLE_MS;
+    // The longest idle are first (idle is a stack: pushed on release, popped on use).
+    while (idle.length && idle[0]!.idleSince <= before) idle.shift()!.quit();
+  }, IDLE_MS / 3);
+  sweep.unref();
   /** A connection for one message: an idle one, a new one (`fresh`: always), or the next one freed. */
   const acquire = async (fresh: boolean, using: (c: Connection) => void): Promise<Connection> => {
     for (;;) {
       if (!fresh) {
         const c = idle.pop();
         if (c) {
-          if (c.idleTimer) clearTimeout(c.idleTimer);
-          c.idleTimer = null;
           using(c);
           return c;
         }
       }
+      if (closing) throw new ScanError('connect', `${name}: closed`);
       if (fresh || all.size < opts.connections) {
         const c = new Connection(name, opts.to, dropped);
         all.add(c);
@@ -486,6 +488,7 @@ export function rspamdMilterScanner(opts: MilterOptions): SpamScanner {
     },
     async close() {
       closing = true;
+      clearInterval(sweep);
       for (const c of [...all]) c.quit();
       for (const w of waiting.splice(0)) w(null);
     },
