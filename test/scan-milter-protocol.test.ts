@@ -249,6 +249,19 @@ describe('rspamd over milter: the pool', () => {
   });
 });
 
+describe('rspamd over milter: idle connections', () => {
+  test('one idle longer than idleMs is closed (SMFIC_QUIT); the next scan opens another', async () => {
+    const m = await fakeMilter();
+    const s = rspamdMilterScanner({ id: 'rspamd', to: m.to, connections: 2, idleMs: 150 });
+    closing.push(() => s.close(), () => m.close());
+    await s.scan(input());
+    await once(m.conns[0]!.socket, 'close');
+    assert.equal(m.conns[0]!.frames.at(-1)?.cmd, 'Q', 'said goodbye');
+    await s.scan(input());
+    assert.equal(m.conns.length, 2);
+  });
+});
+
 describe('rspamd over milter: what breaks the protocol', () => {
   test('nothing listening: connect', async () => {
     const m = await fakeMilter();

@@ -36,6 +36,8 @@ export interface MilterOptions {
   to: { path: string } | { host: string; port: number };
   /** Connections kept open at most (each carries one message at a time). */
   connections: number;
+  /** How long a connection may sit idle before it is closed (default IDLE_MS). */
+  idleMs?: number;
 }
 
 /** Command bytes postgate sends (libmilter's SMFIC_*). */
@@ -64,7 +66,7 @@ const CHUNK = 65535;
 const MAX_FRAME = 256 * 1024;
 /** Longest answer to one message (all its frames). */
 const MAX_ANSWER = 1024 * 1024;
-/** An idle connection is closed after this long: rspamd's proxy closes idle ones itself (its worker `timeout`, 120 s by default). */
+/** An idle connection is closed after this long (a third more at most: the sweep runs every third of it); rspamd's proxy closes idle ones itself (its worker `timeout`, 120 s by default). */
 const IDLE_MS = 30_000;
 
 const OPTNEG = (() => {
@@ -236,11 +238,11 @@ class Connection {
     this.socket.write(piece);
   }
 
-  /** Closes the connection; whatever waits on it fails with `err`. */
-  fail(err: ScanError): void {
+  /** Closes the connection (at once, unless `flushed` ends it); whatever waits on it fails with `err`. */
+  fail(err: ScanError, flushed = false): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.destroy();
+    if (!flushed) this.socket.destroy();
     const p = this.pending;
     const o = this.opened;
     this.pending = null;
@@ -250,11 +252,15 @@ class Connection {
     this.onClose(this);
   }
 
-  /** Says goodbye (SMFIC_QUIT) and closes. */
+  /** Says goodbye (SMFIC_QUIT) when no message is in flight, and closes. */
   quit(): void {
     if (this.closed) return;
-    if (this.ready && !this.pending) this.socket.end(frame(C.quit, ''));
-    this.fail(new ScanError('protocol', `${this.name}: closed`));
+    const polite = this.ready && !this.pending;
+    if (polite) {
+      const s = this.socket;
+      s.end(frame(C.quit, ''), () => s.destroy());
+    }
+    this.fail(new ScanError('protocol', `${this.name}: closed`), polite);
   }
 
   private data(d: Buffer): void {
@@ -401,11 +407,12 @@ export function rspamdMilterScanner(opts: MilterOptions): SpamScanner {
   };
   // One sweep for the pool rather than a timer per idle connection: a timer
   // made and cleared per message would cost CPU on every scan.
+  const idleMs = opts.idleMs ?? IDLE_MS;
   const sweep = setInterval(() => {
-    const before = Date.now() - IDLE_MS;
+    const before = Date.now() - idleMs;
     // The longest idle are first (idle is a stack: pushed on release, popped on use).
     while (idle.length && idle[0]!.idleSince <= before) idle.shift()!.quit();
-  }, IDLE_MS / 3);
+  }, idleMs / 3);
   sweep.unref();
   /** A connection for one message: an idle one, a new one (`fresh`: always), or the next one freed. */
   const acquire = async (fresh: boolean, using: (c: Connection) => void): Promise<Connection> => {
