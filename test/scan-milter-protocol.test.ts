@@ -189,6 +189,23 @@ describe('rspamd over milter: what the answer means', () => {
     await rejects(s.scan(input()), 'protocol', /without X-Spamd-Result/);
   });
 
+  test('an answer that arrives a byte at a time reads the same', async () => {
+    const { s } = await setup({
+      answer: (c) => {
+        const all = Buffer.concat(CLEAN);
+        let i = 0;
+        const next = () => {
+          if (i < all.length && !c.socket.destroyed) c.socket.write(all.subarray(i, ++i), () => setImmediate(next));
+        };
+        next();
+        return null;
+      },
+    });
+    const v = await s.scan(input());
+    assert.deepEqual([v.score, v.threshold, v.scannerAction, v.symbols], [1.4, 15, 'no action', ['DATE_IN_PAST', 'MIME_GOOD', 'ARC_NA']]);
+    assert.equal((await s.scan(input())).score, 1.4, 'and the connection is fit for the next message');
+  });
+
   test('a reject without scores takes the required score of rspamd\'s last scored answer', async () => {
     const answers = [[frame('h', `X-Spamd-Result\0default: False [1.00 / 20.00]; A(1.00)[]\0`), frame('a')], [frame('r')]];
     const { s } = await setup({ answer: (_c, n) => answers[n]! });
