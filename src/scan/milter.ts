@@ -135,10 +135,11 @@ interface Answer {
 
 const newAnswer = (): Answer => ({ final: 0, code: null, spamdResult: null, action: null, changed: [], quarantine: false });
 
-/** A C string at `at` in `b` (up to its NUL, or the end). */
-function cstr(b: Buffer, at: number): [string, number] {
+/** A C string at `at` in `b`, up to its NUL or `limit` (the frame's end); and where the next one starts. */
+function cstr(b: Buffer, at: number, limit: number): [string, number] {
+  if (at >= limit) return ['', limit];
   const z = b.indexOf(0, at);
-  const end = z === -1 ? b.length : z;
+  const end = z === -1 || z > limit ? limit : z;
   return [b.toString('latin1', at, end), end + 1];
 }
 
@@ -266,27 +267,29 @@ class Connection {
   private data(d: Buffer): void {
     this.got += d.length;
     if (this.got > MAX_ANSWER) return this.fail(new ScanError('protocol', `${this.name}: answer longer than ${MAX_ANSWER} bytes`));
-    this.buf = this.buf === null || this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
-    while (this.buf.length >= 5) {
-      const n = this.buf.readUInt32BE(0);
+    // Frames are read where they lie (offsets, no view per frame); only a frame cut by the chunk's end is kept.
+    const b = this.buf === null ? d : Buffer.concat([this.buf, d]);
+    this.buf = null;
+    let at = 0;
+    while (b.length - at >= 5) {
+      const n = b.readUInt32BE(at);
       if (n < 1 || n > MAX_FRAME) return this.fail(new ScanError('protocol', `${this.name}: answer frame of ${n} bytes`));
-      if (this.buf.length < 4 + n) return;
-      const cmd = this.buf[4]!;
-      const body = this.buf.subarray(5, 4 + n);
-      this.buf = this.buf.subarray(4 + n);
-      if (!this.reply(cmd, body)) return;
+      if (b.length - at < 4 + n) break;
+      if (!this.reply(b[at + 4]!, b, at + 5, at + 4 + n)) return;
+      at += 4 + n;
     }
+    if (at < b.length) this.buf = b.subarray(at);
   }
 
-  /** One reply frame; false when the connection failed over it. */
-  private reply(cmd: number, body: Buffer): boolean {
+  /** One reply frame, its data `b[start, end)`; false when the connection failed over it. */
+  private reply(cmd: number, b: Buffer, start: number, end: number): boolean {
     if (!this.ready) {
-      if (cmd !== C.optneg || body.length < 12) {
+      if (cmd !== C.optneg || end - start < 12) {
         this.fail(new ScanError('protocol', `${this.name}: no option negotiation (not a milter?)`));
         return false;
       }
-      const version = body.readUInt32BE(0);
-      const protocol = body.readUInt32BE(8);
+      const version = b.readUInt32BE(start);
+      const protocol = b.readUInt32BE(start + 8);
       // Without these flags the filter answers each command and the framing of one write per message no longer holds.
       if (version < VERSION || (protocol & NO_REPLIES) !== NO_REPLIES) {
         this.fail(new ScanError('protocol', `${this.name}: milter version ${version}, flags ${protocol.toString(16)}: not rspamd's proxy`));
@@ -308,8 +311,8 @@ class Connection {
       case 0x69: // 'i' SMFIR_INSHEADER: index, name, value
       case 0x6d: {
         // 'm' SMFIR_CHGHEADER: index, name, value
-        const [name, next] = cstr(body, cmd === 0x68 ? 0 : 4);
-        const [value] = cstr(body, next);
+        const [name, next] = cstr(b, cmd === 0x68 ? start : start + 4, end);
+        const [value] = cstr(b, next, end);
         const lower = name.toLowerCase();
         if (lower === 'x-spamd-result') a.spamdResult = value;
         else if (lower === 'x-rspamd-action') a.action = value;
@@ -320,7 +323,7 @@ class Connection {
         a.quarantine = true;
         return true;
       case 0x79: // 'y' SMFIR_REPLYCODE: "554 5.7.1 text"
-        a.code = cstr(body, 0)[0];
+        a.code = cstr(b, start, end)[0];
         break;
       case 0x61: // 'a' accept
       case 0x63: // 'c' continue
