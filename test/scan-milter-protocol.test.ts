@@ -243,9 +243,14 @@ describe('rspamd over milter: the pool', () => {
   test('a scan waiting for a connection still ends at its timeout; a silent answer closes its connection', async () => {
     const { m, s } = await setup({ answer: () => null }, 1);
     const t0 = Date.now();
-    await Promise.all([rejects(s.scan(input({}, 300)), 'timeout'), rejects(s.scan(input({}, 300)), 'timeout')]);
+    const first = s.scan(input({}, 300));
+    const second = s.scan(input({}, 300));
+    // The first connection's close, watched before it can happen.
+    while (m.conns.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const closed = once(m.conns[0]!.socket, 'close');
+    await Promise.all([rejects(first, 'timeout'), rejects(second, 'timeout')]);
     assert.ok(Date.now() - t0 < 2000, `${Date.now() - t0} ms`);
-    await once(m.conns[0]!.socket, 'close');
+    await closed;
   });
 
   test('a connection rspamd closed while it sat idle: the message goes again, once, on a fresh one', async () => {
