@@ -33,7 +33,7 @@ import { queueReport } from './dsn/queue-report.js';
 import { announceLocalDelay, announceLocalOutcome, announceSharedDelay, announceSharedOutcome } from './queue/outcome.js';
 import { createAddressMatcher } from './net/cidr.js';
 import { queueGauges, scannerGauge } from './ops/metrics.js';
-import { clamdScanner, rspamdScanner, ScanStep, spamdScanner, type Scanner } from './scan/index.js';
+import { clamdScanner, parseSocketAddress, rspamdMilterScanner, rspamdScanner, ScanStep, spamdScanner, type Scanner } from './scan/index.js';
 import { CircuitBreakers, createAwsClients, createTarget, DynamoSkipStore, MemorySkipStore, type AwsClientCache, type SkipStore, type Target } from './delivery/index.js';
 import { createPoolCache } from './delivery/webhook.js';
 import { createLogger, flushLogs, type Logger } from './ops/logger.js';
@@ -839,7 +839,9 @@ export function createScanner(c: ScannerConfig): Scanner {
   const id = c.id ?? c.type;
   switch (c.type) {
     case 'rspamd':
-      return rspamdScanner({ id, url: c.url, socket: c.socket, password: c.password });
+      return c.protocol === 'milter'
+        ? rspamdMilterScanner({ id, to: parseSocketAddress(c.address ?? '127.0.0.1:11332'), connections: c.connections })
+        : rspamdScanner({ id, url: c.url, socket: c.socket, password: c.password });
     case 'spamassassin':
       return spamdScanner({ id, address: c.address, user: c.user });
     case 'clamav':

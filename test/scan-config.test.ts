@@ -79,4 +79,35 @@ describe('scan configuration', () => {
     const none = validateConfig({ routes: [{ recipients: ['*@a.test'], targets: [hook], scan: { spam: 'reject' } }] }, { hostname: 'mx.test' });
     assert.equal(scanPolicyOf(none, (routeRecipient(routingTableOf(none), 'u@a.test') as { route: Parameters<typeof scanPolicyOf>[1] }).route), null);
   });
+  test('rspamd over milter: address and connections, defaults; the other protocol\'s fields refused with their paths', () => {
+    const cfg = validateConfig({ scan: { scanners: [{ type: 'rspamd', protocol: 'milter' }, { type: 'rspamd', id: 'unix', protocol: 'milter', address: '/run/rspamd/milter.sock', connections: 2 }] } }, { hostname: 'mx.test' });
+    assert.deepEqual(
+      cfg.scan.scanners.map((s) => (s.type === 'rspamd' ? [s.protocol, s.address, s.connections, s.timeout] : null)),
+      [
+        ['milter', undefined, 8, 15_000],
+        ['milter', '/run/rspamd/milter.sock', 2, 15_000],
+      ],
+    );
+    assert.equal((validateConfig({ scan: { scanners: [{ type: 'rspamd' }] } }, { hostname: 'mx.test' }).scan.scanners[0] as { protocol: string }).protocol, 'http');
+    const p = problems({
+      scan: {
+        scanners: [
+          { type: 'rspamd', id: 'a', protocol: 'milter', socket: '/run/x.sock', password: 'p' },
+          { type: 'rspamd', id: 'b', address: '127.0.0.1:11332' },
+          { type: 'rspamd', id: 'c', protocol: 'milter', address: 'nowhere', connections: 0 },
+          { type: 'rspamd', id: 'd', protocol: 'smtp' },
+        ],
+      },
+    });
+    for (const want of [
+      /^scan\.scanners\[0\]\.socket: socket is for protocol http; the milter protocol takes address/,
+      /^scan\.scanners\[0\]\.password: password is for protocol http/,
+      /^scan\.scanners\[1\]\.address: address is for protocol milter/,
+      /^scan\.scanners\[2\]\.address: expected host:port or the path of a Unix socket$/,
+      /^scan\.scanners\[2\]\.connections: /,
+      /^scan\.scanners\[3\]\.protocol: /,
+    ]) {
+      assert.ok(p.some((x) => want.test(x)), `missing ${want} in:\n${p.join('\n')}`);
+    }
+  });
 });

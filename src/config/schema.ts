@@ -429,9 +429,33 @@ export const scannerSchema = z.discriminatedUnion('type', [
         .optional()
         .describe('Path of a Unix socket of rspamd\'s normal worker (a bind_socket of its own): postgate connects there instead of to the URL\'s host; the URL still gives the path and the Host header. Cheaper per scan than TCP.'),
       password: secretRef.optional().describe('Sent as the Password header when rspamd requires one; use "${ENV_NAME}".'),
+      protocol: z
+        .enum(['http', 'milter'])
+        .default('http')
+        .describe('http: rspamd\'s normal worker (url, socket), one connection per scan. milter: rspamd\'s proxy worker with milter = yes (address), over connections that stay open; cheaper per scan (docs/scanning.md).'),
+      address: socketAddress
+        .optional()
+        .describe('protocol milter: the bind_socket of rspamd\'s proxy worker, host:port or a Unix socket path. Default: 127.0.0.1:11332.'),
+      connections: z
+        .number()
+        .int()
+        .min(1)
+        .max(1000)
+        .default(8)
+        .describe('protocol milter: connections to rspamd kept open at most, each carrying one message at a time; more scans at once wait for one.'),
       timeout: duration('Time allowed for one verdict; past it the scanner counts as failed (onError).').default(15_000),
     })
-    .describe('rspamd over HTTP (/checkv2): score, required score, action, symbols.'),
+    .superRefine((c, ctx) => {
+      // Each protocol takes its own address fields; one of the other is a mistake, not a no-op.
+      if (c.protocol === 'milter') {
+        for (const k of ['socket', 'password'] as const) {
+          if (c[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `${k} is for protocol http; the milter protocol takes address (rspamd's proxy worker)` });
+        }
+      } else if (c.address !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['address'], message: 'address is for protocol milter; protocol http takes url (and socket)' });
+      }
+    })
+    .describe('rspamd over HTTP (/checkv2) or over milter to its proxy worker: score, required score, action, symbols.'),
   z
     .strictObject({
       type: z.literal('spamassassin'),

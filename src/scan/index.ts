@@ -16,8 +16,9 @@ import type { GatewayError } from '../core/errors.js';
 import { failure } from '../transaction/replies.js';
 import { ScanError, type ScanInput, type ScanResult, type Scanner, type SpamResult, type VirusResult } from './types.js';
 
-export { ScanError, type Scanner, type ScanInput, type ScanEnvelope } from './types.js';
+export { ScanError, parseSocketAddress, type Scanner, type ScanInput, type ScanEnvelope } from './types.js';
 export { rspamdScanner } from './rspamd.js';
+export { rspamdMilterScanner } from './milter.js';
 export { spamdScanner } from './spamd.js';
 export { clamdScanner } from './clamd.js';
 

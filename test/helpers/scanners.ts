@@ -26,6 +26,9 @@ export interface Daemon {
   address: string;
   /** rspamd: its normal worker's Unix socket (it listens on both). */
   socket?: string;
+  /** rspamd started with `milter`: its proxy worker's milter host:port, and its Unix socket. */
+  milter?: string;
+  milterSocket?: string;
   /** Milliseconds from spawn to the first answer to a ping. */
   startupMs: number;
   /** The process the test started (its children are the daemon's workers); 0 when not running. */
@@ -119,6 +122,30 @@ function ask(where: net.NetConnectOpts, request: string, ms = 1000): Promise<str
   });
 }
 
+/** Whether a milter answers option negotiation (version 6) on the port. */
+function milterPing(port: number, ms = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = 0;
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(ok);
+    };
+    const t = setTimeout(() => done(false), ms);
+    const optneg = Buffer.alloc(17);
+    optneg.writeUInt32BE(13, 0);
+    optneg[4] = 0x4f; // SMFIC_OPTNEG
+    optneg.writeUInt32BE(6, 5);
+    s.on('connect', () => s.write(optneg));
+    s.on('data', (c: Buffer) => {
+      got += c.length;
+      if (got >= 17) done(c[4] === 0x4f);
+    });
+    s.on('error', () => done(false));
+  });
+}
+
 function daemon(dir: string, address: string, argv: [string, string[]], env: NodeJS.ProcessEnv, log: string, ping: () => Promise<boolean>, what: string, budgetMs: number): Daemon {
   let child: ChildProcess | null = null;
   const d: Daemon = {
@@ -194,14 +221,26 @@ export async function startNxdomainDns(): Promise<{ address: string; close(): Pr
  * NXDOMAIN server (startNxdomainDns; no lookup leaves the machine), and the
  * URL TLD list is a short one: compiling the full public suffix list costs
  * about 50 s of CPU at the first start, the short one about 5 s. Hyperscan's
- * cache is in the instance's own folder.
+ * cache is in the instance's own folder, and so is the local configuration
+ * folder (local.d, override.d): nothing of the system's applies.
+ *
+ * `milter`: also a proxy worker in milter mode that scans itself
+ * (`self_scan`), on a free port (`milter`) and a Unix socket
+ * (`milterSocket`), with milter_headers adding X-Spamd-Result and
+ * X-Rspamd-Action for every client, local and authenticated ones too: what
+ * docs/scanning.md asks of an rspamd that postgate reaches over milter.
  */
-export async function startRspamd(): Promise<Daemon> {
+export async function startRspamd(opts: { milter?: boolean } = {}): Promise<Daemon> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-rspamd-'));
   const port = await freePort();
   const dns = await startNxdomainDns();
   await writeFile(path.join(dir, 'tld.dat'), 'com\norg\nnet\nexample\ntest\ninvalid\nlocal\n');
   await writeFile(path.join(dir, 'options-override.inc'), `url_tld = "${dir}/tld.dat";\nhs_cache_dir = "${dir}/";\n`);
+  await mkdir(path.join(dir, 'local.d'));
+  const milterPort = opts.milter ? await freePort() : 0;
+  if (opts.milter) {
+    await writeFile(path.join(dir, 'local.d', 'milter_headers.conf'), 'use = ["x-spamd-result", "x-rspamd-action"];\nskip_local = false;\nskip_authenticated = false;\n');
+  }
   await writeFile(
     path.join(dir, 'rspamd.conf'),
     `.include "$CONFDIR/common.conf"
@@ -218,12 +257,29 @@ worker "normal" {
   .include "$CONFDIR/worker-normal.inc"
   count = 1;
 }
-`,
+${
+  opts.milter
+    ? `worker "rspamd_proxy" {
+  bind_socket = "127.0.0.1:${milterPort}";
+  bind_socket = "${dir}/milter.sock mode=0666";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" { default = yes; self_scan = yes; }
+  count = 1;
+}
+`
+    : ''
+}`,
   );
-  const args = ['-f', ...(isRoot ? ['-i'] : []), '-c', path.join(dir, 'rspamd.conf'), `--var=RUNDIR=${dir}`, `--var=DBDIR=${dir}`, `--var=LOGDIR=${dir}`];
+  const args = ['-f', ...(isRoot ? ['-i'] : []), '-c', path.join(dir, 'rspamd.conf'), `--var=LOCAL_CONFDIR=${dir}`, `--var=RUNDIR=${dir}`, `--var=DBDIR=${dir}`, `--var=LOGDIR=${dir}`];
   const url = `http://127.0.0.1:${port}`;
-  const d = daemon(dir, url, ['rspamd', args], {}, path.join(dir, 'rspamd.log'), async () => (await ask({ host: '127.0.0.1', port }, 'GET /ping HTTP/1.0\r\n\r\n')).includes('pong'), 'rspamd', 90_000);
+  const ping = async () => (await ask({ host: '127.0.0.1', port }, 'GET /ping HTTP/1.0\r\n\r\n')).includes('pong') && (!opts.milter || (await milterPing(milterPort)));
+  const d = daemon(dir, url, ['rspamd', args], {}, path.join(dir, 'rspamd.log'), ping, 'rspamd', 90_000);
   d.socket = path.join(dir, 'rspamd.sock');
+  if (opts.milter) {
+    d.milter = `127.0.0.1:${milterPort}`;
+    d.milterSocket = path.join(dir, 'milter.sock');
+  }
   await d.start();
   const stopDaemon = d.stop;
   d.stop = async () => {
@@ -363,7 +419,7 @@ export async function startScanSuite(opts: {
   /** For the start-up line: rspamd, spamd, clamd. */
   name: string;
   start: () => Promise<Daemon>;
-  scanner: (d: Daemon) => Record<string, unknown>;
+  scanner: (d: Daemon) => Record<string, unknown> | Promise<Record<string, unknown>>;
   kind: 'spam' | 'virus';
   onErrorPolicy: 'reject' | 'tag';
   scan?: Record<string, unknown>;
@@ -382,7 +438,7 @@ export async function startScanSuite(opts: {
   });
   const k = opts.kind;
   const tg = await startGateway({
-    scan: { scanners: [opts.scanner(daemon)], breaker: { failures: 100, cooldown: '1h' }, ...opts.scan },
+    scan: { scanners: [await opts.scanner(daemon)], breaker: { failures: 100, cooldown: '1h' }, ...opts.scan },
     routes: [
       route('reject', { [k]: 'reject' }),
       route('tag', { [k]: 'tag' }),
