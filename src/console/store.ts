@@ -10,6 +10,7 @@
  * itself degraded (`/readyz`) and mail goes on (docs/architecture.md §2.1).
  */
 import { Readable } from 'node:stream';
+import { isoTime } from '../core/time.js';
 import type { Logger } from 'pino';
 import { decodeWords } from '../message/address.js';
 import type { MessageBytes } from '../message/bytes.js';
@@ -453,7 +454,7 @@ function toStored(m: RecordedMessage, keepFile: (id: string, file: string) => bo
   const rec: StoredMessage = {
     s: {
       id: m.queueId,
-      receivedAt: m.receivedAt.toISOString(),
+      receivedAt: isoTime(m.receivedAt.getTime()),
       client: { address: m.client.address, ...(m.client.hostname ? { hostname: m.client.hostname } : {}), ...(m.client.helo ? { helo: m.client.helo } : {}) },
       mailFrom: m.mailFrom,
       rcptTo: m.rcptTo,

@@ -16,6 +16,7 @@
 import { z } from 'zod';
 import { authResultsSchema, type AuthResults } from './mailauth.js';
 import type { Transport } from './trace.js';
+import { isoTime } from '../core/time.js';
 
 export const EMAIL_SCHEMA_ID = 'postgate.email.v1';
 export const EMAIL_JSON_SCHEMA_URL = 'https://postgate.dev/schema/email.v1.json';
@@ -425,7 +426,7 @@ export function buildInboundEmail(opts: {
   return {
     schema: EMAIL_SCHEMA_ID,
     id: opts.id,
-    receivedAt: typeof opts.receivedAt === 'string' ? opts.receivedAt : opts.receivedAt.toISOString(),
+    receivedAt: typeof opts.receivedAt === 'string' ? opts.receivedAt : isoTime(opts.receivedAt.getTime()),
     envelope: opts.envelope,
     headers: c.headers,
     messageId: c.messageId,
@@ -459,5 +460,5 @@ export function buildInboundEmail(opts: {
 
 /** The webhook body for an InboundEmail. */
 export function buildEmailEvent(data: InboundEmail, timestamp: Date | string = data.receivedAt): EmailEvent {
-  return { type: 'email.received', timestamp: typeof timestamp === 'string' ? timestamp : timestamp.toISOString(), data };
+  return { type: 'email.received', timestamp: typeof timestamp === 'string' ? timestamp : isoTime(timestamp.getTime()), data };
 }

@@ -3,6 +3,7 @@
  * transaction). Secrets are redacted by path, bodies are never logged.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
+import { isoTime } from '../core/time.js';
 
 export type { Logger } from 'pino';
 
@@ -36,7 +37,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       level,
       base: { service: 'postgate' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      // pino's isoTime, without V8's toISOString (about a microsecond a line; core/time.ts).
+      timestamp: () => `,"time":"${isoTime(Date.now())}"`,
       formatters: { level: (label) => ({ level: label }) },
     },
     destination ?? bufferedStdout(),

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
 import type { GatewayError } from '../core/errors.js';
+import { isoTime } from '../core/time.js';
 import { failure, recipientRefusal, reply, REPLIES, toGatewayError } from '../transaction/replies.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
 import {
@@ -708,7 +709,7 @@ export function createSmtpServer(
               metrics.deliveryDuration.observe({ target_type: t.type, outcome: o.skipped ? 'skipped' : o.ok ? 'ok' : 'failed' }, o.ms / 1000);
               if (ctx.console) {
                 const a: Attempt = {
-                  at: new Date(ctx.now()).toISOString(),
+                  at: isoTime(ctx.now()),
                   target: t.id,
                   kind: t.type,
                   via: 'sync',
