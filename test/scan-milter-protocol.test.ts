@@ -13,7 +13,8 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { rspamdMilterScanner, parseSpamdResult } from '../src/scan/milter.js';
-import { ScanError, type ScanInput } from '../src/scan/types.js';
+import type { ScanInput } from '../src/scan/types.js';
+import { rejectsWithScanError } from './helpers/scan-errors.js';
 
 const MSG = Buffer.from('From: a@example.org\r\nSubject: x\r\n\r\nhello\r\n');
 const input = (over: Partial<ScanInput['envelope']> = {}, ms = 2000, msg: Buffer | Readable = MSG, size = MSG.length): ScanInput => ({
@@ -85,14 +86,7 @@ async function fakeMilter(opts: { flags?: number; answer?: (c: Conn, n: number) 
   };
 }
 
-async function rejects(p: Promise<unknown>, kind: ScanError['kind'], re?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof ScanError, String(e));
-    assert.equal(e.kind, kind, e.message);
-    if (re) assert.match(e.message, re);
-    return true;
-  });
-}
+const rejects = rejectsWithScanError;
 
 const closing: (() => Promise<unknown>)[] = [];
 after(async () => {

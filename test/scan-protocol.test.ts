@@ -24,6 +24,7 @@ import { fixturePath } from './helpers/fixtures.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
+import { rejectsWithScanError } from './helpers/scan-errors.js';
 
 const MSG = Buffer.from('From: a@example.org\r\nSubject: x\r\n\r\nhello\r\n');
 const input = (ms = 2000): ScanInput => ({
@@ -33,14 +34,7 @@ const input = (ms = 2000): ScanInput => ({
   timeoutMs: ms,
 });
 
-async function rejects(p: Promise<unknown>, kind: ScanError['kind'], re?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof ScanError, String(e));
-    assert.equal(e.kind, kind, e.message);
-    if (re) assert.match(e.message, re);
-    return true;
-  });
-}
+const rejects = rejectsWithScanError;
 
 /** A TCP server that reads the request and answers with `answer` (or does what `act` says). */
 async function tcpServer(act: (socket: net.Socket) => void): Promise<{ address: string; close(): Promise<void> }> {
