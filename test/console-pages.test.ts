@@ -60,8 +60,9 @@ class MemoryStore implements ConsoleStore {
     const from = Number(query.cursor ?? 0);
     return { items: items.slice(from, from + 2), next: from + 2 < items.length ? String(from + 2) : null };
   }
-  async inlineImages() {
-    return [];
+  async htmlBody(id: string) {
+    const html = this.messages.get(id)?.html;
+    return typeof html === 'string' ? { html, images: [] } : null;
   }
   async get(id: string) {
     return this.messages.get(id) ?? null;

@@ -231,15 +231,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     const db = this.ready();
     const rec = db.get(id);
     if (!rec) return null;
-    const eventJson = db.copy(id, 'event');
-    let data: EventData | null = null;
-    if (eventJson) {
-      try {
-        data = (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data ?? null;
-      } catch {
-        data = null;
-      }
-    }
+    const data = eventData(db, id);
     return {
       ...rec.s,
       targets: rec.targets,
@@ -284,22 +276,16 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     return { info, content: Readable.from([Buffer.from(a.content, 'base64')]) };
   }
 
-  async inlineImages(id: string): Promise<Array<{ contentId: string; contentType: string; base64: string }>> {
-    const eventJson = this.ready().copy(id, 'event');
-    if (!eventJson) return [];
-    let attachments: EventData['attachments'];
-    try {
-      attachments = (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data?.attachments;
-    } catch {
-      return [];
-    }
-    const out: Array<{ contentId: string; contentType: string; base64: string }> = [];
-    for (const a of attachments ?? []) {
+  async htmlBody(id: string): Promise<{ html: string; images: Array<{ contentId: string; contentType: string; base64: string }> } | null> {
+    const data = eventData(this.ready(), id);
+    if (typeof data?.html !== 'string') return null;
+    const images: Array<{ contentId: string; contentType: string; base64: string }> = [];
+    for (const a of data.attachments ?? []) {
       if (typeof a.contentId === 'string' && a.contentId && typeof a.contentType === 'string' && typeof a.content === 'string') {
-        out.push({ contentId: a.contentId, contentType: a.contentType, base64: a.content });
+        images.push({ contentId: a.contentId, contentType: a.contentType, base64: a.content });
       }
     }
-    return out;
+    return { html: data.html, images };
   }
 
   async retry(id: string): Promise<ActionResult> {
@@ -389,6 +375,17 @@ interface EventData {
   text?: unknown;
   html?: unknown;
   attachments?: Array<{ content?: string; contentId?: string | null; contentType?: string }>;
+}
+
+/** The stored event's data, or null when there is none or it does not parse. */
+function eventData(db: ConsoleDb, id: string): EventData | null {
+  const eventJson = db.copy(id, 'event');
+  if (!eventJson) return null;
+  try {
+    return (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data ?? null;
+  } catch {
+    return null;
+  }
 }
 
 function describe(err: unknown): string {

@@ -157,8 +157,12 @@ export interface ConsoleStore {
   /** The raw message (.eml) as received, or null when not stored. */
   raw(id: string): Promise<NodeJS.ReadableStream | null>;
   attachment(id: string, index: number): Promise<{ info: AttachmentInfo; content: NodeJS.ReadableStream } | null>;
-  /** The parts the event carries inline that have a Content-ID (the HTML body's `cid:` images), base64 as in the event. */
-  inlineImages(id: string): Promise<Array<{ contentId: string; contentType: string; base64: string }>>;
+  /**
+   * The HTML body with the parts the event carries inline that have a
+   * Content-ID (its `cid:` images, base64 as in the event), from one read of
+   * the stored event; null when the message has no HTML body.
+   */
+  htmlBody(id: string): Promise<{ html: string; images: Array<{ contentId: string; contentType: string; base64: string }> } | null>;
   /** Send a deferred or dead message's queued items again now. */
   retry(id: string): Promise<ActionResult>;
   /** Deliver the message once more to one target of its route (same delivery id rules as `postgate queue replay`). */

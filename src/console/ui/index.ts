@@ -112,13 +112,14 @@ export function createConsolePages(): ConsolePages {
         send(res, 405, { ...pageHeaders('text/plain; charset=utf-8'), allow: 'GET, HEAD' }, 'method not allowed\n');
         return true;
       }
-      const detail = await ctx.store.get(id);
       if (sub === '/body') {
         // The body's own document: only the sender's HTML, under its own CSP (headers.ts).
-        if (!detail || detail.html === null) send(res, 404, bodyHeaders(), '');
-        else send(res, 200, bodyHeaders(), method === 'HEAD' ? '' : withInlineImages(detail.html, await ctx.store.inlineImages(id)));
+        const body = await ctx.store.htmlBody(id);
+        if (!body) send(res, 404, bodyHeaders(), '');
+        else send(res, 200, bodyHeaders(), method === 'HEAD' ? '' : withInlineImages(body.html, body.images));
         return true;
       }
+      const detail = await ctx.store.get(id);
       if (!detail) {
         send(res, 404, pageHeaders(), renderNotFound(page, 'No message with this id: it may have been deleted or removed by retention.'));
         return true;
