@@ -1,8 +1,9 @@
 /**
  * The console's storage (docs/decisions.md, "The console's database"): one
  * stored copy per message that gives back the .eml and the event byte for
- * byte, search keys held in memory and built again from the records when
- * the index opens, an index written by the earlier layout read after a
+ * byte, the copy log's segments (rotation, removal, zeroing, what a crash
+ * leaves), search keys held in memory and built again from the records when
+ * the index opens, an index written by an earlier layout read after a
  * migration, retention that runs as soon as the copies pass maxBytes, and
  * the .eml of a message large enough to be spilled to disk while it arrived.
  */
@@ -22,8 +23,10 @@ import { startGateway } from './helpers/gateway.js';
 import { startReceiver } from './helpers/receiver.js';
 import { sendOne } from './helpers/smtp-client.js';
 import { browserSession, consoleRequest } from './helpers/console.js';
-import { readdir } from 'node:fs/promises';
+import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import type { MessageDetail } from '../src/console/types.js';
+import type { StoredMessage } from '../src/console/db.js';
+import { CopyLog } from '../src/console/log.js';
 
 const quiet = pino({ level: 'silent' });
 
@@ -122,7 +125,7 @@ describe('search keys', () => {
   });
 });
 
-test('an index of the earlier layout (two copies per message, keys stored) is read after its migration', async () => {
+test('an index of an earlier layout (copies in the index as two values, keys stored) is read after its migration', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
   try {
     // Written by the current code, then put back into the earlier layout with LMDB itself.
@@ -130,35 +133,174 @@ test('an index of the earlier layout (two copies per message, keys stored) is re
     const m = fixtureMessage(Date.now() - 60_000, 1, 1024);
     svc.received(m);
     svc.flush();
+    const eventJson = (await svc.event(m.queueId))!;
+    const chunks: Buffer[] = [];
+    for await (const c of (await svc.raw(m.queueId))!) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
     await svc.close();
     const env = open({ path: dir, maxDbs: 8, compression: false });
+    const messages = env.openDB<StoredMessage, string>({ name: 'messages', sharedStructuresKey: Symbol.for('structures') });
     const copies = env.openDB<Buffer, string>({ name: 'copies', encoding: 'binary' });
     const keys = env.openDB<Buffer, string[]>({ name: 'keys', encoding: 'binary' });
     const meta = env.openDB<number, string>({ name: 'meta' });
-    const stored = copies.get(m.queueId)!;
+    const rec = messages.get(m.queueId)!;
+    assert.ok(rec.at, 'the current layout keeps the copy in the log');
+    delete rec.at;
     await env.transaction(() => {
-      copies.remove(m.queueId);
-      copies.put(`${m.queueId}\0raw`, Buffer.from(copyRaw(stored)!));
-      copies.put(`${m.queueId}\0event`, Buffer.from(copyEvent(stored)!));
+      messages.put(m.queueId, rec);
+      copies.put(`${m.queueId}\0raw`, raw);
+      copies.put(`${m.queueId}\0event`, eventJson);
       keys.put(['r', 'user1@example.test', m.queueId], Buffer.alloc(0));
       meta.remove('copyFormat');
+      meta.remove('seg:1');
     });
     await env.close();
+    await rm(path.join(dir, 'copies'), { recursive: true });
 
     const again = service(dir);
     try {
       assert.deepEqual(again.check(), []);
       assert.ok((await again.event(m.queueId))!.equals(m.eventJson!));
-      const chunks: Buffer[] = [];
-      for await (const c of (await again.raw(m.queueId))!) chunks.push(c as Buffer);
-      assert.ok(Buffer.concat(chunks).equals(await m.message!.buffer()));
+      const read: Buffer[] = [];
+      for await (const c of (await again.raw(m.queueId))!) read.push(c as Buffer);
+      assert.ok(Buffer.concat(read).equals(await m.message!.buffer()));
       assert.deepEqual((await again.list({ rcpt: 'user1@example.test' })).items.map((x) => x.id), [m.queueId]);
+      // A message of the earlier layout and one of the current go alike.
+      const later = fixtureMessage(Date.now() - 30_000, 2, 1024);
+      again.received(later);
+      assert.equal((await again.remove(m.queueId)).ok, true);
+      assert.equal((await again.remove(later.queueId)).ok, true);
+      assert.deepEqual(again.check(), []);
+      assert.deepEqual(again.stats(), { messages: 0, bytes: 0 });
     } finally {
       await again.close();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+describe('the copy log', () => {
+  function logService(dir: string, segmentBytes: number) {
+    return new ConsoleService({ dir, retention: { days: 365, maxBytes: Number.MAX_SAFE_INTEGER }, sweepIntervalMs: 3_600_000, now: Date.now, logger: quiet, segmentBytes });
+  }
+  const segmentFiles = async (dir: string) => (await readdir(path.join(dir, 'copies'))).filter((n) => /^\d{8}\.log$/.test(n)).sort();
+  const spareFiles = async (dir: string) => (await readdir(path.join(dir, 'copies'))).filter((n) => n.startsWith('spare-')).sort();
+
+  test('segments fill in turn; a removed message is zeroed; a segment is retired with its last message and written over as the next', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+    try {
+      const svc = logService(dir, 8 * 1024);
+      try {
+        const now = Date.now() - 3_600_000;
+        const ms = Array.from({ length: 12 }, (_, i) => fixtureMessage(now + i * 1000, i, 4096));
+        // Batches of two messages, about 9 KB: each closes its 8 KiB segment.
+        for (let i = 0; i < ms.length; i++) {
+          svc.received(ms[i]!);
+          if (i % 2 === 1) svc.flush();
+        }
+        const before = await segmentFiles(dir);
+        assert.equal(before.length, 7, `a segment per batch and the new one (${before.join(', ')})`);
+        assert.deepEqual(svc.check(), []);
+        for (const m of ms) assert.ok((await svc.event(m.queueId))!.equals(m.eventJson!), `the event of ${m.queueId}`);
+
+        // One message of the first segment goes: its bytes are zeros on disk, the segment stays for its other message.
+        const first = path.join(dir, 'copies', before[0]!);
+        const own = Buffer.from(`Subject: fixture 0\r\n`); // its .eml's alone (the event has no CRLF)
+        assert.ok((await readFile(first)).includes(own), 'the .eml is in the segment');
+        assert.ok((await readFile(first)).includes(ms[0]!.eventJson!), 'and its event');
+        assert.equal((await svc.remove(ms[0]!.queueId)).ok, true);
+        assert.ok(!(await readFile(first)).includes(own), 'the removed .eml is gone from the segment');
+        assert.ok(!(await readFile(first)).includes(ms[0]!.eventJson!), 'and its event');
+        assert.equal(await svc.event(ms[0]!.queueId), null);
+        assert.ok((await svc.event(ms[1]!.queueId))!.equals(ms[1]!.eventJson!), 'its neighbour still reads');
+        assert.deepEqual(await segmentFiles(dir), before);
+
+        // Its other message goes: the segment is retired, a spare of zeros.
+        assert.equal((await svc.remove(ms[1]!.queueId)).ok, true);
+        assert.deepEqual(await segmentFiles(dir), before.slice(1));
+        const [spare] = await spareFiles(dir);
+        assert.equal(spare, `spare-${before[0]}`);
+        const spareBytes = await readFile(path.join(dir, 'copies', spare!));
+        assert.ok(spareBytes.length > 8 * 1024 && spareBytes.every((b) => b === 0), 'the spare holds no mail');
+        assert.deepEqual(svc.check(), []);
+        const left = ms.slice(2).reduce((n, m) => n + m.message!.size + m.eventJson!.length, 0);
+        assert.deepEqual(svc.stats(), { messages: 10, bytes: left });
+
+        // The next segment is the spare, written over from its start.
+        const more = [fixtureMessage(now + 20_000, 20, 4096), fixtureMessage(now + 21_000, 21, 4096)];
+        for (const m of more) svc.received(m);
+        svc.flush();
+        assert.deepEqual(await spareFiles(dir), []);
+        const after = await segmentFiles(dir);
+        assert.equal(after.length, before.length, 'no new file');
+        assert.equal((await stat(path.join(dir, 'copies', after[after.length - 1]!))).size, spareBytes.length, 'the spare, renamed');
+        for (const m of [...ms.slice(2), ...more]) assert.ok((await svc.event(m.queueId))!.equals(m.eventJson!), `the event of ${m.queueId}`);
+        assert.deepEqual(svc.check(), []);
+      } finally {
+        await svc.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('bytes a crash left after the last commit and a segment no message points into do no harm', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+    try {
+      const svc = logService(dir, 1024 * 1024);
+      const m = fixtureMessage(Date.now() - 60_000, 1, 2048);
+      svc.received(m);
+      svc.flush();
+      await svc.close();
+      // What a crash between the write of a batch and its commit leaves: bytes
+      // at the end of the newest segment, and a segment of its own before it.
+      const [seg] = await segmentFiles(dir);
+      await appendFile(path.join(dir, 'copies', seg!), Buffer.alloc(5000, 0x41));
+      await writeFile(path.join(dir, 'copies', '00000000.log'), Buffer.alloc(100, 0x42));
+
+      const again = logService(dir, 1024 * 1024);
+      try {
+        assert.deepEqual(await segmentFiles(dir), [seg], 'the segment without messages is retired at start');
+        assert.deepEqual(await spareFiles(dir), ['spare-00000000.log']);
+        assert.deepEqual(again.check(), []);
+        assert.ok((await again.event(m.queueId))!.equals(m.eventJson!));
+        const later = fixtureMessage(Date.now() - 30_000, 2, 2048);
+        again.received(later);
+        assert.ok((await again.event(later.queueId))!.equals(later.eventJson!), 'the next batch goes over the left bytes');
+        assert.deepEqual(again.check(), []);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a batch the index did not commit is written over by the next', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'postgate-console-'));
+    try {
+      const log = new CopyLog(dir, null);
+      const a = log.append('A'.repeat(20), [Buffer.from('first')], 5, null);
+      log.writeBuffered();
+      log.commit();
+      const b = log.append('B'.repeat(20), [Buffer.from('second')], 6, null);
+      log.writeBuffered();
+      assert.equal(copyRaw(log.read('B'.repeat(20), b)!)!.toString(), 'second', 'written before the commit');
+      log.abort();
+      const c = log.append('C'.repeat(20), [Buffer.from('third!')], 6, null);
+      assert.equal(c[1], b[1], 'the next batch goes where the dropped one went');
+      log.writeBuffered();
+      log.commit();
+      assert.equal(copyRaw(log.read('A'.repeat(20), a)!)!.toString(), 'first');
+      assert.equal(copyRaw(log.read('C'.repeat(20), c)!)!.toString(), 'third!');
+      assert.equal(log.read('B'.repeat(20), b), null, 'what the dropped batch pointed to is gone');
+      assert.equal(log.read('C'.repeat(20), a), null, "another message's place gives nothing");
+      log.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 test('past maxBytes, retention runs at once rather than at its next interval', async () => {

@@ -1,15 +1,13 @@
 /**
  * The stored copy of one message: its .eml and the event JSON its targets
- * got, in one value (docs/decisions.md, "The console's database").
- *
- * Recording is on every accepted message's path, and what it costs is mostly
- * the bytes written: each new page of the index's file costs the kernel more
- * than copying into it. So the copy is one value, not two (one overflow run,
- * one write), and the event does not repeat its text body: `strippedText`
- * is often `text` verbatim (nothing quoted or signed was found), and then the
- * stored event keeps the bytes once and the read puts them back (the
- * stripped text is the text or its start, without trailing blank lines). What a read
- * returns is byte for byte what the targets got.
+ * got, as one run of bytes (docs/decisions.md, "The console's database").
+ * The copy log (console/log.ts) writes the event whole, straight from the
+ * message's buffers. An index of an earlier version kept copies as values
+ * of its own, and there the event did not repeat its text body:
+ * `strippedText` is often `text` verbatim (nothing quoted or signed was
+ * found), and then the stored event kept the bytes once and the read puts
+ * them back (the stripped text is the text or its start, without trailing
+ * blank lines). What a read returns is byte for byte what the targets got.
  *
  *   byte 0      format (1)
  *   bytes 1-4   length of the .eml (UInt32BE)
@@ -59,7 +57,25 @@ function repeat(event: Buffer): [at: number, length: number, from: number] | nul
   return [at, length, from];
 }
 
-/** The one value stored for a message: the .eml (segments as received) and the event. */
+/** Bytes of a copy's head. */
+export const COPY_HEAD = HEAD;
+
+/**
+ * Writes the head of a copy whose event is stored whole into `out` at `pos`
+ * (COPY_HEAD bytes): the .eml (`rawLength` bytes) and the event follow it
+ * as they are. The copy log writes copies so, straight from the message's
+ * buffers: leaving the repeated text out would cost a search and a copy of
+ * the event on the hot path to save bytes of an append that costs less.
+ */
+export function copyHead(out: Buffer, pos: number, rawLength: number): void {
+  out[pos] = FORMAT;
+  out.writeUInt32BE(rawLength, pos + 1);
+  out.writeUInt32BE(0, pos + 5);
+  out.writeUInt32BE(0, pos + 9);
+  out.writeUInt32BE(0, pos + 13);
+}
+
+/** The one value for a message: the .eml (segments as received) and the event, its repeated text left out. */
 export function encodeCopy(raw: readonly Buffer[], rawLength: number, event: Buffer | null): Buffer {
   const ev = event ?? Buffer.alloc(0);
   const r = event ? repeat(event) : null;

@@ -1,16 +1,23 @@
 /**
- * The console's index and stored copies in one LMDB environment
- * (docs/decisions.md, "The console's database"): one record per message, the
- * .eml and the event JSON as one stored copy, and secondary keys for the
- * searches that must stay fast at 100,000 messages (recipient, sender).
+ * The console's index in one LMDB environment and its stored copies in a
+ * log beside it (docs/decisions.md, "The console's database"): one record
+ * per message, the .eml and the event JSON as one stored copy, and
+ * secondary keys for the searches that must stay fast at 100,000 messages
+ * (recipient, sender).
  *
  *   messages  <queue id>                 → StoredMessage (msgpack)
- *   copies    <queue id>                 → the .eml and the event JSON (console/copy.ts)
+ *   copies    <queue id>                 → a copy an earlier version stored in the index (console/copy.ts)
  *   meta      'bytes'                     → bytes of every stored copy
+ *             'seg:<n>'                   → bytes of the copy log's segment n that messages point to
+ *   copies/<n>.log                       → the copies (console/log.ts)
  *
- * A message and its copy are written and removed in one transaction, so no
- * crash leaves an entry without its copy or a copy without its entry
- * (docs/console.md, "Retention"). The search keys (recipient, sender) are
+ *             'logSeg', 'logPos'            → where the copy log's next batch goes
+ *
+ * A message's copy is written before the transaction that adds its record,
+ * and a segment is retired only when the transaction that removed its last
+ * message has committed, so no crash leaves an entry without its copy; a
+ * removed message's bytes are zeroed at once (docs/console.md, "Retention").
+ * The search keys (recipient, sender) are
  * derived from the records and held in memory (console/keys.ts): they are
  * built from the records when the environment opens.
  *
@@ -24,6 +31,7 @@ import { MessageBytes } from '../message/bytes.js';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { copyEvent, copyRaw, encodeCopy } from './copy.js';
 import { SearchKeys, type KeyParts } from './keys.js';
+import { CopyLog, type LogRef } from './log.js';
 import type { AttachmentInfo, Attempt, MessageQuery, MessageStatus, MessageSummary, TargetState } from './types.js';
 
 /** What is kept per message. */
@@ -39,6 +47,8 @@ export interface StoredMessage {
   /** Bytes of the stored copies (0 when not stored). */
   raw: number;
   event: number;
+  /** Where the copy is in the copy log; absent with a copy in `copies` (an earlier version's layout) or none. */
+  at?: LogRef;
   /**
    * The part of a large message that was spilled to disk while it arrived
    * (storage.spillAbove): bytes `start` to `end` of `files/<id>`, a hard link
@@ -50,10 +60,15 @@ export interface StoredMessage {
 
 /** A write of the batch the store flushes. */
 export type DbOp =
-  | { op: 'put'; id: string; rec: StoredMessage; copy: Buffer | null }
+  /** `rec.at`: its copy, appended to the log (ConsoleDb.appendCopy) since the last batch. */
+  | { op: 'put'; id: string; rec: StoredMessage }
   | { op: 'update'; id: string; rec: StoredMessage }
-  /** `rec`: the record as read before the transaction (its keys and sizes never change), which saves reading it again. */
-  | { op: 'remove'; id: string; rec?: StoredMessage };
+  /**
+   * `rec`: the record as read before the transaction (its keys and sizes
+   * never change), which saves reading it again. `erase`: its copy's bytes
+   * are zeroed at once (a delete); otherwise they go with their segment (retention).
+   */
+  | { op: 'remove'; id: string; rec?: StoredMessage; erase: boolean };
 
 /** Records read for one page at most; a page that needs more ends early with a cursor. */
 export const SCAN_BUDGET = 20_000;
@@ -123,8 +138,18 @@ export function statusOf(base: MessageStatus, targets: readonly TargetState[]): 
   return base === 'quarantined' ? 'quarantined' : 'delivered';
 }
 
+/** What a batch removed, for what follows its commit. */
+interface Removed {
+  id: string;
+  keys: KeyParts[];
+  file: boolean;
+  /** Its copy, to be zeroed once the removal is committed. */
+  erase?: LogRef | undefined;
+}
+
 export class ConsoleDb {
   private readonly env: RootDatabase;
+  private readonly log: CopyLog;
   private readonly messages: Database<StoredMessage, string>;
   private readonly copies: Database<Buffer, string>;
   private readonly keys = new SearchKeys();
@@ -133,7 +158,10 @@ export class ConsoleDb {
   /** Where the spilled parts of large messages are kept (hard links, one per message). */
   readonly filesDir: string;
 
-  constructor(readonly dir: string) {
+  constructor(
+    readonly dir: string,
+    opts: { segmentBytes?: number } = {},
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     this.filesDir = path.join(dir, 'files');
     mkdirSync(this.filesDir, { recursive: true, mode: 0o750 });
@@ -147,6 +175,11 @@ export class ConsoleDb {
     if (legacy.getCount() > 0) legacy.clearSync();
     this.meta = this.env.openDB<number, string>({ name: 'meta' });
     this.migrateCopies();
+    const logSeg = this.meta.get('logSeg');
+    this.log = new CopyLog(path.join(dir, 'copies'), logSeg === undefined ? null : { seg: logSeg, pos: this.meta.get('logPos') ?? 0 }, opts.segmentBytes);
+    // A segment no message points into: its last message went while the
+    // process died before retiring it, or its batch was never committed.
+    for (const seg of this.log.segments()) if (!((this.meta.get(`seg:${seg}`) ?? 0) > 0)) this.log.retire(seg);
     for (const { key, value } of this.messages.getRange()) this.keys.add(key, keysOf(value.s));
     // A file linked for a batch that was never committed, or whose message
     // went while the process died before removing it.
@@ -169,9 +202,17 @@ export class ConsoleDb {
     }
   }
 
+  /**
+   * Appends a message's copy to the log (written with the next batch, before
+   * its commit); the record keeps the place it returns.
+   */
+  appendCopy(id: string, raw: readonly Buffer[], rawLength: number, event: Buffer | null): LogRef {
+    return this.log.append(id, raw, rawLength, event);
+  }
+
   /** The .eml of a message as bytes in memory and, for a large one, a range of its kept file. */
   rawBytes(id: string, rec: StoredMessage): MessageBytes | undefined {
-    const inline = this.copy(id, 'raw') ?? Buffer.alloc(0);
+    const inline = this.copy(id, 'raw', rec) ?? Buffer.alloc(0);
     if (!rec.file) return inline.length ? MessageBytes.of(inline) : undefined;
     const file = path.join(this.filesDir, id);
     if (!existsSync(file)) return undefined;
@@ -214,26 +255,37 @@ export class ConsoleDb {
    * crash can lose the last batches or damage the index (docs/console.md).
    */
   apply(ops: readonly DbOp[]): void {
-    const removed: Array<{ id: string; keys: KeyParts[]; file: boolean }> = [];
+    const removed: Removed[] = [];
+    let empty: number[];
     try {
-      this.write(ops, removed);
+      // The copies first: a committed record never points past what was written.
+      this.log.writeBuffered();
+      empty = this.write(ops, removed);
     } catch (err) {
-      // Nothing of the batch was committed: its kept files have no entry.
+      // Nothing of the batch was committed: its copies and kept files have no entry.
+      this.log.abort();
       for (const o of ops) if (o.op === 'put' && o.rec.file) rmSync(path.join(this.filesDir, o.id), { force: true });
       throw err;
     }
-    // Committed: the keys and the kept files follow.
+    // Committed: the log, the keys and the kept files follow.
+    this.log.commit();
     if (removed.length) this.keys.remove(removed);
-    for (const r of removed) if (r.file) rmSync(path.join(this.filesDir, r.id), { force: true });
+    for (const r of removed) {
+      if (r.file) rmSync(path.join(this.filesDir, r.id), { force: true });
+      if (r.erase) this.log.erase(r.erase);
+    }
+    for (const seg of empty) this.log.retire(seg);
     for (const o of ops) if (o.op === 'put') this.keys.add(o.id, keysOf(o.rec.s));
   }
 
-  private write(ops: readonly DbOp[], removed: Array<{ id: string; keys: KeyParts[]; file: boolean }>): void {
-    this.env.transactionSync(() => {
+  /** The batch's transaction; returns the log segments it left without a message (to retire once committed). */
+  private write(ops: readonly DbOp[], removed: Removed[]): number[] {
+    return this.env.transactionSync(() => {
       let bytes = this.meta.get('bytes') ?? 0;
+      const live = new Map<number, number>();
       for (const o of ops) {
         if (o.op === 'remove') {
-          bytes -= this.removeOne(o.id, o.rec, removed);
+          bytes -= this.removeOne(o, removed, live);
           continue;
         }
         if (o.op === 'update') {
@@ -243,21 +295,36 @@ export class ConsoleDb {
         }
         // Queue ids are unique (message/ids.ts): a put never replaces a message.
         this.messages.put(o.id, o.rec);
-        if (o.copy) {
-          this.copies.put(o.id, o.copy);
+        if (o.rec.at) {
+          live.set(o.rec.at[0], (live.get(o.rec.at[0]) ?? 0) + o.rec.at[2]);
           bytes += o.rec.raw + o.rec.event;
         }
       }
       this.meta.put('bytes', Math.max(0, bytes));
+      const end = this.log.end;
+      this.meta.put('logSeg', end.seg);
+      this.meta.put('logPos', end.pos);
+      const empty: number[] = [];
+      for (const [seg, change] of live) {
+        const now = (this.meta.get(`seg:${seg}`) ?? 0) + change;
+        if (now > 0 || seg === this.log.active) this.meta.put(`seg:${seg}`, Math.max(0, now));
+        else {
+          this.meta.remove(`seg:${seg}`);
+          empty.push(seg);
+        }
+      }
+      return empty;
     });
   }
 
   /** Inside a transaction: removes a message and its copy; returns the bytes freed and notes its keys in `removed`. */
-  private removeOne(id: string, known: StoredMessage | undefined, removed: Array<{ id: string; keys: KeyParts[]; file: boolean }>): number {
-    const rec = known && this.messages.doesExist(id) ? known : this.messages.get(id);
+  private removeOne(o: Extract<DbOp, { op: 'remove' }>, removed: Removed[], live: Map<number, number>): number {
+    const id = o.id;
+    const rec = o.rec && this.messages.doesExist(id) ? o.rec : this.messages.get(id);
     if (rec === undefined) return 0;
-    removed.push({ id, keys: keysOf(rec.s), file: rec.file !== undefined });
-    if (rec.raw || rec.event) this.copies.remove(id);
+    removed.push({ id, keys: keysOf(rec.s), file: rec.file !== undefined, erase: o.erase ? rec.at : undefined });
+    if (rec.at) live.set(rec.at[0], (live.get(rec.at[0]) ?? 0) - rec.at[2]);
+    else if (rec.raw || rec.event) this.copies.remove(id);
     this.messages.remove(id);
     return rec.raw + rec.event;
   }
@@ -266,8 +333,15 @@ export class ConsoleDb {
     return this.messages.get(id);
   }
 
-  copy(id: string, which: 'raw' | 'event'): Buffer | undefined {
-    const stored = this.copies.get(id);
+  /** Removes spare log segments retired before `beforeMs` (console/log.ts). */
+  pruneSpares(beforeMs: number): void {
+    this.log.pruneSpares(beforeMs);
+  }
+
+  /** A message's stored .eml (the part not in a kept file) or event; `rec` when already read. */
+  copy(id: string, which: 'raw' | 'event', rec: StoredMessage | undefined = this.messages.get(id)): Buffer | undefined {
+    if (!rec) return undefined;
+    const stored = rec.at ? this.log.read(id, rec.at) : this.copies.get(id);
     if (!stored) return undefined;
     // `get` gives a buffer of its own (not LMDB's shared read buffer): views of it are safe to keep.
     return (which === 'raw' ? copyRaw(stored) : copyEvent(stored)) ?? undefined;
@@ -325,13 +399,23 @@ export class ConsoleDb {
 
   /**
    * Every copy has its message and every message's recorded copies exist
-   * (what a crash must never break); returns the problems found.
+   * (what a crash must never break), and each log segment's live bytes are
+   * those its messages point to; returns the problems found.
    */
   check(): string[] {
     const problems: string[] = [];
     for (const id of this.copies.getKeys()) {
       if (this.messages.get(id) === undefined) problems.push(`copy ${id} without its message`);
     }
+    const pointed = new Map<number, number>();
+    for (const { value } of this.messages.getRange()) if (value.at) pointed.set(value.at[0], (pointed.get(value.at[0]) ?? 0) + value.at[2]);
+    for (const seg of this.log.segments()) {
+      const recorded = this.meta.get(`seg:${seg}`) ?? 0;
+      if (recorded !== (pointed.get(seg) ?? 0)) problems.push(`copy log segment ${seg}: ${recorded} live bytes recorded, ${pointed.get(seg) ?? 0} pointed to`);
+      if (!pointed.has(seg) && seg !== this.log.active) problems.push(`copy log segment ${seg} without messages`);
+      pointed.delete(seg);
+    }
+    for (const seg of pointed.keys()) problems.push(`copy log segment ${seg} missing`);
     for (const name of readdirSync(this.filesDir)) {
       if (!this.messages.doesExist(name)) problems.push(`kept file ${name} without its message`);
     }
@@ -341,7 +425,7 @@ export class ConsoleDb {
         if (size < value.file.end) problems.push(`message ${key} without its kept file`);
       }
       if (!value.raw && !value.event) continue;
-      const stored = this.copies.get(key);
+      const stored = value.at ? this.log.read(key, value.at) : this.copies.get(key);
       if (!stored) problems.push(`message ${key} without its copy`);
       else {
         const inline = value.raw - (value.file ? value.file.end - value.file.start : 0);
@@ -353,6 +437,7 @@ export class ConsoleDb {
   }
 
   async close(): Promise<void> {
+    this.log.close();
     await this.env.close();
   }
 }

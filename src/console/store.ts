@@ -15,7 +15,6 @@ import type { Logger } from 'pino';
 import { decodeWords } from '../message/address.js';
 import type { MessageBytes } from '../message/bytes.js';
 import { parseMessage } from '../message/parse.js';
-import { encodeCopy } from './copy.js';
 import { ConsoleDb, MAX_ATTEMPTS, statusOf, type DbOp, type StoredMessage } from './db.js';
 import type { MessageRecorder, RecordedMessage } from './record.js';
 import type {
@@ -37,6 +36,12 @@ const FLUSH_MS = 50;
 const MAX_PENDING = 10_000;
 /** Messages removed per retention transaction. */
 const SWEEP_CHUNK = 100;
+/**
+ * A sweep started by the copies passing maxBytes goes on down to this share
+ * of it: one sweep per tenth of the limit rather than one per batch
+ * written, each of which reads a chunk of records to remove a few.
+ */
+const SIZE_LOW_WATER = 0.9;
 
 /** What the gateway does for the console's buttons (it owns the queue and the targets). */
 export interface ConsoleActions {
@@ -59,10 +64,12 @@ export interface ConsoleServiceOptions {
   onSweepStep?: (removedSoFar: number) => void;
   /** Messages removed per retention transaction (default 100). */
   sweepChunk?: number;
+  /** Size at which the copy log starts a new segment (console/log.ts; smaller in the tests). */
+  segmentBytes?: number;
 }
 
 type Pending =
-  | { kind: 'received'; rec: StoredMessage; copy: Buffer | null }
+  | { kind: 'received'; rec: StoredMessage }
   | { kind: 'attempt'; id: string; a: Attempt; state: TargetState['status']; required: boolean | undefined };
 
 export class ConsoleService implements ConsoleStore, MessageRecorder {
@@ -81,7 +88,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
   constructor(private readonly o: ConsoleServiceOptions) {
     this.actions = o.actions ?? null;
     try {
-      this.db = new ConsoleDb(o.dir);
+      this.db = new ConsoleDb(o.dir, { segmentBytes: o.segmentBytes });
     } catch (err) {
       this.openProblem = `console index unavailable: ${describe(err)}`;
       o.logger.error({ dir: o.dir, err: describe(err), code: 'PG_CONSOLE_UNAVAILABLE' }, 'console index cannot be opened; mail still flows, the console is degraded');
@@ -123,11 +130,11 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
 
   received(m: RecordedMessage): void {
     if (!this.db) return;
-    // Made into what is stored now, not at the batch: the batch then holds two
-    // small objects and one buffer per message, not the parsed event and the
-    // message's buffers, which the young generation can free at once.
-    const db = this.db;
-    this.enqueue({ kind: 'received', ...toStored(m, (id, file) => db.keepFile(id, file)) });
+    // Made into what is stored now, not at the batch: the copy goes into the
+    // log's batch buffer and the batch holds one small record per message,
+    // not the parsed event and the message's buffers, which the young
+    // generation can then free at once.
+    this.enqueue({ kind: 'received', rec: toStored(m, this.db) });
   }
 
   attempt(queueId: string, a: Attempt, state: TargetState['status'], required?: boolean): void {
@@ -166,9 +173,9 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     try {
       for (const p of batch) {
         if (p.kind === 'received') {
-          const { rec, copy } = p;
+          const { rec } = p;
           recs.set(rec.s.id, rec);
-          ops.push({ op: 'put', id: rec.s.id, rec, copy });
+          ops.push({ op: 'put', id: rec.s.id, rec });
           changes.push({ type: 'added', summary: rec.s });
           continue;
         }
@@ -231,7 +238,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     const db = this.ready();
     const rec = db.get(id);
     if (!rec) return null;
-    const data = eventData(db, id);
+    const data = eventData(db, id, rec);
     return {
       ...rec.s,
       targets: rec.targets,
@@ -263,7 +270,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     if (!rec || !info) return null;
     // Inline in the event when it was small enough (blobs.inlineLimit);
     // otherwise taken again from the stored .eml, parsed with everything inline.
-    const eventJson = db.copy(id, 'event');
+    const eventJson = db.copy(id, 'event', rec);
     if (eventJson) {
       const a = (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data?.attachments?.[index];
       if (typeof a?.content === 'string') return { info, content: Readable.from([Buffer.from(a.content, 'base64')]) };
@@ -300,7 +307,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     const rec = db.get(id);
     if (!rec) return { ok: false, code: 'PG_CONSOLE_NOT_FOUND', message: `no message ${id}` };
     const message = db.rawBytes(id, rec);
-    const eventJson = db.copy(id, 'event');
+    const eventJson = db.copy(id, 'event', rec);
     if (!message || !eventJson) return { ok: false, code: 'PG_CONSOLE_NOT_STORED', message: 'the stored copy of this message is gone (retention)' };
     if (!this.actions) return { ok: false, code: 'PG_CONSOLE_NO_QUEUE', message: 'replay is not available here' };
     return this.actions.replay(id, target, rec, { message, eventJson });
@@ -309,7 +316,7 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
   async remove(id: string): Promise<ActionResult> {
     const db = this.ready();
     if (!db.get(id)) return { ok: false, code: 'PG_CONSOLE_NOT_FOUND', message: `no message ${id}` };
-    db.apply([{ op: 'remove', id }]);
+    db.apply([{ op: 'remove', id, erase: true }]);
     this.emit({ type: 'deleted', id });
     return { ok: true, message: `message ${id} deleted` };
   }
@@ -332,9 +339,11 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
 
   /**
    * Retention: removes messages older than `days`, then the oldest while the
-   * copies take more than `maxBytes`. Each chunk is one transaction, so a
-   * stop at any point leaves whole messages; the next sweep (at start, then
-   * every sweepIntervalMs) goes on where it stopped.
+   * copies take more than `maxBytes` (down to SIZE_LOW_WATER of it). Each
+   * chunk is one transaction, so a stop at any point leaves whole messages;
+   * the next sweep (at start, then every sweepIntervalMs) goes on where it
+   * stopped. Their bytes go with their log segment (docs/console.md,
+   * "Retention"); spare segments unused since the last sweep go too.
    */
   sweep(): Promise<number> {
     this.sweeping ??= this.sweepOnce().finally(() => (this.sweeping = null));
@@ -345,16 +354,18 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
     const chunk = this.o.sweepChunk ?? SWEEP_CHUNK;
     const cutoff = this.o.now() - this.o.retention.days * 86_400_000;
     let removed = 0;
+    this.flush();
+    const max = this.o.retention.maxBytes;
+    const down = this.db && this.db.storedBytes() > max ? Math.floor(max * SIZE_LOW_WATER) : max;
     for (;;) {
       const db = this.db;
       if (!db) break;
-      this.flush();
       let bytes = db.storedBytes();
       const gone: DbOp[] = [];
       for (const { id, rec } of db.oldest(chunk)) {
         const old = Date.parse(rec.s.receivedAt) < cutoff;
-        if (!old && bytes <= this.o.retention.maxBytes) break;
-        gone.push({ op: 'remove', id, rec });
+        if (!old && bytes <= down) break;
+        gone.push({ op: 'remove', id, rec, erase: false });
         bytes -= rec.raw + rec.event;
       }
       if (!gone.length) break;
@@ -365,6 +376,8 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
       // Let SMTP sessions run between chunks.
       await new Promise((r) => setImmediate(r));
     }
+    // Real time, not the retention clock: how long a spare has waited unused.
+    this.db?.pruneSpares(Date.now() - this.o.sweepIntervalMs);
     if (removed) this.o.logger.info({ removed }, 'console retention removed messages');
     return removed;
   }
@@ -378,8 +391,8 @@ interface EventData {
 }
 
 /** The stored event's data, or null when there is none or it does not parse. */
-function eventData(db: ConsoleDb, id: string): EventData | null {
-  const eventJson = db.copy(id, 'event');
+function eventData(db: ConsoleDb, id: string, rec?: StoredMessage): EventData | null {
+  const eventJson = db.copy(id, 'event', rec);
   if (!eventJson) return null;
   try {
     return (JSON.parse(eventJson.toString('utf8')) as { data?: EventData }).data ?? null;
@@ -401,8 +414,8 @@ function stateAfter(a: Attempt | undefined, spooled: boolean, refused: boolean):
   return 'dead';
 }
 
-/** The stored form of a recorded message. */
-function toStored(m: RecordedMessage, keepFile: (id: string, file: string) => boolean): { rec: StoredMessage; copy: Buffer | null } {
+/** The stored form of a recorded message; its copy is appended to the log. */
+function toStored(m: RecordedMessage, db: ConsoleDb): StoredMessage {
   const d = m.event?.data;
   const fromEntry = d?.from?.find((f) => 'address' in f && typeof f.address === 'string' && f.address !== '') as { address: string } | undefined;
   const targets: TargetState[] = m.targets.map((t) => {
@@ -438,7 +451,7 @@ function toStored(m: RecordedMessage, keepFile: (id: string, file: string) => bo
         rawLength += buf.length;
       }
       const tail = at === -1 ? null : (segments[at] as { file: string; start: number; end: number });
-      if (tail && keepFile(m.queueId, tail.file)) {
+      if (tail && db.keepFile(m.queueId, tail.file)) {
         file = { start: tail.start, end: tail.end };
         rawLength += tail.end - tail.start;
       } else if (tail) {
@@ -475,7 +488,8 @@ function toStored(m: RecordedMessage, keepFile: (id: string, file: string) => bo
     base,
   };
   const inline = file ? rawLength - (file.end - file.start) : rawLength;
-  return { rec, copy: inline || eventLength ? encodeCopy(raw, inline, m.eventJson) : null };
+  if (inline || eventLength) rec.at = db.appendCopy(m.queueId, raw, inline, m.eventJson);
+  return rec;
 }
 
 /** A later attempt: appended to the timeline, its target's state and the message's status follow. */
