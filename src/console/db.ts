@@ -9,17 +9,17 @@
  *   copies    <queue id>                 → a copy an earlier version stored in the index (console/copy.ts)
  *   meta      'bytes'                     → bytes of every stored copy
  *             'seg:<n>'                   → bytes of the copy log's segment n that messages point to
+ *             'logSeg', 'logPos'          → where the copy log's next batch goes
  *   copies/<n>.log                       → the copies (console/log.ts)
- *
- *             'logSeg', 'logPos'            → where the copy log's next batch goes
  *
  * A message's copy is written before the transaction that adds its record,
  * and a segment is retired only when the transaction that removed its last
  * message has committed, so no crash leaves an entry without its copy; a
- * removed message's bytes are zeroed at once (docs/console.md, "Retention").
- * The search keys (recipient, sender) are
- * derived from the records and held in memory (console/keys.ts): they are
- * built from the records when the environment opens.
+ * deleted message's bytes are zeroed at once, retention's go with their
+ * segment (docs/console.md, "Retention"). The search keys (recipient,
+ * sender) are derived from the records and held in memory
+ * (console/keys.ts): they are built from the records when the environment
+ * opens.
  *
  * Queue ids start with their millisecond time (message/ids.ts), so the
  * messages sort by arrival and "newest first" is a reverse range; a time

@@ -3,9 +3,10 @@
  * off the 250's critical path, answers the console's reads, runs retention
  * and hands the actions to the gateway.
  *
- * Recording costs the SMTP transaction one array push: the writes go out in
- * one LMDB transaction per batch, FLUSH_MS after the first of them (one timer
- * for the batch, never one per message). Nothing here throws into the
+ * Recording costs the SMTP transaction the record's stored form and an
+ * array push: the writes go out as one write of the copy log and one LMDB
+ * transaction per batch, FLUSH_MS after the first of them (one timer for
+ * the batch, never one per message). Nothing here throws into the
  * transaction: a console that cannot open or write its index reports
  * itself degraded (`/readyz`) and mail goes on (docs/architecture.md §2.1).
  */
@@ -130,10 +131,10 @@ export class ConsoleService implements ConsoleStore, MessageRecorder {
 
   received(m: RecordedMessage): void {
     if (!this.db) return;
-    // Made into what is stored now, not at the batch: the copy goes into the
-    // log's batch buffer and the batch holds one small record per message,
-    // not the parsed event and the message's buffers, which the young
-    // generation can then free at once.
+    // Made into what is stored now, not at the batch: the batch holds one
+    // small record per message and the copy's buffers (the .eml's, the event
+    // JSON), never copied, not the parsed event, which the young generation
+    // can then free at once.
     this.enqueue({ kind: 'received', rec: toStored(m, this.db) });
   }
 
