@@ -8,6 +8,7 @@
  * pause()/resume() stop and continue the daemon's processes (SIGSTOP/SIGCONT):
  * the kernel still accepts connections, nobody answers — a scanner made slow.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, existsSync } from 'node:fs';
@@ -19,7 +20,7 @@ import path from 'node:path';
 import { deflateRawSync, crc32 } from 'node:zlib';
 import { startGateway, type TestGateway } from './gateway.js';
 import { startReceiver, type Receiver } from './receiver.js';
-import { simpleMessage } from './smtp-client.js';
+import { sendOne, simpleMessage } from './smtp-client.js';
 
 export interface Daemon {
   /** rspamd: the base URL; spamd: host:port; clamd: its Unix socket path. */
@@ -460,4 +461,32 @@ export async function startScanSuite(opts: {
       await quarantine.close();
     },
   };
+}
+
+/**
+ * The suite's scanner made slow (SIGSTOP): under onError tempfail the
+ * sender gets 451 4.3.0 within the scanner's timeout (well under the
+ * delivery deadline of 30 s) and no target has the message; under accept
+ * it is delivered with `verdict` null and one `scan_unavailable` note whose
+ * message is `note`. The daemon is resumed whatever happens.
+ */
+export async function assertSlowScanner(s: Pick<ScanSuite, 'daemon' | 'app' | 'tg'>, verdict: 'spam' | 'virus', note: string): Promise<void> {
+  type Ev = { data: { subject: string; spam?: unknown; virus?: unknown; parseErrors: { code: string; message: string }[] } };
+  const events = () => eventsOf<Ev>(s.app);
+  s.daemon.pause();
+  try {
+    const t0 = Date.now();
+    const r = await sendOne(s.tg.port, 'user@tempfail.test', simpleMessage('slow-tempfail'));
+    assert.equal(r.code, 451, r.raw);
+    assert.match(r.raw, /^451 4\.3\.0 Content scan unavailable/);
+    assert.ok(Date.now() - t0 < 10_000, `answered after ${Date.now() - t0} ms`);
+    assert.ok(!events().some((e) => e.data.subject === 'slow-tempfail'), '451: the sender still has it, no target does');
+    const a = await sendOne(s.tg.port, 'user@accept.test', simpleMessage('slow-accept'));
+    assert.equal(a.code, 250, a.raw);
+    const ev = events().find((e) => e.data.subject === 'slow-accept');
+    assert.equal(ev?.data[verdict], null);
+    assert.deepEqual(ev?.data.parseErrors.map((p) => `${p.code} ${p.message}`), [`scan_unavailable ${note}`]);
+  } finally {
+    s.daemon.resume();
+  }
 }
