@@ -60,6 +60,15 @@ function repeat(event: Buffer): [at: number, length: number, from: number] | nul
 /** Bytes of a copy's head. */
 export const COPY_HEAD = HEAD;
 
+/** The head of a copy at `pos` of `out`: the .eml's length and where the left-out bytes go back (none when `r` is null). */
+function writeHead(out: Buffer, pos: number, rawLength: number, r: [at: number, length: number, from: number] | null): void {
+  out[pos] = FORMAT;
+  out.writeUInt32BE(rawLength, pos + 1);
+  out.writeUInt32BE(r ? r[0] : 0, pos + 5);
+  out.writeUInt32BE(r ? r[2] : 0, pos + 9);
+  out.writeUInt32BE(r ? r[1] : 0, pos + 13);
+}
+
 /**
  * Writes the head of a copy whose event is stored whole into `out` at `pos`
  * (COPY_HEAD bytes): the .eml (`rawLength` bytes) and the event follow it
@@ -68,24 +77,15 @@ export const COPY_HEAD = HEAD;
  * the event on the hot path to save bytes of an append that costs less.
  */
 export function copyHead(out: Buffer, pos: number, rawLength: number): void {
-  out[pos] = FORMAT;
-  out.writeUInt32BE(rawLength, pos + 1);
-  out.writeUInt32BE(0, pos + 5);
-  out.writeUInt32BE(0, pos + 9);
-  out.writeUInt32BE(0, pos + 13);
+  writeHead(out, pos, rawLength, null);
 }
 
 /** The one value for a message: the .eml (segments as received) and the event, its repeated text left out. */
 export function encodeCopy(raw: readonly Buffer[], rawLength: number, event: Buffer | null): Buffer {
   const ev = event ?? Buffer.alloc(0);
   const r = event ? repeat(event) : null;
-  const evLength = r ? ev.length - r[1] : ev.length;
-  const out = Buffer.allocUnsafe(HEAD + rawLength + evLength);
-  out[0] = FORMAT;
-  out.writeUInt32BE(rawLength, 1);
-  out.writeUInt32BE(r ? r[0] : 0, 5);
-  out.writeUInt32BE(r ? r[2] : 0, 9);
-  out.writeUInt32BE(r ? r[1] : 0, 13);
+  const out = Buffer.allocUnsafe(HEAD + rawLength + ev.length - (r ? r[1] : 0));
+  writeHead(out, 0, rawLength, r);
   let pos = HEAD;
   for (const b of raw) pos += b.copy(out, pos);
   if (r) {

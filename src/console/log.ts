@@ -80,7 +80,8 @@ export class CopyLog {
     this.dir = dir;
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     const segs = this.segments();
-    // Spares of an earlier run: when they were retired is not known, and what retention left in them should not wait for another interval.
+    // Spares of an earlier run: when they were retired is not known, and
+    // what retention left in them should not wait for another interval.
     for (const name of readdirSync(dir)) if (SPARE_RE.test(name)) rmSync(path.join(dir, name), { force: true });
     this.seg = segs.length ? segs[segs.length - 1]! : (end?.seg ?? 1);
     this.fd = openSync(this.file(this.seg), RW, 0o640);
@@ -107,7 +108,6 @@ export class CopyLog {
     }
     return out.sort((a, b) => a - b);
   }
-
 
   private name(seg: number): string {
     return `${String(seg).padStart(8, '0')}.log`;
