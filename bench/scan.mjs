@@ -73,6 +73,8 @@ if (!globalThis.gc) {
   process.exit(r.status ?? 1);
 }
 const { startRspamd } = await import(join(ROOT, 'dist', 'test', 'helpers', 'scanners.js'));
+// libmilter's framing, written apart from postgate's client (test/helpers/milter.ts).
+const { milterFrame: frame } = await import(join(ROOT, 'dist', 'test', 'helpers', 'milter.js'));
 
 // ── processes ───────────────────────────────────────────────────────────────
 
@@ -326,14 +328,6 @@ async function stepCost(stand, message, milterAnswerLength) {
       s.uncork();
     });
   // The milter floor: one message's frames built once (libmilter's framing: length, command, data).
-  const frame = (cmd, data) => {
-    const d = Buffer.from(data, 'latin1');
-    const b = Buffer.alloc(5 + d.length);
-    b.writeUInt32BE(d.length + 1, 0);
-    b[4] = cmd.charCodeAt(0);
-    d.copy(b, 5);
-    return b;
-  };
   const milterHead = Buffer.concat([
     frame('K', ''),
     frame('C', 'unknown\x004\x00\x00127.0.0.1\x00'),
@@ -432,14 +426,6 @@ async function stepCost(stand, message, milterAnswerLength) {
  */
 function recordMilterAnswer(address, message) {
   const [host, port] = address.split(':');
-  const frame = (cmd, data) => {
-    const d = typeof data === 'string' ? Buffer.from(data, 'latin1') : data;
-    const b = Buffer.alloc(5 + d.length);
-    b.writeUInt32BE(d.length + 1, 0);
-    b[4] = cmd.charCodeAt(0);
-    d.copy(b, 5);
-    return b;
-  };
   const optneg = Buffer.alloc(12);
   optneg.writeUInt32BE(6, 0);
   optneg.writeUInt32BE(0x31, 4);

@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { rspamdMilterScanner, parseSpamdResult } from '../src/scan/milter.js';
 import type { ScanInput } from '../src/scan/types.js';
 import { rejectsWithScanError } from './helpers/scan-errors.js';
+import { milterFrame as frame } from './helpers/milter.js';
 
 const MSG = Buffer.from('From: a@example.org\r\nSubject: x\r\n\r\nhello\r\n');
 const input = (over: Partial<ScanInput['envelope']> = {}, ms = 2000, msg: Buffer | Readable = MSG, size = MSG.length): ScanInput => ({
@@ -24,14 +25,6 @@ const input = (over: Partial<ScanInput['envelope']> = {}, ms = 2000, msg: Buffer
   timeoutMs: ms,
 });
 
-const frame = (cmd: string, data = ''): Buffer => {
-  const d = Buffer.from(data, 'latin1');
-  const b = Buffer.alloc(5 + d.length);
-  b.writeUInt32BE(d.length + 1, 0);
-  b[4] = cmd.charCodeAt(0);
-  d.copy(b, 5);
-  return b;
-};
 const RESULT = 'default: False [1.40 / 15.00];\n\tDATE_IN_PAST(1.00)[40];\n\tMIME_GOOD(-0.10)[text/plain];\n\tARC_NA(0.00)[]';
 const CLEAN = [frame('h', 'X-Rspamd-Action\0no action\0'), frame('h', `X-Spamd-Result\0${RESULT}\0`), frame('a')];
 
