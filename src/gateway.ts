@@ -48,7 +48,7 @@ import { ClientFilters } from './smtp/client-filters.js';
 import { CertificateStore } from './tls/certificates.js';
 import type { ScannerConfig, SkipStoreConfig, TargetConfig } from './config/schema.js';
 import { parseHostPort, type HostPort } from './config/units.js';
-import { GatewayError } from './core/errors.js';
+import { attemptEnd, GatewayError } from './core/errors.js';
 import { ConsoleService, type ConsoleActions } from './console/store.js';
 import { createConsoleServer, type ConsolePages } from './console/http.js';
 import { createConsolePages } from './console/ui/index.js';
@@ -481,8 +481,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
           via: meta.itemId.includes('-r') ? 'replay' : retried.delete(meta.itemId) ? 'retry' : 'queue',
           outcome: outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'failed',
           latencyMs: Math.round(detail?.ms ?? 0),
-          ...httpStatusOf(detail?.httpStatus ?? error?.httpStatus),
-          ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+          ...attemptEnd(detail?.httpStatus ?? error?.httpStatus, error),
         },
         outcome === 'delivered' ? 'delivered' : outcome === 'retry' ? 'deferred' : 'dead',
         meta.required,
@@ -630,8 +629,7 @@ export async function buildGateway(cfg: ResolvedConfig, deps: GatewayDeps = {}):
           via: 'replay',
           outcome: o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'failed' : 'deferred',
           latencyMs: Math.round(now() - started),
-          ...httpStatusOf(o?.httpStatus),
-          ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+          ...attemptEnd(o?.httpStatus, error),
         },
         o?.skipped ? 'skipped' : outcome.ok ? 'delivered' : error?.transient === false ? 'dead' : 'deferred',
       );
@@ -865,9 +863,4 @@ function buildScanStep(cfg: ResolvedConfig, logger: Logger, metrics: Metrics, no
       logger.warn({ scanner: s.id, cooldownMs: cfg.scan.breaker.cooldown, code: 'PG_SCAN_UNAVAILABLE' }, 'scanner marked down');
     },
   });
-}
-
-/** The console attempt's `httpStatus` field, when there is a status. */
-function httpStatusOf(status: number | undefined): { httpStatus?: number } {
-  return status === undefined ? {} : { httpStatus: status };
 }

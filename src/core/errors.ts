@@ -80,6 +80,20 @@ export class GatewayError extends Error {
   }
 }
 
+/**
+ * How an attempt ended, as the console records it (docs/console.md, "What is
+ * recorded"): the HTTP status when the target answered one, and of a
+ * failure its stable code and its message on one line of at most 300
+ * characters. Here because both the SMTP session and the queue's side of
+ * the gateway record attempts, and the session imports console types only.
+ */
+export function attemptEnd(httpStatus: number | undefined, error: GatewayError | null | undefined): { httpStatus?: number; code?: string; detail?: string } {
+  return {
+    ...(httpStatus === undefined ? {} : { httpStatus }),
+    ...(error ? { code: error.code, detail: error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+  };
+}
+
 /** Every stable error code, with the documentation line `docs/errors.md` must carry. */
 export const ERROR_CODES = {
   PG_CONFIG_INVALID: 'The configuration failed validation; every problem is listed with its path.',

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession, type SMTPServerAddress, type SMTPServerAuthentication } from 'smtp-server';
-import type { GatewayError } from '../core/errors.js';
+import { attemptEnd, type GatewayError } from '../core/errors.js';
 import { isoTime } from '../core/time.js';
 import { failure, recipientRefusal, reply, REPLIES, toGatewayError } from '../transaction/replies.js';
 import type { ResolvedConfig, ResolvedListener } from '../config/load.js';
@@ -715,8 +715,7 @@ export function createSmtpServer(
                   via: 'sync',
                   outcome: o.skipped ? 'skipped' : o.ok ? 'delivered' : o.error?.transient === false ? 'failed' : 'deferred',
                   latencyMs: Math.round(o.ms),
-                  ...(o.httpStatus !== undefined ? { httpStatus: o.httpStatus } : {}),
-                  ...(o.error ? { code: o.error.code, detail: o.error.message.replace(/[\r\n]+/g, ' ').slice(0, 300) } : {}),
+                  ...attemptEnd(o.httpStatus, o.error),
                 };
                 // An optional target that ends after the reply was never spooled: a failure is final.
                 if (consoleHasIt) ctx.console.attempt(txn.queueId, a, o.skipped ? 'skipped' : o.ok ? 'delivered' : 'dead', t.required);
