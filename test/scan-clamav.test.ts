@@ -11,20 +11,9 @@ import assert from 'node:assert/strict';
 import type { TestGateway } from './helpers/gateway.js';
 import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { assertSlowScanner, EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon, startScanSuite, type ScanSuite, eventsOf } from './helpers/scanners.js';
+import { assertSlowScanner, EICAR, installed, messageWithAttachment, startClamd, TEST_MALWARE, zipOf, type Daemon, startScanSuite, type ScanSuite, scannedEvents as events } from './helpers/scanners.js';
 
 const skip = installed('clamd') ? false : 'clamd is not installed (.ci/run installs it)';
-
-interface EventBody {
-  data: {
-    subject: string;
-    virus?: { scanner: string; infected: boolean; names: string[] } | null;
-    spam: unknown;
-    parseErrors: { code: string; message: string }[];
-    attachments: { filename: string }[];
-  };
-}
-const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('clamav', { skip }, () => {
   let clamd: Daemon;

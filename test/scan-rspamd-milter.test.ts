@@ -12,20 +12,10 @@ import { startGateway } from './helpers/gateway.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { assertSlowScanner, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
+import { assertSlowScanner, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, gtube, scannedEvents as events } from './helpers/scanners.js';
 import type { TestGateway } from './helpers/gateway.js';
 
 const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
-
-interface EventBody {
-  data: {
-    subject: string;
-    headers: { name: string; value: string }[];
-    spam: { scanner: string; score: number; threshold: number; action: string; symbols: string[] } | null;
-    parseErrors: { code: string; message: string }[];
-  };
-}
-const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('rspamd over milter', { skip }, () => {
   let rspamd: Daemon;

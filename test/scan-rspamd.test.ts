@@ -15,19 +15,9 @@ import path from 'node:path';
 import { listFiles, startGateway, type TestGateway } from './helpers/gateway.js';
 import { startReceiver, type Receiver } from './helpers/receiver.js';
 import { RawSmtp, sendMail, sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { assertSlowScanner, GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
+import { assertSlowScanner, GTUBE, installed, startRspamd, type Daemon, startScanSuite, type ScanSuite, gtube, scannedEvents as events } from './helpers/scanners.js';
 
 const skip = installed('rspamd') ? false : 'rspamd is not installed (.ci/run installs it)';
-
-interface EventBody {
-  data: {
-    subject: string;
-    headers: { name: string; value: string }[];
-    spam: { scanner: string; score: number; threshold: number; action: string; symbols: string[] } | null;
-    parseErrors: { code: string; message: string }[];
-  };
-}
-const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('rspamd', { skip }, () => {
   let rspamd: Daemon;

@@ -11,18 +11,9 @@ import assert from 'node:assert/strict';
 import type { TestGateway } from './helpers/gateway.js';
 import type { Receiver } from './helpers/receiver.js';
 import { sendOne, simpleMessage } from './helpers/smtp-client.js';
-import { installed, startSpamd, type Daemon, startScanSuite, type ScanSuite, eventsOf, gtube } from './helpers/scanners.js';
+import { installed, startSpamd, type Daemon, startScanSuite, type ScanSuite, gtube, scannedEvents as events } from './helpers/scanners.js';
 
 const skip = installed('spamd') ? false : 'spamd is not installed (.ci/run installs it)';
-
-interface EventBody {
-  data: {
-    subject: string;
-    spam: { scanner: string; score: number; threshold: number; action: string; symbols: string[] } | null;
-    parseErrors: { code: string; message: string }[];
-  };
-}
-const events = (r: Receiver): EventBody[] => eventsOf<EventBody>(r);
 
 describe('spamassassin', { skip }, () => {
   let spamd: Daemon;

@@ -58,6 +58,18 @@ export const gtube = (subject: string): string => simpleMessage(subject).replace
 
 /** The events a receiver got, parsed (postgate's own JSON format). */
 export const eventsOf = <T>(r: Receiver): T[] => r.got.map((g) => JSON.parse(g.body.toString('utf8')) as T);
+/** What the scanner tests read of the events a receiver got. */
+export interface ScannedEvent {
+  data: {
+    subject: string;
+    headers: { name: string; value: string }[];
+    spam: { scanner: string; score: number; threshold: number; action: string; symbols: string[] } | null;
+    virus?: { scanner: string; infected: boolean; names: string[] } | null;
+    parseErrors: { code: string; message: string }[];
+    attachments: { filename: string }[];
+  };
+}
+export const scannedEvents = (r: Receiver): ScannedEvent[] => eventsOf<ScannedEvent>(r);
 export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 /** Matched by the test's own ClamAV signature (Postgate.Test.Pattern). */
 export const TEST_MALWARE = 'POSTGATE-TEST-MALWARE-PATTERN-7f3a';
@@ -471,8 +483,7 @@ export async function startScanSuite(opts: {
  * message is `note`. The daemon is resumed whatever happens.
  */
 export async function assertSlowScanner(s: Pick<ScanSuite, 'daemon' | 'app' | 'tg'>, verdict: 'spam' | 'virus', note: string): Promise<void> {
-  type Ev = { data: { subject: string; spam?: unknown; virus?: unknown; parseErrors: { code: string; message: string }[] } };
-  const events = () => eventsOf<Ev>(s.app);
+  const events = () => scannedEvents(s.app);
   s.daemon.pause();
   try {
     const t0 = Date.now();
